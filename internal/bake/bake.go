@@ -1,0 +1,430 @@
+package bake
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/hashicorp/hcl/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kiln-build/kiln/internal/spec"
+)
+
+// Standard OCI annotations kiln sets on every image it bakes.
+const (
+	AnnotationCreated    = "org.opencontainers.image.created"
+	AnnotationSource     = "org.opencontainers.image.source"
+	AnnotationRevision   = "org.opencontainers.image.revision"
+	AnnotationBaseDigest = "org.opencontainers.image.base.digest"
+	AnnotationBaseName   = "org.opencontainers.image.base.name"
+	AnnotationTitle      = "org.opencontainers.image.title"
+)
+
+// Options configure a Baker.
+type Options struct {
+	// Source gives the epoch and revision recorded in images (see ReadSource).
+	Source SourceInfo
+	// Progress, if set, is called as steps start and finish; from several goroutines.
+	Progress func(Event)
+}
+
+// Event reports progress of a bake.
+type Event struct {
+	Image   string        `json:"image"`
+	Step    string        `json:"step,omitempty"`
+	State   State         `json:"state"`
+	Digest  string        `json:"digest,omitempty"`
+	Elapsed time.Duration `json:"elapsed_ns,omitempty"`
+	Error   string        `json:"error,omitempty"`
+}
+
+// State is where an image or step is in a bake.
+type State string
+
+const (
+	StateStart  State = "start"  // an image or step began
+	StateCached State = "cached" // a step's layer came from the cache
+	StateBuilt  State = "built"  // a step's layer was built
+	StateDone   State = "done"   // an image is stored (Digest set)
+	StateFailed State = "failed" // an image or step failed (Error set)
+)
+
+// Result is one baked image.
+type Result struct {
+	Name   string
+	Digest v1.Hash
+	Image  v1.Image
+	SBOM   v1.Hash
+	// Cached is true when every step's layer came from the cache.
+	Cached bool
+}
+
+// Ref is NAME@DIGEST.
+func (r *Result) Ref() string { return r.Name + "@" + r.Digest.String() }
+
+// StepError is a failure of one step, with the place in the spec it was declared.
+type StepError struct {
+	Image string
+	Step  string
+	Range hcl.Range
+	Err   error
+}
+
+func (e *StepError) Error() string {
+	where := ""
+	if e.Range.Filename != "" {
+		where = fmt.Sprintf("%s:%d:%d: ", e.Range.Filename, e.Range.Start.Line, e.Range.Start.Column)
+	}
+	if e.Step == "" {
+		return fmt.Sprintf("%simage %q: %v", where, e.Image, e.Err)
+	}
+	return fmt.Sprintf("%simage %q: %s: %v", where, e.Image, e.Step, e.Err)
+}
+
+func (e *StepError) Unwrap() error { return e.Err }
+
+// Baker bakes images into a store.
+type Baker struct {
+	store *Store
+	cache *cache
+	tmp   string
+	opts  Options
+	mu    sync.Mutex // serializes index updates
+}
+
+// NewBaker returns a Baker for the store in stateDir.
+func NewBaker(store *Store, opts Options) (*Baker, error) {
+	c, err := newCache(store.root)
+	if err != nil {
+		return nil, fmt.Errorf("creating build cache: %w", err)
+	}
+	tmp := filepath.Join(store.root, "tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return nil, err
+	}
+	if opts.Progress == nil {
+		opts.Progress = func(Event) {}
+	}
+	return &Baker{store: store, cache: c, tmp: tmp, opts: opts}, nil
+}
+
+// Select returns the named images of cfg and every image they are built on, in
+// declaration order; all images when names is empty.
+func Select(cfg *spec.Config, names []string) ([]*spec.Image, error) {
+	if len(names) == 0 {
+		return cfg.Images, nil
+	}
+	want := map[string]bool{}
+	var add func(string) error
+	add = func(n string) error {
+		img := cfg.Image(n)
+		if img == nil {
+			var all []string
+			for _, i := range cfg.Images {
+				all = append(all, i.Name)
+			}
+			return fmt.Errorf("no image %q in %s (it has: %s)", n, cfg.Filename, strings.Join(all, ", "))
+		}
+		if want[n] {
+			return nil
+		}
+		want[n] = true
+		if img.From.Kind == spec.FromImage {
+			return add(img.From.Ref)
+		}
+		return nil
+	}
+	for _, n := range names {
+		if err := add(n); err != nil {
+			return nil, err
+		}
+	}
+	var out []*spec.Image
+	for _, img := range cfg.Images {
+		if want[img.Name] {
+			out = append(out, img)
+		}
+	}
+	return out, nil
+}
+
+// Bake bakes images, each as soon as its base is ready, and stores them. Results are in
+// the order of images. The caller holds the store's lock. On error, images that were
+// completed are stored; nothing partial is.
+func (b *Baker) Bake(ctx context.Context, images []*spec.Image) ([]*Result, error) {
+	ready := map[string]chan struct{}{}
+	for _, img := range images {
+		ready[img.Name] = make(chan struct{})
+	}
+	var mu sync.Mutex
+	done := map[string]*Result{}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, img := range images {
+		g.Go(func() error {
+			if img.From.Kind == spec.FromImage {
+				select {
+				case <-ready[img.From.Ref]:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+			mu.Lock()
+			bases := maps.Clone(done)
+			mu.Unlock()
+			r, err := b.bakeImage(gctx, img, bases)
+			if err != nil {
+				b.opts.Progress(Event{Image: img.Name, State: StateFailed, Error: err.Error()})
+				return err
+			}
+			mu.Lock()
+			done[img.Name] = r
+			mu.Unlock()
+			close(ready[img.Name])
+			return nil
+		})
+	}
+	err := g.Wait()
+	var out []*Result
+	for _, img := range images {
+		if r := done[img.Name]; r != nil {
+			out = append(out, r)
+		}
+	}
+	return out, err
+}
+
+func (b *Baker) bakeImage(ctx context.Context, img *spec.Image, done map[string]*Result) (*Result, error) {
+	start := time.Now()
+	b.opts.Progress(Event{Image: img.Name, State: StateStart})
+	epoch := b.opts.Source.Epoch
+	bs, err := b.resolveBase(ctx, img, done, epoch.Unix())
+	if err != nil {
+		return nil, &StepError{Image: img.Name, Step: "from", Range: img.From.Range, Err: err}
+	}
+
+	steps := make([]*built, len(img.Steps))
+	cached := make([]bool, len(img.Steps))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, st := range img.Steps {
+		g.Go(func() error {
+			t := time.Now()
+			b.opts.Progress(Event{Image: img.Name, Step: st.Describe(), State: StateStart})
+			bl, hit, err := b.runStep(gctx, img, st, epoch.Unix())
+			if err != nil {
+				err = &StepError{Image: img.Name, Step: st.Describe(), Range: st.Where(), Err: err}
+				b.opts.Progress(Event{Image: img.Name, Step: st.Describe(), State: StateFailed, Error: err.Error()})
+				return err
+			}
+			state := StateBuilt
+			if hit {
+				state = StateCached
+			}
+			b.opts.Progress(Event{Image: img.Name, Step: st.Describe(), State: state, Elapsed: time.Since(t)})
+			steps[i], cached[i] = bl, hit
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+
+	oimg, err := b.assemble(img, bs, steps)
+	if err != nil {
+		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: err}
+	}
+	desc, err := b.store.putImage(oimg)
+	if err != nil {
+		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: fmt.Errorf("storing image: %w", err)}
+	}
+	sbom, err := buildSBOM(sbomInput{
+		Name: img.Name, Digest: desc.Digest, Epoch: epoch,
+		Base: bs.name, BaseHash: bs.digest, Steps: append(slices.Clone(bs.layers), steps...),
+	})
+	if err != nil {
+		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: err}
+	}
+	sbomDigest, err := b.store.writeBytes(sbom)
+	if err != nil {
+		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: fmt.Errorf("storing SBOM: %w", err)}
+	}
+	b.mu.Lock()
+	err = b.store.record(img.Name, desc, sbomDigest, time.Now())
+	b.mu.Unlock()
+	if err != nil {
+		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: fmt.Errorf("recording image in the store: %w", err)}
+	}
+	stored, err := b.store.imageByDigest(desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	r := &Result{Name: img.Name, Digest: desc.Digest, Image: stored, SBOM: sbomDigest, Cached: !slices.Contains(cached, false)}
+	b.opts.Progress(Event{Image: img.Name, State: StateDone, Digest: desc.Digest.String(), Elapsed: time.Since(start)})
+	return r, nil
+}
+
+// runStep returns the layer of one step, from the cache when its inputs are unchanged.
+func (b *Baker) runStep(ctx context.Context, img *spec.Image, st spec.Step, epoch int64) (*built, bool, error) {
+	var (
+		k     string
+		build func() ([]entry, *goRecord, error)
+	)
+	switch st := st.(type) {
+	case *spec.GoBuild:
+		gs, err := newGoStep(st, img.Platform)
+		if err != nil {
+			return nil, false, err
+		}
+		if k, err = gs.key(epoch); err != nil {
+			return nil, false, err
+		}
+		build = func() ([]entry, *goRecord, error) { return gs.build(ctx, b.tmp) }
+	case *spec.Copy:
+		entries, err := copyEntries(st)
+		if err != nil {
+			return nil, false, err
+		}
+		k = entriesKey("copy", epoch, entries)
+		build = func() ([]entry, *goRecord, error) { return entries, nil, nil }
+	case *spec.File:
+		entries := fileStepEntries(st)
+		k = entriesKey("file", epoch, entries)
+		build = func() ([]entry, *goRecord, error) { return entries, nil, nil }
+	default:
+		return nil, false, fmt.Errorf("unknown step %T", st)
+	}
+	if bl, ok := b.cache.get(b.store, k); ok {
+		return bl, true, nil
+	}
+	entries, rec, err := build()
+	if err != nil {
+		return nil, false, err
+	}
+	layer, err := b.store.writeLayer(entries, time.Unix(epoch, 0).UTC())
+	if err != nil {
+		return nil, false, fmt.Errorf("writing layer: %w", err)
+	}
+	bl := &built{Key: k, Layer: layer, Files: fileRecords(entries), Go: rec}
+	if err := b.cache.put(bl); err != nil {
+		return nil, false, fmt.Errorf("writing build cache: %w", err)
+	}
+	return bl, false, nil
+}
+
+// assemble stacks the step layers on the base and writes the image configuration.
+func (b *Baker) assemble(img *spec.Image, bs base, steps []*built) (v1.Image, error) {
+	epoch := v1.Time{Time: b.opts.Source.Epoch}
+	out := bs.img
+	var adds []mutate.Addendum
+	for _, bl := range bs.layers {
+		adds = append(adds, mutate.Addendum{
+			Layer:   &storedLayer{s: b.store, d: bl.Layer},
+			History: v1.History{Created: epoch, CreatedBy: "kiln: from " + img.From.Ref},
+		})
+	}
+	for i, bl := range steps {
+		adds = append(adds, mutate.Addendum{
+			Layer:   &storedLayer{s: b.store, d: bl.Layer},
+			History: v1.History{Created: epoch, CreatedBy: "kiln: " + img.Steps[i].Describe()},
+		})
+	}
+	out, err := mutate.Append(out, adds...)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := out.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.Created = epoch
+	cf.OS, cf.Architecture, cf.Variant = img.Platform.OS, img.Platform.Arch, img.Platform.Variant
+	c := &cf.Config
+
+	c.Env = mergeEnv(c.Env, img.Env)
+	entrypointSet := false
+	switch {
+	case img.Entrypoint != nil:
+		c.Entrypoint, entrypointSet = img.Entrypoint, true
+	default:
+		for _, st := range img.Steps {
+			if g, ok := st.(*spec.GoBuild); ok {
+				gs, err := newGoStep(g, img.Platform)
+				if err != nil {
+					return nil, err
+				}
+				c.Entrypoint, entrypointSet = []string{gs.target()}, true
+				break
+			}
+		}
+	}
+	if img.Cmd != nil {
+		c.Cmd = img.Cmd
+	} else if entrypointSet {
+		c.Cmd = nil
+	}
+	if img.Workdir != "" {
+		c.WorkingDir = img.Workdir
+	}
+	if img.User != "" {
+		c.User = img.User
+	}
+	for _, p := range img.Expose {
+		if c.ExposedPorts == nil {
+			c.ExposedPorts = map[string]struct{}{}
+		}
+		c.ExposedPorts[p] = struct{}{}
+	}
+
+	anns := map[string]string{
+		AnnotationCreated: b.opts.Source.Epoch.UTC().Format(time.RFC3339),
+		AnnotationTitle:   img.Name,
+	}
+	if r := b.opts.Source.Revision; r != "" {
+		anns[AnnotationRevision] = r
+	}
+	if u := b.opts.Source.URL; u != "" {
+		anns[AnnotationSource] = u
+	}
+	if bs.digest != (v1.Hash{}) {
+		anns[AnnotationBaseDigest] = bs.digest.String()
+	}
+	if bs.name != "" {
+		anns[AnnotationBaseName] = bs.name
+	}
+	// Mirror the annotations into labels: `docker load` keeps labels, not annotations.
+	if c.Labels == nil {
+		c.Labels = map[string]string{}
+	}
+	maps.Copy(c.Labels, anns)
+	maps.Copy(c.Labels, img.Labels)
+
+	out, err = mutate.ConfigFile(out, cf)
+	if err != nil {
+		return nil, err
+	}
+	return mutate.Annotations(out, anns).(v1.Image), nil
+}
+
+// mergeEnv overrides base's KEY=VALUE entries with env's, adding new keys in sorted order.
+func mergeEnv(base []string, env map[string]string) []string {
+	out := slices.Clone(base)
+	for _, k := range sortedKeys(env) {
+		kv := k + "=" + env[k]
+		i := slices.IndexFunc(out, func(e string) bool { return strings.HasPrefix(e, k+"=") })
+		if i >= 0 {
+			out[i] = kv
+		} else {
+			out = append(out, kv)
+		}
+	}
+	return out
+}

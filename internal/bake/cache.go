@@ -1,0 +1,71 @@
+package bake
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+
+	"github.com/kiln-build/kiln/internal/atomicfile"
+)
+
+// cacheVersion is part of every cache key: bump it when a change to kiln would make a
+// step produce different bytes from the same inputs.
+const cacheVersion = "kiln-layer-v1"
+
+// cache maps the hash of a step's inputs to the layer the step produced. An entry is
+// only trusted while its layer blob is still in the store.
+type cache struct{ dir string }
+
+// built is what a step produced: its layer, and what the SBOM needs to know about it.
+type built struct {
+	Key   string       `json:"key"`
+	Layer layerDesc    `json:"layer"`
+	Files []fileRecord `json:"files"`
+	Go    *goRecord    `json:"go,omitempty"`
+}
+
+type fileRecord struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+func newCache(stateDir string) (*cache, error) {
+	dir := filepath.Join(stateDir, "cache", "layers")
+	return &cache{dir: dir}, os.MkdirAll(dir, 0o755)
+}
+
+// key hashes a step's inputs: any JSON-encodable value that holds all of them.
+func key(inputs any) string {
+	b, err := json.Marshal(struct {
+		Version string
+		Inputs  any
+	}{cacheVersion, inputs})
+	if err != nil {
+		panic("bake: cache key inputs must encode as JSON: " + err.Error())
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func (c *cache) get(s *Store, key string) (*built, bool) {
+	b, err := os.ReadFile(filepath.Join(c.dir, key+".json"))
+	if err != nil {
+		return nil, false
+	}
+	var e built
+	if json.Unmarshal(b, &e) != nil || e.Key != key || !s.HasBlob(e.Layer.Digest) {
+		return nil, false
+	}
+	return &e, true
+}
+
+func (c *cache) put(e *built) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(c.dir, e.Key+".json"), b, 0o644)
+}

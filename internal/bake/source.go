@@ -1,0 +1,72 @@
+package bake
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SourceInfo is what an image records of the source it was baked from.
+type SourceInfo struct {
+	// Epoch is the time every timestamp in the image is set to.
+	Epoch    time.Time
+	Revision string // the commit, if the spec is in a git work tree
+	URL      string // the origin remote, without credentials
+}
+
+// ReadSource determines the epoch and revision for a spec in dir: SOURCE_DATE_EPOCH if
+// set, else the time of the last commit, else the Unix epoch. environ is consulted for
+// SOURCE_DATE_EPOCH (os.Environ() if nil).
+func ReadSource(ctx context.Context, dir string, environ []string) (SourceInfo, error) {
+	if environ == nil {
+		environ = os.Environ()
+	}
+	var info SourceInfo
+	epochSet := false
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "SOURCE_DATE_EPOCH="); ok && v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return info, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds since 1970", v)
+			}
+			info.Epoch = time.Unix(n, 0).UTC()
+			epochSet = true
+		}
+	}
+	out, err := exec.CommandContext(ctx, "git", "-C", dir, "log", "-1", "--format=%H %ct").Output()
+	if err == nil {
+		if rev, ct, ok := strings.Cut(strings.TrimSpace(string(out)), " "); ok {
+			info.Revision = rev
+			if n, err := strconv.ParseInt(ct, 10, 64); err == nil && !epochSet {
+				info.Epoch = time.Unix(n, 0).UTC()
+				epochSet = true
+			}
+		}
+		if out, err := exec.CommandContext(ctx, "git", "-C", dir, "config", "--get", "remote.origin.url").Output(); err == nil {
+			info.URL = redact(strings.TrimSpace(string(out)))
+		}
+	}
+	if !epochSet {
+		info.Epoch = time.Unix(0, 0).UTC()
+	}
+	return info, nil
+}
+
+// redact removes credentials from a remote URL, and drops remotes that are local paths:
+// they mean nothing outside this machine and would make images differ between clones.
+func redact(remote string) string {
+	if strings.HasPrefix(remote, "/") || strings.HasPrefix(remote, ".") || strings.HasPrefix(remote, "file:") {
+		return ""
+	}
+	u, err := url.Parse(remote)
+	if err != nil || u.User == nil {
+		return remote
+	}
+	u.User = nil
+	return u.String()
+}

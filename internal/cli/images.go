@@ -1,0 +1,131 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/docker/go-units"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-build/kiln/internal/bake"
+)
+
+func newImagesCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "images",
+		Short: "List the images in the local image store",
+		Long: `Images lists every image in the store: the newest bake of each name (marked
+current) and earlier bakes kept until pruned.`,
+		Example: `  kiln images
+  kiln images -json
+  kiln images prune`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, err := g.openStore()
+			if err != nil {
+				return err
+			}
+			entries, err := store.Entries()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeEntriesJSON(g, entries)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tDIGEST\tCURRENT\tSIZE\tCREATED\tREVISION")
+			for i := len(entries) - 1; i >= 0; i-- { // newest bake first
+				e := entries[i]
+				cur := ""
+				if e.Current {
+					cur = "*"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, short(e.Digest.String()), cur,
+					units.HumanSize(float64(e.Size)), e.Created.UTC().Format(time.DateTime), shortRev(e.Revision))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the list as JSON")
+	cmd.AddCommand(newPruneCmd(g))
+	return cmd
+}
+
+func shortRev(r string) string {
+	if r == "" {
+		return "-"
+	}
+	return r[:min(12, len(r))]
+}
+
+type entryJSON struct {
+	Name     string    `json:"name"`
+	Digest   string    `json:"digest"`
+	Current  bool      `json:"current"`
+	Size     int64     `json:"size"`
+	Created  time.Time `json:"created"`
+	Revision string    `json:"revision,omitempty"`
+	Source   string    `json:"source,omitempty"`
+	Baked    time.Time `json:"baked"`
+	SBOM     string    `json:"sbom,omitempty"`
+}
+
+func writeEntriesJSON(g *globals, entries []bake.Entry) error {
+	out := []entryJSON{}
+	for _, e := range entries {
+		j := entryJSON{Name: e.Name, Digest: e.Digest.String(), Current: e.Current, Size: e.Size,
+			Created: e.Created, Revision: e.Revision, Source: e.Source, Baked: e.Baked}
+		if e.SBOM != (v1.Hash{}) {
+			j.SBOM = e.SBOM.String()
+		}
+		out = append(out, j)
+	}
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func newPruneCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "prune",
+		Short: "Remove images nothing keeps, and their unused layers",
+		Long: `Prune removes every image in the store that is not the current bake of its name,
+then every blob (layer, config, SBOM) no remaining image uses.`,
+		Example: "  kiln images prune",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, err := g.openStore()
+			if err != nil {
+				return err
+			}
+			unlock, err := store.Lock(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			res, err := store.Prune(nil)
+			if err != nil {
+				return err
+			}
+			for _, e := range res.Images {
+				fmt.Fprintf(g.stdout, "removed %s@%s\n", e.Name, e.Digest)
+			}
+			fmt.Fprintf(g.stderr, "pruned %d images, %d blobs, %s\n", len(res.Images), res.Blobs, units.HumanSize(float64(res.Bytes)))
+			return nil
+		},
+	}
+}
+
+// openStore opens the image store of the spec here, without requiring the spec to be
+// valid: listing images must work while the spec is being edited.
+func (g *globals) openStore() (*bake.Store, error) {
+	dir, err := g.state(nil)
+	if err != nil {
+		return nil, err
+	}
+	return bake.OpenStore(dir)
+}

@@ -1,0 +1,215 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"github.com/kiln-build/kiln/internal/spec"
+)
+
+// exitError ends a command with a status code; its message, if any, was already shown.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// globals are the flags every verb shares.
+type globals struct {
+	chdir    string
+	file     string
+	stateDir string
+	vars     []string
+	noColor  bool
+
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+// Execute runs kiln with args and returns the process exit status.
+func Execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := newRoot(g)
+	root.SetArgs(normalizeArgs(root, args))
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	var ee exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(stderr, "kiln: interrupted")
+		return 130
+	default:
+		fmt.Fprintf(stderr, "Error: %v\n", err)
+		return 1
+	}
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "kiln",
+		Short: "Bake reproducible server images and keep fleets exactly what was built",
+		Long: `kiln is an immutable-infrastructure engine: it bakes server images from a
+declarative spec (kiln.hcl), reproducibly, and replaces servers instead of changing them.`,
+		Example: `  kiln validate              check kiln.hcl and report every problem
+  kiln bake                  bake every image in kiln.hcl into .kiln/
+  kiln bake --load           ...and load them into the local Docker engine
+  kiln -C examples/hello bake`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if g.chdir != "" {
+				if err := os.Chdir(g.chdir); err != nil {
+					return fmt.Errorf("-C %s: %w", g.chdir, err)
+				}
+			}
+			return nil
+		},
+	}
+	root.CompletionOptions.HiddenDefaultCmd = true
+	pf := root.PersistentFlags()
+	pf.StringVarP(&g.chdir, "chdir", "C", "", "run as if kiln was started in `DIR`")
+	pf.StringVarP(&g.file, "file", "f", "", "the spec `FILE` (default: kiln.hcl, else kiln.hcl.json)")
+	pf.StringVar(&g.stateDir, "state-dir", "", "kiln's state `DIR` (default: .kiln next to the spec)")
+	pf.BoolVar(&g.noColor, "no-color", false, "do not color output")
+	root.AddCommand(
+		newVersionCmd(g),
+		newValidateCmd(g),
+		newFmtCmd(g),
+		newBakeCmd(g),
+		newImagesCmd(g),
+		newSBOMCmd(g),
+	)
+	return root
+}
+
+// addVarFlag registers -var on the verbs that evaluate the spec.
+func addVarFlag(g *globals, fs *pflag.FlagSet) {
+	fs.StringArrayVar(&g.vars, "var", nil, "set a spec variable, as `NAME=VALUE` (repeatable; wins over KILN_VAR_NAME)")
+}
+
+// normalizeArgs lets Terraform habits work: -var, -json, -check and every other long
+// flag may be written with one dash.
+func normalizeArgs(root *cobra.Command, args []string) []string {
+	long := map[string]bool{}
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		visit := func(f *pflag.Flag) { long[f.Name] = true }
+		c.Flags().VisitAll(visit)
+		c.PersistentFlags().VisitAll(visit)
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			name, _, _ := strings.Cut(a[1:], "=")
+			if len(name) > 1 && long[name] {
+				a = "-" + a
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// specPath is the spec file the verb works on.
+func (g *globals) specPath() (string, error) {
+	if g.file != "" {
+		if _, err := os.Stat(g.file); err != nil {
+			return "", fmt.Errorf("spec file: %w", err)
+		}
+		return g.file, nil
+	}
+	return spec.Find(".")
+}
+
+func (g *globals) varValues() (map[string]string, error) {
+	vars := map[string]string{}
+	for _, kv := range g.vars {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("-var %q: write it as NAME=VALUE", kv)
+		}
+		vars[k] = v
+	}
+	return vars, nil
+}
+
+// loadSpec reads and checks the spec, printing every diagnostic. It fails if any is an
+// error.
+func (g *globals) loadSpec() (*spec.Config, error) {
+	path, err := g.specPath()
+	if err != nil {
+		return nil, err
+	}
+	vars, err := g.varValues()
+	if err != nil {
+		return nil, err
+	}
+	cfg, diags := spec.Load(path, spec.Options{Vars: vars})
+	if len(diags) > 0 {
+		g.printDiags(cfg.Files, diags)
+	}
+	if diags.HasErrors() {
+		return nil, exitError{1}
+	}
+	return cfg, nil
+}
+
+func (g *globals) printDiags(files map[string]*hcl.File, diags hcl.Diagnostics) {
+	width, color := uint(0), false
+	if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if w, _, err := term.GetSize(int(f.Fd())); err == nil {
+			width = uint(w)
+		}
+		color = !g.noColor && os.Getenv("NO_COLOR") == ""
+	}
+	spec.WriteText(g.stderr, files, diags, width, color)
+}
+
+// state is the state directory for cfg: --state-dir, else .kiln beside the spec.
+func (g *globals) state(cfg *spec.Config) (string, error) {
+	dir := g.stateDir
+	if dir == "" {
+		specDir := "."
+		if cfg != nil {
+			specDir = cfg.Dir
+		} else if p, err := g.specPath(); err == nil {
+			specDir = filepath.Dir(p)
+		}
+		dir = filepath.Join(specDir, ".kiln")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating state directory: %w", err)
+	}
+	// The state directory is local and never belongs in version control.
+	ignore := filepath.Join(dir, ".gitignore")
+	if _, err := os.Stat(ignore); os.IsNotExist(err) {
+		os.WriteFile(ignore, []byte("*\n"), 0o644)
+	}
+	return dir, nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

@@ -1,0 +1,191 @@
+package spec
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+)
+
+// DefaultFile is the spec file kiln looks for in a directory, before its JSON twin.
+const DefaultFile = "kiln.hcl"
+
+// Options are the inputs to a spec besides its source.
+type Options struct {
+	// Vars are -var name=value overrides; they win over the environment.
+	Vars map[string]string
+	// Environ is consulted for KILN_VAR_<name> overrides; os.Environ() when nil.
+	Environ []string
+	// DefaultArch is the architecture of images without a platform; the host's when empty.
+	DefaultArch string
+}
+
+// Find returns the spec file of dir: kiln.hcl, else kiln.hcl.json.
+func Find(dir string) (string, error) {
+	for _, name := range []string{DefaultFile, DefaultFile + ".json"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no %s (or %s.json) in %s: run kiln in a directory with a spec, or pass -C DIR or -f FILE", DefaultFile, DefaultFile, dir)
+}
+
+// Load reads and decodes the spec file at path. It returns every problem it finds, not
+// only the first; the Config is usable only when the diagnostics have no errors. Even
+// then, Files is set so callers can render the diagnostics with source snippets.
+func Load(path string, opts Options) (*Config, hcl.Diagnostics) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return &Config{Filename: path, Files: map[string]*hcl.File{}}, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Cannot read spec file",
+			Detail:   err.Error(),
+		}}
+	}
+	return Parse(path, src, opts)
+}
+
+// Parse decodes src as the spec file named filename (native syntax, or JSON when the name
+// ends in .json). Relative paths in the spec resolve against filename's directory.
+func Parse(filename string, src []byte, opts Options) (*Config, hcl.Diagnostics) {
+	dir, err := filepath.Abs(filepath.Dir(filename))
+	if err != nil {
+		dir = filepath.Dir(filename)
+	}
+	p := hclparse.NewParser()
+	var f *hcl.File
+	var diags hcl.Diagnostics
+	if strings.HasSuffix(filename, ".json") {
+		f, diags = p.ParseJSON(src, filename)
+	} else {
+		f, diags = p.ParseHCL(src, filename)
+	}
+	cfg := &Config{Dir: dir, Filename: filename, Files: p.Files()}
+	if diags.HasErrors() {
+		return cfg, diags
+	}
+	d := &decoder{dir: dir, opts: opts}
+	d.decode(cfg, f.Body)
+	return cfg, append(diags, d.diags...)
+}
+
+var rootSchema = &hcl.BodySchema{
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "variable", LabelNames: []string{"name"}},
+		{Type: "image", LabelNames: []string{"name"}},
+	},
+}
+
+// decoder accumulates diagnostics while decoding, so one run reports every problem.
+type decoder struct {
+	dir   string
+	opts  Options
+	ctx   *hcl.EvalContext
+	vars  map[string]bool // declared variable names
+	diags hcl.Diagnostics
+}
+
+func (d *decoder) add(diags hcl.Diagnostics) { d.diags = append(d.diags, diags...) }
+
+func (d *decoder) errorf(rng *hcl.Range, summary, format string, args ...any) {
+	d.diags = append(d.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  summary,
+		Detail:   fmt.Sprintf(format, args...),
+		Subject:  rng,
+	})
+}
+
+func (d *decoder) decode(cfg *Config, body hcl.Body) {
+	content, diags := body.Content(rootSchema)
+	d.add(diags)
+
+	var varBlocks, imageBlocks []*hcl.Block
+	for _, b := range content.Blocks {
+		switch b.Type {
+		case "variable":
+			varBlocks = append(varBlocks, b)
+		case "image":
+			imageBlocks = append(imageBlocks, b)
+		}
+	}
+	cfg.Variables = d.variables(varBlocks)
+
+	seen := map[string]*hcl.Block{}
+	for _, b := range imageBlocks {
+		name := b.Labels[0]
+		if first, dup := seen[name]; dup {
+			d.errorf(b.DefRange.Ptr(), "Duplicate image", "An image named %q was already declared at %s. Image names must be unique.", name, first.DefRange)
+			continue
+		}
+		seen[name] = b
+		if !validName(name) {
+			d.errorf(b.LabelRanges[0].Ptr(), "Invalid image name", "Image name %q must start with a lowercase letter and contain only lowercase letters, digits, '-', '_' and '.'.", name)
+		}
+		if img := d.image(b); img != nil {
+			cfg.Images = append(cfg.Images, img)
+		}
+	}
+	d.checkBases(cfg)
+}
+
+// checkBases reports bases naming undeclared images and cycles among image bases.
+func (d *decoder) checkBases(cfg *Config) {
+	byName := map[string]*Image{}
+	for _, img := range cfg.Images {
+		byName[img.Name] = img
+	}
+	for _, img := range cfg.Images {
+		if img.From.Kind != FromImage {
+			continue
+		}
+		if byName[img.From.Ref] == nil {
+			d.errorf(img.From.Range.Ptr(), "Reference to undeclared image", "There is no image block named %q in this spec.", img.From.Ref)
+		}
+	}
+	for _, img := range cfg.Images {
+		seen := map[string]bool{img.Name: true}
+		path := []string{img.Name}
+		for cur := img; cur.From.Kind == FromImage; {
+			next := byName[cur.From.Ref]
+			if next == nil {
+				break
+			}
+			path = append(path, next.Name)
+			if seen[next.Name] {
+				if next == img { // report each cycle once, at its first member
+					d.errorf(img.From.Range.Ptr(), "Cycle in image bases", "The images form a cycle: %s. An image cannot be built on itself.", strings.Join(path, " -> "))
+				}
+				break
+			}
+			seen[next.Name] = true
+			cur = next
+		}
+	}
+}
+
+func validName(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
