@@ -250,6 +250,9 @@ func (d *decoder) copyStep(b *hcl.Block) *Copy {
 	}
 	if s, ok := d.str(a, "to"); ok {
 		c.To = d.absPath(a["to"].Expr.Range(), "copy destination", s)
+		if strings.HasSuffix(s, "/") && c.To != "/" {
+			c.To += "/" // a file copied to "dir/" lands in dir under its own name
+		}
 	}
 	c.Mode, _ = d.mode(a, "mode")
 	c.Owner = d.owner(a, "owner")

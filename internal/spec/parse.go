@@ -71,7 +71,19 @@ func Parse(filename string, src []byte, opts Options) (*Config, hcl.Diagnostics)
 	}
 	d := &decoder{dir: dir, opts: opts}
 	d.decode(cfg, f.Body)
-	return cfg, append(diags, d.diags...)
+	diags = append(diags, d.diags...)
+	// In source order, whatever order the checks ran in; problems with no place first.
+	sort.SliceStable(diags, func(i, j int) bool {
+		a, b := diags[i].Subject, diags[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a == nil && b != nil
+		case a.Filename != b.Filename:
+			return a.Filename < b.Filename
+		}
+		return a.Start.Byte < b.Start.Byte
+	})
+	return cfg, diags
 }
 
 var rootSchema = &hcl.BodySchema{
@@ -148,7 +160,11 @@ func (d *decoder) checkBases(cfg *Config) {
 			d.errorf(img.From.Range.Ptr(), "Reference to undeclared image", "There is no image block named %q in this spec.", img.From.Ref)
 		}
 	}
+	inCycle := map[string]bool{}
 	for _, img := range cfg.Images {
+		if inCycle[img.Name] {
+			continue // reported at an earlier member
+		}
 		seen := map[string]bool{img.Name: true}
 		path := []string{img.Name}
 		for cur := img; cur.From.Kind == FromImage; {
@@ -158,7 +174,10 @@ func (d *decoder) checkBases(cfg *Config) {
 			}
 			path = append(path, next.Name)
 			if seen[next.Name] {
-				if next == img { // report each cycle once, at its first member
+				if next == img {
+					for _, n := range path {
+						inCycle[n] = true
+					}
 					d.errorf(img.From.Range.Ptr(), "Cycle in image bases", "The images form a cycle: %s. An image cannot be built on itself.", strings.Join(path, " -> "))
 				}
 				break

@@ -119,15 +119,13 @@ func (d *decoder) override(values map[string]cty.Value, name, raw string, ty cty
 		values[name] = cty.StringVal(raw)
 		return
 	}
-	expr, diags := hclsyntax.ParseExpression([]byte(raw), source, hcl.InitialPos)
-	if diags.HasErrors() {
-		d.errorf(nil, "Invalid value for variable", "The value of %s is not a valid expression for type %s: %s", source, typeexpr.TypeString(ty), diags.Error())
-		return
-	}
-	v, diags := expr.Value(nil)
-	if diags.HasErrors() {
-		d.errorf(nil, "Invalid value for variable", "The value of %s cannot be evaluated: %s", source, diags.Error())
-		return
+	// Not every value is an expression ("many" is a bare word): take those as strings and
+	// let the conversion below say what is wrong with them.
+	v := cty.StringVal(raw)
+	if expr, diags := hclsyntax.ParseExpression([]byte(raw), source, hcl.InitialPos); !diags.HasErrors() {
+		if ev, diags := expr.Value(nil); !diags.HasErrors() {
+			v = ev
+		}
 	}
 	cv, err := convert.Convert(v, ty)
 	if err != nil {

@@ -1,0 +1,8 @@
+image "web" {
+  from = "scratch"
+  env = {
+    A = "b"
+
+image "other" {
+  from = "scratch"
+}
