@@ -29,6 +29,7 @@ REG_PORT=${REG_PORT:-5055}      # first port tried for the local registry
 BENCH_SDE=${BENCH_SDE:-1700000000}  # SOURCE_DATE_EPOCH used while timing
 KEEP_WORK=${KEEP_WORK:-0}
 REPRO_CHECK=${REPRO_CHECK:-1}
+GO_LDFLAGS=${GO_LDFLAGS:-"-s -w -X main.version=dev"}  # as in examples/hello/kiln.hcl
 KO_VERSION=v0.19.1
 CRANE_VERSION=v0.22.1
 
@@ -193,15 +194,32 @@ func main() {
 	log.Fatal(http.ListenAndServe(addr, nil))
 }
 EOF
+	mkdir -p "$SRC_TEMPLATE/static"
+	printf '<!doctype html>\n<title>hello</title>\n' >"$SRC_TEMPLATE/static/index.html"
 	cat >"$SRC_TEMPLATE/kiln.hcl" <<'EOF'
 image "hello" {
   from = "scratch"
   go {
     package = "."
+    ldflags = ["-s", "-w", "-X main.version=dev"]
   }
+  copy "static" {
+    to = "/srv/static"
+  }
+  file "/etc/hello/greeting.txt" {
+    content = "Hello from kiln!\n"
+  }
+  env = {
+    STATIC_DIR    = "/srv/static"
+    GREETING_FILE = "/etc/hello/greeting.txt"
+  }
+  expose = [8080]
+  user   = "65532:65532"
 }
 EOF
 fi
+[[ -d $SRC_TEMPLATE/static ]] ||
+	die "$EXAMPLE_DIR has no static/ directory: the ko and docker builds mirror examples/hello/kiln.hcl, which copies it"
 # The "edit" case rewrites one line of main.go. So that it does not depend on
 # the example's wording, the benchmark appends a marker string that ends up in
 # the binary (init keeps it reachable, so the linker cannot drop it): changing
@@ -215,7 +233,7 @@ var benchSink string
 
 func init() { benchSink = benchMarker }
 EOF
-for t in $BENCH_TOOLS; do
+for t in kiln ko docker; do
 	mkdir -p "$WORK/$t"
 	cp -a "$SRC_TEMPLATE" "$WORK/$t/src"
 done
@@ -289,6 +307,16 @@ mkscript kiln-clean <<EOF
 rm -rf $W/kiln/src/.kiln
 EOF
 
+# ko: the same go build flags, through .ko.yaml. Static files go in kodata/,
+# ko's only way to add files (they land in /var/run/ko, not /srv/static); ko
+# cannot write other files or set env, user or exposed ports.
+cat >"$WORK/ko/src/.ko.yaml" <<EOF
+builds:
+- id: hello
+  main: .
+  ldflags: ["$GO_LDFLAGS"]
+EOF
+cp -a "$WORK/ko/src/static" "$WORK/ko/src/kodata"
 mkscript ko-run <<EOF
 cd $W/ko/src
 # Relative layout path: ko turns it into an image reference, which must be
@@ -301,21 +329,29 @@ mkscript ko-clean <<EOF
 rm -rf $W/ko/layout
 EOF
 
-mkdir -p "$WORK/docker/ctx"
-cat >"$WORK/docker/ctx/Dockerfile" <<'EOF'
+# docker: the example's directory is the build context; the Dockerfile
+# mirrors kiln.hcl (binary at /app/hello as kiln and ko put it).
+cat >"$WORK/docker/src/Dockerfile" <<'EOF'
 FROM scratch
-COPY hello /hello
-ENTRYPOINT ["/hello"]
+COPY hello.bin /app/hello
+COPY static /srv/static
+COPY greeting.txt /etc/hello/greeting.txt
+ENV STATIC_DIR=/srv/static GREETING_FILE=/etc/hello/greeting.txt
+EXPOSE 8080
+USER 65532:65532
+ENTRYPOINT ["/app/hello"]
 EOF
+printf '*\n!hello.bin\n!static\n!greeting.txt\n' >"$WORK/docker/src/.dockerignore"
+printf 'Hello from kiln!\n' >"$WORK/docker/src/greeting.txt"
 mkscript docker-run <<EOF
 cd $W/docker/src
-go build -trimpath -o $W/docker/ctx/hello . 2>>../err
+go build -trimpath -ldflags=$(q "$GO_LDFLAGS") -o hello.bin . 2>>../err
 rm -f ../iid
-docker build -q --iidfile ../iid --label kiln-bench=1 -t kiln-bench/hello:latest $W/docker/ctx >../out 2>>../err
+docker build -q --iidfile ../iid --label kiln-bench=1 -t kiln-bench/hello:latest . >../out 2>>../err
 cp ../iid ../digest
 EOF
 mkscript docker-clean <<EOF
-rm -f $W/docker/ctx/hello
+rm -f $W/docker/src/hello.bin
 docker image ls -q --filter label=kiln-bench=1 | sort -u | xargs -r docker rmi -f >/dev/null
 $(if [[ ${DOCKER_BUILDKIT:-0} == 1 ]]; then echo 'docker builder prune -af >/dev/null'; fi)
 EOF
@@ -469,10 +505,10 @@ report() {
 	fi
 	if [[ -n $KILN_NOTE ]]; then echo "- $KILN_NOTE"; fi
 	if has ko "$BENCH_TOOLS"; then
-		echo "- ko $KO_VERSION: \`ko build --bare --push=false --oci-layout-path DIR .\`, base \`$KO_DEFAULTBASEIMAGE\` (a zero-layer image in a local \`crane registry serve\`), default SBOM, no KOCACHE; cold = remove the OCI layout"
+		echo "- ko $KO_VERSION: \`ko build --bare --push=false --oci-layout-path DIR .\`, base \`$KO_DEFAULTBASEIMAGE\` (a zero-layer image in a local \`crane registry serve\`), ldflags \`$GO_LDFLAGS\` via .ko.yaml, static/ as kodata/, default SBOM, no KOCACHE; cold = remove the OCI layout. ko cannot add the greeting file, env, user or port, so its image is slightly smaller"
 	fi
 	if has docker "$BENCH_TOOLS"; then
-		echo "- docker: client $(docker version -f '{{.Client.Version}}' 2>/dev/null), engine $(docker version -f '{{.Server.Version}}' 2>/dev/null), $DOCKER_BUILDER; timed step = \`go build -trimpath\` + \`docker build -q --iidfile\` of \`FROM scratch\` + COPY + ENTRYPOINT; digest = image ID; cold = remove the images (and the binary)"
+		echo "- docker: client $(docker version -f '{{.Client.Version}}' 2>/dev/null), engine $(docker version -f '{{.Server.Version}}' 2>/dev/null), $DOCKER_BUILDER; timed step = \`go build -trimpath -ldflags='$GO_LDFLAGS'\` + \`docker build -q --iidfile\` of a \`FROM scratch\` Dockerfile mirroring kiln.hcl (binary, static/, greeting file, ENV, EXPOSE, USER); digest = image ID (config digest); cold = remove the images and the binary"
 	fi
 	echo "- all tools: private GOCACHE shared by the three tools, CGO_ENABLED=0, SOURCE_DATE_EPOCH=$BENCH_SDE while timing"
 	echo "- wall time of the measurements: ${ELAPSED} s"

@@ -202,11 +202,20 @@ func resolveDir(base, p string) string {
 	return filepath.Join(base, p)
 }
 
-// hashGoTree hashes the files of a module the go command may read: everything but
-// test files and the directories it ignores (testdata, and names starting with "." or
-// "_") or that belong to other modules.
+// goInputExt are the extensions of files the go command compiles or links.
+var goInputExt = map[string]bool{
+	".go": true, ".s": true, ".S": true, ".sx": true, ".c": true, ".cc": true, ".cpp": true,
+	".cxx": true, ".h": true, ".hh": true, ".hpp": true, ".hxx": true, ".m": true, ".f": true,
+	".F": true, ".for": true, ".f90": true, ".syso": true, ".swig": true, ".swigcxx": true,
+}
+
+// hashGoTree hashes the files of a module that go build may read: sources (but not
+// tests), go.mod, go.sum, and files named by //go:embed. It skips the directories the go
+// command ignores (testdata, names starting with "." or "_") and nested modules, so
+// editing a README or a static file that is not embedded rebuilds nothing.
 func hashGoTree(root string) (string, error) {
-	h := sha256.New()
+	files := map[string]bool{}
+	var embeds []string // patterns, joined to the directory of the file naming them
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -223,18 +232,74 @@ func hashGoTree(root string) (string, error) {
 			}
 			return nil
 		}
-		if strings.HasSuffix(name, "_test.go") || !d.Type().IsRegular() {
+		if !d.Type().IsRegular() || strings.HasSuffix(name, "_test.go") {
 			return nil
 		}
+		switch {
+		case goInputExt[filepath.Ext(name)]:
+			files[p] = true
+		case name == "go.mod" || name == "go.sum" || name == "go.work" || name == "go.work.sum" || name == "modules.txt":
+			files[p] = true
+		}
+		if filepath.Ext(name) == ".go" {
+			pats, err := embedPatterns(p)
+			if err != nil {
+				return err
+			}
+			for _, pat := range pats {
+				embeds = append(embeds, filepath.Join(filepath.Dir(p), filepath.FromSlash(pat)))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	for _, pat := range embeds {
+		matches, _ := filepath.Glob(pat)
+		for _, m := range matches {
+			filepath.WalkDir(m, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && d.Type().IsRegular() {
+					files[p] = true
+				}
+				return nil
+			})
+		}
+	}
+	h := sha256.New()
+	for _, p := range sortedKeys(files) {
 		sum, err := fileSHA256(p)
 		if err != nil {
-			return err
+			return "", err
 		}
 		rel, _ := filepath.Rel(root, p)
 		fmt.Fprintf(h, "%s %s\n", filepath.ToSlash(rel), sum)
-		return nil
-	})
-	return hex.EncodeToString(h.Sum(nil)), err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// embedPatterns returns the patterns of the //go:embed directives in a Go file, without
+// the "all:" prefix. Quoted patterns are unquoted.
+func embedPatterns(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Contains(b, []byte("//go:embed")) {
+		return nil, nil
+	}
+	var pats []string
+	for _, line := range strings.Split(string(b), "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "//go:embed")
+		if !ok {
+			continue
+		}
+		for _, f := range strings.Fields(rest) {
+			f = strings.Trim(f, "\"`")
+			pats = append(pats, strings.TrimPrefix(f, "all:"))
+		}
+	}
+	return pats, nil
 }
 
 func fileSHA256(p string) (string, error) {

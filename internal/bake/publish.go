@@ -55,7 +55,7 @@ func Load(ctx context.Context, img v1.Image, tag string) error {
 	}
 	defer cli.Close()
 	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		return fmt.Errorf("cannot reach the Docker engine at %s: %w (is it running? start it with `sudo systemctl start docker`, or set DOCKER_HOST)", cli.DaemonHost(), err)
+		return fmt.Errorf("cannot reach the Docker engine at %s (is it running? start it with `sudo systemctl start docker`, or point DOCKER_HOST at it): %w", cli.DaemonHost(), err)
 	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(tarball.Write(t, img, pw)) }()

@@ -98,12 +98,13 @@ func (s *Store) Lock(ctx context.Context) (unlock func(), err error) {
 	return func() { fl.Unlock() }, nil
 }
 
-// removeTemps deletes blob temp files left by a killed writer. Called with the lock held,
-// so no live writer owns them.
+// removeTemps deletes temp files left by a killed writer: partial blobs, and build
+// outputs in tmp/. Called with the lock held, so no live writer owns them.
 func (s *Store) removeTemps() {
 	matches, _ := filepath.Glob(filepath.Join(s.dir, "blobs", "sha256", ".*.tmp"))
-	for _, m := range matches {
-		os.Remove(m)
+	tmps, _ := filepath.Glob(filepath.Join(s.root, "tmp", "*"))
+	for _, m := range append(matches, tmps...) {
+		os.RemoveAll(m)
 	}
 }
 

@@ -1,0 +1,64 @@
+package depcheck
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/kiln-build/kiln"
+
+// allowed lists, for each kiln package, the kiln packages it may import. A package not
+// listed may import none. The spec language stays a leaf so every other part can use it;
+// the CLI sits on top and nothing imports it.
+var allowed = map[string][]string{
+	"cmd/kiln":          {"internal/cli"},
+	"internal/cli":      {"internal/spec", "internal/bake", "internal/atomicfile"},
+	"internal/bake":     {"internal/spec", "internal/atomicfile"},
+	"internal/spec":     {},
+	"internal/depcheck": {},
+	"test/e2e":          {},
+}
+
+func TestImports(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json", "-test", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var p struct {
+			ImportPath string
+			Imports    []string
+			ForTest    string
+		}
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkg := strings.TrimPrefix(p.ImportPath, module+"/")
+		if i := strings.IndexAny(pkg, " ."); i >= 0 { // "x [x.test]" and "x.test" variants
+			pkg = pkg[:i]
+		}
+		pkg = strings.TrimSuffix(pkg, "_test")
+		ok := map[string]bool{pkg: true}
+		for _, a := range allowed[pkg] {
+			ok[a] = true
+		}
+		for _, imp := range p.Imports {
+			dep, isKiln := strings.CutPrefix(imp, module+"/")
+			if !isKiln {
+				continue
+			}
+			if i := strings.IndexAny(dep, " "); i >= 0 {
+				dep = dep[:i]
+			}
+			if !ok[dep] {
+				t.Errorf("%s imports %s, which it may not (see allowed in depcheck_test.go)", pkg, dep)
+			}
+		}
+	}
+}
