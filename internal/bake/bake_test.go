@@ -2,7 +2,9 @@ package bake
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"io"
 	"os"
@@ -424,4 +426,35 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func TestCrossPlatform(t *testing.T) {
+	dir := example(t)
+	spec, _ := os.ReadFile(filepath.Join(dir, "kiln.hcl"))
+	writeFile(t, filepath.Join(dir, "kiln.hcl"), strings.Replace(string(spec), `from = "scratch"`, `from = "scratch"
+  platform = "linux/arm64"`, 1))
+	res := mustBake(t, dir, testEpoch).result("hello")
+	cf, _ := res.Image.ConfigFile()
+	if cf.OS != "linux" || cf.Architecture != "arm64" {
+		t.Fatalf("config platform %s/%s", cf.OS, cf.Architecture)
+	}
+	layers, _ := res.Image.Layers()
+	rc, _ := layers[0].Uncompressed() // the go step's layer
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for h, err := tr.Next(); err == nil; h, err = tr.Next() {
+		if h.Name != "app/hello" {
+			continue
+		}
+		bin, _ := io.ReadAll(tr)
+		f, err := elf.NewFile(bytes.NewReader(bin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Machine != elf.EM_AARCH64 {
+			t.Errorf("binary is for %v, want arm64", f.Machine)
+		}
+		return
+	}
+	t.Fatal("no /app/hello in the go layer")
 }

@@ -168,7 +168,7 @@ func (b *Baker) registryBase(ctx context.Context, ref string, p spec.Platform) (
 	if d, ok := r.(name.Digest); ok {
 		if h, err := v1.NewHash(d.DigestStr()); err == nil {
 			if img, err := b.store.imageByDigest(h); err == nil {
-				return base{img: img, name: r.Context().Name(), digest: h}, nil
+				return base{img: img, name: r.Name(), digest: h}, nil
 			}
 		}
 	}
@@ -181,7 +181,7 @@ func (b *Baker) registryBase(ctx context.Context, ref string, p spec.Platform) (
 	if err != nil {
 		return base{}, err
 	}
-	return base{img: img, name: r.Context().Name(), digest: h}, nil
+	return base{img: img, name: r.Name(), digest: h}, nil
 }
 
 // RegistryError explains a failed registry call; an unreachable registry is named as such.

@@ -64,7 +64,7 @@ image "child" {
 `)
 	child := mustBake(t, filepath.Join(dir, "child"), testEpoch).result("child")
 	m, _ := child.Image.Manifest()
-	if m.Annotations[AnnotationBaseDigest] != res.Digest.String() || m.Annotations[AnnotationBaseName] != reg+"/team/hello" {
+	if m.Annotations[AnnotationBaseDigest] != res.Digest.String() || m.Annotations[AnnotationBaseName] != ref.String() {
 		t.Errorf("base annotations %v", m.Annotations)
 	}
 	if n, _ := child.Image.Layers(); len(n) != 4 {

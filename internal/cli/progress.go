@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -84,17 +85,19 @@ func round(d time.Duration) time.Duration {
 // barProgress draws a bar per image, advancing as its steps finish, with the step it is
 // on beside it.
 type barProgress struct {
-	p    *mpb.Progress
-	mu   sync.Mutex
-	bars map[string]*mpb.Bar
-	text map[string]string
+	p       *mpb.Progress
+	mu      sync.Mutex
+	bars    map[string]*mpb.Bar
+	text    map[string]string   // what the image is doing, shown beside its bar
+	running map[string][]string // an image's steps in flight, oldest first
 }
 
 func newBarProgress(w io.Writer, images []*spec.Image) *barProgress {
 	bp := &barProgress{
-		p:    mpb.New(mpb.WithOutput(w), mpb.WithWidth(24), mpb.WithRefreshRate(100*time.Millisecond)),
-		bars: map[string]*mpb.Bar{},
-		text: map[string]string{},
+		p:       mpb.New(mpb.WithOutput(w), mpb.WithWidth(24), mpb.WithRefreshRate(100*time.Millisecond)),
+		bars:    map[string]*mpb.Bar{},
+		text:    map[string]string{},
+		running: map[string][]string{},
 	}
 	width := 0
 	for _, img := range images {
@@ -116,34 +119,46 @@ func newBarProgress(w io.Writer, images []*spec.Image) *barProgress {
 }
 
 func (bp *barProgress) event(e bake.Event) {
+	// The bar is moved after unlocking: mpb calls the text decorator, which locks, from
+	// its own goroutine.
+	if act := bp.update(e); act != nil {
+		act()
+	}
+}
+
+// update records e and returns what to do to the image's bar, if anything.
+func (bp *barProgress) update(e bake.Event) func() {
 	bp.mu.Lock()
+	defer bp.mu.Unlock()
 	bar := bp.bars[e.Image]
+	if e.Step != "" {
+		run := slices.DeleteFunc(bp.running[e.Image], func(s string) bool { return s == e.Step })
+		if e.State == bake.StateStart {
+			run = append(run, e.Step)
+		}
+		bp.running[e.Image] = run
+		switch {
+		case len(run) == 1:
+			bp.text[e.Image] = run[0]
+		case len(run) > 1:
+			bp.text[e.Image] = fmt.Sprintf("%s (+%d)", run[0], len(run)-1)
+		}
+		if e.State == bake.StateCached || e.State == bake.StateBuilt {
+			return func() { bar.Increment() }
+		}
+		return nil
+	}
 	switch e.State {
 	case bake.StateStart:
-		if e.Step != "" {
-			bp.text[e.Image] = e.Step
-		} else {
-			bp.text[e.Image] = "starting"
-		}
-	case bake.StateCached, bake.StateBuilt:
-		if e.State == bake.StateCached {
-			bp.text[e.Image] = e.Step + " (cached)"
-		}
-		bp.mu.Unlock()
-		bar.Increment()
-		return
+		bp.text[e.Image] = "starting"
 	case bake.StateDone:
 		bp.text[e.Image] = fmt.Sprintf("%s in %s", short(e.Digest), round(e.Elapsed))
-		bp.mu.Unlock()
-		bar.SetTotal(-1, true)
-		return
+		return func() { bar.SetTotal(-1, true) }
 	case bake.StateFailed:
 		bp.text[e.Image] = "failed"
-		bp.mu.Unlock()
-		bar.Abort(false)
-		return
+		return func() { bar.Abort(false) }
 	}
-	bp.mu.Unlock()
+	return nil
 }
 
 func (bp *barProgress) stop() {
