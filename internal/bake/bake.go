@@ -417,7 +417,7 @@ func (b *Baker) assemble(img *spec.Image, bs base, steps []*built) (v1.Image, er
 // mergeEnv overrides base's KEY=VALUE entries with env's, adding new keys in sorted order.
 func mergeEnv(base []string, env map[string]string) []string {
 	out := slices.Clone(base)
-	for _, k := range sortedKeys(env) {
+	for _, k := range slices.Sorted(maps.Keys(env)) {
 		kv := k + "=" + env[k]
 		i := slices.IndexFunc(out, func(e string) bool { return strings.HasPrefix(e, k+"=") })
 		if i >= 0 {

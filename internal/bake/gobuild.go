@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -134,7 +136,7 @@ func (s *goStep) env() []string {
 	if s.platform.Arch == "arm" && s.platform.Variant != "" {
 		env = append(env, "GOARM="+strings.TrimPrefix(s.platform.Variant, "v"))
 	}
-	for _, k := range sortedKeys(s.g.Env) {
+	for _, k := range slices.Sorted(maps.Keys(s.g.Env)) {
 		env = append(env, k+"="+s.g.Env[k])
 	}
 	return env
@@ -267,7 +269,7 @@ func hashGoTree(root string) (string, error) {
 		}
 	}
 	h := sha256.New()
-	for _, p := range sortedKeys(files) {
+	for _, p := range slices.Sorted(maps.Keys(files)) {
 		sum, err := fileSHA256(p)
 		if err != nil {
 			return "", err
@@ -374,13 +376,4 @@ func (s *goStep) build(ctx context.Context, tmpDir string) ([]entry, *goRecord, 
 		Data:   data,
 		SHA256: hex.EncodeToString(sum[:]),
 	}}, rec, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -15,11 +15,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kiln-build/kiln/internal/atomicfile"
-
 	"github.com/gofrs/flock"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/kiln-build/kiln/internal/atomicfile"
 )
 
 // Annotations kiln puts on the store's index entries (not on images: they describe the

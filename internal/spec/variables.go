@@ -1,7 +1,9 @@
 package spec
 
 import (
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -86,7 +88,7 @@ func (d *decoder) variables(blocks []*hcl.Block) map[string]string {
 		}
 		d.override(values, name, v, types[name], "environment variable "+k)
 	}
-	for _, name := range sortedKeys(d.opts.Vars) {
+	for _, name := range slices.Sorted(maps.Keys(d.opts.Vars)) {
 		if declared[name] == nil {
 			d.errorf(nil, "Value for undeclared variable", "A variable named %q was assigned with -var, but the spec declares no such variable. Declare it with a variable block, or remove the -var.", name)
 			continue
