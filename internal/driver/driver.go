@@ -1,0 +1,156 @@
+package driver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Sentinel errors, matched with errors.Is.
+var (
+	// ErrNotFound: no server with that ID.
+	ErrNotFound = errors.New("server not found")
+	// ErrImageNotFound: the runtime does not have the spec's image; make it available
+	// with ImageLoader first.
+	ErrImageNotFound = errors.New("image not available to the runtime")
+	// ErrUnavailable: the runtime cannot be reached.
+	ErrUnavailable = errors.New("runtime unavailable")
+)
+
+// Driver runs servers on one runtime. Implementations are safe for concurrent use.
+type Driver interface {
+	// Name identifies the runtime, e.g. "docker".
+	Name() string
+	// Create starts a new server from spec and returns once the runtime reports it
+	// running (not once it is healthy: that is the caller's to probe). It never
+	// modifies an existing server. On error nothing is left behind.
+	Create(ctx context.Context, spec ServerSpec) (Server, error)
+	// Destroy stops a server (asking it to exit and waiting a grace period before
+	// killing it) and removes it. It returns nil if the server is already gone.
+	Destroy(ctx context.Context, id ServerID) error
+	// List returns the servers kiln manages that match sel, as the runtime reports
+	// them now: stopped and exited servers included. It never caches.
+	List(ctx context.Context, sel Selector) ([]Server, error)
+}
+
+// ImageLoader is implemented by drivers that must be given images: EnsureImage makes
+// the image with manifest digest available to Create, calling open only if the runtime
+// lacks it. It is idempotent.
+type ImageLoader interface {
+	EnsureImage(ctx context.Context, digest string, open func() (v1.Image, error)) error
+}
+
+// Watcher is implemented by drivers that report runtime events as they happen. Watch
+// returns a channel that is closed when ctx ends or the stream breaks; callers must
+// still resync with List, since events can be missed.
+type Watcher interface {
+	Watch(ctx context.Context) (<-chan Event, error)
+}
+
+// Logger is implemented by drivers that can return what a server prints.
+type Logger interface {
+	Logs(ctx context.Context, id ServerID, follow bool) (io.ReadCloser, error)
+}
+
+// ServerSpec is the flattened, fully resolved description of one server. Its Hash is
+// the server's identity: two servers with the same hash are interchangeable.
+type ServerSpec struct {
+	Service string `json:"service"`
+	// Revision is the revision that created the server. It is recorded on the server
+	// but is not part of its identity.
+	Revision int64  `json:"revision"`
+	Image    string `json:"image"` // manifest digest, "sha256:..."
+	// Command replaces the image's entrypoint, Args its cmd, when set.
+	Command []string          `json:"command,omitempty"`
+	Args    []string          `json:"args,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	// Port is the TCP port the server listens on; the driver makes it reachable on a
+	// loopback address, given in Server.Address.
+	Port int `json:"port"`
+	// Writable paths get a private tmpfs; the rest of the filesystem is read-only.
+	Writable  []string  `json:"writable,omitempty"`
+	Resources Resources `json:"resources"`
+}
+
+// Resources are a server's limits. Zero CPUs means no CPU limit; memory and PIDs are
+// always limited.
+type Resources struct {
+	CPUs        float64 `json:"cpus,omitempty"`
+	MemoryBytes int64   `json:"memory_bytes"`
+	PIDs        int64   `json:"pids"`
+}
+
+// DefaultResources are the limits of a server whose service sets none.
+var DefaultResources = Resources{MemoryBytes: 256 << 20, PIDs: 256}
+
+// Hash is the hex SHA-256 of the spec's canonical JSON, without the revision.
+func (s ServerSpec) Hash() string {
+	s.Revision = 0
+	b, err := json.Marshal(s) // maps marshal with sorted keys: canonical
+	if err != nil {
+		panic("driver: ServerSpec must marshal: " + err.Error())
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// ServerID is the runtime's identifier of a server.
+type ServerID string
+
+// State is what the runtime says a server is doing.
+type State string
+
+const (
+	StateCreated State = "created" // created but never started
+	StateRunning State = "running"
+	StateExited  State = "exited" // stopped, crashed or killed
+	StateOther   State = "other"  // paused, restarting, being removed...
+)
+
+// Server is one server as the runtime reports it.
+type Server struct {
+	ID       ServerID  `json:"id"`
+	Name     string    `json:"name"`
+	Service  string    `json:"service"`
+	Revision int64     `json:"revision"`
+	SpecHash string    `json:"spec_hash"`
+	Image    string    `json:"image"`
+	Address  string    `json:"address"` // host:port reaching ServerSpec.Port, on loopback
+	State    State     `json:"state"`
+	Created  time.Time `json:"created"`
+}
+
+// Selector picks servers. The zero Selector matches every server kiln manages.
+type Selector struct {
+	Service string // "" for all services
+}
+
+// Matches reports whether s is selected.
+func (sel Selector) Matches(s Server) bool {
+	return sel.Service == "" || sel.Service == s.Service
+}
+
+// EventType is what happened to a server.
+type EventType string
+
+const (
+	EventStart   EventType = "start"
+	EventDie     EventType = "die"     // the process exited, for any reason
+	EventDestroy EventType = "destroy" // the server was removed
+	EventChange  EventType = "change"  // altered out of band: exec, rename, pause...
+)
+
+// Event is a runtime event about a server kiln manages.
+type Event struct {
+	Type     EventType `json:"type"`
+	ServerID ServerID  `json:"server_id"`
+	Service  string    `json:"service"`
+	Detail   string    `json:"detail,omitempty"`
+	Time     time.Time `json:"time"`
+}
