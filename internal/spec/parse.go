@@ -90,6 +90,7 @@ var rootSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "variable", LabelNames: []string{"name"}},
 		{Type: "image", LabelNames: []string{"name"}},
+		{Type: "service", LabelNames: []string{"name"}},
 	},
 }
 
@@ -117,13 +118,15 @@ func (d *decoder) decode(cfg *Config, body hcl.Body) {
 	content, diags := body.Content(rootSchema)
 	d.add(diags)
 
-	var varBlocks, imageBlocks []*hcl.Block
+	var varBlocks, imageBlocks, serviceBlocks []*hcl.Block
 	for _, b := range content.Blocks {
 		switch b.Type {
 		case "variable":
 			varBlocks = append(varBlocks, b)
 		case "image":
 			imageBlocks = append(imageBlocks, b)
+		case "service":
+			serviceBlocks = append(serviceBlocks, b)
 		}
 	}
 	cfg.Variables = d.variables(varBlocks)
@@ -144,6 +147,21 @@ func (d *decoder) decode(cfg *Config, body hcl.Body) {
 		}
 	}
 	d.checkBases(cfg)
+
+	services := map[string]*hcl.Block{}
+	for _, b := range serviceBlocks {
+		name := b.Labels[0]
+		if first, dup := services[name]; dup {
+			d.errorf(b.DefRange.Ptr(), "Duplicate service", "A service named %q was already declared at %s. Service names must be unique.", name, first.DefRange)
+			continue
+		}
+		services[name] = b
+		if !validName(name) {
+			d.errorf(b.LabelRanges[0].Ptr(), "Invalid service name", "Service name %q must start with a lowercase letter and contain only lowercase letters, digits, '-', '_' and '.'.", name)
+		}
+		cfg.Services = append(cfg.Services, d.service(b))
+	}
+	d.checkServices(cfg)
 }
 
 // checkBases reports bases naming undeclared images and cycles among image bases.

@@ -16,8 +16,19 @@ type Config struct {
 	Files map[string]*hcl.File
 	// Variables maps each declared variable to its final value, rendered as a string.
 	Variables map[string]string
-	// Images are in declaration order.
-	Images []*Image
+	// Images and Services are in declaration order.
+	Images   []*Image
+	Services []*Service
+}
+
+// Service returns the service named name, or nil.
+func (c *Config) Service(name string) *Service {
+	for _, s := range c.Services {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
 }
 
 // Image returns the image named name, or nil.

@@ -53,3 +53,38 @@ image "web" {
   labels     = { team = "platform" }
   expose     = [8080, "53/udp"]
 }
+
+service "web" {
+  image    = image.web
+  replicas = var.replicas
+  port     = 8080
+  listen   = ":8080"
+  args     = ["--port", "8080"]
+  env      = { MODE = "prod" }
+  writable = ["/tmp", "/var/cache/web"]
+
+  resources {
+    cpu    = 0.5
+    memory = "128MiB"
+    pids   = 64
+  }
+
+  health {
+    http              = "/healthz"
+    interval          = "500ms"
+    start_period      = "2s"
+    healthy_threshold = 2
+  }
+
+  update {
+    strategy          = "blue-green"
+    progress_deadline = "30s"
+    auto_rollback     = false
+  }
+}
+
+service "pinned" {
+  image  = "web@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+  port   = 9000
+  listen = "127.0.0.1:9000"
+}

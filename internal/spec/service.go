@@ -1,0 +1,342 @@
+package spec
+
+import (
+	"net"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/go-units"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// Service is one `service` block: a named fleet of identical servers running one image
+// behind a front door.
+type Service struct {
+	Name      string
+	Image     ImageRef
+	Replicas  int
+	Port      int    // the port each server listens on
+	Listen    string // the front door, host:port
+	Command   []string
+	Args      []string
+	Env       map[string]string
+	Writable  []string
+	Resources Resources
+	Health    Health
+	Update    Update
+	DeclRange hcl.Range
+}
+
+// ImageRef is what a service runs: an image block of the spec (Image), or an image
+// already in the store by digest (Digest, "sha256:...").
+type ImageRef struct {
+	Image  string
+	Digest string
+	Range  hcl.Range
+}
+
+// Resources limit each server. Zero CPUs means no CPU limit.
+type Resources struct {
+	CPUs        float64
+	MemoryBytes int64
+	PIDs        int64
+}
+
+// Health is how a server proves it is ready: an HTTP GET answering 2xx or 3xx, or a TCP
+// connection.
+type Health struct {
+	HTTP               string // path, e.g. "/healthz"; "" when TCP
+	TCP                bool
+	Interval           time.Duration
+	Timeout            time.Duration
+	StartPeriod        time.Duration // failures before this are not counted
+	HealthyThreshold   int
+	UnhealthyThreshold int
+}
+
+// Update is how a new revision replaces the servers of the old one.
+type Update struct {
+	Strategy         string // StrategyRolling or StrategyBlueGreen
+	MaxSurge         int
+	MaxUnavailable   int
+	MinHealthy       time.Duration // a new server must stay healthy this long to count
+	ProgressDeadline time.Duration // no progress for this long fails the rollout
+	AutoRollback     bool
+	KeepOld          time.Duration // blue-green: how long the old set stays after the switch
+}
+
+// Update strategies.
+const (
+	StrategyRolling   = "rolling"
+	StrategyBlueGreen = "blue-green"
+)
+
+// Defaults of a service block. Without a health block a server is healthy once it
+// accepts TCP connections on its port.
+var (
+	DefaultHealth = Health{TCP: true, Interval: time.Second, Timeout: time.Second, HealthyThreshold: 1, UnhealthyThreshold: 3}
+	DefaultUpdate = Update{Strategy: StrategyRolling, MaxSurge: 1, MaxUnavailable: 0, MinHealthy: 2 * time.Second,
+		ProgressDeadline: time.Minute, AutoRollback: true, KeepOld: 5 * time.Second}
+	DefaultResources = Resources{MemoryBytes: 256 << 20, PIDs: 256}
+)
+
+var serviceSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "image", Required: true},
+		{Name: "replicas"},
+		{Name: "port", Required: true},
+		{Name: "listen", Required: true},
+		{Name: "command"},
+		{Name: "args"},
+		{Name: "env"},
+		{Name: "writable"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "resources"}, {Type: "health"}, {Type: "update"}},
+}
+
+var resourcesSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "cpu"}, {Name: "memory"}, {Name: "pids"}},
+}
+
+var healthSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "http"}, {Name: "tcp"}, {Name: "interval"}, {Name: "timeout"}, {Name: "start_period"},
+		{Name: "healthy_threshold"}, {Name: "unhealthy_threshold"},
+	},
+}
+
+var updateSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "strategy"}, {Name: "max_surge"}, {Name: "max_unavailable"}, {Name: "min_healthy"},
+		{Name: "progress_deadline"}, {Name: "auto_rollback"}, {Name: "keep_old"},
+	},
+}
+
+func (d *decoder) service(b *hcl.Block) *Service {
+	content, diags := b.Body.Content(serviceSchema)
+	d.add(diags)
+	a := content.Attributes
+	s := &Service{
+		Name: b.Labels[0], Replicas: 1, DeclRange: b.DefRange,
+		Resources: DefaultResources, Health: DefaultHealth, Update: DefaultUpdate,
+	}
+	if attr, ok := a["image"]; ok {
+		s.Image = d.imageRef(attr)
+	}
+	if n, ok := d.integer(a, "replicas", 0, 1000); ok {
+		s.Replicas = n
+	}
+	if n, ok := d.integer(a, "port", 1, 65535); ok {
+		s.Port = n
+	}
+	if v, ok := d.str(a, "listen"); ok {
+		host, port, err := net.SplitHostPort(v)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+			d.errorf(a["listen"].Expr.Range().Ptr(), "Invalid listen address", "%q is not a host:port address, like \"127.0.0.1:8080\" or \":8080\".", v)
+		} else {
+			if host == "" {
+				host = "0.0.0.0"
+			}
+			s.Listen = net.JoinHostPort(host, port)
+		}
+	}
+	if _, ok := a["command"]; ok {
+		s.Command = d.strList(a, "command")
+	}
+	if _, ok := a["args"]; ok {
+		s.Args = d.strList(a, "args")
+	}
+	s.Env = d.strMap(a, "env")
+	for _, w := range d.strList(a, "writable") {
+		s.Writable = append(s.Writable, d.absPath(a["writable"].Expr.Range(), "writable path", w))
+	}
+
+	seen := map[string]hcl.Range{}
+	for _, sb := range content.Blocks {
+		if first, dup := seen[sb.Type]; dup {
+			d.errorf(sb.DefRange.Ptr(), "Duplicate "+sb.Type+" block", "A %s block was already declared at %s; a service has at most one.", sb.Type, first)
+			continue
+		}
+		seen[sb.Type] = sb.DefRange
+		switch sb.Type {
+		case "resources":
+			d.resources(sb, &s.Resources)
+		case "health":
+			d.health(sb, &s.Health)
+		case "update":
+			d.update(sb, &s.Update)
+		}
+	}
+	return s
+}
+
+// imageRef decodes a service's image: image.NAME, or an image of the store named by
+// digest ("sha256:..." or "NAME@sha256:...").
+func (d *decoder) imageRef(attr *hcl.Attribute) ImageRef {
+	rng := attr.Expr.Range()
+	if tr, diags := hcl.AbsTraversalForExpr(attr.Expr); !diags.HasErrors() && tr.RootName() == "image" {
+		if a, ok := tr[len(tr)-1].(hcl.TraverseAttr); ok && len(tr) == 2 {
+			return ImageRef{Image: a.Name, Range: rng}
+		}
+		d.errorf(&rng, "Invalid image reference", "Refer to an image block as image.NAME.")
+		return ImageRef{}
+	}
+	v, ok := d.str(hcl.Attributes{"image": attr}, "image")
+	if !ok {
+		return ImageRef{}
+	}
+	_, dig, _ := strings.Cut(v, "@")
+	if dig == "" {
+		dig = v
+	}
+	hex, ok := strings.CutPrefix(dig, "sha256:")
+	if !ok || len(hex) != 64 || strings.Trim(hex, "0123456789abcdef") != "" {
+		d.errorf(&rng, "Invalid image", "%q is neither image.NAME nor a digest (sha256:<64 hex digits>, as `kiln images` shows): services run images by digest, never by tag.", v)
+		return ImageRef{}
+	}
+	return ImageRef{Digest: dig, Range: rng}
+}
+
+func (d *decoder) integer(a hcl.Attributes, name string, lo, hi int) (int, bool) {
+	attr, ok := a[name]
+	if !ok {
+		return 0, false
+	}
+	v, ok := d.eval(attr, cty.Number)
+	if !ok {
+		return 0, false
+	}
+	bf := v.AsBigFloat()
+	n, acc := bf.Int64()
+	if !bf.IsInt() || acc != 0 || n < int64(lo) || n > int64(hi) {
+		d.errorf(attr.Expr.Range().Ptr(), "Invalid "+strings.ReplaceAll(name, "_", " "), "%s must be a whole number from %d to %d.", name, lo, hi)
+		return 0, false
+	}
+	return int(n), true
+}
+
+func (d *decoder) duration(a hcl.Attributes, name string, min time.Duration) (time.Duration, bool) {
+	s, ok := d.str(a, name)
+	if !ok {
+		return 0, false
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < min {
+		d.errorf(a[name].Expr.Range().Ptr(), "Invalid duration", "%s = %q: write a duration of at least %s, like \"500ms\", \"2s\" or \"1m\".", name, s, min)
+		return 0, false
+	}
+	return v, true
+}
+
+func (d *decoder) resources(b *hcl.Block, r *Resources) {
+	content, diags := b.Body.Content(resourcesSchema)
+	d.add(diags)
+	a := content.Attributes
+	if attr, ok := a["cpu"]; ok {
+		if v, ok := d.eval(attr, cty.Number); ok {
+			f, _ := v.AsBigFloat().Float64()
+			if f <= 0 || f > 1024 {
+				d.errorf(attr.Expr.Range().Ptr(), "Invalid cpu", "cpu is a number of cores greater than 0, like 0.5 or 2.")
+			} else {
+				r.CPUs = f
+			}
+		}
+	}
+	if s, ok := d.str(a, "memory"); ok {
+		n, err := units.RAMInBytes(s)
+		if err != nil || n < 6<<20 {
+			d.errorf(a["memory"].Expr.Range().Ptr(), "Invalid memory", "memory = %q: write an amount of at least 6MiB, like \"256MiB\" or \"1GiB\".", s)
+		} else {
+			r.MemoryBytes = n
+		}
+	}
+	if n, ok := d.integer(a, "pids", 8, 1<<22); ok {
+		r.PIDs = int64(n)
+	}
+}
+
+func (d *decoder) health(b *hcl.Block, h *Health) {
+	content, diags := b.Body.Content(healthSchema)
+	d.add(diags)
+	a := content.Attributes
+	if p, ok := d.str(a, "http"); ok {
+		if !path.IsAbs(p) {
+			d.errorf(a["http"].Expr.Range().Ptr(), "Invalid health check path", "http = %q must be a path starting with \"/\", like \"/healthz\".", p)
+		}
+		h.HTTP = p
+	}
+	h.TCP = d.boolean(a, "tcp")
+	if (h.HTTP == "") == !h.TCP {
+		d.errorf(b.DefRange.Ptr(), "Invalid health check", "Give exactly one of http = \"/path\" or tcp = true.")
+	}
+	if v, ok := d.duration(a, "interval", 100*time.Millisecond); ok {
+		h.Interval = v
+	}
+	if v, ok := d.duration(a, "timeout", 10*time.Millisecond); ok {
+		h.Timeout = v
+	}
+	if v, ok := d.duration(a, "start_period", 0); ok {
+		h.StartPeriod = v
+	}
+	if n, ok := d.integer(a, "healthy_threshold", 1, 100); ok {
+		h.HealthyThreshold = n
+	}
+	if n, ok := d.integer(a, "unhealthy_threshold", 1, 100); ok {
+		h.UnhealthyThreshold = n
+	}
+}
+
+func (d *decoder) update(b *hcl.Block, u *Update) {
+	content, diags := b.Body.Content(updateSchema)
+	d.add(diags)
+	a := content.Attributes
+	if s, ok := d.str(a, "strategy"); ok {
+		if s != StrategyRolling && s != StrategyBlueGreen {
+			d.errorf(a["strategy"].Expr.Range().Ptr(), "Invalid update strategy", "strategy = %q: use %q or %q.", s, StrategyRolling, StrategyBlueGreen)
+		} else {
+			u.Strategy = s
+		}
+	}
+	if n, ok := d.integer(a, "max_surge", 0, 1000); ok {
+		u.MaxSurge = n
+	}
+	if n, ok := d.integer(a, "max_unavailable", 0, 1000); ok {
+		u.MaxUnavailable = n
+	}
+	if u.Strategy == StrategyRolling && u.MaxSurge == 0 && u.MaxUnavailable == 0 {
+		d.errorf(b.DefRange.Ptr(), "Invalid update settings", "max_surge and max_unavailable are both 0, so a rolling update could never replace a server: raise one of them (max_surge = 1 keeps full capacity).")
+	}
+	if v, ok := d.duration(a, "min_healthy", 0); ok {
+		u.MinHealthy = v
+	}
+	if v, ok := d.duration(a, "progress_deadline", time.Second); ok {
+		u.ProgressDeadline = v
+	}
+	if _, ok := a["auto_rollback"]; ok {
+		u.AutoRollback = d.boolean(a, "auto_rollback")
+	}
+	if v, ok := d.duration(a, "keep_old", 0); ok {
+		u.KeepOld = v
+	}
+}
+
+// checkServices reports what only the whole spec can tell: services that name
+// undeclared images, and front doors that collide.
+func (d *decoder) checkServices(cfg *Config) {
+	listens := map[string]string{}
+	for _, s := range cfg.Services {
+		if s.Image.Image != "" && cfg.Image(s.Image.Image) == nil {
+			d.errorf(s.Image.Range.Ptr(), "Reference to undeclared image", "There is no image block named %q in this spec.", s.Image.Image)
+		}
+		if s.Listen == "" {
+			continue
+		}
+		if other, dup := listens[s.Listen]; dup {
+			d.errorf(s.DeclRange.Ptr(), "Duplicate listen address", "Services %q and %q both listen on %s; give each service its own front door.", other, s.Name, s.Listen)
+		}
+		listens[s.Listen] = s.Name
+	}
+}
