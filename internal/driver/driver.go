@@ -124,6 +124,9 @@ type Server struct {
 	Address  string    `json:"address"` // host:port reaching ServerSpec.Port, on loopback
 	State    State     `json:"state"`
 	Created  time.Time `json:"created"`
+	// Spec is the spec the server was created from, as recorded on it by the driver;
+	// its Hash is SpecHash unless the server was altered out of band.
+	Spec ServerSpec `json:"spec"`
 }
 
 // Selector picks servers. The zero Selector matches every server kiln manages.

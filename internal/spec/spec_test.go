@@ -96,7 +96,8 @@ func dump(t *testing.T, cfg *Config) []byte {
 	out := struct {
 		Variables map[string]string
 		Images    []image
-	}{Variables: cfg.Variables}
+		Services  []*Service
+	}{Variables: cfg.Variables, Services: cfg.Services}
 	for _, img := range cfg.Images {
 		var steps []step
 		for _, s := range img.Steps {
