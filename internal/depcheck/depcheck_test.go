@@ -22,6 +22,7 @@ var allowed = map[string][]string{
 	"internal/driver/docker":     {"internal/driver"},
 	"internal/driver/drivertest": {"internal/driver"},
 	"internal/health":            {},
+	"internal/plan":              {"internal/driver"},
 	"internal/proxy":             {},
 	"internal/atomicfile":        {},
 	"internal/depcheck":          {},

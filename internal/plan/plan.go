@@ -1,0 +1,264 @@
+package plan
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/kiln-build/kiln/internal/driver"
+)
+
+// Desired is what one service should be: Replicas servers from Spec.
+type Desired struct {
+	Service  string
+	Revision int64
+	Spec     driver.ServerSpec
+	Replicas int
+}
+
+// Action is what happens to one server.
+type Action string
+
+const (
+	Create  Action = "create"
+	Replace Action = "replace" // destroy an old server and create one from the new spec
+	Destroy Action = "destroy"
+)
+
+// Change is one action on one server. Old is the observed server (nil for Create).
+type Change struct {
+	Action  Action
+	Old     *driver.Server
+	Reasons []string
+}
+
+// Service is the plan of one service.
+type Service struct {
+	Service  string
+	Revision int64 // 0 when the service is to be removed
+	Spec     *driver.ServerSpec
+	Replicas int
+	// Keep are the servers that already match the spec and stay.
+	Keep    []driver.Server
+	Changes []Change
+}
+
+// Count returns how many changes have action a.
+func (s Service) Count(a Action) int {
+	n := 0
+	for _, c := range s.Changes {
+		if c.Action == a {
+			n++
+		}
+	}
+	return n
+}
+
+// Plan is the plan of every service, sorted by name.
+type Plan struct {
+	Services []Service
+}
+
+// HasChanges reports whether applying the plan would do anything.
+func (p Plan) HasChanges() bool {
+	for _, s := range p.Services {
+		if len(s.Changes) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Count returns how many changes of all services have action a.
+func (p Plan) Count(a Action) int {
+	n := 0
+	for _, s := range p.Services {
+		n += s.Count(a)
+	}
+	return n
+}
+
+// Service returns the plan of the named service, if it has one.
+func (p Plan) Service(name string) (Service, bool) {
+	for _, s := range p.Services {
+		if s.Service == name {
+			return s, true
+		}
+	}
+	return Service{}, false
+}
+
+// Compute compares desired with observed and returns the plan. Every observed server of
+// a service not in desired is destroyed: callers pass only the servers they own.
+//
+// A server is kept if it runs (or is created) from exactly the desired spec; servers that
+// exited are destroyed and made up for; servers of another spec are replaced one for
+// one, up to Replicas; anything beyond Replicas is destroyed.
+func Compute(desired []Desired, observed []driver.Server) Plan {
+	byService := map[string][]driver.Server{}
+	for _, s := range observed {
+		byService[s.Service] = append(byService[s.Service], s)
+	}
+	var p Plan
+	seen := map[string]bool{}
+	for _, d := range desired {
+		seen[d.Service] = true
+		p.Services = append(p.Services, computeService(d, byService[d.Service]))
+	}
+	for _, name := range slices.Sorted(maps.Keys(byService)) {
+		if seen[name] {
+			continue
+		}
+		sp := Service{Service: name}
+		for _, s := range sortServers(byService[name]) {
+			sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Reasons: []string{"service is not in the spec"}})
+		}
+		p.Services = append(p.Services, sp)
+	}
+	sort.Slice(p.Services, func(i, j int) bool { return p.Services[i].Service < p.Services[j].Service })
+	return p
+}
+
+func computeService(d Desired, observed []driver.Server) Service {
+	spec := d.Spec
+	spec.Service, spec.Revision = d.Service, d.Revision
+	hash := spec.Hash()
+	sp := Service{Service: d.Service, Revision: d.Revision, Spec: &spec, Replicas: d.Replicas}
+
+	var matching, stale []driver.Server
+	for _, s := range sortServers(observed) {
+		switch {
+		case s.State == driver.StateExited || s.State == driver.StateOther:
+			sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Reasons: []string{"server is " + stateWord(s)}})
+		case s.SpecHash == hash && s.Spec.Hash() == hash:
+			matching = append(matching, s)
+		default:
+			stale = append(stale, s)
+		}
+	}
+	for i, s := range matching {
+		if i < d.Replicas {
+			sp.Keep = append(sp.Keep, s)
+			continue
+		}
+		sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Reasons: []string{fmt.Sprintf("more than %d replicas", d.Replicas)}})
+	}
+	need := d.Replicas - len(sp.Keep)
+	for _, s := range stale {
+		if need > 0 {
+			need--
+			sp.Changes = append(sp.Changes, Change{Action: Replace, Old: &s, Reasons: Reasons(s, spec)})
+			continue
+		}
+		reasons := append([]string{fmt.Sprintf("more than %d replicas", d.Replicas)}, Reasons(s, spec)...)
+		sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Reasons: reasons})
+	}
+	for ; need > 0; need-- {
+		sp.Changes = append(sp.Changes, Change{Action: Create})
+	}
+	return sp
+}
+
+func stateWord(s driver.Server) string {
+	if s.State == driver.StateExited {
+		return "exited"
+	}
+	return "not running (" + string(s.State) + ")"
+}
+
+// sortServers orders servers oldest first (then by ID): the oldest are kept, so a scale
+// down removes the newest and healing leaves long-running servers alone.
+func sortServers(servers []driver.Server) []driver.Server {
+	out := slices.Clone(servers)
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Reasons explains why server s does not match spec, field by field. Environment
+// values are never shown, only the names of the variables, since they may be secrets.
+func Reasons(s driver.Server, spec driver.ServerSpec) []string {
+	old := s.Spec
+	if s.SpecHash != "" && old.Hash() != s.SpecHash {
+		return []string{"server was altered after it was created (its recorded spec does not match its identity)"}
+	}
+	var r []string
+	if old.Image != spec.Image {
+		r = append(r, fmt.Sprintf("image %s → %s", shortDigest(old.Image), shortDigest(spec.Image)))
+	}
+	if !slices.Equal(old.Command, spec.Command) {
+		r = append(r, fmt.Sprintf("command %q → %q", old.Command, spec.Command))
+	}
+	if !slices.Equal(old.Args, spec.Args) {
+		r = append(r, fmt.Sprintf("args %q → %q", old.Args, spec.Args))
+	}
+	if changed := envChanges(old.Env, spec.Env); changed != "" {
+		r = append(r, "env "+changed)
+	}
+	if old.Port != spec.Port {
+		r = append(r, fmt.Sprintf("port %d → %d", old.Port, spec.Port))
+	}
+	if !slices.Equal(old.Writable, spec.Writable) {
+		r = append(r, fmt.Sprintf("writable %q → %q", old.Writable, spec.Writable))
+	}
+	if old.Resources != spec.Resources {
+		r = append(r, fmt.Sprintf("resources %s → %s", resources(old.Resources), resources(spec.Resources)))
+	}
+	if len(r) == 0 && old.Service != spec.Service {
+		r = append(r, fmt.Sprintf("service %q → %q", old.Service, spec.Service))
+	}
+	if len(r) == 0 {
+		r = append(r, "spec changed")
+	}
+	return r
+}
+
+func envChanges(old, new map[string]string) string {
+	var added, removed, changed []string
+	for k, v := range new {
+		ov, ok := old[k]
+		switch {
+		case !ok:
+			added = append(added, k)
+		case ov != v:
+			changed = append(changed, k)
+		}
+	}
+	for k := range old {
+		if _, ok := new[k]; !ok {
+			removed = append(removed, k)
+		}
+	}
+	var parts []string
+	for _, g := range []struct {
+		sign string
+		keys []string
+	}{{"+", added}, {"~", changed}, {"-", removed}} {
+		sort.Strings(g.keys)
+		for _, k := range g.keys {
+			parts = append(parts, g.sign+k)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func resources(r driver.Resources) string {
+	s := fmt.Sprintf("memory=%dMiB pids=%d", r.MemoryBytes>>20, r.PIDs)
+	if r.CPUs > 0 {
+		s = fmt.Sprintf("cpus=%g ", r.CPUs) + s
+	}
+	return s
+}
+
+func shortDigest(d string) string {
+	if h, ok := strings.CutPrefix(d, "sha256:"); ok && len(h) >= 12 {
+		return h[:12]
+	}
+	return d
+}

@@ -1,0 +1,128 @@
+package plan
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/kiln-build/kiln/internal/driver"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+const (
+	digestA = "sha256:aaaaaaaaaaaa0000000000000000000000000000000000000000000000000000"
+	digestB = "sha256:bbbbbbbbbbbb0000000000000000000000000000000000000000000000000000"
+)
+
+func spec(image string) driver.ServerSpec {
+	return driver.ServerSpec{Service: "web", Image: image, Port: 8080, Env: map[string]string{"A": "1"},
+		Writable: []string{"/tmp"}, Resources: driver.DefaultResources}
+}
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// server returns an observed server created from s, n minutes after t0.
+func server(n int, s driver.ServerSpec, state driver.State) driver.Server {
+	return driver.Server{
+		ID: driver.ServerID(fmt.Sprintf("id%d", n)), Name: fmt.Sprintf("kiln-web-%d", n), Service: s.Service,
+		Revision: s.Revision, SpecHash: s.Hash(), Image: s.Image, State: state,
+		Created: t0.Add(time.Duration(n) * time.Minute), Spec: s,
+	}
+}
+
+func TestCompute(t *testing.T) {
+	newEnv := spec(digestA)
+	newEnv.Env = map[string]string{"A": "2", "B": "x"}
+	tampered := server(9, spec(digestA), driver.StateRunning)
+	tampered.SpecHash = "0000"
+
+	tests := []struct {
+		name     string
+		desired  []Desired
+		observed []driver.Server
+	}{
+		{"fresh service", []Desired{{Service: "web", Revision: 1, Spec: spec(digestA), Replicas: 3}}, nil},
+		{"nothing to do", []Desired{{Service: "web", Revision: 2, Spec: spec(digestA), Replicas: 2}},
+			[]driver.Server{server(1, spec(digestA), driver.StateRunning), server(2, spec(digestA), driver.StateRunning)}},
+		{"new image replaces every server", []Desired{{Service: "web", Revision: 2, Spec: spec(digestB), Replicas: 2}},
+			[]driver.Server{server(1, spec(digestA), driver.StateRunning), server(2, spec(digestA), driver.StateRunning)}},
+		{"env change names keys, not values", []Desired{{Service: "web", Revision: 2, Spec: newEnv, Replicas: 1}},
+			[]driver.Server{server(1, spec(digestA), driver.StateRunning)}},
+		{"exited server is destroyed and made up for", []Desired{{Service: "web", Revision: 1, Spec: spec(digestA), Replicas: 2}},
+			[]driver.Server{server(1, spec(digestA), driver.StateRunning), server(2, spec(digestA), driver.StateExited)}},
+		{"scale down removes the newest", []Desired{{Service: "web", Revision: 3, Spec: spec(digestA), Replicas: 1}},
+			[]driver.Server{server(2, spec(digestA), driver.StateRunning), server(1, spec(digestA), driver.StateRunning), server(3, spec(digestB), driver.StateRunning)}},
+		{"scale up", []Desired{{Service: "web", Revision: 3, Spec: spec(digestA), Replicas: 3}},
+			[]driver.Server{server(1, spec(digestA), driver.StateRunning)}},
+		{"tampered server is replaced", []Desired{{Service: "web", Revision: 1, Spec: spec(digestA), Replicas: 1}},
+			[]driver.Server{tampered}},
+		{"service removed from the spec", nil,
+			[]driver.Server{server(1, spec(digestA), driver.StateRunning)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := Compute(tt.desired, tt.observed)
+			var text, js bytes.Buffer
+			if err := WriteText(&text, p); err != nil {
+				t.Fatal(err)
+			}
+			if err := WriteJSON(&js, p); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tt.name, text.String()+"\n"+js.String())
+		})
+	}
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", strings.ReplaceAll(name, " ", "_")+".golden")
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update)", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", path, diff)
+	}
+}
+
+// TestComputeConverges applies a plan as a driver would and checks that computing
+// again finds nothing to do: the plan is a fixed point after one application.
+func TestComputeConverges(t *testing.T) {
+	observed := []driver.Server{
+		server(1, spec(digestA), driver.StateRunning), server(2, spec(digestA), driver.StateExited),
+		server(3, spec(digestB), driver.StateRunning), server(4, spec(digestB), driver.StateRunning),
+	}
+	for replicas := 0; replicas <= 5; replicas++ {
+		desired := []Desired{{Service: "web", Revision: 7, Spec: spec(digestB), Replicas: replicas}}
+		p := Compute(desired, observed)
+		sp, _ := p.Service("web")
+		after := append([]driver.Server(nil), sp.Keep...)
+		for i, c := range sp.Changes {
+			if c.Action != Destroy {
+				after = append(after, server(100+i, *sp.Spec, driver.StateRunning))
+			}
+		}
+		if len(after) != replicas {
+			t.Errorf("replicas %d: plan leaves %d servers", replicas, len(after))
+		}
+		if again := Compute(desired, after); again.HasChanges() {
+			t.Errorf("replicas %d: second plan still has changes: %+v", replicas, again)
+		}
+	}
+}
