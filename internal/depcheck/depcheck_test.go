@@ -23,6 +23,7 @@ var allowed = map[string][]string{
 	"internal/driver/drivertest": {"internal/driver"},
 	"internal/health":            {},
 	"internal/plan":              {"internal/driver"},
+	"internal/store":             {},
 	"internal/proxy":             {},
 	"internal/atomicfile":        {},
 	"internal/depcheck":          {},

@@ -1,0 +1,49 @@
+package store
+
+// migrations are applied in order, each once, in a transaction; the index+1 is the
+// schema version recorded in PRAGMA user_version. Never edit a migration that has
+// shipped: append a new one.
+var migrations = []string{
+	`CREATE TABLE services (
+		name       TEXT PRIMARY KEY,
+		current    INTEGER NOT NULL,          -- the revision that should be running
+		created_at TEXT NOT NULL,
+		updated_at TEXT NOT NULL
+	);
+	CREATE TABLE revisions (
+		service      TEXT NOT NULL,
+		number       INTEGER NOT NULL,
+		image        TEXT NOT NULL,           -- manifest digest
+		image_name   TEXT NOT NULL,
+		spec         TEXT NOT NULL,           -- the service's settings, JSON
+		source       TEXT NOT NULL,           -- the spec file as applied
+		applied_by   TEXT NOT NULL,
+		git_commit   TEXT NOT NULL,
+		created_at   TEXT NOT NULL,
+		outcome      TEXT NOT NULL DEFAULT 'pending',
+		detail       TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (service, number)
+	);
+	CREATE TABLE rollouts (
+		id            INTEGER PRIMARY KEY AUTOINCREMENT,
+		service       TEXT NOT NULL,
+		from_revision INTEGER NOT NULL,       -- 0 when the service is new
+		to_revision   INTEGER NOT NULL,
+		strategy      TEXT NOT NULL,
+		state         TEXT NOT NULL,          -- running, succeeded, failed, rolled_back
+		detail        TEXT NOT NULL DEFAULT '',
+		owner         TEXT NOT NULL DEFAULT '',
+		started_at    TEXT NOT NULL,
+		finished_at   TEXT
+	);
+	CREATE UNIQUE INDEX one_running_rollout ON rollouts (service) WHERE state = 'running';
+	CREATE TABLE events (
+		id        INTEGER PRIMARY KEY AUTOINCREMENT,
+		time      TEXT NOT NULL,
+		service   TEXT NOT NULL,
+		server_id TEXT NOT NULL DEFAULT '',
+		type      TEXT NOT NULL,
+		message   TEXT NOT NULL
+	);
+	CREATE INDEX events_service ON events (service, id);`,
+}
