@@ -19,7 +19,7 @@ var allowed = map[string][]string{
 	"internal/bake":              {"internal/spec", "internal/atomicfile"},
 	"internal/spec":              {},
 	"internal/driver":            {},
-	"internal/driver/docker":     {"internal/driver"},
+	"internal/driver/docker":     {"internal/driver", "internal/driver/drivertest"},
 	"internal/driver/drivertest": {"internal/driver"},
 	"internal/health":            {},
 	"internal/plan":              {"internal/driver"},

@@ -1,0 +1,106 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+
+	"github.com/kiln-build/kiln/internal/driver"
+)
+
+// Labels kiln puts on every container it creates. They are the only state the driver
+// keeps: List and a restarted kiln read everything back from them.
+const (
+	LabelManaged  = "dev.kiln.managed" // "true"
+	LabelService  = "dev.kiln.service"
+	LabelRevision = "dev.kiln.revision"
+	LabelSpecHash = "dev.kiln.spec-hash"
+	LabelImage    = "dev.kiln.image" // manifest digest
+	LabelPort     = "dev.kiln.port"
+	LabelSpec     = "dev.kiln.spec" // the ServerSpec as JSON
+)
+
+// Options configure a Driver. The zero value is usable.
+type Options struct {
+	// Host is the engine's address, e.g. "unix:///var/run/docker.sock". Empty means
+	// what the docker CLI uses: DOCKER_HOST (and DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
+	// DOCKER_API_VERSION), else the local socket.
+	Host string
+	// StopTimeout is how long Destroy waits after SIGTERM before killing; default 10s.
+	StopTimeout time.Duration
+	// TmpfsSize caps each Writable tmpfs, in bytes; default 64 MiB.
+	TmpfsSize int64
+}
+
+// Driver runs servers as Docker containers. It is safe for concurrent use.
+type Driver struct {
+	cli  *client.Client
+	opts Options
+
+	mu      sync.Mutex
+	loading map[string]chan struct{} // digest → closed when its EnsureImage ends
+}
+
+var (
+	_ driver.Driver      = (*Driver)(nil)
+	_ driver.ImageLoader = (*Driver)(nil)
+	_ driver.Watcher     = (*Driver)(nil)
+	_ driver.Logger      = (*Driver)(nil)
+)
+
+// New returns a driver for the engine opts names. It does not contact the engine (see
+// Ping) and starts no goroutines; the API version is negotiated on first use.
+func New(opts Options) (*Driver, error) {
+	if opts.StopTimeout <= 0 {
+		opts.StopTimeout = 10 * time.Second
+	}
+	if opts.TmpfsSize <= 0 {
+		opts.TmpfsSize = 64 << 20
+	}
+	copts := []client.Opt{client.FromEnv}
+	if opts.Host != "" {
+		copts = append(copts, client.WithHost(opts.Host))
+	}
+	cli, err := client.New(copts...)
+	if err != nil {
+		return nil, fmt.Errorf("configuring the Docker client: %w", err)
+	}
+	return &Driver{cli: cli, opts: opts, loading: map[string]chan struct{}{}}, nil
+}
+
+// Name is "docker".
+func (d *Driver) Name() string { return "docker" }
+
+// Ping checks that the engine answers; the error wraps driver.ErrUnavailable if not.
+func (d *Driver) Ping(ctx context.Context) error {
+	_, err := d.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
+	return d.check(err)
+}
+
+// Close releases the client's connections. The driver must not be used afterwards.
+func (d *Driver) Close() error { return d.cli.Close() }
+
+// check turns a failure to reach the engine into one that wraps driver.ErrUnavailable
+// and says what to do; other errors are returned as they are.
+func (d *Driver) check(err error) error {
+	if err == nil || !client.IsErrConnectionFailed(err) {
+		return err
+	}
+	return fmt.Errorf("%w: Docker engine at %s (start it, or set DOCKER_HOST to its address): %w",
+		driver.ErrUnavailable, d.cli.DaemonHost(), err)
+}
+
+func isNotFound(err error) bool { return cerrdefs.IsNotFound(err) }
+
+// cleanupContext is for undoing work after ctx may have ended: it keeps ctx's values
+// but not its cancellation, and bounds the cleanup instead.
+func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+}
+
+var errNotManaged = errors.New("container is not managed by kiln")

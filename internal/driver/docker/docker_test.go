@@ -1,0 +1,272 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+
+	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/driver/drivertest"
+)
+
+// newTestDriver returns a driver of the engine DOCKER_HOST names. Without an engine the
+// test fails (scripts/test starts one), unless -short asks to skip what needs Docker.
+func newTestDriver(t *testing.T) *Driver {
+	t.Helper()
+	d, err := New(Options{StopTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	if err := d.Ping(t.Context()); errors.Is(err, driver.ErrUnavailable) && testing.Short() {
+		t.Skipf("no Docker engine: %v", err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestConformance(t *testing.T) {
+	d := newTestDriver(t)
+	drivertest.Run(t, func(t *testing.T) driver.Driver { return newTestDriver(t) }, drivertest.HelloImage(t), drivertest.Options{
+		Inspect: func(t *testing.T, id driver.ServerID, spec driver.ServerSpec) { inspect(t, d.cli, id, spec) },
+		RemoveImage: func(t *testing.T, digest string) {
+			tag, _ := imageTag(digest)
+			if _, err := d.cli.ImageRemove(context.Background(), tag, client.ImageRemoveOptions{}); err != nil {
+				t.Errorf("removing %s: %v", tag, err)
+			}
+		},
+	})
+}
+
+// inspect checks the container against spec and kiln's security defaults.
+func inspect(t *testing.T, cli *client.Client, id driver.ServerID, spec driver.ServerSpec) {
+	res, err := cli.ContainerInspect(t.Context(), string(id), client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, h := res.Container, res.Container.HostConfig
+	if !h.ReadonlyRootfs {
+		t.Error("the root filesystem is writable")
+	}
+	if !slices.Equal(h.CapDrop, []string{"ALL"}) || len(h.CapAdd) != 0 {
+		t.Errorf("CapDrop %v, CapAdd %v: want ALL dropped and none added", h.CapDrop, h.CapAdd)
+	}
+	if !slices.Contains(h.SecurityOpt, "no-new-privileges") {
+		t.Errorf("SecurityOpt = %v, want no-new-privileges", h.SecurityOpt)
+	}
+	if h.Privileged {
+		t.Error("the container is privileged")
+	}
+	if h.NetworkMode.IsHost() || h.PidMode.IsHost() || h.IpcMode.IsHost() || h.UTSMode.IsHost() || h.UsernsMode.IsHost() || h.CgroupnsMode.IsHost() {
+		t.Errorf("the container shares a host namespace: net %q pid %q ipc %q uts %q userns %q cgroupns %q",
+			h.NetworkMode, h.PidMode, h.IpcMode, h.UTSMode, h.UsernsMode, h.CgroupnsMode)
+	}
+	if len(h.Binds) != 0 || len(h.Mounts) != 0 || len(h.VolumesFrom) != 0 {
+		t.Errorf("the container mounts host paths: binds %v mounts %v volumes from %v", h.Binds, h.Mounts, h.VolumesFrom)
+	}
+	for _, m := range c.Mounts {
+		if strings.Contains(m.Source, "docker.sock") {
+			t.Errorf("the Docker socket is mounted at %s", m.Destination)
+		}
+	}
+	if !h.RestartPolicy.IsNone() {
+		t.Errorf("restart policy %q, want none: kiln replaces failed servers", h.RestartPolicy.Name)
+	}
+	if h.PidsLimit == nil || *h.PidsLimit != spec.Resources.PIDs {
+		t.Errorf("PidsLimit = %v, want %d", h.PidsLimit, spec.Resources.PIDs)
+	}
+	if h.Memory != spec.Resources.MemoryBytes {
+		t.Errorf("Memory = %d, want %d", h.Memory, spec.Resources.MemoryBytes)
+	}
+	if want := int64(spec.Resources.CPUs * 1e9); h.NanoCPUs != want {
+		t.Errorf("NanoCPUs = %d, want %d", h.NanoCPUs, want)
+	}
+	var tmpfs []string
+	for p, o := range h.Tmpfs {
+		tmpfs = append(tmpfs, p)
+		if !strings.Contains(o, "rw") || !strings.Contains(o, "nosuid") || !strings.Contains(o, "size=") {
+			t.Errorf("tmpfs %s has options %q, want rw, nosuid and a size", p, o)
+		}
+	}
+	slices.Sort(tmpfs)
+	if want := slices.Sorted(slices.Values(spec.Writable)); !slices.Equal(tmpfs, want) {
+		t.Errorf("tmpfs at %v, want %v", tmpfs, want)
+	}
+	port, _ := network.PortFrom(uint16(spec.Port), network.TCP)
+	bindings := h.PortBindings[port]
+	if len(h.PortBindings) != 1 || len(bindings) != 1 || bindings[0].HostIP.String() != "127.0.0.1" {
+		t.Errorf("port bindings %v, want %s on 127.0.0.1 only", h.PortBindings, port)
+	}
+
+	// Empty, they leave the image's in place.
+	if len(spec.Command) > 0 && !slices.Equal(c.Config.Entrypoint, spec.Command) {
+		t.Errorf("entrypoint %q, want %q", c.Config.Entrypoint, spec.Command)
+	}
+	if len(spec.Args) > 0 && !slices.Equal(c.Config.Cmd, spec.Args) {
+		t.Errorf("cmd %q, want %q", c.Config.Cmd, spec.Args)
+	}
+	for k, v := range spec.Env {
+		if !slices.Contains(c.Config.Env, k+"="+v) {
+			t.Errorf("env %v lacks %s=%s", c.Config.Env, k, v)
+		}
+	}
+	l := c.Config.Labels
+	if l[LabelManaged] != "true" || l[LabelService] != spec.Service || l[LabelRevision] != strconv.FormatInt(spec.Revision, 10) || l[LabelSpecHash] != spec.Hash() ||
+		l[LabelImage] != spec.Image || l[LabelPort] != strconv.Itoa(spec.Port) || l[LabelSpec] == "" {
+		t.Errorf("labels %v", l)
+	}
+	name := regexp.MustCompile(`^/kiln-` + regexp.QuoteMeta(spec.Service) + `-` + spec.Hash()[:8] + `-[0-9a-f]{6}$`)
+	if !name.MatchString(c.Name) {
+		t.Errorf("name %q, want %s", c.Name, name)
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	d, err := New(Options{Host: "tcp://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := t.Context()
+	for what, err := range map[string]error{
+		"Ping":    d.Ping(ctx),
+		"List":    func() error { _, err := d.List(ctx, driver.Selector{}); return err }(),
+		"Destroy": d.Destroy(ctx, "x"),
+		"Watch":   func() error { _, err := d.Watch(ctx); return err }(),
+	} {
+		if !errors.Is(err, driver.ErrUnavailable) || !strings.Contains(err.Error(), "127.0.0.1:1") {
+			t.Errorf("%s: got %v, want ErrUnavailable naming the address", what, err)
+		}
+		t.Logf("%s: %v", what, err)
+	}
+}
+
+// TestNotManaged checks that Destroy leaves alone containers kiln did not create.
+func TestNotManaged(t *testing.T) {
+	d := newTestDriver(t)
+	img := drivertest.HelloImage(t)
+	ctx := t.Context()
+	if err := d.EnsureImage(ctx, img.Digest, func() (v1.Image, error) { return img.Image, nil }); err != nil {
+		t.Fatal(err)
+	}
+	tag, _ := imageTag(img.Digest)
+	c, err := d.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: tag}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.cli.ContainerRemove(context.Background(), c.ID, client.ContainerRemoveOptions{Force: true})
+	})
+	if err := d.Destroy(ctx, driver.ServerID(c.ID)); !errors.Is(err, errNotManaged) {
+		t.Errorf("Destroy of a container kiln did not create: %v, want errNotManaged", err)
+	}
+	if _, err := d.cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{}); err != nil {
+		t.Errorf("the container is gone: %v", err)
+	}
+}
+
+func TestCreateRejectsUnlimitedSpecs(t *testing.T) {
+	d, err := New(Options{Host: "tcp://127.0.0.1:1"}) // never reached
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := driver.ServerSpec{Service: "s", Image: "sha256:" + strings.Repeat("a", 64), Port: 80, Resources: driver.DefaultResources}
+	for name, mod := range map[string]func(*driver.ServerSpec){
+		"no memory limit": func(s *driver.ServerSpec) { s.Resources.MemoryBytes = 0 },
+		"no PIDs limit":   func(s *driver.ServerSpec) { s.Resources.PIDs = 0 },
+		"no port":         func(s *driver.ServerSpec) { s.Port = 0 },
+		"bad digest":      func(s *driver.ServerSpec) { s.Image = "latest" },
+	} {
+		spec := ok
+		mod(&spec)
+		if _, err := d.Create(t.Context(), spec); err == nil || errors.Is(err, driver.ErrUnavailable) {
+			t.Errorf("%s: Create = %v, want it refused before reaching the engine", name, err)
+		}
+	}
+}
+
+func TestToEvent(t *testing.T) {
+	attrs := map[string]string{LabelService: "web", "exitCode": "137"}
+	for _, tc := range []struct {
+		action     string
+		want       driver.EventType
+		wantDetail string
+		drop       bool
+	}{
+		{action: "start", want: driver.EventStart},
+		{action: "die", want: driver.EventDie, wantDetail: "exit code 137"},
+		{action: "destroy", want: driver.EventDestroy},
+		{action: "exec_start: sh -c id", want: driver.EventChange, wantDetail: "exec_start: sh -c id"},
+		{action: "exec_create: sh", want: driver.EventChange, wantDetail: "exec_create: sh"},
+		{action: "rename", want: driver.EventChange, wantDetail: "rename"},
+		{action: "pause", want: driver.EventChange, wantDetail: "pause"},
+		{action: "unpause", want: driver.EventChange, wantDetail: "unpause"},
+		{action: "update", want: driver.EventChange, wantDetail: "update"},
+		{action: "create", drop: true},
+		{action: "kill", drop: true},
+		{action: "health_status: healthy", drop: true},
+	} {
+		ev, ok := toEvent(events.Message{Type: events.ContainerEventType, Action: events.Action(tc.action),
+			Actor: events.Actor{ID: "c1", Attributes: attrs}, TimeNano: 1e18})
+		if ok == tc.drop {
+			t.Errorf("%q: reported %v, want %v", tc.action, ok, !tc.drop)
+			continue
+		}
+		if tc.drop {
+			continue
+		}
+		want := driver.Event{Type: tc.want, ServerID: "c1", Service: "web", Detail: tc.wantDetail, Time: time.Unix(0, 1e18)}
+		if ev != want {
+			t.Errorf("%q: %+v, want %+v", tc.action, ev, want)
+		}
+	}
+}
+
+// TestWatchChange alters a server out of band, as an operator with the docker CLI would.
+func TestWatchChange(t *testing.T) {
+	d := newTestDriver(t)
+	img := drivertest.HelloImage(t)
+	ctx := t.Context()
+	if err := d.EnsureImage(ctx, img.Digest, func() (v1.Image, error) { return img.Image, nil }); err != nil {
+		t.Fatal(err)
+	}
+	events, err := d.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := driver.ServerSpec{Service: "kt-watchchange-" + strconv.FormatInt(time.Now().UnixNano(), 36), Image: img.Digest, Port: img.Port, Resources: driver.DefaultResources}
+	srv, err := d.Create(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Destroy(context.Background(), srv.ID) })
+	if _, err := d.cli.ContainerRename(ctx, string(srv.ID), client.ContainerRenameOptions{NewName: srv.Name + "-renamed"}); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-events:
+			if ev.ServerID == srv.ID && ev.Type == driver.EventChange {
+				if ev.Detail != "rename" || ev.Service != spec.Service {
+					t.Errorf("rename reported as %+v", ev)
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatal("no change event within 10s of a rename")
+		}
+	}
+}

@@ -1,0 +1,328 @@
+package docker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+
+	"github.com/kiln-build/kiln/internal/driver"
+)
+
+var loopback = netip.MustParseAddr("127.0.0.1")
+
+// Create creates and starts a container for spec from the image EnsureImage loaded,
+// and returns it as inspected right after the start. A process that has already
+// exited by then is not an error (the server is returned with StateExited): telling a
+// crashing server from a healthy one is the caller's job, as for any server. On error
+// the container, if it was created, is removed.
+func (d *Driver) Create(ctx context.Context, spec driver.ServerSpec) (driver.Server, error) {
+	if err := validate(spec); err != nil {
+		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
+	}
+	tag, err := imageTag(spec.Image)
+	if err != nil {
+		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
+	}
+	if _, err := d.cli.ImageInspect(ctx, tag); err != nil {
+		if isNotFound(err) {
+			return driver.Server{}, fmt.Errorf("creating a server of %s: image %s: %w", spec.Service, spec.Image, driver.ErrImageNotFound)
+		}
+		return driver.Server{}, fmt.Errorf("creating a server of %s: inspecting image %s: %w", spec.Service, spec.Image, d.check(err))
+	}
+	opts, err := d.createOptions(spec, tag)
+	if err != nil {
+		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
+	}
+	created, err := d.cli.ContainerCreate(ctx, opts)
+	if err != nil {
+		if isNotFound(err) { // the image was removed since we looked
+			return driver.Server{}, fmt.Errorf("creating a server of %s: image %s: %w", spec.Service, spec.Image, driver.ErrImageNotFound)
+		}
+		if ctx.Err() != nil {
+			// Cut off mid-request: the engine may have created it anyway. The name is
+			// random, so whatever has it is ours.
+			cctx, cancel := cleanupContext(ctx)
+			defer cancel()
+			d.cli.ContainerRemove(cctx, opts.Name, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		}
+		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, d.check(err))
+	}
+	srv, err := d.start(ctx, created.ID, spec)
+	if err != nil {
+		cctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		if _, rerr := d.cli.ContainerRemove(cctx, created.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); rerr != nil && !isNotFound(rerr) {
+			err = errors.Join(err, fmt.Errorf("removing the container %s: %w", opts.Name, rerr))
+		}
+		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
+	}
+	return srv, nil
+}
+
+// start starts a created container and checks that the engine kept kiln's limits.
+func (d *Driver) start(ctx context.Context, id string, spec driver.ServerSpec) (driver.Server, error) {
+	if _, err := d.cli.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
+		return driver.Server{}, fmt.Errorf("starting: %w", d.check(err))
+	}
+	res, err := d.cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return driver.Server{}, fmt.Errorf("inspecting: %w", d.check(err))
+	}
+	c := res.Container
+	if c.HostConfig == nil || c.Config == nil || c.State == nil {
+		return driver.Server{}, errors.New("inspecting: the engine returned an incomplete container")
+	}
+	// An engine that cannot enforce a limit drops it with a warning; kiln's servers are
+	// always limited, so that is an error rather than a warning nobody reads.
+	h, r := c.HostConfig, spec.Resources
+	if h.Memory != r.MemoryBytes || h.PidsLimit == nil || *h.PidsLimit != r.PIDs || h.NanoCPUs != nanoCPUs(r.CPUs) || !h.ReadonlyRootfs {
+		return driver.Server{}, errors.New("the Docker engine did not apply the memory, PIDs or CPU limit or the read-only root (does its kernel support them? see the warnings of `docker info`)")
+	}
+	srv := driver.Server{
+		ID:       driver.ServerID(c.ID),
+		Name:     strings.TrimPrefix(c.Name, "/"),
+		Service:  spec.Service,
+		Revision: spec.Revision,
+		SpecHash: spec.Hash(),
+		Image:    spec.Image,
+		State:    state(c.State.Status),
+		Spec:     spec,
+	}
+	if t, err := time.Parse(time.RFC3339Nano, c.Created); err == nil {
+		srv.Created = t.Truncate(time.Second).UTC() // as List reports it
+	}
+	if srv.State == driver.StateRunning && c.NetworkSettings != nil {
+		p, _ := network.PortFrom(uint16(spec.Port), network.TCP)
+		for _, b := range c.NetworkSettings.Ports[p] {
+			if b.HostPort != "" && b.HostPort != "0" {
+				srv.Address = address(b.HostIP, b.HostPort)
+				break
+			}
+		}
+		if srv.Address == "" {
+			return driver.Server{}, fmt.Errorf("the engine published no host port for %d/tcp", spec.Port)
+		}
+	}
+	return srv, nil
+}
+
+// createOptions is the container for spec: kiln's security defaults are not options.
+func (d *Driver) createOptions(spec driver.ServerSpec, tag string) (client.ContainerCreateOptions, error) {
+	hash := spec.Hash()
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return client.ContainerCreateOptions{}, err
+	}
+	suffix := make([]byte, 3)
+	rand.Read(suffix)
+	port, _ := network.PortFrom(uint16(spec.Port), network.TCP)
+
+	env := make([]string, 0, len(spec.Env))
+	for k, v := range spec.Env {
+		env = append(env, k+"="+v)
+	}
+	slices.Sort(env)
+	var tmpfs map[string]string
+	if len(spec.Writable) > 0 {
+		tmpfs = make(map[string]string, len(spec.Writable))
+		for _, p := range spec.Writable {
+			tmpfs[p] = fmt.Sprintf("rw,nosuid,nodev,size=%d", d.opts.TmpfsSize)
+		}
+	}
+	pids := spec.Resources.PIDs
+
+	return client.ContainerCreateOptions{
+		Name: fmt.Sprintf("kiln-%s-%s-%s", spec.Service, hash[:8], hex.EncodeToString(suffix)),
+		Config: &container.Config{
+			Image:        tag,
+			Entrypoint:   spec.Command,
+			Cmd:          spec.Args,
+			Env:          env,
+			ExposedPorts: network.PortSet{port: {}},
+			Labels: map[string]string{
+				LabelManaged:  "true",
+				LabelService:  spec.Service,
+				LabelRevision: strconv.FormatInt(spec.Revision, 10),
+				LabelSpecHash: hash,
+				LabelImage:    spec.Image,
+				LabelPort:     strconv.Itoa(spec.Port),
+				LabelSpec:     string(specJSON),
+			},
+		},
+		HostConfig: &container.HostConfig{
+			// Published on loopback only, on a port the engine picks.
+			PortBindings:   network.PortMap{port: {{HostIP: loopback, HostPort: ""}}},
+			RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled}, // kiln replaces failed servers
+			ReadonlyRootfs: true,
+			Tmpfs:          tmpfs,
+			CapDrop:        []string{"ALL"},
+			SecurityOpt:    []string{"no-new-privileges"},
+			IpcMode:        container.IPCModePrivate,
+			CgroupnsMode:   container.CgroupnsModePrivate, // cgroup v1 engines default to the host's
+			Resources: container.Resources{
+				Memory:     spec.Resources.MemoryBytes,
+				MemorySwap: spec.Resources.MemoryBytes, // no swap on top
+				PidsLimit:  &pids,
+				NanoCPUs:   nanoCPUs(spec.Resources.CPUs),
+			},
+		},
+	}, nil
+}
+
+// validate rejects specs the engine would run without the limits kiln promises.
+func validate(spec driver.ServerSpec) error {
+	switch {
+	case spec.Service == "":
+		return errors.New("the spec has no service")
+	case spec.Port < 1 || spec.Port > 65535:
+		return fmt.Errorf("port %d is not a TCP port", spec.Port)
+	case spec.Resources.MemoryBytes <= 0:
+		return errors.New("the spec sets no memory limit")
+	case spec.Resources.PIDs <= 0:
+		return errors.New("the spec sets no PIDs limit")
+	case spec.Resources.CPUs < 0 || math.IsNaN(spec.Resources.CPUs) || math.IsInf(spec.Resources.CPUs, 0):
+		return fmt.Errorf("%v is not a number of CPUs", spec.Resources.CPUs)
+	}
+	return nil
+}
+
+func nanoCPUs(cpus float64) int64 { return int64(math.Round(cpus * 1e9)) }
+
+// Destroy stops the container (SIGTERM, then SIGKILL after Options.StopTimeout) and
+// removes it with its anonymous volumes. It refuses containers kiln did not create.
+func (d *Driver) Destroy(ctx context.Context, id driver.ServerID) error {
+	res, err := d.cli.ContainerInspect(ctx, string(id), client.ContainerInspectOptions{})
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("destroying %s: %w", id, d.check(err))
+	}
+	if res.Container.Config == nil || res.Container.Config.Labels[LabelManaged] != "true" {
+		return fmt.Errorf("destroying %s: %w", id, errNotManaged)
+	}
+	timeout := int(math.Ceil(d.opts.StopTimeout.Seconds()))
+	if _, err := d.cli.ContainerStop(ctx, string(id), client.ContainerStopOptions{Timeout: &timeout}); err != nil && !isNotFound(err) {
+		return fmt.Errorf("destroying %s: stopping: %w", id, d.check(err))
+	}
+	_, err = d.cli.ContainerRemove(ctx, string(id), client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	switch {
+	case err == nil || isNotFound(err):
+		return nil
+	case cerrdefs.IsConflict(err): // another removal is in progress: wait for it
+		return d.waitGone(ctx, id)
+	default:
+		return fmt.Errorf("destroying %s: removing: %w", id, d.check(err))
+	}
+}
+
+// waitGone polls until the container no longer exists.
+func (d *Driver) waitGone(ctx context.Context, id driver.ServerID) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_, err := d.cli.ContainerInspect(ctx, string(id), client.ContainerInspectOptions{})
+		if isNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("destroying %s: %w", id, d.check(err))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("destroying %s: waiting for its removal: %w", id, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// List returns kiln's containers matching sel, in every state, oldest first.
+func (d *Driver) List(ctx context.Context, sel driver.Selector) ([]driver.Server, error) {
+	f := make(client.Filters).Add("label", LabelManaged+"=true")
+	if sel.Service != "" {
+		f.Add("label", LabelService+"="+sel.Service)
+	}
+	res, err := d.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("listing containers: %w", d.check(err))
+	}
+	servers := make([]driver.Server, 0, len(res.Items))
+	for _, c := range res.Items {
+		srv := fromSummary(c)
+		if sel.Matches(srv) {
+			servers = append(servers, srv)
+		}
+	}
+	slices.SortFunc(servers, func(a, b driver.Server) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(string(a.ID), string(b.ID))
+	})
+	return servers, nil
+}
+
+// fromSummary reads a server back from its container's labels and state.
+func fromSummary(c container.Summary) driver.Server {
+	l := c.Labels
+	srv := driver.Server{
+		ID:       driver.ServerID(c.ID),
+		Service:  l[LabelService],
+		SpecHash: l[LabelSpecHash],
+		Image:    l[LabelImage],
+		State:    state(c.State),
+		Created:  time.Unix(c.Created, 0).UTC(),
+	}
+	if len(c.Names) > 0 {
+		srv.Name = strings.TrimPrefix(c.Names[0], "/")
+	}
+	srv.Revision, _ = strconv.ParseInt(l[LabelRevision], 10, 64)
+	_ = json.Unmarshal([]byte(l[LabelSpec]), &srv.Spec) // altered out of band: left zero
+	if srv.State == driver.StateRunning {
+		port, _ := strconv.ParseUint(l[LabelPort], 10, 16)
+		for _, p := range c.Ports {
+			if p.PrivatePort == uint16(port) && p.Type == "tcp" && p.PublicPort != 0 {
+				srv.Address = address(p.IP, strconv.Itoa(int(p.PublicPort)))
+				break
+			}
+		}
+	}
+	return srv
+}
+
+// address is where a published port is reached; an unspecified host IP (the engine
+// listening on every address) is reached on loopback.
+func address(ip netip.Addr, port string) string {
+	if !ip.IsValid() || ip.IsUnspecified() {
+		ip = loopback
+	}
+	return net.JoinHostPort(ip.String(), port)
+}
+
+func state(s container.ContainerState) driver.State {
+	switch s {
+	case container.StateCreated:
+		return driver.StateCreated
+	case container.StateRunning:
+		return driver.StateRunning
+	case container.StateExited, container.StateDead:
+		return driver.StateExited
+	default:
+		return driver.StateOther
+	}
+}
