@@ -1,9 +1,14 @@
-# The hello service's server image: a static Go binary on an empty base, with its static
-# files and its greeting. Bake it with `kiln bake`.
+# The hello service: a static Go binary on an empty base, with its static files and its
+# greeting, run as two servers behind a front door. `kiln up` bakes and deploys it.
 
 variable "version" {
   default     = "dev"
   description = "The version stamped into the binary."
+}
+
+variable "listen" {
+  default     = "127.0.0.1:8080"
+  description = "Where the service's front door listens."
 }
 
 image "hello" {
@@ -28,4 +33,24 @@ image "hello" {
   }
   expose = [8080]
   user   = "65532:65532"
+}
+
+service "hello" {
+  image    = image.hello
+  replicas = 2
+  port     = 8080
+  listen   = var.listen
+  writable = ["/tmp"]
+
+  health {
+    http     = "/healthz"
+    interval = "500ms"
+  }
+
+  update {
+    strategy          = "rolling"
+    max_surge         = 1
+    min_healthy       = "1s"
+    progress_deadline = "30s"
+  }
 }

@@ -364,8 +364,8 @@ func TestGoCompileErrorNamesTheBlock(t *testing.T) {
 	if !errors.As(err, &be) || !strings.Contains(be.Output, "undefined: undefinedThing") {
 		t.Fatalf("error does not carry the compiler's output: %v", err)
 	}
-	if se.Range.Start.Line != 12 || !strings.HasSuffix(se.Range.Filename, "kiln.hcl") {
-		t.Errorf("error points at %s, want the go block (kiln.hcl line 12)", se.Range)
+	if se.Range.Start.Line != 17 || !strings.HasSuffix(se.Range.Filename, "kiln.hcl") {
+		t.Errorf("error points at %s, want the go block (kiln.hcl line 17)", se.Range)
 	}
 	// The store still holds the last good image, intact.
 	store, _ := OpenStore(filepath.Join(dir, ".kiln"))

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/bake"
+	"github.com/kiln-build/kiln/internal/spec"
 )
 
 type bakeOptions struct {
@@ -99,17 +100,7 @@ func runBake(cmd *cobra.Command, g *globals, o bakeOptions, names []string) erro
 	results, err := baker.Bake(ctx, images)
 	prog.stop()
 	if err != nil {
-		var se *bake.StepError
-		if errors.As(err, &se) && se.Range.Filename != "" {
-			g.printDiags(cfg.Files, hcl.Diagnostics{{
-				Severity: hcl.DiagError,
-				Summary:  fmt.Sprintf("Baking image %q failed", se.Image),
-				Detail:   se.Unwrap().Error(),
-				Subject:  se.Range.Ptr(),
-			}})
-			return exitError{1}
-		}
-		return err
+		return g.bakeError(cfg, err)
 	}
 
 	enc := json.NewEncoder(g.stdout)
@@ -142,4 +133,19 @@ func runBake(cmd *cobra.Command, g *globals, o bakeOptions, names []string) erro
 		}
 	}
 	return nil
+}
+
+// bakeError shows a failed step at its place in the spec, like a spec diagnostic.
+func (g *globals) bakeError(cfg *spec.Config, err error) error {
+	var se *bake.StepError
+	if errors.As(err, &se) && se.Range.Filename != "" {
+		g.printDiags(cfg.Files, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  fmt.Sprintf("Baking image %q failed", se.Image),
+			Detail:   se.Unwrap().Error(),
+			Subject:  se.Range.Ptr(),
+		}})
+		return exitError{1}
+	}
+	return err
 }

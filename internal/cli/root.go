@@ -92,6 +92,14 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 		newBakeCmd(g),
 		newImagesCmd(g),
 		newSBOMCmd(g),
+		newServeCmd(g),
+		newUpCmd(g),
+		newPlanCmd(g),
+		newApplyCmd(g),
+		newStatusCmd(g),
+		newHistoryCmd(g),
+		newRollbackCmd(g),
+		newDestroyCmd(g),
 	)
 	return root
 }

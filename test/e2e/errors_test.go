@@ -73,14 +73,14 @@ image "hello" {
 func TestMissingSourceFile(t *testing.T) {
 	dir := example(t)
 	os.RemoveAll(filepath.Join(dir, "static"))
-	fails(t, dir, nil, 1, []string{"Missing source file", "on kiln.hcl line 17", "There is no file or directory at static"}, "bake")
+	fails(t, dir, nil, 1, []string{"Missing source file", "on kiln.hcl line 22", "There is no file or directory at static"}, "bake")
 }
 
 func TestGoPackageThatDoesNotCompile(t *testing.T) {
 	dir := example(t)
 	good := digestOf(t, ok(t, dir, nil, "bake").stdout, "hello")
 	os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() { notDefined() }\n"), 0o644)
-	fails(t, dir, nil, 1, []string{`Baking image "hello" failed`, "on kiln.hcl line 12", "go build . failed", "undefined: notDefined"}, "bake")
+	fails(t, dir, nil, 1, []string{`Baking image "hello" failed`, "on kiln.hcl line 17", "go build . failed", "undefined: notDefined"}, "bake")
 	assertStoreHas(t, dir, good)
 }
 

@@ -1,0 +1,188 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Files in the state directory through which the CLI finds its daemon: the address it
+// listens on (loopback) and its bearer token (mode 0600).
+const (
+	AddrFile  = "api.addr"
+	TokenFile = "token"
+)
+
+// ErrNoDaemon means no daemon answers for this state directory.
+var ErrNoDaemon = errors.New("no kiln daemon is running for this spec")
+
+// Client talks to a kiln daemon.
+type Client struct {
+	http  *http.Client
+	base  string
+	token string
+	where string // for error messages
+}
+
+// Discover returns a client for the daemon of stateDir: KILN_ADDR and KILN_TOKEN if set,
+// else the unix socket and token in stateDir.
+func Discover(stateDir string) (*Client, error) {
+	if addr := os.Getenv("KILN_ADDR"); addr != "" {
+		return New(addr, os.Getenv("KILN_TOKEN")), nil
+	}
+	addr, err := os.ReadFile(filepath.Join(stateDir, AddrFile))
+	token, terr := os.ReadFile(filepath.Join(stateDir, TokenFile))
+	if err != nil || terr != nil {
+		return nil, fmt.Errorf("%w: start one with `kiln serve` or `kiln up` in the spec's directory, or set KILN_ADDR", ErrNoDaemon)
+	}
+	return New(strings.TrimSpace(string(addr)), strings.TrimSpace(string(token))), nil
+}
+
+// New returns a client for addr: "unix:///path/kiln.sock" or "http://127.0.0.1:7777".
+func New(addr, token string) *Client {
+	c := &Client{token: token, where: addr}
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}}
+		c.http, c.base = &http.Client{Transport: tr}, "http://kiln"
+	} else {
+		c.http, c.base = &http.Client{}, strings.TrimSuffix(addr, "/")
+	}
+	return c
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w at %s (%v): start it with `kiln serve` or `kiln up`", ErrNoDaemon, c.where, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		var e Error
+		b, _ := io.ReadAll(resp.Body)
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(b))
+		}
+		return nil, &StatusError{Code: resp.StatusCode, Message: e.Error}
+	}
+	return resp, nil
+}
+
+// StatusError is an error answer of the daemon.
+type StatusError struct {
+	Code    int
+	Message string
+}
+
+func (e *StatusError) Error() string { return e.Message }
+
+func (c *Client) get(ctx context.Context, path string, out any) error {
+	resp, err := c.do(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// stream sends a request answered with NDJSON messages, calls onEvent for each event
+// and returns the result.
+func (c *Client) stream(ctx context.Context, method, path string, body any, onEvent func(Event)) (Result, error) {
+	resp, err := c.do(ctx, method, path, body)
+	if err != nil {
+		return Result{}, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var m Message
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return Result{}, fmt.Errorf("reading the daemon's answer: %w", err)
+		}
+		switch {
+		case m.Event != nil && onEvent != nil:
+			onEvent(*m.Event)
+		case m.Result != nil:
+			return *m.Result, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return Result{}, fmt.Errorf("reading the daemon's answer: %w", err)
+	}
+	return Result{}, errors.New("the daemon closed the connection before the outcome was known: see `kiln status` and `kiln history`")
+}
+
+// Plan returns the plan of req, in the JSON shape of plan.JSONPlan (passed through raw).
+func (c *Client) Plan(ctx context.Context, req PlanRequest) (json.RawMessage, error) {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/plan", req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}
+
+// Apply records and rolls out req, calling onEvent as things happen, and returns once
+// the outcome is known (or at once with req.Detach).
+func (c *Client) Apply(ctx context.Context, req ApplyRequest, onEvent func(Event)) (Result, error) {
+	return c.stream(ctx, http.MethodPost, "/v1/apply", req, onEvent)
+}
+
+// Rollback rolls service back.
+func (c *Client) Rollback(ctx context.Context, service string, req RollbackRequest, onEvent func(Event)) (Result, error) {
+	return c.stream(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/rollback", req, onEvent)
+}
+
+// Destroy removes service and its servers.
+func (c *Client) Destroy(ctx context.Context, service string, onEvent func(Event)) (Result, error) {
+	return c.stream(ctx, http.MethodDelete, "/v1/services/"+url.PathEscape(service), nil, onEvent)
+}
+
+// Status returns the state of every service.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.get(ctx, "/v1/status", &s)
+}
+
+// History returns the revisions of service, newest first.
+func (c *Client) History(ctx context.Context, service string) ([]Revision, error) {
+	var r []Revision
+	return r, c.get(ctx, "/v1/services/"+url.PathEscape(service)+"/history", &r)
+}
+
+// Events returns events after since (all services when service is "").
+func (c *Client) Events(ctx context.Context, service string, since int64) ([]Event, error) {
+	var e []Event
+	q := url.Values{"since": {fmt.Sprint(since)}, "service": {service}}
+	return e, c.get(ctx, "/v1/events?"+q.Encode(), &e)
+}

@@ -1,0 +1,151 @@
+package api
+
+import "time"
+
+// Service is the fully resolved desired state of one service: what a revision records.
+type Service struct {
+	Name      string            `json:"name"`
+	Image     string            `json:"image"` // manifest digest in the local image store
+	ImageName string            `json:"image_name"`
+	Replicas  int               `json:"replicas"`
+	Port      int               `json:"port"`
+	Listen    string            `json:"listen"`
+	Command   []string          `json:"command,omitempty"`
+	Args      []string          `json:"args,omitempty"`
+	Env       map[string]string `json:"env,omitempty"`
+	Writable  []string          `json:"writable,omitempty"`
+	Resources Resources         `json:"resources"`
+	Health    Health            `json:"health"`
+	Update    Update            `json:"update"`
+}
+
+type Resources struct {
+	CPUs        float64 `json:"cpus,omitempty"`
+	MemoryBytes int64   `json:"memory_bytes"`
+	PIDs        int64   `json:"pids"`
+}
+
+type Health struct {
+	HTTP               string        `json:"http,omitempty"`
+	TCP                bool          `json:"tcp,omitempty"`
+	Interval           time.Duration `json:"interval"`
+	Timeout            time.Duration `json:"timeout"`
+	StartPeriod        time.Duration `json:"start_period"`
+	HealthyThreshold   int           `json:"healthy_threshold"`
+	UnhealthyThreshold int           `json:"unhealthy_threshold"`
+}
+
+type Update struct {
+	Strategy         string        `json:"strategy"`
+	MaxSurge         int           `json:"max_surge"`
+	MaxUnavailable   int           `json:"max_unavailable"`
+	MinHealthy       time.Duration `json:"min_healthy"`
+	ProgressDeadline time.Duration `json:"progress_deadline"`
+	AutoRollback     bool          `json:"auto_rollback"`
+	KeepOld          time.Duration `json:"keep_old"`
+}
+
+// PlanRequest asks what applying Services would do.
+type PlanRequest struct {
+	Services []Service `json:"services"`
+	// Prune plans the removal of services the daemon runs that are not in Services.
+	Prune bool `json:"prune"`
+}
+
+// ApplyRequest records a new revision of each changed service and rolls it out.
+type ApplyRequest struct {
+	Services []Service `json:"services"`
+	Prune    bool      `json:"prune"`
+	Source   string    `json:"source"` // the spec file, recorded with each revision
+	Commit   string    `json:"commit,omitempty"`
+	User     string    `json:"user"`
+	// Detach returns as soon as the revisions are recorded; the rollouts go on.
+	Detach bool `json:"detach"`
+}
+
+// RollbackRequest rolls a service back to revision To, or to the last deployed revision
+// before the current one when To is 0.
+type RollbackRequest struct {
+	To     int64  `json:"to"`
+	User   string `json:"user"`
+	Detach bool   `json:"detach"`
+}
+
+// Message is one line of the NDJSON stream that apply, rollback and destroy answer with:
+// events as they happen, then one result.
+type Message struct {
+	Type   string  `json:"type"` // "event" or "result"
+	Event  *Event  `json:"event,omitempty"`
+	Result *Result `json:"result,omitempty"`
+}
+
+// Event is something that happened to a service or a server.
+type Event struct {
+	ID       int64     `json:"id"`
+	Time     time.Time `json:"time"`
+	Service  string    `json:"service"`
+	ServerID string    `json:"server_id,omitempty"`
+	Type     string    `json:"type"`
+	Message  string    `json:"message"`
+}
+
+// Result is the outcome of an apply, rollback or destroy.
+type Result struct {
+	OK       bool            `json:"ok"`
+	Services []ServiceResult `json:"services"`
+}
+
+// ServiceResult is what happened to one service.
+type ServiceResult struct {
+	Service  string `json:"service"`
+	Revision int64  `json:"revision"`
+	Changed  bool   `json:"changed"` // false: the revision already ran and nothing was done
+	Outcome  string `json:"outcome"` // deployed, failed, rolled_back, destroyed, pending (detached)
+	Detail   string `json:"detail,omitempty"`
+	URL      string `json:"url,omitempty"`
+}
+
+// Status is the state of every service.
+type Status struct {
+	Services []ServiceStatus `json:"services"`
+}
+
+type ServiceStatus struct {
+	Name      string   `json:"name"`
+	Revision  int64    `json:"revision"`
+	Image     string   `json:"image"`
+	ImageName string   `json:"image_name"`
+	URL       string   `json:"url"`
+	Replicas  int      `json:"replicas"`
+	Healthy   int      `json:"healthy"` // servers in rotation
+	Servers   []Server `json:"servers"`
+	Rollout   string   `json:"rollout,omitempty"` // the running rollout, if any
+}
+
+type Server struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Revision  int64     `json:"revision"`
+	Address   string    `json:"address"`
+	State     string    `json:"state"`
+	InService bool      `json:"in_service"`
+	Created   time.Time `json:"created"`
+}
+
+// Revision is one entry of a service's history.
+type Revision struct {
+	Number    int64     `json:"number"`
+	Image     string    `json:"image"`
+	ImageName string    `json:"image_name"`
+	Created   time.Time `json:"created"`
+	AppliedBy string    `json:"applied_by"`
+	Commit    string    `json:"commit,omitempty"`
+	Outcome   string    `json:"outcome"`
+	Detail    string    `json:"detail,omitempty"`
+	Current   bool      `json:"current"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}

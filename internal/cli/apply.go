@@ -1,0 +1,53 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-build/kiln/internal/api"
+)
+
+func newApplyCmd(g *globals) *cobra.Command {
+	var detach, prune bool
+	cmd := &cobra.Command{
+		Use:   "apply [SERVICE...]",
+		Short: "Bake what changed and roll out a new revision of each changed service",
+		Long: `Apply bakes the images the spec's services run, records a new revision of every
+service whose settings or image changed, and rolls it out by replacing servers (never
+changing them): rolling or blue-green, admitting each new server only once it is
+healthy. If new servers do not become healthy within the progress deadline, the
+rollout reverts to the previous revision (auto_rollback, on by default).
+
+Apply waits until the outcome is known and exits non-zero if a rollout failed.`,
+		Example: `  kiln apply
+  kiln apply -var version=1.2.0
+  kiln apply web --detach          # return once the revision is recorded
+  kiln apply --prune               # also destroy services no longer in the spec`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			d, err := g.resolve(ctx, args, g.stderr)
+			if err != nil {
+				return err
+			}
+			res, err := c.Apply(ctx, api.ApplyRequest{Services: d.services, Prune: prune, Source: d.source,
+				Commit: d.commit, User: currentUser(), Detach: detach}, func(e api.Event) { printEvent(g.stderr, e) })
+			if err != nil {
+				return err
+			}
+			if err := printResult(g.stdout, res); err != nil {
+				fmt.Fprintln(g.stderr, "See `kiln history SERVICE` and `kiln events`.")
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&detach, "detach", false, "return once the revisions are recorded, without waiting for the rollouts")
+	cmd.Flags().BoolVar(&prune, "prune", false, "destroy services the daemon runs that the spec no longer declares")
+	addVarFlag(g, cmd.Flags())
+	return cmd
+}

@@ -1,0 +1,186 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"strings"
+	"time"
+
+
+	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/bake"
+	"github.com/kiln-build/kiln/internal/spec"
+)
+
+// deployment is a spec resolved for the daemon: every service with the digest of the
+// image it runs.
+type deployment struct {
+	cfg      *spec.Config
+	stateDir string
+	services []api.Service
+	source   string
+	commit   string
+}
+
+// resolve loads the spec, bakes the images its services run (quietly unless progress
+// is shown), and returns the services as the daemon takes them. Only the named services
+// when names is not empty.
+func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Writer) (*deployment, error) {
+	cfg, err := g.loadSpec()
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Services) == 0 {
+		return nil, fmt.Errorf("%s declares no services: add a service block (see README)", cfg.Filename)
+	}
+	services := cfg.Services
+	if len(names) > 0 {
+		services = nil
+		for _, n := range names {
+			s := cfg.Service(n)
+			if s == nil {
+				return nil, fmt.Errorf("no service %q in %s", n, cfg.Filename)
+			}
+			services = append(services, s)
+		}
+	}
+	stateDir, err := g.state(cfg)
+	if err != nil {
+		return nil, err
+	}
+	store, err := bake.OpenStore(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	var imageNames []string
+	for _, s := range services {
+		if s.Image.Image != "" {
+			imageNames = append(imageNames, s.Image.Image)
+		}
+	}
+	baked := map[string]*bake.Result{}
+	src, err := bake.ReadSource(ctx, cfg.Dir, nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(imageNames) > 0 {
+		images, err := bake.Select(cfg, imageNames)
+		if err != nil {
+			return nil, err
+		}
+		unlock, err := store.Lock(ctx)
+		if err != nil {
+			return nil, err
+		}
+		prog := newProgress(progressTo, false, images)
+		baker, err := bake.NewBaker(store, bake.Options{Source: src, Progress: prog.event})
+		if err != nil {
+			unlock()
+			return nil, err
+		}
+		results, err := baker.Bake(ctx, images)
+		prog.stop()
+		unlock()
+		if err != nil {
+			return nil, g.bakeError(cfg, err)
+		}
+		for _, r := range results {
+			baked[r.Name] = r
+		}
+	}
+	source, _ := os.ReadFile(cfg.Filename)
+	d := &deployment{cfg: cfg, stateDir: stateDir, source: string(source), commit: src.Revision}
+	for _, s := range services {
+		svc := apiService(s)
+		if r := baked[s.Image.Image]; r != nil {
+			svc.Image, svc.ImageName = r.Digest.String(), r.Name
+		} else {
+			e, err := store.Find(s.Image.Digest)
+			if err != nil {
+				return nil, fmt.Errorf("service %s: image %s: %w", s.Name, s.Image.Digest, err)
+			}
+			svc.Image, svc.ImageName = e.Digest.String(), e.Name
+		}
+		d.services = append(d.services, svc)
+	}
+	return d, nil
+}
+
+func apiService(s *spec.Service) api.Service {
+	return api.Service{
+		Name: s.Name, Replicas: s.Replicas, Port: s.Port, Listen: s.Listen,
+		Command: s.Command, Args: s.Args, Env: s.Env, Writable: s.Writable,
+		Resources: api.Resources{CPUs: s.Resources.CPUs, MemoryBytes: s.Resources.MemoryBytes, PIDs: s.Resources.PIDs},
+		Health: api.Health{HTTP: s.Health.HTTP, TCP: s.Health.TCP, Interval: s.Health.Interval, Timeout: s.Health.Timeout,
+			StartPeriod: s.Health.StartPeriod, HealthyThreshold: s.Health.HealthyThreshold, UnhealthyThreshold: s.Health.UnhealthyThreshold},
+		Update: api.Update{Strategy: s.Update.Strategy, MaxSurge: s.Update.MaxSurge, MaxUnavailable: s.Update.MaxUnavailable,
+			MinHealthy: s.Update.MinHealthy, ProgressDeadline: s.Update.ProgressDeadline, AutoRollback: s.Update.AutoRollback, KeepOld: s.Update.KeepOld},
+	}
+}
+
+// client finds the daemon of the spec here.
+func (g *globals) client() (*api.Client, error) {
+	dir, err := g.state(nil)
+	if err != nil {
+		return nil, err
+	}
+	return api.Discover(dir)
+}
+
+func currentUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return "unknown"
+}
+
+// printEvent prints one event as a progress line.
+func printEvent(w io.Writer, e api.Event) {
+	fmt.Fprintf(w, "%s  %-10s %s\n", e.Time.Local().Format("15:04:05"), e.Service, e.Message)
+}
+
+// printResult prints the outcome of each service and returns an error if any failed.
+func printResult(w io.Writer, res api.Result) error {
+	var failed []string
+	for _, s := range res.Services {
+		switch s.Outcome {
+		case "deployed":
+			if s.Changed {
+				fmt.Fprintf(w, "%s: revision %d deployed, serving at %s\n", s.Service, s.Revision, s.URL)
+			} else {
+				fmt.Fprintf(w, "%s: no changes (revision %d), serving at %s\n", s.Service, s.Revision, s.URL)
+			}
+		case "rolled_back":
+			fmt.Fprintf(w, "%s: revision %d FAILED and was rolled back; the previous revision is serving.\n  cause: %s\n", s.Service, s.Revision, s.Detail)
+			failed = append(failed, s.Service)
+		case "destroyed":
+			fmt.Fprintf(w, "%s: destroyed\n", s.Service)
+		case "pending":
+			fmt.Fprintf(w, "%s: revision %d is rolling out (detached); follow it with `kiln status`\n", s.Service, s.Revision)
+		default:
+			fmt.Fprintf(w, "%s: revision %d FAILED: %s\n", s.Service, s.Revision, s.Detail)
+			failed = append(failed, s.Service)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("rollout failed for %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+func since(t time.Time) string {
+	d := time.Since(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return t.Local().Format("2006-01-02")
+}
+

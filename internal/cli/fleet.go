@@ -1,0 +1,165 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-build/kiln/internal/api"
+)
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "status",
+		Short:   "Show every service: revision, image, healthy servers, front door",
+		Example: "  kiln status\n  kiln status -json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			if len(st.Services) == 0 {
+				fmt.Fprintln(g.stdout, "No services. Deploy the spec with `kiln apply`.")
+				return nil
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "SERVICE\tREVISION\tIMAGE\tHEALTHY\tURL\tROLLOUT")
+			for _, s := range st.Services {
+				rollout := s.Rollout
+				if rollout == "" {
+					rollout = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s@%s\t%d/%d\t%s\t%s\n", s.Name, s.Revision, s.ImageName, short(s.Image), s.Healthy, s.Replicas, s.URL, rollout)
+			}
+			tw.Flush()
+			fmt.Fprintln(g.stdout)
+			tw = tabwriter.NewWriter(g.stdout, 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "SERVER\tSERVICE\tREVISION\tSTATE\tIN SERVICE\tADDRESS\tCREATED")
+			for _, s := range st.Services {
+				for _, sv := range s.Servers {
+					in := "no"
+					if sv.InService {
+						in = "yes"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", sv.Name, s.Name, sv.Revision, sv.State, in, sv.Address, since(sv.Created))
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func newHistoryCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "history SERVICE",
+		Short:   "List a service's revisions and how each rollout ended",
+		Example: "  kiln history web\n  kiln history web -json",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			h, err := c.History(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(h)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "REVISION\tIMAGE\tOUTCOME\tAPPLIED\tBY\tCOMMIT\tDETAIL")
+			for _, r := range h {
+				num := strconv.FormatInt(r.Number, 10)
+				if r.Current {
+					num += " *"
+				}
+				commit := r.Commit
+				if len(commit) > 12 {
+					commit = commit[:12]
+				}
+				if commit == "" {
+					commit = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s@%s\t%s\t%s\t%s\t%s\t%s\n", num, r.ImageName, short(r.Image), r.Outcome, since(r.Created), r.AppliedBy, commit, r.Detail)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func newRollbackCmd(g *globals) *cobra.Command {
+	var to int64
+	var detach bool
+	cmd := &cobra.Command{
+		Use:   "rollback SERVICE",
+		Short: "Roll a service back to an earlier revision",
+		Long: `Rollback records a new revision with the settings and image of an earlier one (by
+default the last deployed revision before the current one) and rolls it out like apply.
+Images of kept revisions are never pruned, so the image is still there.`,
+		Example: "  kiln rollback web\n  kiln rollback web --to 3",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Rollback(cmd.Context(), args[0], api.RollbackRequest{To: to, User: currentUser(), Detach: detach},
+				func(e api.Event) { printEvent(g.stderr, e) })
+			if err != nil {
+				return err
+			}
+			if printResult(g.stdout, res) != nil {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().Int64Var(&to, "to", 0, "the `REVISION` to go back to (default: the previous deployed one)")
+	cmd.Flags().BoolVar(&detach, "detach", false, "return without waiting for the rollout")
+	return cmd
+}
+
+func newDestroyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "destroy SERVICE",
+		Short:   "Remove a service: drain and destroy its servers, close its front door",
+		Example: "  kiln destroy web",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Destroy(cmd.Context(), args[0], func(e api.Event) { printEvent(g.stderr, e) })
+			if err != nil {
+				return err
+			}
+			if printResult(g.stdout, res) != nil {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/atomicfile"
+	"github.com/kiln-build/kiln/internal/bake"
+	"github.com/kiln-build/kiln/internal/driver/docker"
+	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/server"
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+func newServeCmd(g *globals) *cobra.Command {
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon: API, front doors, rollouts",
+		Long: `Serve runs kiln's daemon for the spec here, in the foreground: the HTTP API the other
+verbs talk to (on loopback, with the bearer token in .kiln/token), the front door of
+every service, and the rollouts. On start it resumes interrupted rollouts and re-adopts
+running servers without restarting them.`,
+		Example: `  kiln serve
+  kiln serve --listen 127.0.0.1:7777     # a fixed API address (default: a free port)`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, err := g.state(nil)
+			if err != nil {
+				return err
+			}
+			d, err := startDaemon(cmd.Context(), dir, listen, g.stderr, slog.LevelInfo)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "kiln serve: API on %s (state in %s); Ctrl-C to stop\n", d.addr, dir)
+			return d.wait()
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "the API's `ADDRESS` (loopback)")
+	return cmd
+}
+
+// daemon is a running kiln serve.
+type daemon struct {
+	addr   string
+	eng    *engine.Engine
+	errc   chan error
+	cancel context.CancelFunc
+	state  *store.Store
+	files  []string
+}
+
+// startDaemon starts the engine and the API for stateDir and returns once the API
+// answers. It refuses to start if another daemon already serves stateDir.
+func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, level slog.Level) (*daemon, error) {
+	addrFile := filepath.Join(stateDir, api.AddrFile)
+	if b, err := os.ReadFile(addrFile); err == nil {
+		addr := strings.TrimSpace(string(b))
+		if resp, err := (&http.Client{Timeout: time.Second}).Get(addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			return nil, fmt.Errorf("a kiln daemon is already running for this spec at %s: use it, or stop it first", addr)
+		}
+	}
+	token, err := loadToken(filepath.Join(stateDir, api.TokenFile))
+	if err != nil {
+		return nil, err
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		return nil, fmt.Errorf("--listen %s: the API listens on loopback only (e.g. 127.0.0.1:7777)", listen)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("the API cannot listen on %s: %w", listen, err)
+	}
+	drv, err := docker.New(docker.Options{})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	st, err := store.Open(ctx, filepath.Join(stateDir, "kiln.db"))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	images, err := bake.OpenStore(stateDir)
+	if err != nil {
+		ln.Close()
+		st.Close()
+		return nil, err
+	}
+	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: level}))
+	eng := engine.New(engine.Options{State: st, Images: images, Driver: drv, Owner: fmt.Sprintf("kiln (pid %d)", os.Getpid()), Log: log})
+	ctx, cancel := context.WithCancel(ctx)
+	d := &daemon{addr: "http://" + ln.Addr().String(), eng: eng, errc: make(chan error, 2), cancel: cancel, state: st}
+	go func() { d.errc <- eng.Start(ctx) }()
+	go func() { d.errc <- server.New(eng, token, log).Serve(ctx, ln) }()
+	if err := atomicfile.Write(addrFile, []byte(d.addr+"\n"), 0o644); err != nil {
+		cancel()
+		return nil, err
+	}
+	d.files = []string{addrFile}
+	return d, nil
+}
+
+// wait blocks until the daemon stops (its context ends or a part fails).
+func (d *daemon) wait() error {
+	err := <-d.errc
+	d.cancel()
+	err = errors.Join(err, <-d.errc)
+	for _, f := range d.files {
+		os.Remove(f)
+	}
+	d.state.Close()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// loadToken reads the API token, creating it (mode 0600) on first start.
+func loadToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	t := hex.EncodeToString(buf)
+	if err := atomicfile.Write(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing API token: %w", err)
+	}
+	return t, nil
+}
+
+// mustToken reads the API token a daemon of stateDir created.
+func mustToken(stateDir string) string {
+	b, _ := os.ReadFile(filepath.Join(stateDir, api.TokenFile))
+	return strings.TrimSpace(string(b))
+}

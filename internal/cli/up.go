@@ -1,0 +1,54 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-build/kiln/internal/api"
+)
+
+func newUpCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the daemon here, bake and apply the spec, and show the URLs",
+		Long: `Up is the one-command start: it runs kiln serve in the foreground, bakes the spec's
+images, applies its services (rolling out only what changed), prints each service's
+URL, and keeps serving until Ctrl-C. Servers keep running after kiln stops; the next
+kiln up or kiln serve re-adopts them.`,
+		Example: "  kiln up\n  kiln -C examples/hello up",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			dir, err := g.state(nil)
+			if err != nil {
+				return err
+			}
+			// The events are printed as they happen; the daemon logs only what goes wrong.
+			d, err := startDaemon(ctx, dir, "127.0.0.1:0", g.stderr, slog.LevelWarn)
+			if err != nil {
+				return err
+			}
+			dep, err := g.resolve(ctx, nil, g.stderr)
+			if err != nil {
+				d.cancel()
+				d.wait()
+				return err
+			}
+			c := api.New(d.addr, mustToken(dir))
+			res, err := c.Apply(ctx, api.ApplyRequest{Services: dep.services, Source: dep.source, Commit: dep.commit, User: currentUser()},
+				func(e api.Event) { printEvent(g.stderr, e) })
+			if err == nil {
+				err = printResult(g.stdout, res)
+			}
+			if err != nil {
+				fmt.Fprintf(g.stderr, "kiln up: %v\n", err)
+			}
+			fmt.Fprintf(g.stderr, "kiln is serving (API %s). Ctrl-C stops kiln; servers keep running (kiln destroy SERVICE removes them).\n", d.addr)
+			return d.wait()
+		},
+	}
+	addVarFlag(g, cmd.Flags())
+	return cmd
+}

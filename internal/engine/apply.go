@@ -1,0 +1,452 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/plan"
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+// Plan computes what applying req would do. Text is the plan as kiln plan prints it.
+func (e *Engine) Plan(ctx context.Context, req api.PlanRequest) (plan.Plan, error) {
+	observed, err := e.opts.Driver.List(ctx, driver.Selector{})
+	if err != nil {
+		return plan.Plan{}, fmt.Errorf("listing servers: %w", err)
+	}
+	var desired []plan.Desired
+	owned := map[string]bool{}
+	for _, svc := range req.Services {
+		owned[svc.Name] = true
+		rev := int64(1)
+		if sv, err := e.opts.State.Service(ctx, svc.Name); err == nil {
+			rev = sv.Current
+			if cur, err := e.opts.State.Revision(ctx, svc.Name, sv.Current); err == nil && !sameService(cur, svc) {
+				rev = e.nextRevision(ctx, svc.Name)
+			}
+		}
+		desired = append(desired, plan.Desired{Service: svc.Name, Revision: rev, Spec: serverSpec(svc, rev), Replicas: svc.Replicas})
+	}
+	if req.Prune {
+		services, err := e.opts.State.Services(ctx)
+		if err != nil {
+			return plan.Plan{}, err
+		}
+		for _, sv := range services {
+			owned[sv.Name] = true
+		}
+	}
+	observed = slices.DeleteFunc(observed, func(s driver.Server) bool { return !owned[s.Service] })
+	return plan.Compute(desired, observed), nil
+}
+
+func (e *Engine) nextRevision(ctx context.Context, service string) int64 {
+	revs, _ := e.opts.State.Revisions(ctx, service)
+	if len(revs) == 0 {
+		return 1
+	}
+	return revs[0].Number + 1
+}
+
+// sameService reports whether a revision records exactly svc.
+func sameService(r store.Revision, svc api.Service) bool {
+	b, _ := json.Marshal(svc)
+	return string(b) == r.Spec
+}
+
+// check refuses a request that cannot be carried out, before anything is recorded.
+func (e *Engine) check(ctx context.Context, services []api.Service) error {
+	seen := map[string]bool{}
+	for _, svc := range services {
+		if seen[svc.Name] {
+			return fmt.Errorf("service %q is given twice", svc.Name)
+		}
+		seen[svc.Name] = true
+		h, err := v1.NewHash(svc.Image)
+		if err != nil {
+			return fmt.Errorf("service %s: image %q is not a digest", svc.Name, svc.Image)
+		}
+		if _, err := e.opts.Images.Image(h); err != nil {
+			return fmt.Errorf("service %s: image %s is not in the image store: bake it first (kiln bake), or use a digest that `kiln images` lists", svc.Name, svc.Image)
+		}
+		if svc.Replicas < 0 || svc.Port < 1 || svc.Port > 65535 || svc.Listen == "" {
+			return fmt.Errorf("service %s: invalid settings (replicas %d, port %d, listen %q)", svc.Name, svc.Replicas, svc.Port, svc.Listen)
+		}
+		if svc.Update.Strategy != "rolling" && svc.Update.Strategy != "blue-green" {
+			return fmt.Errorf("service %s: unknown update strategy %q", svc.Name, svc.Update.Strategy)
+		}
+		if svc.Update.Strategy == "rolling" && svc.Update.MaxSurge == 0 && svc.Update.MaxUnavailable == 0 {
+			return fmt.Errorf("service %s: max_surge and max_unavailable are both 0: a rolling update could never proceed", svc.Name)
+		}
+		if _, err := e.door(ctx, svc); err != nil {
+			return err
+		}
+		if r, err := e.opts.State.RunningRollout(ctx, svc.Name); err == nil {
+			return fmt.Errorf("%w: service %s, revision %d → %d, started %s by %s; wait for it (kiln status) and apply again",
+				store.ErrRolloutInProgress, svc.Name, r.From, r.To, r.Started.Format("15:04:05"), r.Owner)
+		}
+	}
+	return nil
+}
+
+// Apply records a new revision of every service in req whose settings changed and
+// rolls each out, in parallel. Unless req.Detach, it returns when every outcome is
+// known. A service whose settings did not change is converged (healed) if its servers
+// drifted, without a new revision.
+func (e *Engine) Apply(ctx context.Context, req api.ApplyRequest) (api.Result, error) {
+	if err := e.check(ctx, req.Services); err != nil {
+		return api.Result{}, err
+	}
+	var wait []func() api.ServiceResult
+	for _, svc := range req.Services {
+		prev, hasPrev := e.currentRevision(ctx, svc.Name)
+		if hasPrev && sameService(prev, svc) {
+			p, err := e.Plan(ctx, api.PlanRequest{Services: []api.Service{svc}})
+			if err != nil {
+				return api.Result{}, err
+			}
+			if !p.HasChanges() {
+				wait = append(wait, done(api.ServiceResult{Service: svc.Name, Revision: prev.Number, Outcome: string(prev.Outcome), URL: URL(svc.Listen)}))
+				continue
+			}
+			r, err := e.startRollout(ctx, svc.Name, prev.Number, prev.Number, svc.Update.Strategy)
+			if err != nil {
+				return api.Result{}, err
+			}
+			wait = append(wait, e.goRollout(r, prev))
+			continue
+		}
+		b, _ := json.Marshal(svc)
+		rev, err := e.opts.State.CreateRevision(ctx, store.Revision{
+			Service: svc.Name, Image: svc.Image, ImageName: svc.ImageName, Spec: string(b),
+			Source: req.Source, AppliedBy: req.User, Commit: req.Commit,
+		})
+		if err != nil {
+			return api.Result{}, err
+		}
+		from := int64(0)
+		if hasPrev {
+			from = prev.Number
+		}
+		r, err := e.startRollout(ctx, svc.Name, from, rev.Number, svc.Update.Strategy)
+		if err != nil {
+			return api.Result{}, err
+		}
+		if err := e.opts.State.SetCurrent(ctx, svc.Name, rev.Number); err != nil {
+			return api.Result{}, err
+		}
+		e.event(svc.Name, "", "revision", "revision %d recorded (image %s@%s) by %s", rev.Number, svc.ImageName, short(svc.Image), req.User)
+		wait = append(wait, e.goRollout(r, rev))
+	}
+	if req.Prune {
+		if err := e.pruneServices(ctx, req.Services); err != nil {
+			return api.Result{}, err
+		}
+	}
+	return e.collect(wait, req.Detach), nil
+}
+
+func done(r api.ServiceResult) func() api.ServiceResult { return func() api.ServiceResult { return r } }
+
+func (e *Engine) collect(wait []func() api.ServiceResult, detach bool) api.Result {
+	res := api.Result{OK: true}
+	for _, w := range wait {
+		var r api.ServiceResult
+		if detach {
+			r = api.ServiceResult{Outcome: string(store.OutcomePending)}
+			// The rollout goes on; report what was started.
+			go w()
+		} else {
+			r = w()
+		}
+		if r.Outcome != string(store.OutcomeDeployed) && r.Outcome != "destroyed" && !detach {
+			res.OK = false
+		}
+		res.Services = append(res.Services, r)
+	}
+	return res
+}
+
+func (e *Engine) currentRevision(ctx context.Context, service string) (store.Revision, bool) {
+	sv, err := e.opts.State.Service(ctx, service)
+	if err != nil {
+		return store.Revision{}, false
+	}
+	r, err := e.opts.State.Revision(ctx, service, sv.Current)
+	return r, err == nil
+}
+
+func (e *Engine) startRollout(ctx context.Context, service string, from, to int64, strategy string) (store.Rollout, error) {
+	return e.opts.State.StartRollout(ctx, store.Rollout{Service: service, From: from, To: to, Strategy: strategy, Owner: e.opts.Owner})
+}
+
+// goRollout runs a recorded rollout in the background, under the engine's context, and
+// returns a function that waits for its outcome.
+func (e *Engine) goRollout(r store.Rollout, rev store.Revision) func() api.ServiceResult {
+	e.mu.Lock()
+	ctx := e.ctx
+	e.mu.Unlock()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	var res api.ServiceResult
+	var once sync.WaitGroup
+	once.Add(1)
+	e.work.Add(1)
+	go func() {
+		defer e.work.Done()
+		defer once.Done()
+		res = e.runRollout(ctx, r, rev)
+	}()
+	return func() api.ServiceResult { once.Wait(); return res }
+}
+
+// runRollout carries out a rollout and records its outcome; on failure with
+// auto_rollback it rolls back to the revision the rollout started from.
+func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revision) api.ServiceResult {
+	res := api.ServiceResult{Service: r.Service, Revision: rev.Number, Changed: true}
+	svc, err := decodeService(rev)
+	if err == nil {
+		res.URL = URL(svc.Listen)
+		e.event(r.Service, "", "rollout", "rolling out revision %d (%s, %d replicas)", rev.Number, svc.Update.Strategy, svc.Replicas)
+		err = e.converge(ctx, rev)
+	}
+	if ctx.Err() != nil {
+		// kiln is stopping: the rollout stays "running" and resumes on the next start.
+		res.Outcome, res.Detail = string(store.OutcomePending), "interrupted: kiln stopped; it resumes when kiln starts"
+		return res
+	}
+	if err == nil {
+		e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeDeployed, "")
+		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutSucceeded, "")
+		e.event(r.Service, "", "deployed", "revision %d is deployed", rev.Number)
+		res.Outcome = string(store.OutcomeDeployed)
+		return res
+	}
+	e.event(r.Service, "", "failed", "rollout of revision %d failed: %v", rev.Number, err)
+	res.Detail = err.Error()
+	if !svc.Update.AutoRollback || r.From == 0 || r.From == rev.Number {
+		e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeFailed, err.Error())
+		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutFailed, err.Error())
+		res.Outcome = string(store.OutcomeFailed)
+		return res
+	}
+	prev, perr := e.opts.State.Revision(ctx, r.Service, r.From)
+	if perr == nil {
+		e.event(r.Service, "", "rollback", "rolling back to revision %d", prev.Number)
+		e.opts.State.SetCurrent(ctx, r.Service, prev.Number)
+		perr = e.converge(ctx, prev)
+	}
+	if perr != nil {
+		detail := fmt.Sprintf("%v; rolling back to revision %d also failed: %v", err, r.From, perr)
+		e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeFailed, detail)
+		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutFailed, detail)
+		e.event(r.Service, "", "failed", "rollback to revision %d failed: %v", r.From, perr)
+		res.Outcome, res.Detail = string(store.OutcomeFailed), detail
+		return res
+	}
+	e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeRolledBack, err.Error())
+	e.opts.State.FinishRollout(ctx, r.ID, store.RolloutRolledBack, err.Error())
+	e.event(r.Service, "", "rolled_back", "revision %d failed and was rolled back; revision %d is serving", rev.Number, prev.Number)
+	res.Outcome = string(store.OutcomeRolledBack)
+	return res
+}
+
+// Rollback records a new revision with the settings of revision to (or of the last
+// deployed revision before the current one, when to is 0) and rolls it out.
+func (e *Engine) Rollback(ctx context.Context, service string, req api.RollbackRequest) (api.Result, error) {
+	cur, ok := e.currentRevision(ctx, service)
+	if !ok {
+		return api.Result{}, fmt.Errorf("service %q: %w", service, store.ErrNotFound)
+	}
+	var to store.Revision
+	if req.To != 0 {
+		r, err := e.opts.State.Revision(ctx, service, req.To)
+		if err != nil {
+			return api.Result{}, err
+		}
+		to = r
+	} else {
+		revs, err := e.opts.State.Revisions(ctx, service)
+		if err != nil {
+			return api.Result{}, err
+		}
+		i := slices.IndexFunc(revs, func(r store.Revision) bool {
+			return r.Number < cur.Number && r.Outcome == store.OutcomeDeployed && r.Spec != cur.Spec
+		})
+		if i < 0 {
+			return api.Result{}, fmt.Errorf("service %s: %w to roll back to (see kiln history %s)", service, errNoPrevious, service)
+		}
+		to = revs[i]
+	}
+	svc, err := decodeService(to)
+	if err != nil {
+		return api.Result{}, err
+	}
+	h, _ := v1.NewHash(svc.Image)
+	if _, err := e.opts.Images.Image(h); err != nil {
+		return api.Result{}, fmt.Errorf("revision %d's image %s is no longer in the image store (it was pruned): bake it again", to.Number, short(svc.Image))
+	}
+	return e.Apply(ctx, api.ApplyRequest{Services: []api.Service{svc}, Source: to.Source, Commit: to.Commit,
+		User: fmt.Sprintf("%s (rollback to revision %d)", req.User, to.Number), Detach: req.Detach})
+}
+
+// Destroy removes a service: its servers (drained first), its front door, and its
+// desired state. Its history stays.
+func (e *Engine) Destroy(ctx context.Context, service string) (api.Result, error) {
+	if _, err := e.opts.State.Service(ctx, service); err != nil {
+		return api.Result{}, err
+	}
+	if r, err := e.opts.State.RunningRollout(ctx, service); err == nil {
+		return api.Result{}, fmt.Errorf("%w: revision %d → %d; wait for it to finish", store.ErrRolloutInProgress, r.From, r.To)
+	}
+	servers, err := e.opts.Driver.List(ctx, driver.Selector{Service: service})
+	if err != nil {
+		return api.Result{}, err
+	}
+	e.mu.Lock()
+	d := e.doors[service]
+	delete(e.doors, service)
+	e.mu.Unlock()
+	var errs []error
+	for _, s := range servers {
+		if d != nil && d.Has(s.Address) {
+			d.Update(ctx, nil, []string{s.Address})
+		}
+		if err := e.opts.Driver.Destroy(ctx, s.ID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		e.event(service, string(s.ID), "destroyed", "server %s destroyed: service destroyed", s.Name)
+	}
+	if d != nil {
+		d.close()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return api.Result{}, err
+	}
+	if err := e.opts.State.DeleteService(ctx, service); err != nil {
+		return api.Result{}, err
+	}
+	e.event(service, "", "destroyed", "service %s destroyed (%d servers)", service, len(servers))
+	return api.Result{OK: true, Services: []api.ServiceResult{{Service: service, Outcome: "destroyed", Changed: true}}}, nil
+}
+
+// pruneServices destroys the services kiln runs that keep are not among.
+func (e *Engine) pruneServices(ctx context.Context, keep []api.Service) error {
+	services, err := e.opts.State.Services(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sv := range services {
+		if slices.ContainsFunc(keep, func(s api.Service) bool { return s.Name == sv.Name }) {
+			continue
+		}
+		if _, err := e.Destroy(ctx, sv.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Status reports every service: its revision, its servers as the runtime reports them,
+// and which are in rotation.
+func (e *Engine) Status(ctx context.Context) (api.Status, error) {
+	services, err := e.opts.State.Services(ctx)
+	if err != nil {
+		return api.Status{}, err
+	}
+	observed, err := e.opts.Driver.List(ctx, driver.Selector{})
+	if err != nil {
+		return api.Status{}, err
+	}
+	st := api.Status{Services: []api.ServiceStatus{}}
+	for _, sv := range services {
+		rev, err := e.opts.State.Revision(ctx, sv.Name, sv.Current)
+		if err != nil {
+			return st, err
+		}
+		svc, err := decodeService(rev)
+		if err != nil {
+			return st, err
+		}
+		ss := api.ServiceStatus{Name: sv.Name, Revision: rev.Number, Image: svc.Image, ImageName: svc.ImageName,
+			URL: URL(svc.Listen), Replicas: svc.Replicas, Servers: []api.Server{}}
+		e.mu.Lock()
+		d := e.doors[sv.Name]
+		e.mu.Unlock()
+		for _, s := range observed {
+			if s.Service != sv.Name {
+				continue
+			}
+			in := d != nil && d.Has(s.Address)
+			if in {
+				ss.Healthy++
+			}
+			ss.Servers = append(ss.Servers, api.Server{ID: string(s.ID), Name: s.Name, Revision: s.Revision,
+				Address: s.Address, State: string(s.State), InService: in, Created: s.Created})
+		}
+		if r, err := e.opts.State.RunningRollout(ctx, sv.Name); err == nil {
+			ss.Rollout = fmt.Sprintf("revision %d → %d (%s)", r.From, r.To, r.Strategy)
+		}
+		st.Services = append(st.Services, ss)
+	}
+	return st, nil
+}
+
+// History returns a service's revisions, newest first.
+func (e *Engine) History(ctx context.Context, service string) ([]api.Revision, error) {
+	sv, err := e.opts.State.Service(ctx, service)
+	current := int64(-1)
+	if err == nil {
+		current = sv.Current
+	}
+	revs, err := e.opts.State.Revisions(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	if len(revs) == 0 {
+		return nil, fmt.Errorf("service %q has no revisions: %w", service, store.ErrNotFound)
+	}
+	out := []api.Revision{}
+	for _, r := range revs {
+		out = append(out, api.Revision{Number: r.Number, Image: r.Image, ImageName: r.ImageName, Created: r.Created,
+			AppliedBy: r.AppliedBy, Commit: r.Commit, Outcome: string(r.Outcome), Detail: r.Detail, Current: r.Number == current})
+	}
+	return out, nil
+}
+
+// KeptImages are the image digests no prune may remove: those of recent and current
+// revisions.
+func (e *Engine) KeptImages(ctx context.Context) (map[string]bool, error) {
+	return e.opts.State.KeptImages(ctx, 10)
+}
+
+func short(d string) string {
+	if h, ok := strings.CutPrefix(d, "sha256:"); ok && len(h) > 12 {
+		return h[:12]
+	}
+	return d
+}
+
+// Events returns recorded events after since, oldest first.
+func (e *Engine) Events(ctx context.Context, service string, since int64) ([]api.Event, error) {
+	evs, err := e.opts.State.Events(ctx, service, since, 1000)
+	if err != nil {
+		return nil, err
+	}
+	out := []api.Event{}
+	for _, ev := range evs {
+		out = append(out, api.Event{ID: ev.ID, Time: ev.Time, Service: ev.Service, ServerID: ev.ServerID, Type: ev.Type, Message: ev.Message})
+	}
+	return out, nil
+}

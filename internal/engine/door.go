@@ -1,0 +1,80 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"syscall"
+
+	"github.com/kiln-build/kiln/internal/proxy"
+)
+
+// door is a service's front door: a proxy on the service's listen address and the set
+// of servers in rotation. It implements rollout.Door.
+type door struct {
+	listen string
+	proxy  *proxy.Proxy
+	stop   context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	addrs map[string]bool
+}
+
+// openDoor listens on addr and serves the proxy until ctx ends or close is called.
+func openDoor(ctx context.Context, service, addr string) (*door, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("service %s cannot listen on %s: the address is already in use by another program (change `listen` in the spec, or stop that program)", service, addr)
+		}
+		return nil, fmt.Errorf("service %s: listening on %s: %w", service, addr, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	d := &door{listen: addr, proxy: proxy.New(service, proxy.Options{}), stop: cancel, done: make(chan struct{}), addrs: map[string]bool{}}
+	go func() {
+		defer close(d.done)
+		d.proxy.Serve(ctx, ln)
+	}()
+	return d, nil
+}
+
+// close stops the proxy, finishing requests in flight.
+func (d *door) close() {
+	d.stop()
+	<-d.done
+}
+
+func (d *door) Update(ctx context.Context, add, remove []string) error {
+	d.mu.Lock()
+	for _, a := range add {
+		d.addrs[a] = true
+	}
+	for _, r := range remove {
+		delete(d.addrs, r)
+	}
+	d.proxy.SetUpstreams(slices.Sorted(maps.Keys(d.addrs)))
+	d.mu.Unlock()
+	for _, r := range remove {
+		if err := d.proxy.WaitIdle(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *door) Has(addr string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.addrs[addr]
+}
+
+func (d *door) upstreams() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Sorted(maps.Keys(d.addrs))
+}

@@ -1,0 +1,283 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/bake"
+	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/health"
+	"github.com/kiln-build/kiln/internal/plan"
+	"github.com/kiln-build/kiln/internal/rollout"
+	"github.com/kiln-build/kiln/internal/spec"
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+// Options configure an Engine.
+type Options struct {
+	State  *store.Store
+	Images *bake.Store
+	Driver driver.Driver
+	// Owner names this process in rollout records, e.g. "kiln serve (pid 42)".
+	Owner string
+	Log   *slog.Logger
+}
+
+// Engine carries out kiln's use cases. Long-running work (rollouts) runs under the
+// context given to Start, never under a request's: a client that goes away does not
+// stop a rollout half-way.
+type Engine struct {
+	opts Options
+	exec *rollout.Executor
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	ctx   context.Context // set by Start
+	doors map[string]*door
+	subs  map[chan api.Event]bool
+	work  sync.WaitGroup
+}
+
+// New returns an engine; it starts nothing until Start.
+func New(opts Options) *Engine {
+	e := &Engine{opts: opts, doors: map[string]*door{}, subs: map[chan api.Event]bool{}, log: opts.Log}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy,
+		Event: func(service, id, typ, msg string) { e.event(service, id, typ, "%s", msg) }}
+	return e
+}
+
+// Start opens the front doors of every service, resumes rollouts a crash interrupted,
+// re-adopts running servers (admitting healthy ones to their front door without
+// restarting them), and then blocks until ctx ends, when it waits for work in flight
+// and closes the doors.
+func (e *Engine) Start(ctx context.Context) error {
+	e.mu.Lock()
+	e.ctx = ctx
+	e.mu.Unlock()
+	services, err := e.opts.State.Services(ctx)
+	if err != nil {
+		return err
+	}
+	running, err := e.opts.State.RunningRollouts(ctx)
+	if err != nil {
+		return err
+	}
+	resumed := map[string]store.Rollout{}
+	for _, r := range running {
+		resumed[r.Service] = r
+	}
+	for _, sv := range services {
+		rev, err := e.opts.State.Revision(ctx, sv.Name, sv.Current)
+		if err != nil {
+			return err
+		}
+		svc, err := decodeService(rev)
+		if err != nil {
+			return err
+		}
+		if _, err := e.door(ctx, svc); err != nil {
+			e.event(sv.Name, "", "error", "%v", err)
+			continue
+		}
+		if r, ok := resumed[sv.Name]; ok && r.To == sv.Current {
+			e.event(sv.Name, "", "resumed", "resuming the rollout to revision %d interrupted at %s", r.To, r.Started.Format(time.RFC3339))
+			e.goRollout(r, rev)
+			continue
+		} else if ok {
+			// kiln stopped while rolling back: finish going back to the current revision.
+			e.event(sv.Name, "", "resumed", "resuming the rollback to revision %d interrupted at %s", sv.Current, r.Started.Format(time.RFC3339))
+			e.work.Add(1)
+			go func() {
+				defer e.work.Done()
+				e.finishRollback(ctx, r, rev)
+			}()
+			continue
+		}
+		e.work.Add(1)
+		go func() {
+			defer e.work.Done()
+			if err := e.converge(ctx, rev); err != nil && ctx.Err() == nil {
+				e.event(sv.Name, "", "error", "re-adopting servers: %v", err)
+			}
+		}()
+	}
+	<-ctx.Done()
+	e.work.Wait()
+	e.mu.Lock()
+	for _, d := range e.doors {
+		d.close()
+	}
+	e.mu.Unlock()
+	return nil
+}
+
+// converge brings a service to rev without recording a rollout: used to re-adopt
+// servers on start (nothing is created or destroyed if they match).
+func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
+	svc, err := decodeService(rev)
+	if err != nil {
+		return err
+	}
+	d, err := e.door(ctx, svc)
+	if err != nil {
+		return err
+	}
+	if err := e.ensureImage(ctx, svc.Image); err != nil {
+		return err
+	}
+	return e.exec.Run(ctx, d, target(svc, rev.Number))
+}
+
+// finishRollback completes a rollback that a stop interrupted.
+func (e *Engine) finishRollback(ctx context.Context, r store.Rollout, current store.Revision) {
+	err := e.converge(ctx, current)
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		e.opts.State.SetOutcome(ctx, r.Service, r.To, store.OutcomeFailed, "rollback failed: "+err.Error())
+		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutFailed, err.Error())
+		e.event(r.Service, "", "failed", "rollback to revision %d failed: %v", current.Number, err)
+		return
+	}
+	e.opts.State.SetOutcome(ctx, r.Service, r.To, store.OutcomeRolledBack, "rolled back")
+	e.opts.State.FinishRollout(ctx, r.ID, store.RolloutRolledBack, "rolled back after a restart")
+	e.event(r.Service, "", "rolled_back", "revision %d was rolled back; revision %d is serving", r.To, current.Number)
+}
+
+// door returns the service's front door, opening it (or moving it, when the listen
+// address changed) as needed.
+func (e *Engine) door(ctx context.Context, svc api.Service) (*door, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if d := e.doors[svc.Name]; d != nil && d.listen == svc.Listen {
+		return d, nil
+	}
+	base := e.ctx
+	if base == nil {
+		base = ctx
+	}
+	d, err := openDoor(base, svc.Name, svc.Listen)
+	if err != nil {
+		return nil, err
+	}
+	if old := e.doors[svc.Name]; old != nil {
+		old.close()
+	}
+	e.doors[svc.Name] = d
+	return d, nil
+}
+
+func (e *Engine) healthy(ctx context.Context, t rollout.Target, addr string) error {
+	h := t.Health
+	check := health.Check{HTTPPath: h.HTTP, TCP: h.TCP, Timeout: h.Timeout}
+	return health.WaitHealthy(ctx, addr, check, h.Interval, t.Settings.MinHealthy, h.StartPeriod, h.HealthyThreshold)
+}
+
+func (e *Engine) ensureImage(ctx context.Context, digest string) error {
+	l, ok := e.opts.Driver.(driver.ImageLoader)
+	if !ok {
+		return nil
+	}
+	h, err := v1.NewHash(digest)
+	if err != nil {
+		return fmt.Errorf("image %q: %w", digest, err)
+	}
+	return l.EnsureImage(ctx, digest, func() (v1.Image, error) { return e.opts.Images.Image(h) })
+}
+
+// event records an event and passes it to subscribers.
+func (e *Engine) event(service, serverID, typ, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	ev, err := e.opts.State.AddEvent(context.Background(), store.Event{Service: service, ServerID: serverID, Type: typ, Message: msg})
+	if err != nil {
+		e.log.Error("recording event", "service", service, "err", err)
+		ev = store.Event{Time: time.Now(), Service: service, ServerID: serverID, Type: typ, Message: msg}
+	}
+	e.log.Info(msg, "service", service, "server_id", serverID, "event", typ)
+	ae := api.Event{ID: ev.ID, Time: ev.Time, Service: service, ServerID: serverID, Type: typ, Message: msg}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for ch := range e.subs {
+		select {
+		case ch <- ae:
+		default: // a slow subscriber misses events rather than stalling rollouts
+		}
+	}
+}
+
+// Subscribe returns a channel of events from now on, until cancel is called.
+func (e *Engine) Subscribe() (events <-chan api.Event, cancel func()) {
+	ch := make(chan api.Event, 256)
+	e.mu.Lock()
+	e.subs[ch] = true
+	e.mu.Unlock()
+	return ch, func() {
+		e.mu.Lock()
+		delete(e.subs, ch)
+		e.mu.Unlock()
+	}
+}
+
+// target turns a service's settings into a rollout target.
+func target(svc api.Service, revision int64) rollout.Target {
+	return rollout.Target{
+		Service:  svc.Name,
+		Revision: revision,
+		Spec:     serverSpec(svc, revision),
+		Replicas: svc.Replicas,
+		Settings: rollout.Settings{
+			Strategy: svc.Update.Strategy, MaxSurge: svc.Update.MaxSurge, MaxUnavailable: svc.Update.MaxUnavailable,
+			MinHealthy: svc.Update.MinHealthy, ProgressDeadline: svc.Update.ProgressDeadline, KeepOld: svc.Update.KeepOld,
+		},
+		Health: spec.Health{
+			HTTP: svc.Health.HTTP, TCP: svc.Health.TCP, Interval: svc.Health.Interval, Timeout: svc.Health.Timeout,
+			StartPeriod: svc.Health.StartPeriod, HealthyThreshold: svc.Health.HealthyThreshold, UnhealthyThreshold: svc.Health.UnhealthyThreshold,
+		},
+	}
+}
+
+func serverSpec(svc api.Service, revision int64) driver.ServerSpec {
+	return driver.ServerSpec{
+		Service: svc.Name, Revision: revision, Image: svc.Image,
+		Command: svc.Command, Args: svc.Args, Env: svc.Env, Port: svc.Port, Writable: svc.Writable,
+		Resources: driver.Resources{CPUs: svc.Resources.CPUs, MemoryBytes: svc.Resources.MemoryBytes, PIDs: svc.Resources.PIDs},
+	}
+}
+
+func decodeService(r store.Revision) (api.Service, error) {
+	var svc api.Service
+	if err := json.Unmarshal([]byte(r.Spec), &svc); err != nil {
+		return svc, fmt.Errorf("revision %d of %s is unreadable: %w", r.Number, r.Service, err)
+	}
+	return svc, nil
+}
+
+// URL is where a service's front door answers.
+func URL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ""
+	}
+	if host == "0.0.0.0" || host == "::" || host == "" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+var errNoPrevious = errors.New("no earlier deployed revision")
+
+var _ rollout.Door = (*door)(nil)
+var _ = plan.Compute

@@ -1,0 +1,304 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/plan"
+	"github.com/kiln-build/kiln/internal/spec"
+)
+
+// Door is a service's front door, as a rollout needs it.
+type Door interface {
+	// Update atomically puts add into rotation and takes remove out of it, then waits
+	// until no request is in flight to any of remove (or ctx ends).
+	Update(ctx context.Context, add, remove []string) error
+	// Has reports whether addr is in rotation.
+	Has(addr string) bool
+}
+
+// Settings say how to replace servers; see spec.Update.
+type Settings struct {
+	Strategy         string // "rolling" or "blue-green"
+	MaxSurge         int
+	MaxUnavailable   int
+	MinHealthy       time.Duration
+	ProgressDeadline time.Duration
+	KeepOld          time.Duration
+}
+
+// Target is the state a rollout moves a service to.
+type Target struct {
+	Service  string
+	Revision int64
+	Spec     driver.ServerSpec
+	Replicas int
+	Settings Settings
+	Health   spec.Health
+}
+
+// Executor runs rollouts. Its fields are set once and not changed.
+type Executor struct {
+	Driver driver.Driver
+	// Healthy blocks until the server at addr has passed t's health gate (including
+	// min_healthy), or ctx ends.
+	Healthy func(ctx context.Context, t Target, addr string) error
+	// Event, if set, records what happens; called from several goroutines.
+	Event func(service, serverID, typ, message string)
+}
+
+// ErrNoProgress means new servers did not become healthy within the progress deadline.
+var ErrNoProgress = errors.New("new servers did not become healthy within the progress deadline")
+
+func (e *Executor) event(service, id, typ, format string, args ...any) {
+	if e.Event != nil {
+		e.Event(service, id, typ, fmt.Sprintf(format, args...))
+	}
+}
+
+// Run converges the service to t and returns when every server matches t, is healthy
+// and in rotation, and every other server is gone; or when it fails. It is level-based:
+// it reads what runs from the driver, so running it again after a crash (or on a
+// service that is already converged) finishes the job without duplicates.
+//
+// On failure, the new servers that did not become healthy are destroyed and the
+// servers that were serving are left serving; the caller decides whether to roll back.
+func (e *Executor) Run(ctx context.Context, door Door, t Target) error {
+	observed, err := e.Driver.List(ctx, driver.Selector{Service: t.Service})
+	if err != nil {
+		return fmt.Errorf("listing servers of %s: %w", t.Service, err)
+	}
+	p := plan.Compute([]plan.Desired{{Service: t.Service, Revision: t.Revision, Spec: t.Spec, Replicas: t.Replicas}}, observed)
+	sp, _ := p.Service(t.Service)
+	spec := *sp.Spec
+
+	// Servers that are already gone from the runtime's point of view leave at once.
+	var old []driver.Server
+	for _, c := range sp.Changes {
+		switch {
+		case c.Action == plan.Destroy && c.Old.State != driver.StateRunning:
+			if err := e.retire(ctx, door, t.Service, *c.Old, "server is "+string(c.Old.State)); err != nil {
+				return err
+			}
+		case c.Old != nil:
+			old = append(old, *c.Old)
+		}
+	}
+	// Servers of the target spec that a crashed rollout left out of rotation must pass
+	// the health gate like new ones.
+	for _, s := range sp.Keep {
+		if door.Has(s.Address) {
+			continue
+		}
+		if err := e.admit(ctx, door, t, s); err != nil {
+			return e.fail(ctx, door, t, []driver.Server{s}, err)
+		}
+	}
+	need := t.Replicas - len(sp.Keep)
+	if t.Settings.Strategy == "blue-green" {
+		return e.blueGreen(ctx, door, t, spec, need, old)
+	}
+	return e.rolling(ctx, door, t, spec, need, old)
+}
+
+// rolling replaces old servers batch by batch: start up to max_surge new ones, admit
+// them as they pass the health gate, then drain and destroy as many old ones. With
+// max_surge 0 it first drains max_unavailable old servers to make room.
+func (e *Executor) rolling(ctx context.Context, door Door, t Target, spec driver.ServerSpec, need int, old []driver.Server) error {
+	surge, unavail := t.Settings.MaxSurge, t.Settings.MaxUnavailable
+	for need > 0 || len(old) > 0 {
+		if need == 0 { // only surplus left
+			for _, s := range old {
+				if err := e.retire(ctx, door, t.Service, s, "no longer needed"); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		batch := min(need, max(surge, 1))
+		if len(old) == 0 {
+			batch = need // nothing to keep serving: start them all at once
+		} else if surge == 0 {
+			batch = min(need, unavail)
+			// Make room first: take batch old servers out before starting new ones.
+			for i := 0; i < batch && len(old) > 0; i++ {
+				if err := e.retire(ctx, door, t.Service, old[0], "replaced by revision "+itoa(t.Revision)); err != nil {
+					return err
+				}
+				old = old[1:]
+			}
+		}
+		created, err := e.startBatch(ctx, door, t, spec, batch)
+		if err != nil {
+			return e.fail(ctx, door, t, created, err)
+		}
+		need -= len(created)
+		if surge > 0 {
+			for i := 0; i < len(created) && len(old) > 0; i++ {
+				if err := e.retire(ctx, door, t.Service, old[0], "replaced by revision "+itoa(t.Revision)); err != nil {
+					return err
+				}
+				old = old[1:]
+			}
+		}
+	}
+	return nil
+}
+
+// blueGreen starts the whole new set, switches the front door to it in one swap once
+// every new server is healthy, keeps the old set for keep_old, then destroys it.
+func (e *Executor) blueGreen(ctx context.Context, door Door, t Target, spec driver.ServerSpec, need int, old []driver.Server) error {
+	created, err := e.create(ctx, t, spec, need)
+	if err == nil {
+		err = e.gate(ctx, t, created)
+	}
+	if err != nil {
+		return e.fail(ctx, door, t, created, err)
+	}
+	var add, remove []string
+	for _, s := range created {
+		add = append(add, s.Address)
+	}
+	for _, s := range old {
+		remove = append(remove, s.Address)
+	}
+	if err := door.Update(ctx, add, remove); err != nil {
+		return fmt.Errorf("switching the front door: %w", err)
+	}
+	e.event(t.Service, "", "switched", "front door switched to revision %d (%d servers)", t.Revision, len(created))
+	if len(old) > 0 && t.Settings.KeepOld > 0 {
+		select {
+		case <-time.After(t.Settings.KeepOld):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for _, s := range old {
+		if err := e.retire(ctx, door, t.Service, s, "replaced by revision "+itoa(t.Revision)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startBatch creates n servers, waits for them to pass the health gate, and admits them.
+func (e *Executor) startBatch(ctx context.Context, door Door, t Target, spec driver.ServerSpec, n int) ([]driver.Server, error) {
+	created, err := e.create(ctx, t, spec, n)
+	if err != nil {
+		return created, err
+	}
+	if err := e.gate(ctx, t, created); err != nil {
+		return created, err
+	}
+	var add []string
+	for _, s := range created {
+		add = append(add, s.Address)
+	}
+	if err := door.Update(ctx, add, nil); err != nil {
+		return created, err
+	}
+	for _, s := range created {
+		e.event(t.Service, string(s.ID), "admitted", "server %s is healthy and in rotation", s.Name)
+	}
+	return created, nil
+}
+
+// admit gates one existing server and puts it in rotation.
+func (e *Executor) admit(ctx context.Context, door Door, t Target, s driver.Server) error {
+	if err := e.gate(ctx, t, []driver.Server{s}); err != nil {
+		return err
+	}
+	e.event(t.Service, string(s.ID), "admitted", "server %s is healthy and in rotation", s.Name)
+	return door.Update(ctx, []string{s.Address}, nil)
+}
+
+// create starts n servers in parallel; it returns those created even on error.
+func (e *Executor) create(ctx context.Context, t Target, spec driver.ServerSpec, n int) ([]driver.Server, error) {
+	var mu sync.Mutex
+	var created []driver.Server
+	var errs []error
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := e.Driver.Create(ctx, spec)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			created = append(created, s)
+			e.event(t.Service, string(s.ID), "created", "server %s created from revision %d at %s", s.Name, t.Revision, s.Address)
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return created, fmt.Errorf("creating servers: %w", errors.Join(errs...))
+	}
+	return created, nil
+}
+
+// gate waits until every server passes the health gate, within the progress deadline.
+func (e *Executor) gate(ctx context.Context, t Target, servers []driver.Server) error {
+	deadline := t.Settings.ProgressDeadline
+	if deadline <= 0 {
+		deadline = time.Minute
+	}
+	gctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	errs := make([]error, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := e.Healthy(gctx, t, s.Address); err != nil {
+				errs[i] = fmt.Errorf("server %s: %w", s.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w (%s): %w", ErrNoProgress, deadline, err)
+	}
+	return nil
+}
+
+// retire takes a server out of rotation, waits for it to drain, and destroys it.
+func (e *Executor) retire(ctx context.Context, door Door, service string, s driver.Server, why string) error {
+	if door.Has(s.Address) {
+		if err := door.Update(ctx, nil, []string{s.Address}); err != nil {
+			return fmt.Errorf("draining %s: %w", s.Name, err)
+		}
+	}
+	if err := e.Driver.Destroy(ctx, s.ID); err != nil {
+		return fmt.Errorf("destroying %s: %w", s.Name, err)
+	}
+	e.event(service, string(s.ID), "destroyed", "server %s destroyed: %s", s.Name, why)
+	return nil
+}
+
+// fail destroys servers a failed step created, so nothing half-done stays, and returns
+// err. Servers still serving are not touched.
+func (e *Executor) fail(ctx context.Context, door Door, t Target, created []driver.Server, err error) error {
+	// Clean up even if ctx was cancelled: a failed rollout must not leave servers behind.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	for _, s := range created {
+		if rerr := e.retire(cctx, door, t.Service, s, "its rollout failed"); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+func itoa(n int64) string { return fmt.Sprint(n) }

@@ -1,0 +1,3 @@
+// Package server is kiln's HTTP API: the handlers the CLI's client talks to, behind a
+// bearer token on every route but /healthz.
+package server

@@ -1,0 +1,249 @@
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/plan"
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+// Server serves the API of one engine.
+type Server struct {
+	eng   *engine.Engine
+	token string
+	log   *slog.Logger
+}
+
+// New returns a server; token is required on every route but /healthz.
+func New(eng *engine.Engine, token string, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{eng: eng, token: token, log: log}
+}
+
+// Serve answers on ln until ctx ends, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("POST /v1/plan", s.auth(s.plan))
+	mux.HandleFunc("POST /v1/apply", s.auth(s.apply))
+	mux.HandleFunc("GET /v1/status", s.auth(s.status))
+	mux.HandleFunc("GET /v1/events", s.auth(s.events))
+	mux.HandleFunc("GET /v1/services/{name}/history", s.auth(s.history))
+	mux.HandleFunc("POST /v1/services/{name}/rollback", s.auth(s.rollback))
+	mux.HandleFunc("DELETE /v1/services/{name}", s.auth(s.destroy))
+	return mux
+}
+
+func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token (the CLI reads it from .kiln/token, or KILN_TOKEN)"))
+			return
+		}
+		h(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, api.Error{Error: err.Error()})
+}
+
+// errorCode maps engine errors to HTTP statuses.
+func errorCode(err error) int {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, store.ErrRolloutInProgress):
+		return http.StatusConflict
+	default:
+		return http.StatusBadRequest
+	}
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errors.New("malformed request: " + err.Error())
+	}
+	return nil
+}
+
+// PlanResponse is the answer of POST /v1/plan.
+type PlanResponse struct {
+	Plan plan.JSONPlan `json:"plan"`
+	Text string        `json:"text"`
+}
+
+func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
+	var req api.PlanRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	p, err := s.eng.Plan(r.Context(), req)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	var text strings.Builder
+	plan.WriteText(&text, p)
+	writeJSON(w, http.StatusOK, PlanResponse{Plan: plan.ToJSON(p), Text: text.String()})
+}
+
+// stream runs op and answers with NDJSON: the events of services as they happen, then
+// the result. Errors before op starts work are plain HTTP errors.
+func (s *Server) stream(w http.ResponseWriter, services []string, op func() (api.Result, error)) {
+	events, cancel := s.eng.Subscribe()
+	defer cancel()
+	type outcome struct {
+		res api.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := op()
+		done <- outcome{res, err}
+	}()
+	want := map[string]bool{}
+	for _, n := range services {
+		want[n] = true
+	}
+	started := false
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	send := func(m api.Message) {
+		if !started {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+		enc.Encode(m)
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	for {
+		select {
+		case ev := <-events:
+			if len(want) == 0 || want[ev.Service] {
+				send(api.Message{Type: "event", Event: &ev})
+			}
+		case o := <-done:
+			if o.err != nil && !started {
+				writeError(w, errorCode(o.err), o.err)
+				return
+			}
+			for drained := false; !drained; { // events recorded before the result
+				select {
+				case ev := <-events:
+					if len(want) == 0 || want[ev.Service] {
+						send(api.Message{Type: "event", Event: &ev})
+					}
+				default:
+					drained = true
+				}
+			}
+			if o.err != nil {
+				o.res = api.Result{OK: false, Services: []api.ServiceResult{{Outcome: "failed", Detail: o.err.Error()}}}
+			}
+			send(api.Message{Type: "result", Result: &o.res})
+			return
+		}
+	}
+}
+
+func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
+	var req api.ApplyRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	var names []string
+	for _, svc := range req.Services {
+		names = append(names, svc.Name)
+	}
+	// The engine runs rollouts under its own context: a client that disconnects does
+	// not stop one half-way.
+	s.stream(w, names, func() (api.Result, error) { return s.eng.Apply(context.WithoutCancel(r.Context()), req) })
+}
+
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
+	var req api.RollbackRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	name := r.PathValue("name")
+	s.stream(w, []string{name}, func() (api.Result, error) {
+		return s.eng.Rollback(context.WithoutCancel(r.Context()), name, req)
+	})
+}
+
+func (s *Server) destroy(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	s.stream(w, []string{name}, func() (api.Result, error) { return s.eng.Destroy(context.WithoutCancel(r.Context()), name) })
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	st, err := s.eng.Status(r.Context())
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) history(w http.ResponseWriter, r *http.Request) {
+	h, err := s.eng.History(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, errorCode(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h)
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+	evs, err := s.eng.Events(r.Context(), r.URL.Query().Get("service"), since)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, evs)
+}

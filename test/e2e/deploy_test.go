@@ -1,0 +1,355 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// deployment is the example service deployed by a kiln daemon started by the test, with
+// a unique service name and front door so runs do not collide.
+type deployment struct {
+	t       *testing.T
+	dir     string
+	service string
+	url     string
+	env     []string
+	daemon  *exec.Cmd
+	logs    *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func newDeployment(t *testing.T) *deployment {
+	dir := example(t)
+	service := fmt.Sprintf("hello-e2e-%d", time.Now().UnixNano()%1e9)
+	editSpec(t, dir, `service "hello"`, `service "`+service+`"`)
+	listen := freePort(t)
+	d := &deployment{t: t, dir: dir, service: service, url: "http://" + listen,
+		env: []string{"KILN_VAR_listen=" + listen, epoch}}
+	t.Cleanup(func() {
+		d.stopDaemon(syscall.SIGKILL)
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=dev.kiln.service="+service).Output()
+		if ids := strings.Fields(string(out)); len(ids) > 0 {
+			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+		}
+		if t.Failed() && d.logs != nil {
+			t.Logf("daemon output:\n%s", d.logs.String())
+		}
+	})
+	return d
+}
+
+func editSpec(t *testing.T, dir, old, new string) {
+	t.Helper()
+	p := filepath.Join(dir, "kiln.hcl")
+	b, _ := os.ReadFile(p)
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("kiln.hcl has no %q", old)
+	}
+	os.WriteFile(p, []byte(strings.Replace(string(b), old, new, 1)), 0o644)
+}
+
+// startDaemon runs `kiln args...` (up or serve) in the background and waits until its
+// output contains ready.
+func (d *deployment) startDaemon(ready string, args ...string) {
+	d.t.Helper()
+	d.logs = &syncBuffer{}
+	cmd := exec.Command(kiln, args...)
+	cmd.Dir = d.dir
+	cmd.Env = append(os.Environ(), d.env...)
+	cmd.Stdout, cmd.Stderr = d.logs, d.logs
+	if err := cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.daemon = cmd
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(d.logs.String(), ready) {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("kiln %s never printed %q:\n%s", strings.Join(args, " "), ready, d.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (d *deployment) stopDaemon(sig syscall.Signal) {
+	if d.daemon == nil {
+		return
+	}
+	d.daemon.Process.Signal(sig)
+	d.daemon.Wait()
+	d.daemon = nil
+}
+
+func (d *deployment) kiln(env []string, args ...string) result {
+	d.t.Helper()
+	return run(d.t, d.dir, append(append([]string{}, d.env...), env...), args...)
+}
+
+func (d *deployment) get(path string) string {
+	d.t.Helper()
+	resp, err := http.Get(d.url + path)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// containers returns the service's containers as docker reports them: ID → revision label.
+func (d *deployment) containers() map[string]string {
+	d.t.Helper()
+	out, err := exec.Command("docker", "ps", "-a", "--filter", "label=dev.kiln.service="+d.service,
+		"--format", `{{.ID}} {{.Label "dev.kiln.revision"}} {{.State}}`).Output()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) == 3 {
+			m[f[0]] = f[1] + " " + f[2]
+		}
+	}
+	return m
+}
+
+// load hits the front door continuously from several clients until stopped, and counts
+// requests and failures (errors and non-200 answers).
+type load struct {
+	ok, failed atomic.Int64
+	stop       context.CancelFunc
+	wg         sync.WaitGroup
+	mu         sync.Mutex
+	errs       []string
+}
+
+func startLoad(url string, clients int) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{stop: cancel}
+	client := &http.Client{Timeout: 10 * time.Second}
+	for range clients {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for ctx.Err() == nil {
+				resp, err := client.Get(url + "/")
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						l.ok.Add(1)
+						continue
+					}
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				l.failed.Add(1)
+				l.mu.Lock()
+				if len(l.errs) < 5 {
+					l.errs = append(l.errs, err.Error())
+				}
+				l.mu.Unlock()
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) finish(t *testing.T, what string) {
+	t.Helper()
+	l.stop()
+	l.wg.Wait()
+	t.Logf("%s: %d requests, %d failed", what, l.ok.Load(), l.failed.Load())
+	if l.failed.Load() > 0 {
+		t.Errorf("%s: %d failed requests (of %d): %v", what, l.failed.Load(), l.ok.Load()+l.failed.Load(), l.errs)
+	}
+	if l.ok.Load() == 0 {
+		t.Errorf("%s: no request succeeded", what)
+	}
+}
+
+type statusJSON struct {
+	Services []struct {
+		Name     string
+		Revision int64
+		Healthy  int
+		Replicas int
+		Rollout  string
+		Servers  []struct{ Revision int64 }
+	}
+}
+
+func (d *deployment) status() statusJSON {
+	d.t.Helper()
+	var st statusJSON
+	r := d.kiln(nil, "status", "-json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
+		d.t.Fatalf("kiln status: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	return st
+}
+
+// TestDeployLifecycle follows a service through its life: up, plan, rolling and
+// blue-green updates under load, a failed version rolled back automatically, a manual
+// rollback, a daemon killed mid-rollout and restarted, and destroy.
+func TestDeployLifecycle(t *testing.T) {
+	d := newDeployment(t)
+	d.startDaemon("revision 1 deployed", "up")
+	if body := d.get("/"); !strings.Contains(body, "version: dev") {
+		t.Fatalf("front door answered %q", body)
+	}
+	if n := len(d.containers()); n != 2 {
+		t.Fatalf("%d containers, want 2 replicas", n)
+	}
+
+	// Plan: nothing to do, then a new version replaces both servers.
+	if r := d.kiln(nil, "plan", "-detailed-exitcode"); r.code != 0 || !strings.Contains(r.stdout, "No changes") {
+		t.Fatalf("plan on an up-to-date service: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	v2 := []string{"KILN_VAR_version=2.0"}
+	r := d.kiln(v2, "plan", "-detailed-exitcode")
+	if r.code != 2 || strings.Count(r.stdout, "-/+") != 2 || !strings.Contains(r.stdout, "image ") {
+		t.Fatalf("plan of a new version: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// Rolling update under load.
+	l := startLoad(d.url, 8)
+	time.Sleep(300 * time.Millisecond)
+	if r := d.kiln(v2, "apply"); r.code != 0 || !strings.Contains(r.stdout, "revision 2 deployed") {
+		t.Fatalf("apply v2: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	l.finish(t, "rolling update")
+	if body := d.get("/"); !strings.Contains(body, "version: 2.0") {
+		t.Fatalf("after apply v2: %q", body)
+	}
+
+	// Blue-green update under load.
+	editSpec(t, d.dir, `strategy          = "rolling"`, `strategy          = "blue-green"`)
+	v3 := []string{"KILN_VAR_version=3.0"}
+	l = startLoad(d.url, 8)
+	if r := d.kiln(v3, "apply"); r.code != 0 || !strings.Contains(r.stdout, "revision 3 deployed") {
+		t.Fatalf("apply v3 blue-green: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	l.finish(t, "blue-green update")
+
+	// A version whose servers never become healthy is rolled back; v3 keeps serving.
+	editSpec(t, d.dir, `strategy          = "blue-green"`, `strategy          = "rolling"`)
+	editSpec(t, d.dir, `http     = "/healthz"`, `http     = "/missing"`)
+	editSpec(t, d.dir, `progress_deadline = "30s"`, `progress_deadline = "4s"`)
+	l = startLoad(d.url, 8)
+	r = d.kiln([]string{"KILN_VAR_version=4.0"}, "apply")
+	l.finish(t, "failed update and automatic rollback")
+	if r.code != 1 || !strings.Contains(r.stdout, "rolled back") {
+		t.Fatalf("apply of an unhealthy version: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if body := d.get("/"); !strings.Contains(body, "version: 3.0") {
+		t.Fatalf("after the rollback the front door answers %q", body)
+	}
+	if n := len(d.containers()); n != 2 {
+		t.Errorf("after the rollback: %d containers, want 2: %v", n, d.containers())
+	}
+	hist := d.kiln(nil, "history", d.service)
+	if !strings.Contains(hist.stdout, "rolled_back") || !strings.Contains(hist.stdout, "deployed") {
+		t.Errorf("history:\n%s", hist.stdout)
+	}
+	editSpec(t, d.dir, `http     = "/missing"`, `http     = "/healthz"`)
+	editSpec(t, d.dir, `progress_deadline = "4s"`, `progress_deadline = "30s"`)
+
+	// Manual rollback to the first revision.
+	if r := d.kiln(nil, "rollback", d.service, "--to", "1"); r.code != 0 {
+		t.Fatalf("rollback --to 1: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if body := d.get("/"); !strings.Contains(body, "version: dev") {
+		t.Fatalf("after rollback to 1: %q", body)
+	}
+
+	// kill -9 of the daemon in the middle of a rollout, then a restart finishes it.
+	v5 := []string{"KILN_VAR_version=5.0"}
+	if r := d.kiln(v5, "apply", "--detach"); r.code != 0 {
+		t.Fatalf("apply --detach: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// Wait until the rollout is half-way: a new server exists beside the old ones.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		st := d.status()
+		if len(st.Services) == 1 && st.Services[0].Rollout != "" && len(st.Services[0].Servers) > 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rollout never got half-way: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.stopDaemon(syscall.SIGKILL)
+	d.startDaemon("API on", "serve")
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st := d.status()
+		if len(st.Services) == 1 && st.Services[0].Rollout == "" && st.Services[0].Healthy == 2 && len(st.Services[0].Servers) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart the service never converged: %+v", st)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	cs := d.containers()
+	revs := map[string]bool{}
+	for _, v := range cs {
+		revs[v] = true
+	}
+	if len(cs) != 2 || len(revs) != 1 {
+		t.Fatalf("after the restart: containers %v, want 2 of one revision (no orphans, no duplicates)", cs)
+	}
+	if body := d.get("/"); !strings.Contains(body, "version: 5.0") {
+		t.Errorf("after the resumed rollout the front door answers %q", body)
+	}
+
+	// Destroy removes every server.
+	if r := d.kiln(nil, "destroy", d.service); r.code != 0 {
+		t.Fatalf("destroy: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if cs := d.containers(); len(cs) != 0 {
+		t.Errorf("after destroy: %v", cs)
+	}
+}
+
