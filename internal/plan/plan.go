@@ -93,8 +93,8 @@ func (p Plan) Service(name string) (Service, bool) {
 // Compute compares desired with observed and returns the plan. Every observed server of
 // a service not in desired is destroyed: callers pass only the servers they own.
 //
-// A server is kept if it runs (or is created) from exactly the desired spec; servers that
-// exited are destroyed and made up for; servers of another spec are replaced one for
+// A server is kept if it runs from exactly the desired spec; servers that are not
+// running (exited, or created but never started) are destroyed and made up for; servers of another spec are replaced one for
 // one, up to Replicas; anything beyond Replicas is destroyed.
 func Compute(desired []Desired, observed []driver.Server) Plan {
 	byService := map[string][]driver.Server{}
@@ -130,7 +130,7 @@ func computeService(d Desired, observed []driver.Server) Service {
 	var matching, stale []driver.Server
 	for _, s := range sortServers(observed) {
 		switch {
-		case s.State == driver.StateExited || s.State == driver.StateOther:
+		case s.State != driver.StateRunning: // a server that is not running is not serving
 			sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Reasons: []string{"server is " + stateWord(s)}})
 		case s.SpecHash == hash && s.Spec.Hash() == hash:
 			matching = append(matching, s)
@@ -162,8 +162,11 @@ func computeService(d Desired, observed []driver.Server) Service {
 }
 
 func stateWord(s driver.Server) string {
-	if s.State == driver.StateExited {
+	switch s.State {
+	case driver.StateExited:
 		return "exited"
+	case driver.StateCreated:
+		return "created but never started"
 	}
 	return "not running (" + string(s.State) + ")"
 }

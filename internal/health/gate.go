@@ -1,0 +1,84 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// DefaultInterval is the time between probes when WaitHealthy is given none.
+const DefaultInterval = time.Second
+
+// WaitHealthy is the health gate of a rollout: it probes the server at addr every
+// interval and returns nil once healthyThreshold probes in a row have passed and every
+// probe has kept passing for minHealthy after that. A failed probe starts the count over,
+// except within startPeriod of the call: a server still starting may fail, and those
+// failures are ignored (they neither count nor break a run of passes).
+//
+// WaitHealthy has no deadline of its own: the caller bounds it with ctx (the progress
+// deadline). When ctx ends it returns an error wrapping ctx's error and, if a probe
+// failed, the last probe error, so that the user sees why the server never became
+// healthy.
+func WaitHealthy(ctx context.Context, addr string, c Check, interval, minHealthy, startPeriod time.Duration, healthyThreshold int) error {
+	if (c.HTTPPath == "") == !c.TCP {
+		return ErrInvalidCheck
+	}
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	healthyThreshold = max(healthyThreshold, 1)
+
+	start := time.Now()
+	var (
+		passes    int       // probes passed in a row
+		healthyAt time.Time // when passes reached healthyThreshold; zero before
+		lastErr   error     // the last failed probe, for the final error
+	)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return notHealthy(ctx, lastErr, healthyAt, minHealthy)
+		case <-timer.C:
+		}
+		probed := time.Now()
+		err := Probe(ctx, addr, c)
+		if ctx.Err() != nil {
+			return notHealthy(ctx, lastErr, healthyAt, minHealthy)
+		}
+		now := time.Now()
+		switch {
+		case err == nil:
+			passes++
+			if passes == healthyThreshold {
+				healthyAt = now
+			}
+		case probed.Sub(start) < startPeriod:
+			lastErr = err // ignored, but still the best explanation if ctx ends
+		default:
+			lastErr = err
+			passes, healthyAt = 0, time.Time{}
+		}
+		if err == nil && !healthyAt.IsZero() && now.Sub(healthyAt) >= minHealthy {
+			return nil
+		}
+		// Probe on the interval, but probe again as soon as min_healthy is reached.
+		next := probed.Add(interval)
+		if end := healthyAt.Add(minHealthy); !healthyAt.IsZero() && end.Before(next) {
+			next = end
+		}
+		timer.Reset(max(time.Until(next), 0))
+	}
+}
+
+func notHealthy(ctx context.Context, lastErr error, healthyAt time.Time, minHealthy time.Duration) error {
+	cause := context.Cause(ctx)
+	switch {
+	case !healthyAt.IsZero():
+		return fmt.Errorf("%w: healthy for %s of min_healthy %s", cause, time.Since(healthyAt).Round(time.Millisecond), minHealthy)
+	case lastErr != nil:
+		return fmt.Errorf("%w: last probe: %w", cause, lastErr)
+	}
+	return cause
+}

@@ -1,0 +1,271 @@
+package proxy
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options tune a Proxy; the zero value is ready to use.
+type Options struct {
+	// WaitForUpstream is how long a request waits for a server to be put in rotation
+	// when there is none (or none left to retry on) before it is answered 503. Zero
+	// means DefaultWaitForUpstream; negative means not to wait.
+	WaitForUpstream time.Duration
+	// ShutdownTimeout bounds how long Serve waits, once its ctx ends, for requests in
+	// flight to finish. Zero means DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// Logger receives proxy errors; slog.Default() if nil.
+	Logger *slog.Logger
+}
+
+// Defaults of Options.
+const (
+	DefaultWaitForUpstream = 5 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Proxy is the front door of one service. Its methods are safe for concurrent use.
+type Proxy struct {
+	name string
+	wait time.Duration
+	stop time.Duration
+	log  *slog.Logger
+	rp   *httputil.ReverseProxy
+	tr   *http.Transport
+
+	// mu guards the fields below. pick holds it for reading while it counts a request
+	// in, so once SetUpstreams returns, every request to a server it took out of
+	// rotation is counted where WaitIdle looks.
+	mu      sync.RWMutex
+	set     []*upstream          // in rotation; replaced, never modified
+	known   map[string]*upstream // in rotation, or out of it with requests in flight
+	changed chan struct{}        // closed (and replaced) by SetUpstreams
+
+	next     atomic.Uint64 // round-robin offset, to break ties
+	requests atomic.Uint64
+	failures atomic.Uint64
+	retries  atomic.Uint64
+}
+
+var _ http.Handler = (*Proxy)(nil)
+
+// New returns the front door of the service name, with no server in rotation. It starts
+// nothing: call Serve.
+func New(name string, opts Options) *Proxy {
+	p := &Proxy{
+		name:    name,
+		wait:    cmp.Or(opts.WaitForUpstream, DefaultWaitForUpstream),
+		stop:    cmp.Or(opts.ShutdownTimeout, DefaultShutdownTimeout),
+		log:     cmp.Or(opts.Logger, slog.Default()).With("service", name),
+		tr:      newTransport(),
+		known:   map[string]*upstream{},
+		changed: make(chan struct{}),
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:      rewrite,
+		Transport:    roundTripper(p.roundTrip),
+		ErrorHandler: p.fail,
+		ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		BufferPool:   bufferPool{},
+	}
+	return p
+}
+
+// Serve serves HTTP on ln until ctx ends, then shuts down gracefully: it stops
+// accepting, lets requests in flight finish (within ShutdownTimeout), closes upgraded
+// connections (WebSockets) and returns nil. It closes ln. A Proxy is served at most
+// once at a time.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	// Requests are not cancelled when ctx ends, only once the shutdown is over: this is
+	// what ends upgraded connections, which http.Server.Shutdown does not track.
+	base, kill := context.WithCancel(context.WithoutCancel(ctx))
+	defer kill()
+	srv := &http.Server{
+		Handler:     p,
+		BaseContext: func(net.Listener) context.Context { return base },
+		// No read or write timeout: a long upload, download or stream is not an error.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.stop)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	<-errc // http.ErrServerClosed
+	p.tr.CloseIdleConnections()
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("shutting down %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// ServeHTTP proxies r to a server in rotation.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.requests.Add(1)
+	f := &flight{}
+	defer f.land()
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), flightKey{}, f)))
+}
+
+// SetUpstreams replaces the servers in rotation with addrs ("host:port"), which the
+// caller has found healthy. New requests go only to addrs from when it returns;
+// requests in flight to a server no longer in rotation carry on: WaitIdle waits for
+// them.
+func (p *Proxy) SetUpstreams(addrs []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	set := make([]*upstream, 0, len(addrs))
+	in := make(map[string]bool, len(addrs))
+	for _, a := range addrs {
+		if in[a] {
+			continue
+		}
+		in[a] = true
+		u := p.known[a]
+		if u == nil {
+			u = &upstream{addr: a}
+			p.known[a] = u
+		}
+		set = append(set, u)
+	}
+	for a, u := range p.known {
+		if !in[a] && u.inflight.Load() == 0 {
+			delete(p.known, a) // out of rotation, so its count can no longer rise
+		}
+	}
+	p.set = set
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// WaitIdle blocks until no request is in flight to addr, or ctx ends. Called after
+// SetUpstreams has taken addr out of rotation, it returns once the server can be
+// destroyed without failing a request; it returns at once for an address it does not
+// know. The error wraps ctx's error and says how many requests were left in flight.
+func (p *Proxy) WaitIdle(ctx context.Context, addr string) error {
+	p.mu.RLock()
+	u := p.known[addr]
+	p.mu.RUnlock()
+	if u == nil {
+		return nil
+	}
+	// Poll, as http.Server.Shutdown does: draining takes as long as the slowest
+	// request, and the hot path stays free of wake-ups.
+	delay := time.Millisecond
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	for {
+		n := u.inflight.Load()
+		if n == 0 {
+			p.forget(u)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("draining %s: %d in flight: %w", addr, n, context.Cause(ctx))
+		case <-timer.C:
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+		timer.Reset(delay)
+	}
+}
+
+// forget drops u if it is out of rotation and idle.
+func (p *Proxy) forget(u *upstream) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.known[u.addr] == u && !slices.Contains(p.set, u) && u.inflight.Load() == 0 {
+		delete(p.known, u.addr)
+	}
+}
+
+// Stats are a Proxy's counters since New.
+type Stats struct {
+	Requests  uint64          // requests received
+	Failures  uint64          // requests answered with an error by the proxy (502, 503)
+	Retries   uint64          // requests sent again to another server
+	Upstreams []UpstreamStats // in rotation or draining, by address
+}
+
+// UpstreamStats are the counters of one server.
+type UpstreamStats struct {
+	Addr       string
+	InRotation bool
+	InFlight   int64
+	Requests   uint64 // attempts sent to it, retries included
+	Failures   uint64 // attempts that failed before a response (refused, reset...)
+}
+
+// Stats returns the proxy's counters. A server's counters are dropped once it is out of
+// rotation and idle.
+func (p *Proxy) Stats() Stats {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	s := Stats{Requests: p.requests.Load(), Failures: p.failures.Load(), Retries: p.retries.Load()}
+	for _, u := range p.known {
+		s.Upstreams = append(s.Upstreams, UpstreamStats{
+			Addr:       u.addr,
+			InRotation: slices.Contains(p.set, u),
+			InFlight:   u.inflight.Load(),
+			Requests:   u.requests.Load(),
+			Failures:   u.failures.Load(),
+		})
+	}
+	slices.SortFunc(s.Upstreams, func(a, b UpstreamStats) int { return cmp.Compare(a.Addr, b.Addr) })
+	return s
+}
+
+// errNoUpstream means no server was in rotation within WaitForUpstream.
+var errNoUpstream = errors.New("no server in rotation")
+
+// fail answers a request the proxy could not serve.
+func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		// The client went away: there is nobody to answer, and it is not our failure.
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	p.failures.Add(1)
+	if errors.Is(err, errNoUpstream) {
+		p.log.Warn("no server in rotation", "method", r.Method, "path", r.URL.Path, "waited", p.wait)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, fmt.Sprintf("kiln: service %s has no healthy server", p.name), http.StatusServiceUnavailable)
+		return
+	}
+	p.log.Warn("proxy error", "method", r.Method, "path", r.URL.Path, "error", err)
+	http.Error(w, fmt.Sprintf("kiln: service %s: bad gateway", p.name), http.StatusBadGateway)
+}
+
+// rewrite keeps the path and the Host the client asked for (apps build URLs from it)
+// and sets X-Forwarded-For, -Host and -Proto. The server is chosen per attempt, in
+// roundTrip.
+func rewrite(pr *httputil.ProxyRequest) {
+	pr.SetXForwarded()
+	pr.Out.Host = pr.In.Host
+	pr.Out.URL.Scheme = "http"
+}
+
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+func (bufferPool) Get() []byte  { return buffers.Get().(*[32 << 10]byte)[:] }
+func (bufferPool) Put(b []byte) { buffers.Put((*[32 << 10]byte)(b)) }
