@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/spec"
@@ -183,4 +182,3 @@ func since(t time.Time) string {
 	}
 	return t.Local().Format("2006-01-02")
 }
-

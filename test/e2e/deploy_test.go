@@ -352,4 +352,3 @@ func TestDeployLifecycle(t *testing.T) {
 		t.Errorf("after destroy: %v", cs)
 	}
 }
-
