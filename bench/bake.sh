@@ -24,6 +24,7 @@ TOOLS_DIR=${TOOLS_DIR:-$BENCH_DIR/.tools}
 RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results}
 RESULTS_FILE=${RESULTS_FILE:-$RESULTS_DIR/bake-$(date +%Y-%m-%d).md}
 KILN_BIN=${KILN_BIN:-}
+KILN_REF=${KILN_REF:-}          # build kiln from this commit instead of the work tree
 TIMER=${TIMER:-auto}            # auto | hyperfine | builtin
 REG_PORT=${REG_PORT:-5055}      # first port tried for the local registry
 BENCH_SDE=${BENCH_SDE:-1700000000}  # SOURCE_DATE_EPOCH used while timing
@@ -49,7 +50,8 @@ usage: bench/bake.sh [-n RUNS] [-t "kiln ko docker"] [-c "cold cold-go noop edit
   -h          this help
 
 Environment: RUNS, BENCH_TOOLS, BENCH_CASES, EXAMPLE_DIR, KILN_BIN (use this
-kiln binary instead of building ./cmd/kiln), TIMER (auto|hyperfine|builtin),
+kiln binary instead of building ./cmd/kiln), KILN_REF (build kiln from
+that commit, e.g. HEAD, via git archive, not from the work tree), TIMER (auto|hyperfine|builtin),
 REG_PORT, BENCH_SDE, KEEP_WORK=1, REPRO_CHECK=0 (skip digest check),
 RESULTS_FILE, TOOLS_DIR (where ko and crane are installed).
 EOF
@@ -141,14 +143,28 @@ q() { printf '%q' "$1"; }
 
 # --- kiln binary
 KILN_NOTE=
+KILN_FROM=
 if has kiln "$BENCH_TOOLS"; then
 	if [[ -n $KILN_BIN ]]; then
 		[[ -x $KILN_BIN ]] || die "KILN_BIN=$KILN_BIN is not executable"
 		cp "$KILN_BIN" "$WORK/bin/kiln"
+		KILN_FROM=$KILN_BIN
+	elif [[ -n $KILN_REF ]]; then
+		rev=$(cd "$REPO_DIR" && git rev-parse --short "$KILN_REF^{commit}") || die "KILN_REF=$KILN_REF is not a commit"
+		log "building kiln from commit $rev (git archive, the work tree is not used)"
+		mkdir -p "$WORK/kiln-src"
+		(cd "$REPO_DIR" && git archive "$rev") | tar -x -C "$WORK/kiln-src"
+		(cd "$WORK/kiln-src" && go build -o "$WORK/bin/kiln" ./cmd/kiln) >&2 ||
+			die "go build ./cmd/kiln failed at commit $rev"
+		KILN_FROM="./cmd/kiln at commit $rev"
 	elif [[ -f $REPO_DIR/cmd/kiln/main.go ]]; then
 		log "building kiln from $REPO_DIR/cmd/kiln"
 		(cd "$REPO_DIR" && go build -o "$WORK/bin/kiln" ./cmd/kiln) >&2 ||
-			die "go build ./cmd/kiln failed"
+			die "go build ./cmd/kiln failed in the work tree; KILN_REF=HEAD builds the last commit instead"
+		KILN_FROM="./cmd/kiln at $(cd "$REPO_DIR" && git rev-parse --short HEAD 2>/dev/null || echo 'a tree with no commit')"
+		if [[ -n $(cd "$REPO_DIR" && git status --porcelain -- cmd internal go.mod go.sum 2>/dev/null) ]]; then
+			KILN_FROM+=" (with uncommitted changes)"
+		fi
 	else
 		log "warning: $REPO_DIR/cmd/kiln/main.go does not exist; skipping kiln"
 		KILN_NOTE="kiln skipped: cmd/kiln did not exist"
@@ -450,11 +466,16 @@ tool_title() {
 	case $1 in kiln) echo "kiln bake" ;; ko) echo "ko build" ;; docker) echo "go build + docker build" ;; esac
 }
 
+# noisy "median mean min max": a mark when the spread exceeds 25% of the median.
+noisy() {
+	awk -v r="$1" 'BEGIN { split(r, v, " "); if (v[1] > 0 && (v[4] - v[3]) / v[1] > 0.25) printf " †" }'
+}
+
 report() {
 	local case tool med ko_med ratio
 	echo "# kiln bake vs ko build vs docker build ($(date -u +%Y-%m-%dT%H:%MZ))"
 	echo
-	echo "Median wall-clock seconds of $RUNS runs (ratio vs ko build; < 1 is faster than ko)."
+	echo "Median wall-clock seconds of $RUNS run(s) (ratio vs ko build; < 1 is faster than ko)."
 	echo
 	printf '| case |'; for tool in $BENCH_TOOLS; do printf ' %s |' "$(tool_title "$tool")"; done; echo
 	printf '| --- |'; for tool in $BENCH_TOOLS; do printf ' ---: |'; done; echo
@@ -467,7 +488,7 @@ report() {
 			if [[ -n $ko_med ]]; then
 				ratio=$(awk -v a="$med" -v b="$ko_med" 'BEGIN { printf "%.2f×", a / b }')
 			else ratio="n/a"; fi
-			printf ' %.2f s (%s) |' "$med" "$ratio"
+			printf ' %.2f s (%s)%s |' "$med" "$ratio" "$(noisy "${RES[$case/$tool]}")"
 		done
 		echo
 	done
@@ -482,6 +503,8 @@ report() {
 			echo
 		done
 	fi
+	echo
+	echo "† min-max spread above 25% of the median: too noisy to rank the tools on; re-run on a quiet machine or with more runs."
 	echo
 	echo "Detail (seconds):"
 	echo
@@ -501,7 +524,7 @@ report() {
 	echo "- timer: $TIMER$( [[ $TIMER == hyperfine ]] && echo " ($(hyperfine --version))"), $RUNS runs per cell, one untimed warm-up before each cell except cold-go"
 	echo "- example: $EXAMPLE_NOTE (copied to a temp dir, plus a marker line that the edit case changes)"
 	if has kiln "$BENCH_TOOLS"; then
-		echo "- kiln: built from $(if [[ -n $KILN_BIN ]]; then echo "$KILN_BIN"; else echo "./cmd/kiln at $(cd "$REPO_DIR" && git rev-parse --short HEAD 2>/dev/null || echo 'an uncommitted tree')$(cd "$REPO_DIR" && [[ -n $(git status --porcelain -- cmd internal 2>/dev/null) ]] && echo ' (with uncommitted changes)')"; fi); \`kiln -C DIR bake\`; cold = \`rm -rf DIR/.kiln\`"
+		echo "- kiln: built from $KILN_FROM; \`kiln -C DIR bake\`; cold = \`rm -rf DIR/.kiln\`"
 	fi
 	if [[ -n $KILN_NOTE ]]; then echo "- $KILN_NOTE"; fi
 	if has ko "$BENCH_TOOLS"; then

@@ -161,6 +161,10 @@ func (w *blobWriter) Commit(want v1.Hash) (v1.Hash, int64, error) {
 		w.f.Close()
 		return got, w.n, fmt.Errorf("blob content has digest %s, expected %s", got, want)
 	}
+	if err := w.f.Chmod(0o644); err != nil { // CreateTemp made it 0600; blobs are public
+		w.f.Close()
+		return got, w.n, err
+	}
 	if err := w.f.Sync(); err != nil {
 		w.f.Close()
 		return got, w.n, err

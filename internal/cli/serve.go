@@ -89,6 +89,9 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 		return nil, fmt.Errorf("the API cannot listen on %s: %w", listen, err)
 	}
 	drv, err := docker.New(docker.Options{})
+	if err == nil {
+		err = drv.Ping(ctx)
+	}
 	if err != nil {
 		ln.Close()
 		return nil, err

@@ -352,3 +352,65 @@ func TestDeployLifecycle(t *testing.T) {
 		t.Errorf("after destroy: %v", cs)
 	}
 }
+
+// TestDeployBadInput: each bad input is refused with a clear error before anything is
+// created, and leaves the state consistent.
+func TestDeployBadInput(t *testing.T) {
+	d := newDeployment(t)
+
+	// No daemon yet.
+	if r := d.kiln(nil, "status"); r.code != 1 || !strings.Contains(r.stderr, "no kiln daemon is running") {
+		t.Errorf("status without a daemon: exit %d: %s", r.code, r.stderr)
+	}
+
+	// An unreachable engine stops the daemon from starting, with the reason.
+	r := d.kiln([]string{"DOCKER_HOST=unix:///nonexistent/docker.sock"}, "serve")
+	if r.code != 1 || !strings.Contains(r.stderr, "/nonexistent/docker.sock") {
+		t.Errorf("serve with no engine: exit %d: %s", r.code, r.stderr)
+	}
+
+	d.startDaemon("API on", "serve")
+
+	// The front door's port is taken by another program.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	r = d.kiln([]string{"KILN_VAR_listen=" + busy.Addr().String()}, "apply")
+	if r.code != 1 || !strings.Contains(r.stderr, "already in use") {
+		t.Errorf("apply on a busy port: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if n := len(d.containers()); n != 0 {
+		t.Errorf("a refused apply created %d containers", n)
+	}
+
+	// An image that is not in the store.
+	spec, _ := os.ReadFile(filepath.Join(d.dir, "kiln.hcl"))
+	editSpec(t, d.dir, "image    = image.hello", `image    = "sha256:`+strings.Repeat("ab", 32)+`"`)
+	r = d.kiln(nil, "apply")
+	if r.code != 1 || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("apply of an unknown image: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	os.WriteFile(filepath.Join(d.dir, "kiln.hcl"), spec, 0o644)
+
+	// Invalid update settings are caught by the spec, with their place.
+	editSpec(t, d.dir, "max_surge         = 1", "max_surge         = 0")
+	r = d.kiln(nil, "apply")
+	if r.code != 1 || !strings.Contains(r.stderr, "Invalid update settings") || !strings.Contains(r.stderr, "kiln.hcl line") {
+		t.Errorf("apply with invalid update settings: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	os.WriteFile(filepath.Join(d.dir, "kiln.hcl"), spec, 0o644)
+
+	// Nothing was recorded by the refused applies; a good one goes through.
+	if st := d.status(); len(st.Services) != 0 {
+		t.Errorf("refused applies left services behind: %+v", st)
+	}
+	if r := d.kiln(nil, "apply"); r.code != 0 {
+		t.Fatalf("apply after the refusals: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// A second daemon for the same spec is refused.
+	if r := d.kiln(nil, "serve"); r.code != 1 || !strings.Contains(r.stderr, "already running") {
+		t.Errorf("second serve: exit %d: %s", r.code, r.stderr)
+	}
+}
