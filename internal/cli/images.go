@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/bake"
+	state "github.com/kiln-build/kiln/internal/store"
 )
 
 func newImagesCmd(g *globals) *cobra.Command {
@@ -93,8 +97,10 @@ func newPruneCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "prune",
 		Short: "Remove images nothing keeps, and their unused layers",
-		Long: `Prune removes every image in the store that is not the current bake of its name,
-then every blob (layer, config, SBOM) no remaining image uses.`,
+		Long: `Prune removes every image in the store that is neither the current bake of its name
+nor the image of one of the last 10 revisions (or the current revision) of a deployed
+service, then every blob (layer, config, SBOM) no remaining image uses. A rollback
+therefore always finds its image.`,
 		Example: "  kiln images prune",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -107,7 +113,11 @@ then every blob (layer, config, SBOM) no remaining image uses.`,
 				return err
 			}
 			defer unlock()
-			res, err := store.Prune(nil)
+			keep, err := g.keptImages(cmd.Context())
+			if err != nil {
+				return err
+			}
+			res, err := store.Prune(keep)
 			if err != nil {
 				return err
 			}
@@ -128,4 +138,33 @@ func (g *globals) openStore() (*bake.Store, error) {
 		return nil, err
 	}
 	return bake.OpenStore(dir)
+}
+
+// keptImages are the digests the deployment state needs: those of recent and current
+// revisions. None when nothing was ever deployed from here.
+func (g *globals) keptImages(ctx context.Context) (map[v1.Hash]bool, error) {
+	dir, err := g.state(nil)
+	if err != nil {
+		return nil, err
+	}
+	db := filepath.Join(dir, "kiln.db")
+	if _, err := os.Stat(db); os.IsNotExist(err) {
+		return nil, nil
+	}
+	st, err := state.Open(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	digests, err := st.KeptImages(ctx, 10)
+	if err != nil {
+		return nil, err
+	}
+	keep := map[v1.Hash]bool{}
+	for d := range digests {
+		if h, err := v1.NewHash(d); err == nil {
+			keep[h] = true
+		}
+	}
+	return keep, nil
 }

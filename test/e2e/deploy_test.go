@@ -295,6 +295,11 @@ func TestDeployLifecycle(t *testing.T) {
 	editSpec(t, d.dir, `http     = "/missing"`, `http     = "/healthz"`)
 	editSpec(t, d.dir, `progress_deadline = "4s"`, `progress_deadline = "30s"`)
 
+	// Pruning the image store keeps the images of the revisions a rollback may need.
+	if r := d.kiln(nil, "images", "prune"); r.code != 0 {
+		t.Fatalf("images prune: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
 	// Manual rollback to the first revision.
 	if r := d.kiln(nil, "rollback", d.service, "--to", "1"); r.code != 0 {
 		t.Fatalf("rollback --to 1: exit %d\n%s%s", r.code, r.stdout, r.stderr)
