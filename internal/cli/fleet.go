@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -162,4 +163,48 @@ func newDestroyCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func newEventsCmd(g *globals) *cobra.Command {
+	var follow bool
+	var service string
+	cmd := &cobra.Command{
+		Use:     "events",
+		Short:   "Show what happened: revisions, rollouts, servers created and destroyed",
+		Example: "  kiln events\n  kiln events -f --service web",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var since int64
+			for {
+				evs, err := c.Events(cmd.Context(), service, since)
+				if err != nil {
+					if cmd.Context().Err() != nil {
+						return nil
+					}
+					return err
+				}
+				for _, e := range evs {
+					fmt.Fprintf(g.stdout, "%s  %-10s %-10s %s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Service, e.Type, e.Message)
+					since = e.ID
+				}
+				if !follow {
+					return nil
+				}
+				if len(evs) == 0 {
+					select {
+					case <-cmd.Context().Done():
+						return nil
+					case <-time.After(time.Second):
+					}
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events")
+	cmd.Flags().StringVar(&service, "service", "", "only this `SERVICE`'s events")
+	return cmd
 }

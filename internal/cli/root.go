@@ -100,6 +100,7 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 		newHistoryCmd(g),
 		newRollbackCmd(g),
 		newDestroyCmd(g),
+		newEventsCmd(g),
 	)
 	return root
 }

@@ -292,6 +292,9 @@ func TestDeployLifecycle(t *testing.T) {
 	if !strings.Contains(hist.stdout, "rolled_back") || !strings.Contains(hist.stdout, "deployed") {
 		t.Errorf("history:\n%s", hist.stdout)
 	}
+	if ev := d.kiln(nil, "events", "--service", d.service); !strings.Contains(ev.stdout, "was rolled back") {
+		t.Errorf("events lack the rollback:\n%s", ev.stdout)
+	}
 	editSpec(t, d.dir, `http     = "/missing"`, `http     = "/healthz"`)
 	editSpec(t, d.dir, `progress_deadline = "4s"`, `progress_deadline = "30s"`)
 
