@@ -82,7 +82,7 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 	root.CompletionOptions.HiddenDefaultCmd = true
 	pf := root.PersistentFlags()
 	pf.StringVarP(&g.chdir, "chdir", "C", "", "run as if kiln was started in `DIR`")
-	pf.StringVarP(&g.file, "file", "f", "", "the spec `FILE` (default: kiln.hcl, else kiln.hcl.json)")
+	pf.StringVar(&g.file, "file", "", "the spec `FILE` (default: kiln.hcl, else kiln.hcl.json)")
 	pf.StringVar(&g.stateDir, "state-dir", "", "kiln's state `DIR` (default: .kiln next to the spec)")
 	pf.BoolVar(&g.noColor, "no-color", false, "do not color output")
 	root.AddCommand(

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,7 +82,7 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) error {
 	for _, c := range sp.Changes {
 		switch {
 		case c.Action == plan.Destroy && c.Old.State != driver.StateRunning:
-			if err := e.retire(ctx, door, t.Service, *c.Old, "server is "+string(c.Old.State)); err != nil {
+			if err := e.retire(ctx, door, t.Service, *c.Old, strings.Join(c.Reasons, "; ")); err != nil {
 				return err
 			}
 		case c.Old != nil:

@@ -292,7 +292,7 @@ func TestDeployLifecycle(t *testing.T) {
 	if !strings.Contains(hist.stdout, "rolled_back") || !strings.Contains(hist.stdout, "deployed") {
 		t.Errorf("history:\n%s", hist.stdout)
 	}
-	if ev := d.kiln(nil, "events", "--service", d.service); !strings.Contains(ev.stdout, "was rolled back") {
+	if ev := d.kiln(nil, "events", "--service", d.service); ev.code != 0 || !strings.Contains(ev.stdout, "was rolled back") {
 		t.Errorf("events lack the rollback:\n%s", ev.stdout)
 	}
 	editSpec(t, d.dir, `http     = "/missing"`, `http     = "/healthz"`)

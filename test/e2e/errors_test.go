@@ -168,7 +168,8 @@ func TestVersionAndHelp(t *testing.T) {
 	if r := ok(t, ".", nil, "version"); !strings.HasPrefix(r.stdout, "kiln ") {
 		t.Errorf("version: %q", r.stdout)
 	}
-	for _, verb := range []string{"bake", "validate", "fmt", "images", "sbom", "version"} {
+	for _, verb := range []string{"bake", "validate", "fmt", "images", "sbom", "version", "serve", "up", "plan",
+		"apply", "status", "history", "rollback", "destroy", "events"} {
 		if r := ok(t, ".", nil, verb, "--help"); !strings.Contains(r.stdout, "Examples:") {
 			t.Errorf("kiln %s --help has no examples:\n%s", verb, r.stdout)
 		}
