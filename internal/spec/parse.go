@@ -32,7 +32,7 @@ func Find(dir string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("no %s (or %s.json) in %s: run kiln in a directory with a spec, or pass -C DIR or -f FILE", DefaultFile, DefaultFile, dir)
+	return "", fmt.Errorf("no %s (or %s.json) in %s: run kiln in a directory with a spec, or pass -C DIR or --file FILE", DefaultFile, DefaultFile, dir)
 }
 
 // Load reads and decodes the spec file at path. It returns every problem it finds, not
