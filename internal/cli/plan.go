@@ -18,7 +18,7 @@ func newPlanCmd(g *globals) *cobra.Command {
 		Short: "Show which servers apply would create, replace and destroy, and why",
 		Long: `Plan bakes the images the spec's services run (from the cache when nothing changed),
 compares the desired state with the servers the runtime reports, and prints what apply
-would do: "+" create, "-/+" replace with the reason (image digest changed, env changed,
+would do: "+" create, "+/-" replace with the reason (image digest changed, env changed,
 ...), "-" destroy. Servers are never changed in place. Plan changes nothing.`,
 		Example: `  kiln plan
   kiln plan -json

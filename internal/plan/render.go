@@ -8,7 +8,8 @@ import (
 )
 
 // WriteText renders the plan as `kiln plan` prints it, in the manner of terraform plan:
-// "+" create, "-/+" replace (destroy, then create), "-" destroy, and a summary.
+// "+" create, "+/-" replace (a new server, then the old one goes), "-" destroy, and a
+// summary.
 func WriteText(w io.Writer, p Plan) error {
 	if !p.HasChanges() {
 		_, err := fmt.Fprintln(w, "No changes. The servers match the spec.")
@@ -32,7 +33,7 @@ func WriteText(w io.Writer, p Plan) error {
 			case Create:
 				b.WriteString("  +   new server\n")
 			case Replace:
-				fmt.Fprintf(&b, "  -/+ server %s (%s)\n", c.Old.Name, strings.Join(c.Reasons, "; "))
+				fmt.Fprintf(&b, "  +/- server %s (%s)\n", c.Old.Name, strings.Join(c.Reasons, "; "))
 			case Destroy:
 				fmt.Fprintf(&b, "  -   server %s (%s)\n", c.Old.Name, strings.Join(c.Reasons, "; "))
 			}

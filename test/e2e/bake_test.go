@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"log"
+	"net/http/httptest"
+
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +15,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
@@ -178,5 +185,31 @@ func checkStore(t *testing.T, dir string) {
 		if err := validate.Image(img); err != nil {
 			t.Fatalf("image %s in the store is broken: %v", d.Digest, err)
 		}
+	}
+}
+
+// TestBakePush pushes the example by digest to a registry the test starts (the real
+// distribution protocol) and pulls it back.
+func TestBakePush(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	repo := strings.TrimPrefix(srv.URL, "http://") + "/team"
+	dir := example(t)
+	r := ok(t, dir, nil, "bake", "--push", repo)
+	digest := digestOf(t, r.stdout, "hello")
+	ref := repo + "/hello@" + digest
+	if !strings.Contains(r.stderr, "pushed "+ref) {
+		t.Errorf("bake --push output:\n%s", r.stderr)
+	}
+	parsed, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(parsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Image(img); err != nil {
+		t.Fatalf("pulled image: %v", err)
 	}
 }

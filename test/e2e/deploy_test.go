@@ -248,7 +248,7 @@ func TestDeployLifecycle(t *testing.T) {
 	}
 	v2 := []string{"KILN_VAR_version=2.0"}
 	r := d.kiln(v2, "plan", "-detailed-exitcode")
-	if r.code != 2 || strings.Count(r.stdout, "-/+") != 2 || !strings.Contains(r.stdout, "image ") {
+	if r.code != 2 || strings.Count(r.stdout, "+/-") != 2 || !strings.Contains(r.stdout, "image ") {
 		t.Fatalf("plan of a new version: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
@@ -311,10 +311,26 @@ func TestDeployLifecycle(t *testing.T) {
 		t.Fatalf("after rollback to 1: %q", body)
 	}
 
+	// A restarted daemon re-adopts the running servers without restarting them.
+	before := d.containers()
+	d.stopDaemon(syscall.SIGTERM)
+	d.startDaemon("API on", "serve")
+	waitConverged(t, d)
+	if after := d.containers(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("a daemon restart changed the servers: before %v, after %v", before, after)
+	}
+	if body := d.get("/"); !strings.Contains(body, "version: dev") {
+		t.Fatalf("after the restart: %q", body)
+	}
+
 	// kill -9 of the daemon in the middle of a rollout, then a restart finishes it.
 	v5 := []string{"KILN_VAR_version=5.0"}
 	if r := d.kiln(v5, "apply", "--detach"); r.code != 0 {
 		t.Fatalf("apply --detach: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// One rollout per service: a second apply meanwhile is refused, naming the first.
+	if r := d.kiln([]string{"KILN_VAR_version=6.0"}, "apply"); r.code != 1 || !strings.Contains(r.stderr, "in progress") {
+		t.Errorf("concurrent apply: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	// Wait until the rollout is half-way: a new server exists beside the old ones.
 	for deadline := time.Now().Add(30 * time.Second); ; {
@@ -329,17 +345,7 @@ func TestDeployLifecycle(t *testing.T) {
 	}
 	d.stopDaemon(syscall.SIGKILL)
 	d.startDaemon("API on", "serve")
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		st := d.status()
-		if len(st.Services) == 1 && st.Services[0].Rollout == "" && st.Services[0].Healthy == 2 && len(st.Services[0].Servers) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the restart the service never converged: %+v", st)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	waitConverged(t, d)
 	cs := d.containers()
 	revs := map[string]bool{}
 	for _, v := range cs {
@@ -420,5 +426,22 @@ func TestDeployBadInput(t *testing.T) {
 	// A second daemon for the same spec is refused.
 	if r := d.kiln(nil, "serve"); r.code != 1 || !strings.Contains(r.stderr, "already running") {
 		t.Errorf("second serve: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// waitConverged waits until the service has no rollout running and exactly its two
+// servers, both in rotation.
+func waitConverged(t *testing.T, d *deployment) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st := d.status()
+		if len(st.Services) == 1 && st.Services[0].Rollout == "" && st.Services[0].Healthy == 2 && len(st.Services[0].Servers) == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the service never converged: %+v", st)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
