@@ -76,9 +76,13 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 			return nil, fmt.Errorf("a kiln daemon is already running for this spec at %s: use it, or stop it first", addr)
 		}
 	}
-	token, err := loadToken(filepath.Join(stateDir, api.TokenFile))
+	token, err := loadSecret(filepath.Join(stateDir, api.TokenFile), 32, 0o600)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("API token: %w", err)
+	}
+	project, err := loadSecret(filepath.Join(stateDir, "project"), 6, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("project id: %w", err)
 	}
 	host, _, err := net.SplitHostPort(listen)
 	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
@@ -108,7 +112,7 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 		return nil, err
 	}
 	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: level}))
-	eng := engine.New(engine.Options{State: st, Images: images, Driver: drv, Owner: fmt.Sprintf("kiln (pid %d)", os.Getpid()), Log: log})
+	eng := engine.New(engine.Options{State: st, Images: images, Driver: drv, Owner: fmt.Sprintf("kiln (pid %d)", os.Getpid()), Project: project, Log: log})
 	ctx, cancel := context.WithCancel(ctx)
 	d := &daemon{addr: "http://" + ln.Addr().String(), eng: eng, errc: make(chan error, 2), cancel: cancel, state: st}
 	go func() { d.errc <- eng.Start(ctx) }()
@@ -136,20 +140,22 @@ func (d *daemon) wait() error {
 	return err
 }
 
-// loadToken reads the API token, creating it (mode 0600) on first start.
-func loadToken(path string) (string, error) {
+// loadSecret reads a random identifier from path, creating it (n random bytes, hex,
+// with mode perm) on first start: the API token, and the project id that scopes this
+// state directory's servers.
+func loadSecret(path string, n int, perm os.FileMode) (string, error) {
 	if b, err := os.ReadFile(path); err == nil {
 		if t := strings.TrimSpace(string(b)); t != "" {
 			return t, nil
 		}
 	}
-	buf := make([]byte, 32)
+	buf := make([]byte, n)
 	if _, err := rand.Read(buf); err != nil {
 		return "", err
 	}
 	t := hex.EncodeToString(buf)
-	if err := atomicfile.Write(path, []byte(t+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("writing API token: %w", err)
+	if err := atomicfile.Write(path, []byte(t+"\n"), perm); err != nil {
+		return "", err
 	}
 	return t, nil
 }

@@ -61,6 +61,9 @@ type Logger interface {
 // ServerSpec is the flattened, fully resolved description of one server. Its Hash is
 // the server's identity: two servers with the same hash are interchangeable.
 type ServerSpec struct {
+	// Project scopes servers to one kiln deployment (one state directory), so two
+	// projects with a service of the same name never touch each other's servers.
+	Project string `json:"project,omitempty"`
 	Service string `json:"service"`
 	// Revision is the revision that created the server. It is recorded on the server
 	// but is not part of its identity.
@@ -117,6 +120,7 @@ const (
 type Server struct {
 	ID       ServerID  `json:"id"`
 	Name     string    `json:"name"`
+	Project  string    `json:"project,omitempty"`
 	Service  string    `json:"service"`
 	Revision int64     `json:"revision"`
 	SpecHash string    `json:"spec_hash"`
@@ -131,12 +135,13 @@ type Server struct {
 
 // Selector picks servers. The zero Selector matches every server kiln manages.
 type Selector struct {
+	Project string // "" for all projects
 	Service string // "" for all services
 }
 
 // Matches reports whether s is selected.
 func (sel Selector) Matches(s Server) bool {
-	return sel.Service == "" || sel.Service == s.Service
+	return (sel.Project == "" || sel.Project == s.Project) && (sel.Service == "" || sel.Service == s.Service)
 }
 
 // EventType is what happened to a server.
@@ -153,6 +158,7 @@ const (
 type Event struct {
 	Type     EventType `json:"type"`
 	ServerID ServerID  `json:"server_id"`
+	Project  string    `json:"project,omitempty"`
 	Service  string    `json:"service"`
 	Detail   string    `json:"detail,omitempty"`
 	Time     time.Time `json:"time"`

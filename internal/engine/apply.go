@@ -19,7 +19,7 @@ import (
 
 // Plan computes what applying req would do. Text is the plan as kiln plan prints it.
 func (e *Engine) Plan(ctx context.Context, req api.PlanRequest) (plan.Plan, error) {
-	observed, err := e.opts.Driver.List(ctx, driver.Selector{})
+	observed, err := e.opts.Driver.List(ctx, driver.Selector{Project: e.opts.Project})
 	if err != nil {
 		return plan.Plan{}, fmt.Errorf("listing servers: %w", err)
 	}
@@ -34,7 +34,7 @@ func (e *Engine) Plan(ctx context.Context, req api.PlanRequest) (plan.Plan, erro
 				rev = e.nextRevision(ctx, svc.Name)
 			}
 		}
-		desired = append(desired, plan.Desired{Service: svc.Name, Revision: rev, Spec: serverSpec(svc, rev), Replicas: svc.Replicas})
+		desired = append(desired, plan.Desired{Service: svc.Name, Revision: rev, Spec: e.serverSpec(svc, rev), Replicas: svc.Replicas})
 	}
 	if req.Prune {
 		services, err := e.opts.State.Services(ctx)
@@ -309,7 +309,7 @@ func (e *Engine) Destroy(ctx context.Context, service string) (api.Result, error
 	if r, err := e.opts.State.RunningRollout(ctx, service); err == nil {
 		return api.Result{}, fmt.Errorf("%w: revision %d → %d; wait for it to finish", store.ErrRolloutInProgress, r.From, r.To)
 	}
-	servers, err := e.opts.Driver.List(ctx, driver.Selector{Service: service})
+	servers, err := e.opts.Driver.List(ctx, driver.Selector{Project: e.opts.Project, Service: service})
 	if err != nil {
 		return api.Result{}, err
 	}
@@ -365,7 +365,7 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 	if err != nil {
 		return api.Status{}, err
 	}
-	observed, err := e.opts.Driver.List(ctx, driver.Selector{})
+	observed, err := e.opts.Driver.List(ctx, driver.Selector{Project: e.opts.Project})
 	if err != nil {
 		return api.Status{}, err
 	}

@@ -29,6 +29,8 @@ type Options struct {
 	Driver driver.Driver
 	// Owner names this process in rollout records, e.g. "kiln serve (pid 42)".
 	Owner string
+	// Project scopes every server this engine creates and sees (see driver.ServerSpec).
+	Project string
 	Log   *slog.Logger
 }
 
@@ -137,7 +139,7 @@ func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
 	if err := e.ensureImage(ctx, svc.Image); err != nil {
 		return err
 	}
-	return e.exec.Run(ctx, d, target(svc, rev.Number))
+	return e.exec.Run(ctx, d, e.target(svc, rev.Number))
 }
 
 // finishRollback completes a rollback that a stop interrupted.
@@ -232,11 +234,11 @@ func (e *Engine) Subscribe() (events <-chan api.Event, cancel func()) {
 }
 
 // target turns a service's settings into a rollout target.
-func target(svc api.Service, revision int64) rollout.Target {
+func (e *Engine) target(svc api.Service, revision int64) rollout.Target {
 	return rollout.Target{
 		Service:  svc.Name,
 		Revision: revision,
-		Spec:     serverSpec(svc, revision),
+		Spec:     e.serverSpec(svc, revision),
 		Replicas: svc.Replicas,
 		Settings: rollout.Settings{
 			Strategy: svc.Update.Strategy, MaxSurge: svc.Update.MaxSurge, MaxUnavailable: svc.Update.MaxUnavailable,
@@ -249,9 +251,9 @@ func target(svc api.Service, revision int64) rollout.Target {
 	}
 }
 
-func serverSpec(svc api.Service, revision int64) driver.ServerSpec {
+func (e *Engine) serverSpec(svc api.Service, revision int64) driver.ServerSpec {
 	return driver.ServerSpec{
-		Service: svc.Name, Revision: revision, Image: svc.Image,
+		Project: e.opts.Project, Service: svc.Name, Revision: revision, Image: svc.Image,
 		Command: svc.Command, Args: svc.Args, Env: svc.Env, Port: svc.Port, Writable: svc.Writable,
 		Resources: driver.Resources{CPUs: svc.Resources.CPUs, MemoryBytes: svc.Resources.MemoryBytes, PIDs: svc.Resources.PIDs},
 	}

@@ -69,7 +69,7 @@ func (e *Executor) event(service, id, typ, format string, args ...any) {
 // On failure, the new servers that did not become healthy are destroyed and the
 // servers that were serving are left serving; the caller decides whether to roll back.
 func (e *Executor) Run(ctx context.Context, door Door, t Target) error {
-	observed, err := e.Driver.List(ctx, driver.Selector{Service: t.Service})
+	observed, err := e.Driver.List(ctx, driver.Selector{Project: t.Spec.Project, Service: t.Service})
 	if err != nil {
 		return fmt.Errorf("listing servers of %s: %w", t.Service, err)
 	}

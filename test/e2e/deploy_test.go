@@ -445,3 +445,31 @@ func waitConverged(t *testing.T, d *deployment) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestTwoProjectsSameServiceName: two spec directories on one engine, each with a
+// service of the same name, never touch each other's servers.
+func TestTwoProjectsSameServiceName(t *testing.T) {
+	a := newDeployment(t)
+	b := newDeployment(t)
+	editSpec(t, b.dir, `service "`+b.service+`"`, `service "`+a.service+`"`)
+	b.service = a.service
+	a.startDaemon("revision 1 deployed", "up")
+	b.startDaemon("revision 1 deployed", "up")
+	if n := len(a.containers()); n != 4 {
+		t.Fatalf("%d containers named %s, want 2 per project", n, a.service)
+	}
+	for _, d := range []*deployment{a, b} {
+		if st := d.status(); len(st.Services) != 1 || st.Services[0].Healthy != 2 || len(st.Services[0].Servers) != 2 {
+			t.Errorf("%s sees %+v, want its own 2 servers", d.dir, st)
+		}
+	}
+	if r := a.kiln(nil, "destroy", a.service); r.code != 0 {
+		t.Fatalf("destroy: %s", r.stderr)
+	}
+	if st := b.status(); st.Services[0].Healthy != 2 {
+		t.Errorf("destroying project a's service hurt project b's: %+v", st)
+	}
+	if body := b.get("/"); !strings.Contains(body, "Hello from kiln!") {
+		t.Errorf("project b answers %q", body)
+	}
+}

@@ -17,6 +17,7 @@ import (
 // keeps: List and a restarted kiln read everything back from them.
 const (
 	LabelManaged  = "dev.kiln.managed" // "true"
+	LabelProject  = "dev.kiln.project"
 	LabelService  = "dev.kiln.service"
 	LabelRevision = "dev.kiln.revision"
 	LabelSpecHash = "dev.kiln.spec-hash"

@@ -58,6 +58,7 @@ func toEvent(m events.Message) (driver.Event, bool) {
 	ev := driver.Event{
 		ServerID: driver.ServerID(m.Actor.ID),
 		Service:  m.Actor.Attributes[LabelService],
+		Project:  m.Actor.Attributes[LabelProject],
 		Time:     time.Unix(0, m.TimeNano),
 	}
 	if m.TimeNano == 0 {

@@ -156,6 +156,7 @@ func (d *Driver) createOptions(spec driver.ServerSpec, tag string) (client.Conta
 			ExposedPorts: network.PortSet{port: {}},
 			Labels: map[string]string{
 				LabelManaged:  "true",
+				LabelProject:  spec.Project,
 				LabelService:  spec.Service,
 				LabelRevision: strconv.FormatInt(spec.Revision, 10),
 				LabelSpecHash: hash,
@@ -257,6 +258,9 @@ func (d *Driver) List(ctx context.Context, sel driver.Selector) ([]driver.Server
 	if sel.Service != "" {
 		f.Add("label", LabelService+"="+sel.Service)
 	}
+	if sel.Project != "" {
+		f.Add("label", LabelProject+"="+sel.Project)
+	}
 	res, err := d.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
 	if err != nil {
 		return nil, fmt.Errorf("listing containers: %w", d.check(err))
@@ -282,6 +286,7 @@ func fromSummary(c container.Summary) driver.Server {
 	l := c.Labels
 	srv := driver.Server{
 		ID:       driver.ServerID(c.ID),
+		Project:  l[LabelProject],
 		Service:  l[LabelService],
 		SpecHash: l[LabelSpecHash],
 		Image:    l[LabelImage],
