@@ -31,7 +31,7 @@ type Options struct {
 	Owner string
 	// Project scopes every server this engine creates and sees (see driver.ServerSpec).
 	Project string
-	Log   *slog.Logger
+	Log     *slog.Logger
 }
 
 // Engine carries out kiln's use cases. Long-running work (rollouts) runs under the
