@@ -53,6 +53,29 @@ type Watcher interface {
 	Watch(ctx context.Context) (<-chan Event, error)
 }
 
+// Differ is implemented by drivers that can tell how a server differs from the spec it
+// was created from, as the runtime reports it now: configuration changed or recreated
+// out of band, and files changed outside its writable paths. No drift is an empty
+// slice. ErrNotFound if the server is gone.
+type Differ interface {
+	Diff(ctx context.Context, s Server) ([]Drift, error)
+}
+
+// Drift is one difference between a server and its spec.
+type Drift struct {
+	Kind   DriftKind `json:"kind"`
+	Detail string    `json:"detail"` // which file, which field
+}
+
+// DriftKind classifies drift.
+type DriftKind string
+
+const (
+	DriftFile   DriftKind = "file"   // a file changed, added or deleted outside the writable paths
+	DriftConfig DriftKind = "config" // image, command, env, limits or labels no longer match
+	DriftExec   DriftKind = "exec"   // a process was started in the server from outside
+)
+
 // Logger is implemented by drivers that can return what a server prints.
 type Logger interface {
 	Logs(ctx context.Context, id ServerID, follow bool) (io.ReadCloser, error)

@@ -65,6 +65,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver, img Image, op
 			{"Concurrent", s.testConcurrent},
 			{"Watch", s.testWatch},
 			{"Logs", s.testLogs},
+			{"DiffClean", s.testDiffClean},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				t.Parallel()
@@ -327,6 +328,33 @@ func (s *suite) testStartFailure(t *testing.T) {
 
 // testEnv moves the server's port with its environment: it answers only if Env
 // reached the process.
+// testDiffClean: a server just created from its spec has no drift (no false alarms from
+// files the runtime itself writes), and a server that is gone is ErrNotFound.
+func (s *suite) testDiffClean(t *testing.T) {
+	differ, ok := s.d.(driver.Differ)
+	if !ok {
+		t.Skip("the driver is not a Differ")
+	}
+	spec := s.spec(s.service(t, "diff"))
+	spec.Writable = []string{"/tmp"}
+	spec.Env = map[string]string{"KILN_TEST": "1"}
+	srv := s.create(t, spec)
+	waitHealthy(t, srv.Address)
+	drifts, err := differ.Diff(t.Context(), srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(drifts) != 0 {
+		t.Errorf("a fresh server drifts: %+v", drifts)
+	}
+	if err := s.d.Destroy(t.Context(), srv.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := differ.Diff(t.Context(), srv); !errors.Is(err, driver.ErrNotFound) {
+		t.Errorf("Diff of a destroyed server: %v, want ErrNotFound", err)
+	}
+}
+
 func (s *suite) testEnv(t *testing.T) {
 	svc := s.service(t, "env")
 	spec := s.spec(svc)

@@ -1,0 +1,178 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
+	"github.com/kiln-build/kiln/internal/driver"
+)
+
+// maxFileDrifts bounds how many changed files one Diff reports.
+const maxFileDrifts = 20
+
+// Diff compares the container with the spec recorded on it: labels, image, command,
+// environment and security settings as the engine reports them, and the container's
+// filesystem changes outside the spec's writable paths.
+func (d *Driver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, error) {
+	res, err := d.cli.ContainerInspect(ctx, string(s.ID), client.ContainerInspectOptions{})
+	if isNotFound(err) {
+		return nil, fmt.Errorf("server %s: %w", s.ID, driver.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("inspecting %s: %w", s.Name, d.check(err))
+	}
+	c := res.Container
+	spec := s.Spec
+	drifts := []driver.Drift{}
+	config := func(format string, args ...any) {
+		drifts = append(drifts, driver.Drift{Kind: driver.DriftConfig, Detail: fmt.Sprintf(format, args...)})
+	}
+	if c.Config == nil || c.HostConfig == nil {
+		return append(drifts, driver.Drift{Kind: driver.DriftConfig, Detail: "the engine reports no configuration"}), nil
+	}
+	if spec.Hash() != c.Config.Labels[LabelSpecHash] {
+		config("the recorded spec does not match the spec-hash label")
+	}
+	if want, err := imageTag(spec.Image); err != nil || c.Config.Image != want {
+		config("image is %s, want the image of digest %s", c.Config.Image, spec.Image)
+	}
+	if spec.Command != nil && !slices.Equal(c.Config.Entrypoint, spec.Command) {
+		config("entrypoint is %q, want %q", c.Config.Entrypoint, spec.Command)
+	}
+	if spec.Args != nil && !slices.Equal(c.Config.Cmd, spec.Args) {
+		config("cmd is %q, want %q", c.Config.Cmd, spec.Args)
+	}
+	if want, err := d.expectedEnv(ctx, spec); err == nil {
+		if changed := envDiff(c.Config.Env, want); changed != "" {
+			config("env differs: %s", changed)
+		}
+	}
+	h := c.HostConfig
+	if !h.ReadonlyRootfs {
+		config("root filesystem is writable")
+	}
+	if h.Privileged {
+		config("server is privileged")
+	}
+	if !slices.Contains(h.CapDrop, "ALL") || len(h.CapAdd) > 0 {
+		config("capabilities changed (drop %v, add %v)", h.CapDrop, h.CapAdd)
+	}
+	if h.Memory != spec.Resources.MemoryBytes {
+		config("memory limit is %d, want %d", h.Memory, spec.Resources.MemoryBytes)
+	}
+	if h.PidsLimit == nil || *h.PidsLimit != spec.Resources.PIDs {
+		config("pids limit changed")
+	}
+
+	changes, err := d.cli.ContainerDiff(ctx, string(s.ID), client.ContainerDiffOptions{})
+	if err != nil {
+		return drifts, fmt.Errorf("diffing %s: %w", s.Name, d.check(err))
+	}
+	n := 0
+	for _, ch := range changes.Changes {
+		if writable(spec.Writable, ch.Path) {
+			continue
+		}
+		if n++; n > maxFileDrifts {
+			drifts = append(drifts, driver.Drift{Kind: driver.DriftFile, Detail: fmt.Sprintf("and %d more changes", len(changes.Changes)-maxFileDrifts)})
+			break
+		}
+		drifts = append(drifts, driver.Drift{Kind: driver.DriftFile, Detail: changeWord(ch.Kind) + " " + ch.Path})
+	}
+	return drifts, nil
+}
+
+var _ driver.Differ = (*Driver)(nil)
+
+// writable reports whether p is, or is under, one of the writable paths, or is one of
+// their parents (created as mount points).
+func writable(paths []string, p string) bool {
+	for _, w := range paths {
+		if p == w || strings.HasPrefix(p, strings.TrimSuffix(w, "/")+"/") || strings.HasPrefix(w, strings.TrimSuffix(p, "/")+"/") {
+			return true
+		}
+	}
+	return p == "/etc" || p == "/etc/hostname" || p == "/etc/hosts" || p == "/etc/resolv.conf" || p == "/dev" || path.Dir(p) == "/dev" || p == "/proc" || p == "/sys"
+}
+
+func changeWord(k container.ChangeType) string {
+	switch k {
+	case container.ChangeAdd:
+		return "added"
+	case container.ChangeDelete:
+		return "deleted"
+	}
+	return "modified"
+}
+
+// imageEnvs caches the environment of each image by tag: images never change.
+var imageEnvs sync.Map
+
+// expectedEnv is the image's environment overridden by the spec's.
+func (d *Driver) expectedEnv(ctx context.Context, spec driver.ServerSpec) ([]string, error) {
+	tag, err := imageTag(spec.Image)
+	if err != nil {
+		return nil, err
+	}
+	base, ok := imageEnvs.Load(tag)
+	if !ok {
+		res, err := d.cli.ImageInspect(ctx, tag)
+		if err != nil {
+			return nil, err
+		}
+		var env []string
+		if res.Config != nil {
+			env = res.Config.Env
+		}
+		imageEnvs.Store(tag, env)
+		base = env
+	}
+	m := map[string]string{}
+	for _, kv := range base.([]string) {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	for k, v := range spec.Env {
+		m[k] = v
+	}
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	return out, nil
+}
+
+// envDiff names the variables that differ between got and want, never their values.
+func envDiff(got, want []string) string {
+	gm, wm := map[string]string{}, map[string]string{}
+	for _, kv := range got {
+		k, v, _ := strings.Cut(kv, "=")
+		gm[k] = v
+	}
+	for _, kv := range want {
+		k, v, _ := strings.Cut(kv, "=")
+		wm[k] = v
+	}
+	var parts []string
+	for k, v := range gm {
+		if wv, ok := wm[k]; !ok {
+			parts = append(parts, "+"+k)
+		} else if wv != v {
+			parts = append(parts, "~"+k)
+		}
+	}
+	for k := range wm {
+		if _, ok := gm[k]; !ok {
+			parts = append(parts, "-"+k)
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, " ")
+}
