@@ -35,6 +35,15 @@ func main() {
 	})
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServer(http.Dir(getenv("STATIC_DIR", "static")))))
 
+	// EXIT_AFTER makes the server crash on its own after a while: a way to watch kiln
+	// replace failed servers (and back off when a revision keeps crashing).
+	if d, err := time.ParseDuration(os.Getenv("EXIT_AFTER")); err == nil {
+		time.AfterFunc(d, func() {
+			slog.Error("exiting, as EXIT_AFTER asks", "after", d)
+			os.Exit(3)
+		})
+	}
+
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

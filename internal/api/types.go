@@ -17,6 +17,7 @@ type Service struct {
 	Resources Resources         `json:"resources"`
 	Health    Health            `json:"health"`
 	Update    Update            `json:"update"`
+	Drift     string            `json:"drift,omitempty"` // "replace" (default) or "report"
 }
 
 type Resources struct {

@@ -110,7 +110,7 @@ func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Wri
 
 func apiService(s *spec.Service) api.Service {
 	return api.Service{
-		Name: s.Name, Replicas: s.Replicas, Port: s.Port, Listen: s.Listen,
+		Name: s.Name, Replicas: s.Replicas, Port: s.Port, Listen: s.Listen, Drift: s.Drift,
 		Command: s.Command, Args: s.Args, Env: s.Env, Writable: s.Writable,
 		Resources: api.Resources{CPUs: s.Resources.CPUs, MemoryBytes: s.Resources.MemoryBytes, PIDs: s.Resources.PIDs},
 		Health: api.Health{HTTP: s.Health.HTTP, TCP: s.Health.TCP, Interval: s.Health.Interval, Timeout: s.Health.Timeout,

@@ -309,6 +309,9 @@ func (e *Engine) Destroy(ctx context.Context, service string) (api.Result, error
 	if r, err := e.opts.State.RunningRollout(ctx, service); err == nil {
 		return api.Result{}, fmt.Errorf("%w: revision %d → %d; wait for it to finish", store.ErrRolloutInProgress, r.From, r.To)
 	}
+	st := e.state(service) // no heal while the service is being destroyed
+	st.lock.Lock()
+	defer st.lock.Unlock()
 	servers, err := e.opts.Driver.List(ctx, driver.Selector{Project: e.opts.Project, Service: service})
 	if err != nil {
 		return api.Result{}, err
@@ -316,6 +319,7 @@ func (e *Engine) Destroy(ctx context.Context, service string) (api.Result, error
 	e.mu.Lock()
 	d := e.doors[service]
 	delete(e.doors, service)
+	delete(e.targets, service)
 	e.mu.Unlock()
 	var errs []error
 	for _, s := range servers {

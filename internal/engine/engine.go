@@ -31,6 +31,8 @@ type Options struct {
 	Owner string
 	// Project scopes every server this engine creates and sees (see driver.ServerSpec).
 	Project string
+	// Resync is the controller's period (DefaultResync when zero).
+	Resync time.Duration
 	Log     *slog.Logger
 }
 
@@ -42,16 +44,19 @@ type Engine struct {
 	exec *rollout.Executor
 	log  *slog.Logger
 
-	mu    sync.Mutex
-	ctx   context.Context // set by Start
-	doors map[string]*door
-	subs  map[chan api.Event]bool
-	work  sync.WaitGroup
+	mu      sync.Mutex
+	ctx     context.Context // set by Start
+	doors   map[string]*door
+	targets map[string]rollout.Target // each service's current target, for the health monitor
+	states  map[string]*serviceState
+	subs    map[chan api.Event]bool
+	work    sync.WaitGroup
 }
 
 // New returns an engine; it starts nothing until Start.
 func New(opts Options) *Engine {
-	e := &Engine{opts: opts, doors: map[string]*door{}, subs: map[chan api.Event]bool{}, log: opts.Log}
+	e := &Engine{opts: opts, doors: map[string]*door{}, targets: map[string]rollout.Target{},
+		states: map[string]*serviceState{}, subs: map[chan api.Event]bool{}, log: opts.Log}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -115,6 +120,11 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 		}()
 	}
+	e.work.Add(1)
+	go func() {
+		defer e.work.Done()
+		e.control(ctx)
+	}()
 	<-ctx.Done()
 	e.work.Wait()
 	e.mu.Lock()
@@ -125,13 +135,21 @@ func (e *Engine) Start(ctx context.Context) error {
 	return nil
 }
 
-// converge brings a service to rev without recording a rollout: used to re-adopt
-// servers on start (nothing is created or destroyed if they match).
+// converge brings a service to rev: the work of a rollout, and of re-adopting servers
+// on start (nothing is created or destroyed if they match). It holds the service's lock,
+// so the controller does not heal a service while it is being changed.
 func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
 	svc, err := decodeService(rev)
 	if err != nil {
 		return err
 	}
+	st := e.state(svc.Name)
+	st.lock.Lock()
+	defer st.lock.Unlock()
+	t := e.target(svc, rev.Number)
+	e.mu.Lock()
+	e.targets[svc.Name] = t
+	e.mu.Unlock()
 	d, err := e.door(ctx, svc)
 	if err != nil {
 		return err
@@ -139,7 +157,7 @@ func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
 	if err := e.ensureImage(ctx, svc.Image); err != nil {
 		return err
 	}
-	return e.exec.Run(ctx, d, e.target(svc, rev.Number))
+	return e.exec.Run(ctx, d, t)
 }
 
 // finishRollback completes a rollback that a stop interrupted.

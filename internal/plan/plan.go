@@ -132,6 +132,8 @@ func computeService(d Desired, observed []driver.Server) Service {
 		switch {
 		case s.State != driver.StateRunning: // a server that is not running is not serving
 			sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Reasons: []string{"server is " + stateWord(s)}})
+		case s.Address == "": // nor is one that cannot be reached
+			sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Reasons: []string{"server is unreachable (no published address)"}})
 		case s.SpecHash == hash && s.Spec.Hash() == hash:
 			matching = append(matching, s)
 		default:

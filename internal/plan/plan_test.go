@@ -33,6 +33,7 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 func server(n int, s driver.ServerSpec, state driver.State) driver.Server {
 	return driver.Server{
 		ID: driver.ServerID(fmt.Sprintf("id%d", n)), Name: fmt.Sprintf("kiln-web-%d", n), Service: s.Service,
+		Address: fmt.Sprintf("127.0.0.1:%d", 30000+n),
 		Revision: s.Revision, SpecHash: s.Hash(), Image: s.Image, State: state,
 		Created: t0.Add(time.Duration(n) * time.Minute), Spec: s,
 	}
@@ -43,6 +44,8 @@ func TestCompute(t *testing.T) {
 	newEnv.Env = map[string]string{"A": "2", "B": "x"}
 	tampered := server(9, spec(digestA), driver.StateRunning)
 	tampered.SpecHash = "0000"
+	unreachable := server(2, spec(digestA), driver.StateRunning)
+	unreachable.Address = ""
 
 	tests := []struct {
 		name     string
@@ -64,6 +67,8 @@ func TestCompute(t *testing.T) {
 			[]driver.Server{server(1, spec(digestA), driver.StateRunning)}},
 		{"tampered server is replaced", []Desired{{Service: "web", Revision: 1, Spec: spec(digestA), Replicas: 1}},
 			[]driver.Server{tampered}},
+		{"unreachable server is replaced", []Desired{{Service: "web", Revision: 1, Spec: spec(digestA), Replicas: 2}},
+			[]driver.Server{server(1, spec(digestA), driver.StateRunning), unreachable}},
 		{"service removed from the spec", nil,
 			[]driver.Server{server(1, spec(digestA), driver.StateRunning)}},
 	}

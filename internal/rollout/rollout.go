@@ -106,6 +106,19 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) error {
 	return e.rolling(ctx, door, t, spec, need, old)
 }
 
+// Replace replaces one server with a fresh one from t, creating the new server first
+// and admitting it once healthy, then draining and destroying the old one (if it is in
+// rotation). On failure the new server is destroyed and the old one left as it is.
+func (e *Executor) Replace(ctx context.Context, door Door, t Target, old driver.Server, why string) error {
+	spec := t.Spec
+	spec.Service, spec.Revision = t.Service, t.Revision
+	created, err := e.startBatch(ctx, door, t, spec, 1)
+	if err != nil {
+		return e.fail(ctx, door, t, created, err)
+	}
+	return e.retire(ctx, door, t.Service, old, why)
+}
+
 // rolling replaces old servers batch by batch: start up to max_surge new ones, admit
 // them as they pass the health gate, then drain and destroy as many old ones. With
 // max_surge 0 it first drains max_unavailable old servers to make room.

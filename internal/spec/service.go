@@ -27,8 +27,17 @@ type Service struct {
 	Resources Resources
 	Health    Health
 	Update    Update
+	// Drift is what the controller does when a server no longer matches its spec:
+	// DriftReplace (the default) or DriftReport.
+	Drift     string
 	DeclRange hcl.Range
 }
+
+// Drift actions.
+const (
+	DriftReplace = "replace"
+	DriftReport  = "report"
+)
 
 // ImageRef is what a service runs: an image block of the spec (Image), or an image
 // already in the store by digest (Digest, "sha256:...").
@@ -94,8 +103,10 @@ var serviceSchema = &hcl.BodySchema{
 		{Name: "env"},
 		{Name: "writable"},
 	},
-	Blocks: []hcl.BlockHeaderSchema{{Type: "resources"}, {Type: "health"}, {Type: "update"}},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "resources"}, {Type: "health"}, {Type: "update"}, {Type: "drift"}},
 }
+
+var driftSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "action"}}}
 
 var resourcesSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "cpu"}, {Name: "memory"}, {Name: "pids"}},
@@ -121,7 +132,7 @@ func (d *decoder) service(b *hcl.Block) *Service {
 	a := content.Attributes
 	s := &Service{
 		Name: b.Labels[0], Replicas: 1, DeclRange: b.DefRange,
-		Resources: DefaultResources, Health: DefaultHealth, Update: DefaultUpdate,
+		Resources: DefaultResources, Health: DefaultHealth, Update: DefaultUpdate, Drift: DriftReplace,
 	}
 	if attr, ok := a["image"]; ok {
 		s.Image = d.imageRef(attr)
@@ -168,6 +179,16 @@ func (d *decoder) service(b *hcl.Block) *Service {
 			d.health(sb, &s.Health)
 		case "update":
 			d.update(sb, &s.Update)
+		case "drift":
+			content, diags := sb.Body.Content(driftSchema)
+			d.add(diags)
+			if v, ok := d.str(content.Attributes, "action"); ok {
+				if v != DriftReplace && v != DriftReport {
+					d.errorf(content.Attributes["action"].Expr.Range().Ptr(), "Invalid drift action", "action = %q: use %q (replace drifted servers) or %q (only record the drift).", v, DriftReplace, DriftReport)
+				} else {
+					s.Drift = v
+				}
+			}
 		}
 	}
 	return s

@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// eventually polls cond until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("%s did not happen within %s", what, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// running returns the IDs of the service's running containers.
+func (d *deployment) running() []string {
+	d.t.Helper()
+	out, err := exec.Command("docker", "ps", "-q", "--no-trunc", "--filter", "label=dev.kiln.service="+d.service).Output()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return strings.Fields(string(out))
+}
+
+// healthy reports whether the service has exactly 2 servers, both in rotation.
+func (d *deployment) healthy() bool {
+	st := d.status()
+	return len(st.Services) == 1 && st.Services[0].Healthy == 2 && len(st.Services[0].Servers) == 2
+}
+
+func (d *deployment) events() string {
+	return d.kiln(nil, "events", "--service", d.service).stdout
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestHealKilledServer: a server killed from outside is replaced by a fresh one and the
+// front door serves throughout without a failed request.
+func TestHealKilledServer(t *testing.T) {
+	d := newDeployment(t)
+	d.startDaemon("revision 1 deployed", "up")
+	victim := d.running()[0]
+	l := startLoad(d.url, 4)
+	time.Sleep(300 * time.Millisecond)
+	sh(t, "/", nil, "docker", "kill", victim)
+	took := eventually(t, 20*time.Second, "a healthy replacement", func() bool {
+		return d.healthy() && !contains(d.running(), victim)
+	})
+	l.finish(t, "kill and heal")
+	t.Logf("killed server replaced and serving after %s", took.Round(10*time.Millisecond))
+	if ev := d.events(); !strings.Contains(ev, "exited: replacing it") {
+		t.Errorf("events lack the heal:\n%s", ev)
+	}
+}
+
+// TestHealUnhealthyServer: a running server that stops answering its health check is
+// taken out of rotation and replaced.
+func TestHealUnhealthyServer(t *testing.T) {
+	d := newDeployment(t)
+	d.startDaemon("revision 1 deployed", "up")
+	victim := d.running()[0]
+	sh(t, "/", nil, "docker", "network", "disconnect", "bridge", victim)
+	eventually(t, 20*time.Second, "the unhealthy server's replacement", func() bool {
+		return d.healthy() && !contains(d.running(), victim)
+	})
+	if ev := d.events(); !strings.Contains(ev, "health checks in a row") {
+		t.Errorf("events lack the failed health checks:\n%s", ev)
+	}
+}
+
+// TestDriftExec: an exec into a server is drift: the server is replaced and the command
+// recorded. In report mode the exec is only recorded.
+func TestDriftExec(t *testing.T) {
+	d := newDeployment(t)
+	d.startDaemon("revision 1 deployed", "up")
+	victim := d.running()[0]
+	exec.Command("docker", "exec", victim, "/app/hello").Run() // exits at once: port in use
+	eventually(t, 20*time.Second, "the exec'd server's replacement", func() bool {
+		return d.healthy() && !contains(d.running(), victim)
+	})
+	if ev := d.events(); !strings.Contains(ev, "drift: exec") || !strings.Contains(ev, "a process was started in it from outside") {
+		t.Errorf("events lack the exec drift:\n%s", ev)
+	}
+
+	// Report mode: recorded, not replaced.
+	d.stopDaemon(syscall.SIGINT)
+	editSpec(t, d.dir, `writable = ["/tmp"]`, "writable = [\"/tmp\"]\n\n  drift {\n    action = \"report\"\n  }")
+	d.startDaemon("revision 2 deployed", "up")
+	servers := d.running()
+	exec.Command("docker", "exec", servers[0], "/app/hello").Run()
+	eventually(t, 10*time.Second, "the report", func() bool { return strings.Contains(d.events(), "reported, not replaced") })
+	time.Sleep(6 * time.Second) // a resync later, still the same servers
+	if got := d.running(); len(got) != 2 || !contains(got, servers[0]) || !contains(got, servers[1]) {
+		t.Errorf("report mode replaced servers: before %v, after %v", servers, got)
+	}
+}
+
+// TestDriftRecreatedOutOfBand: a server removed and recreated by hand with kiln's labels
+// but another environment is detected at the next resync and replaced; the missing one
+// is made up for.
+func TestDriftRecreatedOutOfBand(t *testing.T) {
+	d := newDeployment(t)
+	d.startDaemon("revision 1 deployed", "up")
+	victim := d.running()[0]
+	var inspect []struct {
+		Config struct {
+			Image  string
+			Labels map[string]string
+		}
+	}
+	if err := json.Unmarshal([]byte(sh(t, "/", nil, "docker", "inspect", victim)), &inspect); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"run", "-d", "--read-only", "--cap-drop=ALL", "-p", "127.0.0.1::8080", "-e", "INTRUDER=1"}
+	for k, v := range inspect[0].Config.Labels {
+		args = append(args, "--label", k+"="+v)
+	}
+	sh(t, "/", nil, "docker", "rm", "-f", victim)
+	impostor := sh(t, "/", nil, "docker", append(args, inspect[0].Config.Image)...)
+	eventually(t, 30*time.Second, "the impostor's replacement", func() bool {
+		return d.healthy() && !contains(d.running(), impostor)
+	})
+	ev := d.events()
+	if !strings.Contains(ev, "env differs: +INTRUDER") {
+		t.Errorf("events lack the env drift:\n%s", ev)
+	}
+}
+
+// TestCrashLoopBacksOff: servers of a revision that keep crashing are replaced, but with
+// exponential backoff and a "degraded" event, not in a hot loop.
+func TestCrashLoopBacksOff(t *testing.T) {
+	d := newDeployment(t)
+	editSpec(t, d.dir, `writable = ["/tmp"]`, `writable = ["/tmp"]
+  env      = { EXIT_AFTER = "2500ms" }`)
+	d.startDaemon("revision 1 deployed", "up")
+	eventually(t, 40*time.Second, "the crash-loop backoff", func() bool { return strings.Contains(d.events(), "crash-looping") })
+	time.Sleep(10 * time.Second)
+	created := strings.Count(d.events(), "created from revision 1")
+	// Without backoff, 2 servers dying every ~2.5 s would need about 20 replacements in
+	// this time.
+	if created > 18 {
+		t.Errorf("%d servers created: the crash loop was not backed off:\n%s", created, d.events())
+	}
+	t.Logf("%d servers created in the crash loop", created)
+}
+
+// TestControllerRestartMidHeal: kiln is killed while it heals; after a restart the
+// service converges with no orphaned or duplicate servers.
+func TestControllerRestartMidHeal(t *testing.T) {
+	d := newDeployment(t)
+	d.startDaemon("revision 1 deployed", "up")
+	victim := d.running()[0]
+	sh(t, "/", nil, "docker", "kill", victim)
+	eventually(t, 20*time.Second, "the heal to start", func() bool {
+		return strings.Contains(d.events(), "created from revision 1 at") && strings.Count(d.events(), "created from revision 1") > 2
+	})
+	d.stopDaemon(syscall.SIGKILL)
+	d.startDaemon("API on", "serve")
+	waitConverged(t, d)
+	cs := d.containers()
+	if len(cs) != 2 {
+		t.Fatalf("after the restart: %v, want exactly 2 servers", cs)
+	}
+	for id, state := range cs {
+		if !strings.HasSuffix(state, "running") {
+			t.Errorf("server %s is %s", id, state)
+		}
+	}
+}
