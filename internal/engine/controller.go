@@ -30,12 +30,12 @@ const (
 // serviceState is what the controller remembers of a service between passes. Nothing
 // in it is needed for correctness after a restart: it only paces and explains heals.
 type serviceState struct {
-	lock     sync.Mutex // held by whoever changes the service's servers
-	heals    []time.Time
-	degraded bool
-	flagged  map[driver.ServerID]string // servers to replace, and why (exec, drift)
-	failing  map[string]int             // consecutive failed probes by address
-	reported map[string]bool            // drift already reported (report mode)
+	lock      sync.Mutex // held by whoever changes the service's servers
+	heals     []time.Time
+	degraded  bool
+	flagged   map[driver.ServerID]string // servers to replace, and why (exec, drift)
+	failing   map[string]int             // consecutive failed probes by address
+	reported  map[string]bool            // drift already reported (report mode)
 	lastDrift string
 }
 

@@ -33,7 +33,7 @@ type Options struct {
 	Project string
 	// Resync is the controller's period (DefaultResync when zero).
 	Resync time.Duration
-	Log     *slog.Logger
+	Log    *slog.Logger
 }
 
 // Engine carries out kiln's use cases. Long-running work (rollouts) runs under the

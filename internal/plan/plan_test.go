@@ -33,7 +33,7 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 func server(n int, s driver.ServerSpec, state driver.State) driver.Server {
 	return driver.Server{
 		ID: driver.ServerID(fmt.Sprintf("id%d", n)), Name: fmt.Sprintf("kiln-web-%d", n), Service: s.Service,
-		Address: fmt.Sprintf("127.0.0.1:%d", 30000+n),
+		Address:  fmt.Sprintf("127.0.0.1:%d", 30000+n),
 		Revision: s.Revision, SpecHash: s.Hash(), Image: s.Image, State: state,
 		Created: t0.Add(time.Duration(n) * time.Minute), Spec: s,
 	}
