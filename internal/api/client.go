@@ -186,3 +186,51 @@ func (c *Client) Events(ctx context.Context, service string, since int64) ([]Eve
 	q := url.Values{"since": {fmt.Sprint(since)}, "service": {service}}
 	return e, c.get(ctx, "/v1/events?"+q.Encode(), &e)
 }
+
+// StreamEvents calls fn for every event after since (of service, or all when ""), and
+// then for new ones as they happen, until ctx ends or the daemon goes away.
+func (c *Client) StreamEvents(ctx context.Context, service string, since int64, fn func(Event)) error {
+	q := url.Values{"since": {fmt.Sprint(since)}, "service": {service}}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/events/stream?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var ev Event
+		if err := json.Unmarshal([]byte(data), &ev); err == nil {
+			fn(ev)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return errors.New("the daemon closed the event stream")
+}
+
+// Logs copies what service's servers print to w; with follow, until ctx ends.
+func (c *Client) Logs(ctx context.Context, service string, follow bool, w io.Writer) error {
+	q := url.Values{}
+	if follow {
+		q.Set("follow", "1")
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(service)+"/logs?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}

@@ -121,6 +121,8 @@ type ServiceStatus struct {
 	Healthy   int      `json:"healthy"` // servers in rotation
 	Servers   []Server `json:"servers"`
 	Rollout   string   `json:"rollout,omitempty"` // the running rollout, if any
+	State     string   `json:"state"`             // healthy, healing, degraded, rolling out
+	Drift     string   `json:"drift,omitempty"`   // the last drift found, if any
 }
 
 type Server struct {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -38,15 +37,20 @@ func newStatusCmd(g *globals) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "SERVICE\tREVISION\tIMAGE\tHEALTHY\tURL\tROLLOUT")
+			fmt.Fprintln(tw, "SERVICE\tREVISION\tIMAGE\tHEALTHY\tSTATE\tURL\tROLLOUT")
 			for _, s := range st.Services {
 				rollout := s.Rollout
 				if rollout == "" {
 					rollout = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%s@%s\t%d/%d\t%s\t%s\n", s.Name, s.Revision, s.ImageName, short(s.Image), s.Healthy, s.Replicas, s.URL, rollout)
+				fmt.Fprintf(tw, "%s\t%d\t%s@%s\t%d/%d\t%s\t%s\t%s\n", s.Name, s.Revision, s.ImageName, short(s.Image), s.Healthy, s.Replicas, s.State, s.URL, rollout)
 			}
 			tw.Flush()
+			for _, s := range st.Services {
+				if s.Drift != "" {
+					fmt.Fprintf(g.stdout, "%s: last drift found: %s\n", s.Name, s.Drift)
+				}
+			}
 			fmt.Fprintln(g.stdout)
 			tw = tabwriter.NewWriter(g.stdout, 0, 4, 3, ' ', 0)
 			fmt.Fprintln(tw, "SERVER\tSERVICE\tREVISION\tSTATE\tIN SERVICE\tADDRESS\tCREATED")
@@ -166,45 +170,62 @@ func newDestroyCmd(g *globals) *cobra.Command {
 }
 
 func newEventsCmd(g *globals) *cobra.Command {
-	var follow bool
+	var follow, asJSON bool
 	var service string
 	cmd := &cobra.Command{
-		Use:     "events",
-		Short:   "Show what happened: revisions, rollouts, servers created and destroyed",
-		Example: "  kiln events\n  kiln events -f --service web",
-		Args:    cobra.NoArgs,
+		Use:   "events",
+		Short: "Show what happened: revisions, rollouts, heals, drift, servers created and destroyed",
+		Example: `  kiln events
+  kiln events -f --service web     # follow, as they happen
+  kiln events -json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			var since int64
-			for {
-				evs, err := c.Events(cmd.Context(), service, since)
-				if err != nil {
-					if cmd.Context().Err() != nil {
-						return nil
-					}
-					return err
+			enc := json.NewEncoder(g.stdout)
+			print := func(e api.Event) {
+				if asJSON {
+					enc.Encode(e)
+					return
 				}
-				for _, e := range evs {
-					fmt.Fprintf(g.stdout, "%s  %-10s %-10s %s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Service, e.Type, e.Message)
-					since = e.ID
-				}
-				if !follow {
-					return nil
-				}
-				if len(evs) == 0 {
-					select {
-					case <-cmd.Context().Done():
-						return nil
-					case <-time.After(time.Second):
-					}
-				}
+				fmt.Fprintf(g.stdout, "%s  %-10s %-10s %s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Service, e.Type, e.Message)
 			}
+			if follow {
+				return c.StreamEvents(cmd.Context(), service, 0, print)
+			}
+			evs, err := c.Events(cmd.Context(), service, 0)
+			if err != nil {
+				return err
+			}
+			for _, e := range evs {
+				print(e)
+			}
+			return nil
 		},
 	}
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events as they happen")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per event")
 	cmd.Flags().StringVar(&service, "service", "", "only this `SERVICE`'s events")
+	return cmd
+}
+
+func newLogsCmd(g *globals) *cobra.Command {
+	var follow bool
+	cmd := &cobra.Command{
+		Use:     "logs SERVICE",
+		Short:   "Show what a service's servers print",
+		Example: "  kiln logs web\n  kiln logs web -f",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			return c.Logs(cmd.Context(), args[0], follow, g.stdout)
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
 	return cmd
 }

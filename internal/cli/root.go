@@ -101,6 +101,7 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 		newRollbackCmd(g),
 		newDestroyCmd(g),
 		newEventsCmd(g),
+		newLogsCmd(g),
 	)
 	return root
 }

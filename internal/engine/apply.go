@@ -1,13 +1,16 @@
 package engine
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -214,6 +217,12 @@ func (e *Engine) goRollout(r store.Rollout, rev store.Revision) func() api.Servi
 // auto_rollback it rolls back to the revision the rollout started from.
 func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revision) api.ServiceResult {
 	res := api.ServiceResult{Service: r.Service, Revision: rev.Number, Changed: true}
+	start := time.Now()
+	defer func() {
+		if res.Outcome != string(store.OutcomePending) {
+			e.metrics.rollouts.WithLabelValues(r.Service, res.Outcome).Observe(time.Since(start).Seconds())
+		}
+	}()
 	svc, err := decodeService(rev)
 	if err == nil {
 		res.URL = URL(svc.Listen)
@@ -402,6 +411,20 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 		if r, err := e.opts.State.RunningRollout(ctx, sv.Name); err == nil {
 			ss.Rollout = fmt.Sprintf("revision %d → %d (%s)", r.From, r.To, r.Strategy)
 		}
+		cs := e.state(sv.Name)
+		e.mu.Lock()
+		ss.Drift = cs.lastDrift
+		switch {
+		case ss.Rollout != "":
+			ss.State = "rolling out"
+		case cs.degraded:
+			ss.State = "degraded"
+		case ss.Healthy < ss.Replicas:
+			ss.State = "healing"
+		default:
+			ss.State = "healthy"
+		}
+		e.mu.Unlock()
 		st.Services = append(st.Services, ss)
 	}
 	return st, nil
@@ -453,4 +476,45 @@ func (e *Engine) Events(ctx context.Context, service string, since int64) ([]api
 		out = append(out, api.Event{ID: ev.ID, Time: ev.Time, Service: ev.Service, ServerID: ev.ServerID, Type: ev.Type, Message: ev.Message})
 	}
 	return out, nil
+}
+
+// Logs writes what the service's servers print to w, each line prefixed with the
+// server's name; with follow, until ctx ends.
+func (e *Engine) Logs(ctx context.Context, service string, follow bool, w io.Writer) error {
+	logger, ok := e.opts.Driver.(driver.Logger)
+	if !ok {
+		return fmt.Errorf("the %s driver cannot show logs", e.opts.Driver.Name())
+	}
+	servers, err := e.opts.Driver.List(ctx, driver.Selector{Project: e.opts.Project, Service: service})
+	if err != nil {
+		return err
+	}
+	if len(servers) == 0 {
+		return fmt.Errorf("service %q has no servers: %w", service, store.ErrNotFound)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		rc, err := logger.Logs(ctx, s.ID, follow)
+		if err != nil {
+			continue // it may have just been destroyed
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer rc.Close()
+			sc := bufio.NewScanner(rc)
+			sc.Buffer(make([]byte, 64<<10), 1<<20)
+			for sc.Scan() {
+				mu.Lock()
+				fmt.Fprintf(w, "%s | %s\n", s.Name, sc.Text())
+				if f, ok := w.(interface{ Flush() }); ok {
+					f.Flush()
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
 }

@@ -103,6 +103,7 @@ func (e *Engine) watch(ctx context.Context, kick chan<- string) {
 				st.flagged[ev.ServerID] = "a process was started in it from outside (" + strings.TrimSpace(ev.Detail) + ")"
 				e.mu.Unlock()
 				e.event(ev.Service, string(ev.ServerID), "drift", "drift: %s in server %s", strings.TrimSpace(ev.Detail), shortID(ev.ServerID))
+				e.metrics.drift.WithLabelValues(ev.Service, string(driver.DriftExec)).Inc()
 			}
 			select {
 			case kick <- ev.Service:
@@ -151,7 +152,9 @@ func (e *Engine) monitor(ctx context.Context, kick chan<- string) {
 }
 
 func (e *Engine) probe(ctx context.Context, kick chan<- string, service string, d *door, h spec.Health, addr string) {
+	start := time.Now()
 	err := health.Probe(ctx, addr, health.Check{HTTPPath: h.HTTP, TCP: h.TCP, Timeout: h.Timeout})
+	e.metrics.probes.WithLabelValues(service).Observe(time.Since(start).Seconds())
 	if ctx.Err() != nil {
 		return
 	}
@@ -271,8 +274,10 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 				continue
 			}
 			var parts []string
+			kinds := map[driver.DriftKind]bool{}
 			for _, dr := range drifts {
 				parts = append(parts, string(dr.Kind)+": "+dr.Detail)
+				kinds[dr.Kind] = true
 			}
 			detail := strings.Join(parts, "; ")
 			e.mu.Lock()
@@ -280,6 +285,11 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 			seen := st.reported[string(s.ID)+detail]
 			st.reported[string(s.ID)+detail] = true
 			e.mu.Unlock()
+			if !seen {
+				for k := range kinds {
+					e.metrics.drift.WithLabelValues(service, string(k)).Inc()
+				}
+			}
 			if svc.Drift == spec.DriftReport {
 				if !seen {
 					e.event(service, string(s.ID), "drift", "drift in server %s (reported, not replaced): %s", s.Name, detail)
@@ -318,12 +328,18 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 		default:
 			e.event(service, string(c.Old.ID), "heal", "server %s: %s: replacing it", c.Old.Name, strings.Join(c.Reasons, "; "))
 		}
+		if c.Action == plan.Create {
+			e.metrics.replaced(service, "missing")
+		} else {
+			e.metrics.replaced(service, strings.Join(c.Reasons, "; "))
+		}
 	}
 	if err := e.exec.Run(ctx, d, t); err != nil {
 		return err
 	}
 	for _, r := range replace {
 		e.event(service, string(r.server.ID), "heal", "replacing server %s: %s", r.server.Name, r.why)
+		e.metrics.replaced(service, r.why)
 		if err := e.exec.Replace(ctx, d, t, r.server, r.why); err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"slices"
 	"sync"
 	"syscall"
@@ -26,7 +27,7 @@ type door struct {
 }
 
 // openDoor listens on addr and serves the proxy until ctx ends or close is called.
-func openDoor(ctx context.Context, service, addr string) (*door, error) {
+func openDoor(ctx context.Context, service, addr string, mw func(http.Handler) http.Handler) (*door, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
@@ -35,7 +36,7 @@ func openDoor(ctx context.Context, service, addr string) (*door, error) {
 		return nil, fmt.Errorf("service %s: listening on %s: %w", service, addr, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	d := &door{listen: addr, proxy: proxy.New(service, proxy.Options{}), stop: cancel, done: make(chan struct{}), addrs: map[string]bool{}}
+	d := &door{listen: addr, proxy: proxy.New(service, proxy.Options{Middleware: mw}), stop: cancel, done: make(chan struct{}), addrs: map[string]bool{}}
 	go func() {
 		defer close(d.done)
 		d.proxy.Serve(ctx, ln)

@@ -40,9 +40,10 @@ type Options struct {
 // context given to Start, never under a request's: a client that goes away does not
 // stop a rollout half-way.
 type Engine struct {
-	opts Options
-	exec *rollout.Executor
-	log  *slog.Logger
+	opts    Options
+	exec    *rollout.Executor
+	log     *slog.Logger
+	metrics *metrics
 
 	mu      sync.Mutex
 	ctx     context.Context // set by Start
@@ -60,6 +61,7 @@ func New(opts Options) *Engine {
 	if e.log == nil {
 		e.log = slog.Default()
 	}
+	e.metrics = newMetrics(e)
 	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy,
 		Event: func(service, id, typ, msg string) { e.event(service, id, typ, "%s", msg) }}
 	return e
@@ -189,7 +191,7 @@ func (e *Engine) door(ctx context.Context, svc api.Service) (*door, error) {
 	if base == nil {
 		base = ctx
 	}
-	d, err := openDoor(base, svc.Name, svc.Listen)
+	d, err := openDoor(base, svc.Name, svc.Listen, e.metrics.middleware(svc.Name))
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,8 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Logger receives proxy errors; slog.Default() if nil.
 	Logger *slog.Logger
+	// Middleware, if set, wraps the proxy's handler in Serve: for metrics.
+	Middleware func(http.Handler) http.Handler
 }
 
 // Defaults of Options.
@@ -37,6 +39,7 @@ const (
 // Proxy is the front door of one service. Its methods are safe for concurrent use.
 type Proxy struct {
 	name string
+	mw   func(http.Handler) http.Handler
 	wait time.Duration
 	stop time.Duration
 	log  *slog.Logger
@@ -64,6 +67,7 @@ var _ http.Handler = (*Proxy)(nil)
 func New(name string, opts Options) *Proxy {
 	p := &Proxy{
 		name:    name,
+		mw:      opts.Middleware,
 		wait:    cmp.Or(opts.WaitForUpstream, DefaultWaitForUpstream),
 		stop:    cmp.Or(opts.ShutdownTimeout, DefaultShutdownTimeout),
 		log:     cmp.Or(opts.Logger, slog.Default()).With("service", name),
@@ -91,7 +95,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	base, kill := context.WithCancel(context.WithoutCancel(ctx))
 	defer kill()
 	srv := &http.Server{
-		Handler:     p,
+		Handler:     p.handler(),
 		BaseContext: func(net.Listener) context.Context { return base },
 		// No read or write timeout: a long upload, download or stream is not an error.
 		ReadHeaderTimeout: 10 * time.Second,
@@ -269,3 +273,10 @@ var buffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
 func (bufferPool) Get() []byte  { return buffers.Get().(*[32 << 10]byte)[:] }
 func (bufferPool) Put(b []byte) { buffers.Put((*[32 << 10]byte)(b)) }
+
+func (p *Proxy) handler() http.Handler {
+	if p.mw != nil {
+		return p.mw(p)
+	}
+	return p
+}

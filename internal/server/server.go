@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,7 +56,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/plan", s.auth(s.plan))
 	mux.HandleFunc("POST /v1/apply", s.auth(s.apply))
 	mux.HandleFunc("GET /v1/status", s.auth(s.status))
+	mux.HandleFunc("GET /metrics", s.auth(s.eng.Metrics().ServeHTTP))
 	mux.HandleFunc("GET /v1/events", s.auth(s.events))
+	mux.HandleFunc("GET /v1/events/stream", s.auth(s.eventStream))
+	mux.HandleFunc("GET /v1/services/{name}/logs", s.auth(s.logs))
 	mux.HandleFunc("GET /v1/services/{name}/history", s.auth(s.history))
 	mux.HandleFunc("POST /v1/services/{name}/rollback", s.auth(s.rollback))
 	mux.HandleFunc("DELETE /v1/services/{name}", s.auth(s.destroy))
@@ -246,4 +250,73 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, evs)
+}
+
+// eventStream sends events as server-sent events: those after ?since=, then new ones as
+// they happen, until the client goes away.
+func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) {
+	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+	service := r.URL.Query().Get("service")
+	live, cancel := s.eng.Subscribe() // before reading the backlog, so nothing falls between
+	defer cancel()
+	backlog, err := s.eng.Events(r.Context(), service, since)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	flusher, _ := w.(http.Flusher)
+	send := func(ev api.Event) {
+		if ev.ID <= since || (service != "" && ev.Service != service) {
+			return
+		}
+		since = ev.ID
+		b, _ := json.Marshal(ev)
+		fmt.Fprintf(w, "id: %d\ndata: %s\n\n", ev.ID, b)
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	for _, ev := range backlog {
+		send(ev)
+	}
+	if flusher != nil {
+		flusher.Flush()
+	}
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case ev := <-live:
+			send(ev)
+		case <-keepalive.C:
+			fmt.Fprint(w, ": keepalive\n\n")
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+	}
+}
+
+func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
+	follow := r.URL.Query().Get("follow") == "1"
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fw := flushWriter{w}
+	if err := s.eng.Logs(r.Context(), r.PathValue("name"), follow, fw); err != nil {
+		writeError(w, errorCode(err), err)
+	}
+}
+
+// flushWriter flushes after every write, so followed logs arrive as they are printed.
+type flushWriter struct{ w http.ResponseWriter }
+
+func (f flushWriter) Write(p []byte) (int, error) { return f.w.Write(p) }
+
+func (f flushWriter) Flush() {
+	if fl, ok := f.w.(http.Flusher); ok {
+		fl.Flush()
+	}
 }

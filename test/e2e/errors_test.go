@@ -169,7 +169,7 @@ func TestVersionAndHelp(t *testing.T) {
 		t.Errorf("version: %q", r.stdout)
 	}
 	for _, verb := range []string{"bake", "validate", "fmt", "images", "sbom", "version", "serve", "up", "plan",
-		"apply", "status", "history", "rollback", "destroy", "events"} {
+		"apply", "status", "history", "rollback", "destroy", "events", "logs"} {
 		if r := ok(t, ".", nil, verb, "--help"); !strings.Contains(r.stdout, "Examples:") {
 			t.Errorf("kiln %s --help has no examples:\n%s", verb, r.stdout)
 		}

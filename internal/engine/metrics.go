@@ -1,0 +1,116 @@
+package engine
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kiln-build/kiln/internal/driver"
+)
+
+// metrics are the engine's Prometheus metrics: base units, no per-server labels.
+type metrics struct {
+	reg          *prometheus.Registry
+	replacements *prometheus.CounterVec
+	drift        *prometheus.CounterVec
+	rollouts     *prometheus.HistogramVec
+	probes       *prometheus.HistogramVec
+	requests     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+}
+
+func newMetrics(e *Engine) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		replacements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_replacements_total", Help: "Servers replaced or created by the controller, by reason.",
+		}, []string{"service", "reason"}),
+		drift: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_drift_detections_total", Help: "Drift detected in servers, by kind (exec, config, file).",
+		}, []string{"service", "kind"}),
+		rollouts: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kiln_rollout_duration_seconds", Help: "How long rollouts took, by outcome.",
+			Buckets: []float64{1, 2, 5, 10, 20, 30, 60, 120, 300},
+		}, []string{"service", "outcome"}),
+		probes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kiln_health_check_duration_seconds", Help: "Latency of the health checks of servers in rotation.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"service"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_frontdoor_requests_total", Help: "Requests answered by a service's front door, by status code.",
+		}, []string{"service", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kiln_frontdoor_request_duration_seconds", Help: "Latency of requests through a service's front door.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"service"}),
+	}
+	m.reg.MustRegister(m.replacements, m.drift, m.rollouts, m.probes, m.requests, m.latency,
+		&serversCollector{e: e},
+		collectors.NewBuildInfoCollector(),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// middleware instruments a service's front door.
+func (m *metrics) middleware(service string) func(http.Handler) http.Handler {
+	requests := m.requests.MustCurryWith(prometheus.Labels{"service": service})
+	latency := m.latency.MustCurryWith(prometheus.Labels{"service": service})
+	return func(h http.Handler) http.Handler {
+		return promhttp.InstrumentHandlerCounter(requests, promhttp.InstrumentHandlerDuration(latency, h))
+	}
+}
+
+// replaced counts a replacement, classified from its reason.
+func (m *metrics) replaced(service, why string) {
+	reason := "other"
+	for _, r := range []struct{ substr, reason string }{
+		{"exited", "exited"}, {"never started", "exited"}, {"unreachable", "unreachable"},
+		{"health", "unhealthy"}, {"drift", "drift"}, {"from outside", "drift"}, {"missing", "missing"},
+		{"more than", "surplus"}, {"altered", "drift"},
+	} {
+		if strings.Contains(why, r.substr) {
+			reason = r.reason
+			break
+		}
+	}
+	m.replacements.WithLabelValues(service, reason).Inc()
+}
+
+// serversCollector reports servers by service and state, as the runtime reports them at
+// scrape time.
+type serversCollector struct{ e *Engine }
+
+var serversDesc = prometheus.NewDesc("kiln_servers", "Servers by service and state, as the runtime reports them.", []string{"service", "state"}, nil)
+
+func (c *serversCollector) Describe(ch chan<- *prometheus.Desc) { ch <- serversDesc }
+
+func (c *serversCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.e.opts.Driver == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	servers, err := c.e.opts.Driver.List(ctx, driver.Selector{Project: c.e.opts.Project})
+	if err != nil {
+		return
+	}
+	counts := map[[2]string]int{}
+	for _, s := range servers {
+		counts[[2]string{s.Service, string(s.State)}]++
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(serversDesc, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+}
+
+// Metrics serves the engine's metrics in the Prometheus text format.
+func (e *Engine) Metrics() http.Handler {
+	return promhttp.HandlerFor(e.metrics.reg, promhttp.HandlerOpts{})
+}
