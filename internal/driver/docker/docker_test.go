@@ -3,6 +3,9 @@ package docker
 import (
 	"context"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -268,5 +271,63 @@ func TestWatchChange(t *testing.T) {
 		case <-timeout:
 			t.Fatal("no change event within 10s of a rename")
 		}
+	}
+}
+
+// TestDiffOutOfBand: a container recreated by hand from a server's labels, without the
+// read-only root and with a file copied in, shows config and file drift.
+func TestDiffOutOfBand(t *testing.T) {
+	d := newTestDriver(t)
+	img := drivertest.HelloImage(t)
+	ctx := t.Context()
+	if err := d.EnsureImage(ctx, img.Digest, func() (v1.Image, error) { return img.Image, nil }); err != nil {
+		t.Fatal(err)
+	}
+	spec := driver.ServerSpec{Service: "kt-diff-" + strconv.FormatInt(time.Now().UnixNano(), 36), Image: img.Digest,
+		Port: img.Port, Resources: driver.DefaultResources, Writable: []string{"/tmp"}}
+	srv, err := d.Create(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Destroy(context.Background(), srv.ID) })
+	res, err := d.cli.ContainerInspect(ctx, string(srv.ID), client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"create", "-e", "INTRUDER=1"}
+	for k, v := range res.Container.Config.Labels {
+		args = append(args, "--label", k+"="+v)
+	}
+	out, err := exec.Command("docker", append(args, res.Container.Config.Image)...).Output()
+	if err != nil {
+		t.Fatalf("docker create: %v", err)
+	}
+	impostor := driver.ServerID(strings.TrimSpace(string(out)))
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", string(impostor)).Run() })
+	evil := filepath.Join(t.TempDir(), "evil")
+	os.WriteFile(evil, []byte("x"), 0o644)
+	if out, err := exec.Command("docker", "cp", evil, string(impostor)+":/evil").CombinedOutput(); err != nil {
+		t.Fatalf("docker cp: %v: %s", err, out)
+	}
+	drifts, err := d.Diff(ctx, driver.Server{ID: impostor, Name: "impostor", Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, dr := range drifts {
+		got = append(got, string(dr.Kind)+": "+dr.Detail)
+	}
+	all := strings.Join(got, "\n")
+	for _, want := range []string{"file: added /evil", "config: root filesystem is writable", "config: env differs: +INTRUDER", "config: memory limit"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("drift lacks %q; got:\n%s", want, all)
+		}
+	}
+	// The server kiln created is clean, and copying into it is refused: its root is read-only.
+	if drifts, _ := d.Diff(ctx, srv); len(drifts) != 0 {
+		t.Errorf("the real server drifts: %+v", drifts)
+	}
+	if err := exec.Command("docker", "cp", evil, string(srv.ID)+":/evil").Run(); err == nil {
+		t.Error("docker cp into a read-only server succeeded")
 	}
 }
