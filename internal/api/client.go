@@ -234,3 +234,32 @@ func (c *Client) Logs(ctx context.Context, service string, follow bool, w io.Wri
 	}
 	return err
 }
+
+// Pipelines returns the recorded pipelines.
+func (c *Client) Pipelines(ctx context.Context) ([]Pipeline, error) {
+	var p []Pipeline
+	return p, c.get(ctx, "/v1/pipelines", &p)
+}
+
+// Runs returns the latest runs (of pipeline, or all when ""), as JSON objects.
+func (c *Client) Runs(ctx context.Context, pipeline string) ([]Run, error) {
+	var r []Run
+	return r, c.get(ctx, "/v1/runs?"+url.Values{"pipeline": {pipeline}}.Encode(), &r)
+}
+
+// Run returns one run with its stages.
+func (c *Client) Run(ctx context.Context, id int64) (Run, error) {
+	var r Run
+	return r, c.get(ctx, fmt.Sprintf("/v1/runs/%d", id), &r)
+}
+
+// Trigger queues a run of commit (the branch's head when "").
+func (c *Client) Trigger(ctx context.Context, pipeline, commit string) (Run, error) {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/pipelines/"+url.PathEscape(pipeline)+"/trigger", TriggerRequest{Commit: commit})
+	if err != nil {
+		return Run{}, err
+	}
+	defer resp.Body.Close()
+	var r Run
+	return r, json.NewDecoder(resp.Body).Decode(&r)
+}

@@ -46,6 +46,38 @@ type Update struct {
 	KeepOld          time.Duration `json:"keep_old"`
 }
 
+// Pipeline is a pipeline's definition as applied (see spec.Pipeline).
+type Pipeline struct {
+	Name          string        `json:"name"`
+	Repo          string        `json:"repo"`
+	Branch        string        `json:"branch"`
+	Poll          time.Duration `json:"poll"`
+	Services      []string      `json:"services"`
+	Promote       []string      `json:"promote,omitempty"`
+	WebhookSecret string        `json:"webhook_secret,omitempty"`
+	TestTimeout   time.Duration `json:"test_timeout"`
+	Checks        []Check       `json:"checks,omitempty"`
+	// SpecPath is the spec file's path inside the repository.
+	SpecPath string `json:"spec_path"`
+	// Vars are the variables set (by -var or KILN_VAR_) when the pipeline was applied;
+	// each commit's spec is evaluated with them.
+	Vars map[string]string `json:"vars,omitempty"`
+}
+
+// Check is a test of candidate servers: an HTTP expectation or a host command.
+type Check struct {
+	Name    string   `json:"name"`
+	Path    string   `json:"path,omitempty"`
+	Status  int      `json:"status,omitempty"`
+	Body    string   `json:"body,omitempty"`
+	Command []string `json:"command,omitempty"`
+}
+
+// TriggerRequest asks a pipeline to run a commit (the branch's head when empty).
+type TriggerRequest struct {
+	Commit string `json:"commit,omitempty"`
+}
+
 // PlanRequest asks what applying Services would do.
 type PlanRequest struct {
 	Services []Service `json:"services"`
@@ -62,6 +94,8 @@ type ApplyRequest struct {
 	User     string    `json:"user"`
 	// Detach returns as soon as the revisions are recorded; the rollouts go on.
 	Detach bool `json:"detach"`
+	// Pipelines are recorded and started (or updated) as given.
+	Pipelines []Pipeline `json:"pipelines,omitempty"`
 }
 
 // RollbackRequest rolls a service back to revision To, or to the last deployed revision
@@ -151,4 +185,28 @@ type Revision struct {
 // Error is the body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`
+}
+
+// Run is a pipeline run: one commit through bake, test, deploy and promote.
+type Run struct {
+	ID       int64     `json:"id"`
+	Pipeline string    `json:"pipeline"`
+	Commit   string    `json:"commit"`
+	Message  string    `json:"message,omitempty"`
+	Trigger  string    `json:"trigger"`
+	State    string    `json:"state"` // queued, running, succeeded, failed, superseded, interrupted
+	Detail   string    `json:"detail,omitempty"`
+	Created  time.Time `json:"created"`
+	Started  time.Time `json:"started,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+	Stages   []Stage   `json:"stages,omitempty"`
+}
+
+// Stage is one stage of a run, with its log.
+type Stage struct {
+	Name     string    `json:"name"`
+	State    string    `json:"state"`
+	Log      string    `json:"log,omitempty"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitzero"`
 }

@@ -458,3 +458,30 @@ func TestCrossPlatform(t *testing.T) {
 	}
 	t.Fatal("no /app/hello in the go layer")
 }
+
+// TestRelativeStateDir bakes with the store given as a relative path while the spec is
+// in another directory: the Go binary must still land in the image.
+func TestRelativeStateDir(t *testing.T) {
+	dir := example(t)
+	t.Chdir(filepath.Dir(dir))
+	cfg, diags := spec.Load(filepath.Join("hello", "kiln.hcl"), spec.Options{Environ: []string{}})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	store, err := OpenStore("state") // relative to the working directory, not the spec
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewBaker(store, Options{Source: SourceInfo{Epoch: time.Unix(testEpoch, 0)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Bake(context.Background(), cfg.Images)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := res[0].Image.Layers()
+	if size, _ := layers[0].Size(); size < 100_000 {
+		t.Fatalf("the go layer is %d bytes: the binary did not make it into the image", size)
+	}
+}

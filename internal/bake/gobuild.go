@@ -337,7 +337,10 @@ func (s *goStep) build(ctx context.Context, tmpDir string) ([]entry, *goRecord, 
 		return nil, nil, err
 	}
 	out.Close()
-	bin := out.Name()
+	bin, err := filepath.Abs(out.Name()) // go build runs in the package's directory
+	if err != nil {
+		return nil, nil, err
+	}
 	cmd := exec.CommandContext(ctx, "go", s.args(bin)...)
 	cmd.Dir = s.g.Dir
 	cmd.Env = s.env()
@@ -354,6 +357,9 @@ func (s *goStep) build(ctx context.Context, tmpDir string) ([]entry, *goRecord, 
 	os.Remove(bin)
 	if err != nil {
 		return nil, nil, err
+	}
+	if len(data) == 0 {
+		return nil, nil, &BuildError{Package: s.g.Package, Output: output.String(), Err: errors.New("the go command wrote no binary")}
 	}
 	rec := &goRecord{ImportPath: s.importPath(), Binary: s.target()}
 	if bi, err := buildinfo.Read(bytes.NewReader(data)); err == nil {

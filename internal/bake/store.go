@@ -62,6 +62,11 @@ type Entry struct {
 
 // OpenStore opens the store in stateDir (e.g. ".kiln"), creating it if needed.
 func OpenStore(stateDir string) (*Store, error) {
+	// Absolute, so that tools run in other directories (go build) write where we read.
+	stateDir, err := filepath.Abs(stateDir)
+	if err != nil {
+		return nil, err
+	}
 	s := &Store{root: stateDir, dir: filepath.Join(stateDir, "images")}
 	if err := os.MkdirAll(filepath.Join(s.dir, "blobs", "sha256"), 0o755); err != nil {
 		return nil, fmt.Errorf("creating image store: %w", err)

@@ -6,22 +6,25 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/bake"
+	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
 // deployment is a spec resolved for the daemon: every service with the digest of the
 // image it runs.
 type deployment struct {
-	cfg      *spec.Config
-	stateDir string
-	services []api.Service
-	source   string
-	commit   string
+	cfg       *spec.Config
+	stateDir  string
+	services  []api.Service
+	pipelines []api.Pipeline
+	source    string
+	commit    string
 }
 
 // resolve loads the spec, bakes the images its services run (quietly unless progress
@@ -92,8 +95,22 @@ func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Wri
 	}
 	source, _ := os.ReadFile(cfg.Filename)
 	d := &deployment{cfg: cfg, stateDir: stateDir, source: string(source), commit: src.Revision}
+	for _, p := range cfg.Pipelines {
+		specPath := filepath.Base(cfg.Filename)
+		if abs, err := filepath.Abs(cfg.Filename); err == nil && filepath.IsAbs(p.Repo) {
+			if rel, err := filepath.Rel(p.Repo, abs); err == nil && !strings.HasPrefix(rel, "..") {
+				specPath = rel
+			}
+		}
+		ap := engine.PipelineFromSpec(p, specPath)
+		ap.Vars, err = g.setVars(cfg)
+		if err != nil {
+			return nil, err
+		}
+		d.pipelines = append(d.pipelines, ap)
+	}
 	for _, s := range services {
-		svc := apiService(s)
+		svc := engine.ServiceFromSpec(s)
 		if r := baked[s.Image.Image]; r != nil {
 			svc.Image, svc.ImageName = r.Digest.String(), r.Name
 		} else {
@@ -106,18 +123,6 @@ func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Wri
 		d.services = append(d.services, svc)
 	}
 	return d, nil
-}
-
-func apiService(s *spec.Service) api.Service {
-	return api.Service{
-		Name: s.Name, Replicas: s.Replicas, Port: s.Port, Listen: s.Listen, Drift: s.Drift,
-		Command: s.Command, Args: s.Args, Env: s.Env, Writable: s.Writable,
-		Resources: api.Resources{CPUs: s.Resources.CPUs, MemoryBytes: s.Resources.MemoryBytes, PIDs: s.Resources.PIDs},
-		Health: api.Health{HTTP: s.Health.HTTP, TCP: s.Health.TCP, Interval: s.Health.Interval, Timeout: s.Health.Timeout,
-			StartPeriod: s.Health.StartPeriod, HealthyThreshold: s.Health.HealthyThreshold, UnhealthyThreshold: s.Health.UnhealthyThreshold},
-		Update: api.Update{Strategy: s.Update.Strategy, MaxSurge: s.Update.MaxSurge, MaxUnavailable: s.Update.MaxUnavailable,
-			MinHealthy: s.Update.MinHealthy, ProgressDeadline: s.Update.ProgressDeadline, AutoRollback: s.Update.AutoRollback, KeepOld: s.Update.KeepOld},
-	}
 }
 
 // client finds the daemon of the spec here.
@@ -181,4 +186,27 @@ func since(t time.Time) string {
 		return fmt.Sprintf("%dh ago", int(d.Hours()))
 	}
 	return t.Local().Format("2006-01-02")
+}
+
+// setVars are the variables the user set, by -var or KILN_VAR_, with their values: what
+// a pipeline needs to evaluate later commits' specs the same way.
+func (g *globals) setVars(cfg *spec.Config) (map[string]string, error) {
+	vars := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, spec.EnvPrefix) {
+			if name := strings.TrimPrefix(k, spec.EnvPrefix); cfg.Variables != nil {
+				if _, declared := cfg.Variables[name]; declared {
+					vars[name] = v
+				}
+			}
+		}
+	}
+	flags, err := g.varValues()
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range flags {
+		vars[k] = v
+	}
+	return vars, nil
 }

@@ -102,6 +102,7 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 		newDestroyCmd(g),
 		newEventsCmd(g),
 		newLogsCmd(g),
+		newPipelineCmd(g),
 	)
 	return root
 }

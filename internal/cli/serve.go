@@ -112,7 +112,7 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 		return nil, err
 	}
 	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: level}))
-	eng := engine.New(engine.Options{State: st, Images: images, Driver: drv, Owner: fmt.Sprintf("kiln (pid %d)", os.Getpid()), Project: project, Log: log})
+	eng := engine.New(engine.Options{State: st, Images: images, Driver: drv, Owner: fmt.Sprintf("kiln (pid %d)", os.Getpid()), Project: project, StateDir: stateDir, Log: log})
 	ctx, cancel := context.WithCancel(ctx)
 	d := &daemon{addr: "http://" + ln.Addr().String(), eng: eng, errc: make(chan error, 2), cancel: cancel, state: st}
 	go func() { d.errc <- eng.Start(ctx) }()

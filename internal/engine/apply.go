@@ -109,6 +109,9 @@ func (e *Engine) Apply(ctx context.Context, req api.ApplyRequest) (api.Result, e
 	if err := e.check(ctx, req.Services); err != nil {
 		return api.Result{}, err
 	}
+	if err := e.setPipelines(ctx, req.Pipelines); err != nil {
+		return api.Result{}, err
+	}
 	var wait []func() api.ServiceResult
 	for _, svc := range req.Services {
 		prev, hasPrev := e.currentRevision(ctx, svc.Name)

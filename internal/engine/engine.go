@@ -33,7 +33,9 @@ type Options struct {
 	Project string
 	// Resync is the controller's period (DefaultResync when zero).
 	Resync time.Duration
-	Log    *slog.Logger
+	// StateDir holds the pipelines' source mirrors and checkouts.
+	StateDir string
+	Log      *slog.Logger
 }
 
 // Engine carries out kiln's use cases. Long-running work (rollouts) runs under the
@@ -45,19 +47,20 @@ type Engine struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	mu      sync.Mutex
-	ctx     context.Context // set by Start
-	doors   map[string]*door
-	targets map[string]rollout.Target // each service's current target, for the health monitor
-	states  map[string]*serviceState
-	subs    map[chan api.Event]bool
-	work    sync.WaitGroup
+	mu        sync.Mutex
+	ctx       context.Context // set by Start
+	doors     map[string]*door
+	targets   map[string]rollout.Target // each service's current target, for the health monitor
+	states    map[string]*serviceState
+	pipelines map[string]*pipelineWorker
+	subs      map[chan api.Event]bool
+	work      sync.WaitGroup
 }
 
 // New returns an engine; it starts nothing until Start.
 func New(opts Options) *Engine {
 	e := &Engine{opts: opts, doors: map[string]*door{}, targets: map[string]rollout.Target{},
-		states: map[string]*serviceState{}, subs: map[chan api.Event]bool{}, log: opts.Log}
+		states: map[string]*serviceState{}, pipelines: map[string]*pipelineWorker{}, subs: map[chan api.Event]bool{}, log: opts.Log}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -127,6 +130,9 @@ func (e *Engine) Start(ctx context.Context) error {
 		defer e.work.Done()
 		e.control(ctx)
 	}()
+	if err := e.resumePipelines(ctx); err != nil {
+		e.log.Error("starting pipelines", "err", err)
+	}
 	<-ctx.Done()
 	e.work.Wait()
 	e.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -60,6 +61,12 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/events", s.auth(s.events))
 	mux.HandleFunc("GET /v1/events/stream", s.auth(s.eventStream))
 	mux.HandleFunc("GET /v1/services/{name}/logs", s.auth(s.logs))
+	mux.HandleFunc("GET /v1/pipelines", s.auth(s.pipelines))
+	mux.HandleFunc("GET /v1/runs", s.auth(s.runs))
+	mux.HandleFunc("GET /v1/runs/{id}", s.auth(s.run))
+	mux.HandleFunc("POST /v1/pipelines/{name}/trigger", s.auth(s.trigger))
+	// Webhooks come from git hosts, which sign the payload instead of holding the token.
+	mux.HandleFunc("POST /v1/pipelines/{name}/webhook", s.webhook)
 	mux.HandleFunc("GET /v1/services/{name}/history", s.auth(s.history))
 	mux.HandleFunc("POST /v1/services/{name}/rollback", s.auth(s.rollback))
 	mux.HandleFunc("DELETE /v1/services/{name}", s.auth(s.destroy))
@@ -318,5 +325,72 @@ func (f flushWriter) Write(p []byte) (int, error) { return f.w.Write(p) }
 func (f flushWriter) Flush() {
 	if fl, ok := f.w.(http.Flusher); ok {
 		fl.Flush()
+	}
+}
+
+func (s *Server) pipelines(w http.ResponseWriter, r *http.Request) {
+	ps, err := s.eng.Pipelines(r.Context())
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ps)
+}
+
+func (s *Server) runs(w http.ResponseWriter, r *http.Request) {
+	runs, err := s.eng.Runs(r.Context(), r.URL.Query().Get("pipeline"))
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, runs)
+}
+
+func (s *Server) run(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, errors.New("a run is named by its number"))
+		return
+	}
+	run, err := s.eng.Run(r.Context(), id)
+	if err != nil {
+		writeError(w, errorCode(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, run)
+}
+
+func (s *Server) trigger(w http.ResponseWriter, r *http.Request) {
+	var req api.TriggerRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	run, err := s.eng.Trigger(r.Context(), r.PathValue("name"), req.Commit, "manual")
+	if err != nil && !errors.Is(err, store.ErrRunExists) {
+		writeError(w, errorCode(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, run)
+}
+
+func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	run, relevant, err := s.eng.Webhook(r.Context(), r.PathValue("name"), body, r.Header.Get("X-Hub-Signature-256"))
+	switch {
+	case errors.Is(err, engine.ErrBadSignature):
+		writeError(w, http.StatusUnauthorized, err)
+	case errors.Is(err, store.ErrRunExists):
+		writeJSON(w, http.StatusOK, run) // a redelivery: the commit already has its run
+	case err != nil:
+		writeError(w, errorCode(err), err)
+	case !relevant:
+		writeJSON(w, http.StatusAccepted, api.Error{Error: "push to another branch: ignored"})
+	default:
+		writeJSON(w, http.StatusAccepted, run)
 	}
 }

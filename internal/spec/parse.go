@@ -91,6 +91,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "variable", LabelNames: []string{"name"}},
 		{Type: "image", LabelNames: []string{"name"}},
 		{Type: "service", LabelNames: []string{"name"}},
+		{Type: "pipeline", LabelNames: []string{"name"}},
 	},
 }
 
@@ -118,7 +119,7 @@ func (d *decoder) decode(cfg *Config, body hcl.Body) {
 	content, diags := body.Content(rootSchema)
 	d.add(diags)
 
-	var varBlocks, imageBlocks, serviceBlocks []*hcl.Block
+	var varBlocks, imageBlocks, serviceBlocks, pipelineBlocks []*hcl.Block
 	for _, b := range content.Blocks {
 		switch b.Type {
 		case "variable":
@@ -127,6 +128,8 @@ func (d *decoder) decode(cfg *Config, body hcl.Body) {
 			imageBlocks = append(imageBlocks, b)
 		case "service":
 			serviceBlocks = append(serviceBlocks, b)
+		case "pipeline":
+			pipelineBlocks = append(pipelineBlocks, b)
 		}
 	}
 	cfg.Variables = d.variables(varBlocks)
@@ -162,6 +165,21 @@ func (d *decoder) decode(cfg *Config, body hcl.Body) {
 		cfg.Services = append(cfg.Services, d.service(b))
 	}
 	d.checkServices(cfg)
+
+	pipelines := map[string]*hcl.Block{}
+	for _, b := range pipelineBlocks {
+		name := b.Labels[0]
+		if first, dup := pipelines[name]; dup {
+			d.errorf(b.DefRange.Ptr(), "Duplicate pipeline", "A pipeline named %q was already declared at %s.", name, first.DefRange)
+			continue
+		}
+		pipelines[name] = b
+		if !validName(name) {
+			d.errorf(b.LabelRanges[0].Ptr(), "Invalid pipeline name", "Pipeline name %q must start with a lowercase letter and contain only lowercase letters, digits, '-', '_' and '.'.", name)
+		}
+		cfg.Pipelines = append(cfg.Pipelines, d.pipeline(b))
+	}
+	d.checkPipelines(cfg, pipelines)
 }
 
 // checkBases reports bases naming undeclared images and cycles among image bases.

@@ -17,8 +17,9 @@ type Config struct {
 	// Variables maps each declared variable to its final value, rendered as a string.
 	Variables map[string]string
 	// Images and Services are in declaration order.
-	Images   []*Image
-	Services []*Service
+	Images    []*Image
+	Services  []*Service
+	Pipelines []*Pipeline
 }
 
 // Service returns the service named name, or nil.

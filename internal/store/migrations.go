@@ -46,4 +46,31 @@ var migrations = []string{
 		message   TEXT NOT NULL
 	);
 	CREATE INDEX events_service ON events (service, id);`,
+	`CREATE TABLE pipelines (
+		name       TEXT PRIMARY KEY,
+		definition TEXT NOT NULL,             -- JSON, as applied
+		updated_at TEXT NOT NULL
+	);
+	CREATE TABLE pipeline_runs (
+		id          INTEGER PRIMARY KEY AUTOINCREMENT,
+		pipeline    TEXT NOT NULL,
+		commit_sha  TEXT NOT NULL,
+		message     TEXT NOT NULL DEFAULT '',
+		trigger     TEXT NOT NULL,            -- poll, webhook, manual
+		state       TEXT NOT NULL,            -- queued, running, succeeded, failed, superseded, interrupted
+		detail      TEXT NOT NULL DEFAULT '',
+		created_at  TEXT NOT NULL,
+		started_at  TEXT,
+		finished_at TEXT
+	);
+	CREATE UNIQUE INDEX one_run_per_commit ON pipeline_runs (pipeline, commit_sha);
+	CREATE TABLE pipeline_stages (
+		run_id      INTEGER NOT NULL,
+		name        TEXT NOT NULL,            -- bake, test, deploy, promote:<service>
+		state       TEXT NOT NULL,            -- running, succeeded, failed, skipped
+		log         TEXT NOT NULL DEFAULT '',
+		started_at  TEXT NOT NULL,
+		finished_at TEXT,
+		PRIMARY KEY (run_id, name)
+	);`,
 }

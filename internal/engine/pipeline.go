@@ -1,0 +1,554 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	gitconfig "github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/bake"
+	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/health"
+	"github.com/kiln-build/kiln/internal/spec"
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+// candidateSuffix names the service of a pipeline's candidate servers: they run beside
+// the live ones, never behind the front door.
+const candidateSuffix = "-candidate"
+
+// pipelineWorker runs one pipeline's runs, one at a time, in commit order.
+type pipelineWorker struct {
+	def    api.Pipeline
+	wake   chan struct{}
+	cancel context.CancelFunc
+	gitMu  sync.Mutex // one fetch or checkout of the mirror at a time
+}
+
+// setPipelines records pipelines and (re)starts their workers.
+func (e *Engine) setPipelines(ctx context.Context, defs []api.Pipeline) error {
+	for _, p := range defs {
+		b, _ := json.Marshal(p)
+		if err := e.opts.State.SetPipeline(ctx, p.Name, string(b)); err != nil {
+			return err
+		}
+		e.startPipeline(p)
+	}
+	return nil
+}
+
+// startPipeline starts def's worker, replacing a worker of an older definition.
+func (e *Engine) startPipeline(def api.Pipeline) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if old := e.pipelines[def.Name]; old != nil {
+		if b1, b2 := mustJSON(old.def), mustJSON(def); b1 == b2 {
+			return
+		}
+		old.cancel()
+	}
+	base := e.ctx
+	if base == nil {
+		return // Start will start it
+	}
+	ctx, cancel := context.WithCancel(base)
+	w := &pipelineWorker{def: def, wake: make(chan struct{}, 1), cancel: cancel}
+	e.pipelines[def.Name] = w
+	e.work.Add(1)
+	go func() {
+		defer e.work.Done()
+		e.runWorker(ctx, w)
+	}()
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// resumePipelines marks runs a stop interrupted, removes their candidates, and starts
+// every recorded pipeline.
+func (e *Engine) resumePipelines(ctx context.Context) error {
+	runs, err := e.opts.State.InterruptRuns(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range runs {
+		e.event(r.Pipeline, "", "pipeline", "run %d of %s was interrupted by a stop", r.ID, shortSHA(r.Commit))
+	}
+	if servers, err := e.opts.Driver.List(ctx, driver.Selector{Project: e.opts.Project}); err == nil {
+		for _, s := range servers {
+			if strings.HasSuffix(s.Service, candidateSuffix) {
+				e.opts.Driver.Destroy(ctx, s.ID)
+			}
+		}
+	}
+	defs, err := e.opts.State.Pipelines(ctx)
+	if err != nil {
+		return err
+	}
+	for _, d := range defs {
+		var p api.Pipeline
+		if json.Unmarshal([]byte(d), &p) == nil {
+			e.startPipeline(p)
+		}
+	}
+	return nil
+}
+
+func shortSHA(s string) string { return s[:min(12, len(s))] }
+
+// runWorker polls the source (if the pipeline polls) and runs queued runs in order.
+func (e *Engine) runWorker(ctx context.Context, w *pipelineWorker) {
+	var tick <-chan time.Time
+	if w.def.Poll > 0 {
+		t := time.NewTicker(w.def.Poll)
+		defer t.Stop()
+		tick = t.C
+	}
+	poll := func() {
+		if _, err := e.queueHead(ctx, w, "", "poll"); err != nil && !errors.Is(err, store.ErrRunExists) && ctx.Err() == nil {
+			e.log.Warn("pipeline poll", "pipeline", w.def.Name, "err", err)
+		}
+	}
+	poll()
+	for {
+		for {
+			run, err := e.opts.State.NextRun(ctx, w.def.Name)
+			if err != nil {
+				break
+			}
+			e.execute(ctx, w, run)
+			if ctx.Err() != nil {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+			poll()
+		case <-w.wake:
+		}
+	}
+}
+
+// queueHead fetches the source and queues a run of commit (the branch's head when "").
+func (e *Engine) queueHead(ctx context.Context, w *pipelineWorker, commit, trigger string) (store.Run, error) {
+	w.gitMu.Lock()
+	repo, err := e.mirror(ctx, w.def)
+	if err != nil {
+		w.gitMu.Unlock()
+		return store.Run{}, err
+	}
+	var hash plumbing.Hash
+	if commit == "" {
+		ref, err := repo.Reference(plumbing.NewBranchReferenceName(w.def.Branch), true)
+		if err != nil {
+			w.gitMu.Unlock()
+			return store.Run{}, fmt.Errorf("branch %q of %s: %w", w.def.Branch, w.def.Repo, err)
+		}
+		hash = ref.Hash()
+	} else {
+		h, err := repo.ResolveRevision(plumbing.Revision(commit))
+		if err != nil {
+			w.gitMu.Unlock()
+			return store.Run{}, fmt.Errorf("commit %q is not in %s: %w", commit, w.def.Repo, err)
+		}
+		hash = *h
+	}
+	c, err := repo.CommitObject(hash)
+	w.gitMu.Unlock()
+	if err != nil {
+		return store.Run{}, err
+	}
+	msg, _, _ := strings.Cut(c.Message, "\n")
+	run, err := e.opts.State.QueueRun(ctx, w.def.Name, hash.String(), msg, trigger)
+	if err != nil {
+		return run, err
+	}
+	e.event(w.def.Name, "", "pipeline", "run %d queued for commit %s (%s, by %s)", run.ID, shortSHA(run.Commit), msg, trigger)
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return run, nil
+}
+
+// mirror opens the pipeline's bare mirror of its source, cloning it the first time,
+// and fetches the branch. The caller holds w.gitMu.
+func (e *Engine) mirror(ctx context.Context, def api.Pipeline) (*git.Repository, error) {
+	dir := filepath.Join(e.opts.StateDir, "pipelines", def.Name, "mirror")
+	branch := plumbing.NewBranchReferenceName(def.Branch)
+	repo, err := git.PlainOpen(dir)
+	if errors.Is(err, git.ErrRepositoryNotExists) {
+		repo, err = git.PlainCloneContext(ctx, dir, true, &git.CloneOptions{URL: def.Repo, ReferenceName: branch, SingleBranch: true})
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("cloning %s (branch %s): %w", def.Repo, def.Branch, err)
+		}
+		return repo, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	spec := gitconfig.RefSpec(fmt.Sprintf("+%s:%s", branch, branch))
+	err = repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []gitconfig.RefSpec{spec}, Force: true})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return nil, fmt.Errorf("fetching %s (branch %s): %w", def.Repo, def.Branch, err)
+	}
+	return repo, nil
+}
+
+// execute carries a run through its stages: bake, test, deploy, promote.
+func (e *Engine) execute(ctx context.Context, w *pipelineWorker, run store.Run) {
+	def := w.def
+	e.event(def.Name, "", "pipeline", "run %d of %s started", run.ID, shortSHA(run.Commit))
+	services, err := e.stage(ctx, run, "bake", func(log io.Writer) ([]api.Service, error) { return e.bakeCommit(ctx, w, run, log) })
+	if err == nil {
+		_, err = e.stage(ctx, run, "test", func(log io.Writer) ([]api.Service, error) { return nil, e.testCandidates(ctx, def, services, log) })
+	}
+	if err == nil {
+		_, err = e.stage(ctx, run, "deploy", func(log io.Writer) ([]api.Service, error) {
+			return nil, e.deployRun(ctx, def, run, pick(services, def.Services), log)
+		})
+	}
+	for _, name := range def.Promote {
+		if err != nil {
+			break
+		}
+		_, err = e.stage(ctx, run, "promote:"+name, func(log io.Writer) ([]api.Service, error) {
+			return nil, e.deployRun(ctx, def, run, pick(services, []string{name}), log)
+		})
+	}
+	if ctx.Err() != nil {
+		return // InterruptRuns marks it on the next start
+	}
+	state, detail := "succeeded", ""
+	if err != nil {
+		state, detail = "failed", err.Error()
+	}
+	e.opts.State.FinishRun(context.WithoutCancel(ctx), run.ID, state, detail)
+	e.event(def.Name, "", "pipeline", "run %d of %s %s%s", run.ID, shortSHA(run.Commit), state, suffix(detail))
+}
+
+func suffix(detail string) string {
+	if detail == "" {
+		return ""
+	}
+	return ": " + detail
+}
+
+func pick(services []api.Service, names []string) []api.Service {
+	var out []api.Service
+	for _, s := range services {
+		if slices.Contains(names, s.Name) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// stage records one stage around fn, with what fn writes as its log.
+func (e *Engine) stage(ctx context.Context, run store.Run, name string, fn func(io.Writer) ([]api.Service, error)) ([]api.Service, error) {
+	e.opts.State.StartStage(ctx, run.ID, name)
+	var log bytes.Buffer
+	start := time.Now()
+	out, err := fn(&log)
+	state := "succeeded"
+	if err != nil {
+		state = "failed"
+		fmt.Fprintf(&log, "error: %v\n", err)
+	}
+	e.opts.State.FinishStage(context.WithoutCancel(ctx), run.ID, name, state, log.String())
+	e.event(run.Pipeline, "", "pipeline", "run %d: %s %s in %s", run.ID, name, state, time.Since(start).Round(10*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return out, nil
+}
+
+// bakeCommit checks the commit out into a clean directory (never the daemon's working
+// tree), loads the spec found there, and bakes the images of the pipeline's services.
+func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Run, log io.Writer) ([]api.Service, error) {
+	def := w.def
+	dir, err := os.MkdirTemp(filepath.Join(e.opts.StateDir, "pipelines", def.Name), "checkout-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	w.gitMu.Lock()
+	mirror := filepath.Join(e.opts.StateDir, "pipelines", def.Name, "mirror")
+	repo, err := git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{URL: mirror, ReferenceName: plumbing.NewBranchReferenceName(def.Branch), SingleBranch: true})
+	if err == nil {
+		var wt *git.Worktree
+		if wt, err = repo.Worktree(); err == nil {
+			err = wt.Checkout(&git.CheckoutOptions{Hash: plumbing.NewHash(run.Commit), Force: true})
+		}
+	}
+	w.gitMu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("checking out %s: %w", shortSHA(run.Commit), err)
+	}
+	fmt.Fprintf(log, "checked out %s into a clean directory\n", shortSHA(run.Commit))
+	cfg, diags := spec.Load(filepath.Join(dir, def.SpecPath), spec.Options{Vars: def.Vars, Environ: []string{}})
+	if diags.HasErrors() {
+		spec.WriteText(log, cfg.Files, diags, 0, false)
+		return nil, fmt.Errorf("the spec at %s is not valid: %s", shortSHA(run.Commit), diags.Errs()[0].Error())
+	}
+	var names []string
+	for _, n := range append(slices.Clone(def.Services), def.Promote...) {
+		s := cfg.Service(n)
+		if s == nil {
+			return nil, fmt.Errorf("the spec at %s has no service %q", shortSHA(run.Commit), n)
+		}
+		if s.Image.Image != "" {
+			names = append(names, s.Image.Image)
+		}
+	}
+	images, err := bake.Select(cfg, names)
+	if err != nil {
+		return nil, err
+	}
+	src, err := bake.ReadSource(ctx, cfg.Dir, []string{})
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := e.opts.Images.Lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	baker, err := bake.NewBaker(e.opts.Images, bake.Options{Source: src, Progress: func(ev bake.Event) {
+		if ev.Step != "" && ev.State != bake.StateStart {
+			fmt.Fprintf(log, "%s: %s (%s)\n", ev.Image, ev.Step, ev.State)
+		}
+	}})
+	if err != nil {
+		return nil, err
+	}
+	results, err := baker.Bake(ctx, images)
+	if err != nil {
+		return nil, err
+	}
+	digests := map[string]*bake.Result{}
+	for _, r := range results {
+		digests[r.Name] = r
+		fmt.Fprintf(log, "%s\n", r.Ref())
+	}
+	var out []api.Service
+	for _, n := range append(slices.Clone(def.Services), def.Promote...) {
+		s := cfg.Service(n)
+		svc := ServiceFromSpec(s)
+		if r := digests[s.Image.Image]; r != nil {
+			svc.Image, svc.ImageName = r.Digest.String(), r.Name
+		} else {
+			h, err := v1.NewHash(s.Image.Digest)
+			if err != nil {
+				return nil, err
+			}
+			svc.Image, svc.ImageName = h.String(), s.Name
+		}
+		out = append(out, svc)
+	}
+	return out, nil
+}
+
+// testCandidates starts candidate servers of each service's new image, away from the
+// front door, waits until they are healthy, runs the checks against them, and destroys
+// them whatever the outcome.
+func (e *Engine) testCandidates(ctx context.Context, def api.Pipeline, services []api.Service, log io.Writer) error {
+	tctx, cancel := context.WithTimeout(ctx, def.TestTimeout)
+	defer cancel()
+	for _, svc := range pick(services, def.Services) {
+		if err := e.ensureImage(tctx, svc.Image); err != nil {
+			return err
+		}
+		spec := e.serverSpec(svc, 0)
+		spec.Service = svc.Name + candidateSuffix
+		srv, err := e.opts.Driver.Create(tctx, spec)
+		if err != nil {
+			return fmt.Errorf("starting a candidate of %s: %w", svc.Name, err)
+		}
+		err = e.testOne(tctx, def, svc, srv, log)
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		e.opts.Driver.Destroy(cctx, srv.ID)
+		ccancel()
+		fmt.Fprintf(log, "candidate %s destroyed\n", srv.Name)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Engine) testOne(ctx context.Context, def api.Pipeline, svc api.Service, srv driver.Server, log io.Writer) error {
+	fmt.Fprintf(log, "candidate %s of %s at %s\n", srv.Name, svc.Name, srv.Address)
+	h := svc.Health
+	if err := health.WaitHealthy(ctx, srv.Address, health.Check{HTTPPath: h.HTTP, TCP: h.TCP, Timeout: h.Timeout}, h.Interval, 0, h.StartPeriod, h.HealthyThreshold); err != nil {
+		return fmt.Errorf("the candidate of %s never became healthy: %w", svc.Name, err)
+	}
+	fmt.Fprintln(log, "candidate is healthy")
+	url := "http://" + srv.Address
+	for _, c := range def.Checks {
+		if err := runCheck(ctx, c, url, log); err != nil {
+			return fmt.Errorf("check %q failed: %w", c.Name, err)
+		}
+		fmt.Fprintf(log, "check %q passed\n", c.Name)
+	}
+	return nil
+}
+
+func runCheck(ctx context.Context, c api.Check, url string, log io.Writer) error {
+	if len(c.Command) > 0 {
+		cmd := exec.CommandContext(ctx, c.Command[0], c.Command[1:]...)
+		cmd.Env = append(os.Environ(), "KILN_CANDIDATE_URL="+url)
+		cmd.Stdout, cmd.Stderr = log, log
+		return cmd.Run()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+c.Path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	status := c.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if resp.StatusCode != status {
+		return fmt.Errorf("GET %s: status %d, want %d", c.Path, resp.StatusCode, status)
+	}
+	if c.Body != "" && !strings.Contains(string(body), c.Body) {
+		return fmt.Errorf("GET %s: the body does not contain %q", c.Path, c.Body)
+	}
+	return nil
+}
+
+// deployRun applies services as a new revision and waits for the outcome.
+func (e *Engine) deployRun(ctx context.Context, def api.Pipeline, run store.Run, services []api.Service, log io.Writer) error {
+	req := api.ApplyRequest{Services: services, Commit: run.Commit,
+		Source: fmt.Sprintf("pipeline %s, run %d", def.Name, run.ID), User: "pipeline " + def.Name}
+	res, err := e.Apply(ctx, req)
+	for waited := false; errors.Is(err, store.ErrRolloutInProgress); res, err = e.Apply(ctx, req) {
+		if !waited {
+			fmt.Fprintf(log, "waiting for the rollout in progress: %v\n", err)
+			waited = true
+		}
+		sleep(ctx, time.Second) // a pipeline waits its turn rather than fail
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	for _, s := range res.Services {
+		fmt.Fprintf(log, "%s: revision %d %s%s\n", s.Service, s.Revision, s.Outcome, suffix(s.Detail))
+		if s.Outcome != string(store.OutcomeDeployed) {
+			return fmt.Errorf("the rollout of %s was %s: %s", s.Service, s.Outcome, s.Detail)
+		}
+	}
+	return nil
+}
+
+// Trigger queues a run of commit (the branch's head when "") of the named pipeline.
+func (e *Engine) Trigger(ctx context.Context, pipeline, commit, trigger string) (store.Run, error) {
+	e.mu.Lock()
+	w := e.pipelines[pipeline]
+	e.mu.Unlock()
+	if w == nil {
+		return store.Run{}, fmt.Errorf("pipeline %q: %w", pipeline, store.ErrNotFound)
+	}
+	return e.queueHead(ctx, w, commit, trigger)
+}
+
+// ErrBadSignature means a webhook call was not signed with the pipeline's secret.
+var ErrBadSignature = errors.New("the webhook call is not signed with the pipeline's secret")
+
+// Webhook handles a push notification: body signed with HMAC-SHA256 of the pipeline's
+// webhook secret (header value "sha256=<hex>"), in the usual shape ({"ref":
+// "refs/heads/main", "after": "<sha>"}). A push to another branch is ignored.
+func (e *Engine) Webhook(ctx context.Context, pipeline string, body []byte, signature string) (store.Run, bool, error) {
+	e.mu.Lock()
+	w := e.pipelines[pipeline]
+	e.mu.Unlock()
+	if w == nil {
+		return store.Run{}, false, fmt.Errorf("pipeline %q: %w", pipeline, store.ErrNotFound)
+	}
+	if w.def.WebhookSecret == "" {
+		return store.Run{}, false, fmt.Errorf("%w: pipeline %q has no webhook_secret, so its webhook is off", ErrBadSignature, pipeline)
+	}
+	mac := hmac.New(sha256.New, []byte(w.def.WebhookSecret))
+	mac.Write(body)
+	want := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+	if !hmac.Equal([]byte(want), []byte(signature)) {
+		return store.Run{}, false, ErrBadSignature
+	}
+	var push struct {
+		Ref   string `json:"ref"`
+		After string `json:"after"`
+	}
+	if err := json.Unmarshal(body, &push); err != nil {
+		return store.Run{}, false, fmt.Errorf("malformed push payload: %w", err)
+	}
+	if push.Ref != "" && push.Ref != plumbing.NewBranchReferenceName(w.def.Branch).String() {
+		return store.Run{}, false, nil
+	}
+	run, err := e.queueHead(ctx, w, push.After, "webhook")
+	return run, true, err
+}
+
+// Pipelines returns the recorded pipelines.
+func (e *Engine) Pipelines(ctx context.Context) ([]api.Pipeline, error) {
+	defs, err := e.opts.State.Pipelines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []api.Pipeline{}
+	for _, d := range defs {
+		var p api.Pipeline
+		if json.Unmarshal([]byte(d), &p) == nil {
+			p.WebhookSecret = "" // never shown
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// Runs returns the latest runs of pipeline (all when "").
+func (e *Engine) Runs(ctx context.Context, pipeline string) ([]store.Run, error) {
+	runs, err := e.opts.State.Runs(ctx, pipeline, 100)
+	if runs == nil {
+		runs = []store.Run{}
+	}
+	return runs, err
+}
+
+// Run returns one run with its stages and their logs.
+func (e *Engine) Run(ctx context.Context, id int64) (store.Run, error) {
+	return e.opts.State.Run(ctx, id)
+}

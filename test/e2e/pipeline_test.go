@@ -1,0 +1,174 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var gitEnv = []string{"GIT_AUTHOR_NAME=k", "GIT_AUTHOR_EMAIL=k@example.com", "GIT_COMMITTER_NAME=k", "GIT_COMMITTER_EMAIL=k@example.com"}
+
+type runJSON struct {
+	ID     int64
+	Commit string
+	State  string
+	Detail string
+}
+
+func (d *deployment) runs() []runJSON {
+	d.t.Helper()
+	var rs []runJSON
+	r := d.kiln(nil, "pipeline", "runs", "-json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rs) != nil {
+		d.t.Fatalf("pipeline runs: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	return rs
+}
+
+// runOf waits for the run of commit to end and returns it.
+func (d *deployment) runOf(commit string, timeout time.Duration) runJSON {
+	d.t.Helper()
+	var found runJSON
+	eventually(d.t, timeout, "the run of "+commit[:8]+" to end", func() bool {
+		for _, r := range d.runs() {
+			if r.Commit == commit && r.State != "queued" && r.State != "running" {
+				found = r
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+func (d *deployment) commit(msg string) string {
+	d.t.Helper()
+	sh(d.t, d.dir, gitEnv, "git", "commit", "-qam", msg)
+	return sh(d.t, d.dir, nil, "git", "rev-parse", "HEAD")
+}
+
+// TestPipeline: commits to a real git repository are baked from a clean checkout,
+// tested on candidates, and deployed with no failed request; a commit that fails its
+// test never reaches the live servers; a webhook delivered five times gives one run; a
+// restart mid-run leaves no candidate behind and the run marked interrupted.
+func TestPipeline(t *testing.T) {
+	d := newDeployment(t)
+	spec, _ := os.ReadFile(filepath.Join(d.dir, "kiln.hcl"))
+	os.WriteFile(filepath.Join(d.dir, "kiln.hcl"), append(spec, []byte(`
+pipeline "hello" {
+  repo           = "."
+  branch         = "main"
+  poll           = "1s"
+  services       = ["`+d.service+`"]
+  webhook_secret = "s3cret"
+
+  check "greets" {
+    path = "/"
+    body = "Hello"
+  }
+  check "healthz" {
+    command = ["sh", "-c", "test \"$(wget -qO- $KILN_CANDIDATE_URL/healthz 2>/dev/null || curl -fsS $KILN_CANDIDATE_URL/healthz)\" = ok"]
+  }
+}
+`)...), 0o644)
+	os.WriteFile(filepath.Join(d.dir, ".gitignore"), []byte(".kiln/\n"), 0o644)
+	sh(t, d.dir, gitEnv, "git", "init", "-q", "-b", "main")
+	sh(t, d.dir, gitEnv, "git", "add", ".")
+	sh(t, d.dir, gitEnv, "git", "commit", "-qm", "first")
+	first := sh(t, d.dir, nil, "git", "rev-parse", "HEAD")
+	d.startDaemon("revision 1 deployed", "up")
+	if r := d.runOf(first, 60*time.Second); r.State != "succeeded" {
+		t.Fatalf("run of the first commit: %+v\n%s", r, d.kiln(nil, "pipeline", "show", "1").stdout)
+	}
+
+	// A new greeting is built, tested and deployed under load, with no failed request.
+	// The greeting the service answers with is a file block of the spec.
+	main := filepath.Join(d.dir, "kiln.hcl")
+	src, _ := os.ReadFile(main)
+	greet := func(s string) []byte { return bytes.Replace(src, []byte(`"Hello from kiln!\n"`), []byte(`"`+s+`\n"`), 1) }
+	os.WriteFile(main, greet("Hello from the pipeline!"), 0o644)
+	l := startLoad(d.url, 4)
+	second := d.commit("greet from the pipeline")
+	r := d.runOf(second, 90*time.Second)
+	l.finish(t, "pipeline deploy")
+	if r.State != "succeeded" || !strings.Contains(d.get("/"), "Hello from the pipeline!") {
+		t.Fatalf("second commit: %+v, front door %q\n%s", r, d.get("/"), d.kiln(nil, "pipeline", "show", "2").stdout)
+	}
+	show := d.kiln(nil, "pipeline", "show", "2").stdout
+	for _, want := range []string{"== bake: succeeded", "== test: succeeded", "== deploy: succeeded", `check "greets" passed`, "candidate", "destroyed"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("pipeline show lacks %q:\n%s", want, show)
+		}
+	}
+
+	// A commit whose candidate fails its check never reaches the live servers.
+	os.WriteFile(main, greet("Goodbye"), 0o644)
+	third := d.commit("break the greeting")
+	if r := d.runOf(third, 90*time.Second); r.State != "failed" || !strings.Contains(r.Detail, "test") {
+		t.Fatalf("a failing commit: %+v", r)
+	}
+	if body := d.get("/"); !strings.Contains(body, "Hello from the pipeline!") {
+		t.Fatalf("a failed test reached the live servers: %q", body)
+	}
+
+	// The same webhook five times: one run. Unsigned calls are refused.
+	os.WriteFile(main, greet("Hello again!"), 0o644)
+	fourth := d.commit("hello again")
+	addr, _ := os.ReadFile(filepath.Join(d.dir, ".kiln", "api.addr"))
+	url := strings.TrimSpace(string(addr)) + "/v1/pipelines/hello/webhook"
+	body := []byte(`{"ref":"refs/heads/main","after":"` + fourth + `"}`)
+	mac := hmac.New(sha256.New, []byte("s3cret"))
+	mac.Write(body)
+	for range 5 {
+		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+		req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			t.Errorf("signed webhook: status %d", resp.StatusCode)
+		}
+	}
+	if resp, err := http.Post(url, "application/json", bytes.NewReader(body)); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("unsigned webhook: %v %v", resp.StatusCode, err)
+	}
+	d.runOf(fourth, 90*time.Second)
+	n := 0
+	for _, r := range d.runs() {
+		if r.Commit == fourth {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d runs of one commit delivered five times", n)
+	}
+
+	// kill -9 mid-run: after a restart, no candidate is left and the run is interrupted.
+	os.WriteFile(main, greet("Hello, interrupted!"), 0o644)
+	fifth := d.commit("to be interrupted")
+	eventually(t, 60*time.Second, "a candidate of the fifth commit", func() bool {
+		out, _ := exec.Command("docker", "ps", "-q", "--filter", "label=dev.kiln.service="+d.service+"-candidate").Output()
+		return len(strings.TrimSpace(string(out))) > 0
+	})
+	d.stopDaemon(syscall.SIGKILL)
+	d.startDaemon("API on", "serve")
+	eventually(t, 30*time.Second, "the candidates to be removed", func() bool {
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=dev.kiln.service="+d.service+"-candidate").Output()
+		return len(strings.TrimSpace(string(out))) == 0
+	})
+	if r := d.runOf(fifth, 10*time.Second); r.State != "interrupted" {
+		t.Errorf("the killed run is %+v, want interrupted", r)
+	}
+}
