@@ -95,7 +95,9 @@ pipeline "hello" {
 	// The greeting the service answers with is a file block of the spec.
 	main := filepath.Join(d.dir, "kiln.hcl")
 	src, _ := os.ReadFile(main)
-	greet := func(s string) []byte { return bytes.Replace(src, []byte(`"Hello from kiln!\n"`), []byte(`"`+s+`\n"`), 1) }
+	greet := func(s string) []byte {
+		return bytes.Replace(src, []byte(`"Hello from kiln!\n"`), []byte(`"`+s+`\n"`), 1)
+	}
 	os.WriteFile(main, greet("Hello from the pipeline!"), 0o644)
 	l := startLoad(d.url, 4)
 	second := d.commit("greet from the pipeline")
