@@ -22,6 +22,8 @@ type metrics struct {
 	probes       *prometheus.HistogramVec
 	requests     *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
+	runs         *prometheus.CounterVec
+	stages       *prometheus.HistogramVec
 }
 
 func newMetrics(e *Engine) *metrics {
@@ -48,8 +50,15 @@ func newMetrics(e *Engine) *metrics {
 			Name: "kiln_frontdoor_request_duration_seconds", Help: "Latency of requests through a service's front door.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"service"}),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_pipeline_runs_total", Help: "Pipeline runs that ended, by outcome.",
+		}, []string{"pipeline", "state"}),
+		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kiln_pipeline_stage_duration_seconds", Help: "How long pipeline stages took.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60, 120},
+		}, []string{"pipeline", "stage"}),
 	}
-	m.reg.MustRegister(m.replacements, m.drift, m.rollouts, m.probes, m.requests, m.latency,
+	m.reg.MustRegister(m.replacements, m.drift, m.rollouts, m.probes, m.requests, m.latency, m.runs, m.stages,
 		&serversCollector{e: e},
 		collectors.NewBuildInfoCollector(),
 		collectors.NewGoCollector(),

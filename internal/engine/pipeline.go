@@ -125,9 +125,15 @@ func (e *Engine) runWorker(ctx context.Context, w *pipelineWorker) {
 		defer t.Stop()
 		tick = t.C
 	}
+	lastErr := ""
 	poll := func() {
-		if _, err := e.queueHead(ctx, w, "", "poll"); err != nil && !errors.Is(err, store.ErrRunExists) && ctx.Err() == nil {
-			e.log.Warn("pipeline poll", "pipeline", w.def.Name, "err", err)
+		_, err := e.queueHead(ctx, w, "", "poll")
+		switch {
+		case err == nil || errors.Is(err, store.ErrRunExists) || ctx.Err() != nil:
+			lastErr = ""
+		case err.Error() != lastErr: // say it once, not at every poll
+			lastErr = err.Error()
+			e.event(w.def.Name, "", "pipeline", "cannot read the source: %v", err)
 		}
 	}
 	poll()
@@ -248,6 +254,7 @@ func (e *Engine) execute(ctx context.Context, w *pipelineWorker, run store.Run) 
 		state, detail = "failed", err.Error()
 	}
 	e.opts.State.FinishRun(context.WithoutCancel(ctx), run.ID, state, detail)
+	e.metrics.runs.WithLabelValues(def.Name, state).Inc()
 	e.event(def.Name, "", "pipeline", "run %d of %s %s%s", run.ID, shortSHA(run.Commit), state, suffix(detail))
 }
 
@@ -280,6 +287,8 @@ func (e *Engine) stage(ctx context.Context, run store.Run, name string, fn func(
 		fmt.Fprintf(&log, "error: %v\n", err)
 	}
 	e.opts.State.FinishStage(context.WithoutCancel(ctx), run.ID, name, state, log.String())
+	stageKind, _, _ := strings.Cut(name, ":")
+	e.metrics.stages.WithLabelValues(run.Pipeline, stageKind).Observe(time.Since(start).Seconds())
 	e.event(run.Pipeline, "", "pipeline", "run %d: %s %s in %s", run.ID, name, state, time.Since(start).Round(10*time.Millisecond))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -310,7 +319,14 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 		return nil, fmt.Errorf("checking out %s: %w", shortSHA(run.Commit), err)
 	}
 	fmt.Fprintf(log, "checked out %s into a clean directory\n", shortSHA(run.Commit))
-	cfg, diags := spec.Load(filepath.Join(dir, def.SpecPath), spec.Options{Vars: def.Vars, Environ: []string{}})
+	specFile := filepath.Join(dir, def.SpecPath)
+	source, err := os.ReadFile(specFile)
+	if err != nil {
+		return nil, fmt.Errorf("the commit has no spec at %s: %w", def.SpecPath, err)
+	}
+	// Parsed under its path in the repository, so diagnostics name the file as the user
+	// knows it.
+	cfg, diags := spec.Parse(def.SpecPath, source, spec.Options{Vars: def.Vars, Environ: []string{}, Dir: filepath.Dir(specFile)})
 	if diags.HasErrors() {
 		spec.WriteText(log, cfg.Files, diags, 0, false)
 		return nil, fmt.Errorf("the spec at %s is not valid: %s", shortSHA(run.Commit), diags.Errs()[0].Error())

@@ -22,6 +22,9 @@ type Options struct {
 	Environ []string
 	// DefaultArch is the architecture of images without a platform; the host's when empty.
 	DefaultArch string
+	// Dir, if set, is the directory relative paths resolve against, instead of the spec
+	// file's: for a spec parsed under a display name (a checkout's "kiln.hcl").
+	Dir string
 }
 
 // Find returns the spec file of dir: kiln.hcl, else kiln.hcl.json.
@@ -56,6 +59,9 @@ func Parse(filename string, src []byte, opts Options) (*Config, hcl.Diagnostics)
 	dir, err := filepath.Abs(filepath.Dir(filename))
 	if err != nil {
 		dir = filepath.Dir(filename)
+	}
+	if opts.Dir != "" {
+		dir = opts.Dir
 	}
 	p := hclparse.NewParser()
 	var f *hcl.File

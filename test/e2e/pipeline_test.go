@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -172,5 +173,99 @@ pipeline "hello" {
 	})
 	if r := d.runOf(fifth, 10*time.Second); r.State != "interrupted" {
 		t.Errorf("the killed run is %+v, want interrupted", r)
+	}
+}
+
+// newPipelineRepo makes the deployment's directory a git repository whose spec has a
+// pipeline deploying the service, with extra pipeline settings.
+func newPipelineRepo(t *testing.T, d *deployment, settings string) string {
+	t.Helper()
+	spec, _ := os.ReadFile(filepath.Join(d.dir, "kiln.hcl"))
+	os.WriteFile(filepath.Join(d.dir, "kiln.hcl"), append(spec, []byte(`
+pipeline "hello" {
+  services = ["`+d.service+`"]
+`+settings+`
+}
+`)...), 0o644)
+	os.WriteFile(filepath.Join(d.dir, ".gitignore"), []byte(".kiln/\n"), 0o644)
+	sh(t, d.dir, gitEnv, "git", "init", "-q", "-b", "main")
+	sh(t, d.dir, gitEnv, "git", "add", ".")
+	sh(t, d.dir, gitEnv, "git", "commit", "-qm", "first")
+	return sh(t, d.dir, nil, "git", "rev-parse", "HEAD")
+}
+
+// TestPipelineFailures: a commit with an invalid spec fails at bake with the spec's
+// diagnostics; a commit whose rollout fails is rolled back and fails its run; two quick
+// commits end with the newer one deployed. The live revision is untouched by failures.
+func TestPipelineFailures(t *testing.T) {
+	d := newDeployment(t)
+	first := newPipelineRepo(t, d, `  repo = "."
+  poll = "1s"`)
+	d.startDaemon("revision 1 deployed", "up")
+	d.runOf(first, 60*time.Second)
+	specPath := filepath.Join(d.dir, "kiln.hcl")
+	good, _ := os.ReadFile(specPath)
+
+	os.WriteFile(specPath, bytes.Replace(good, []byte("replicas = 2"), []byte("replicas = \"two\""), 1), 0o644)
+	bad := d.commit("an invalid spec")
+	r := d.runOf(bad, 60*time.Second)
+	if r.State != "failed" || !strings.Contains(r.Detail, "bake") {
+		t.Fatalf("invalid spec run: %+v", r)
+	}
+	if show := d.kiln(nil, "pipeline", "show", fmt.Sprint(r.ID)); !strings.Contains(show.stdout, "on kiln.hcl line") {
+		t.Errorf("the bake log lacks the spec's diagnostics: exit %d\n%s%s", show.code, show.stdout, show.stderr)
+	}
+
+	// Servers that pass the candidate test but cannot stay healthy long enough for the
+	// rollout's min_healthy within its deadline: the rollout fails and is rolled back.
+	slow := bytes.Replace(good, []byte(`min_healthy       = "1s"`), []byte(`min_healthy       = "10s"`), 1)
+	slow = bytes.Replace(slow, []byte(`progress_deadline = "30s"`), []byte(`progress_deadline = "3s"`), 1)
+	slow = bytes.Replace(slow, []byte(`"Hello from kiln!\n"`), []byte(`"Hello, never deployed!\n"`), 1)
+	os.WriteFile(specPath, slow, 0o644)
+	failing := d.commit("a rollout that fails")
+	if r := d.runOf(failing, 90*time.Second); r.State != "failed" || !strings.Contains(r.Detail, "rolled_back") {
+		t.Fatalf("failing rollout run: %+v", r)
+	}
+	if body := d.get("/"); !strings.Contains(body, "Hello from kiln!") {
+		t.Fatalf("after a rolled-back run the front door answers %q", body)
+	}
+
+	// Two quick commits: the newer one is what ends up serving.
+	os.WriteFile(specPath, bytes.Replace(good, []byte(`"Hello from kiln!\n"`), []byte(`"Hello, one!\n"`), 1), 0o644)
+	d.commit("one")
+	os.WriteFile(specPath, bytes.Replace(good, []byte(`"Hello from kiln!\n"`), []byte(`"Hello, two!\n"`), 1), 0o644)
+	two := d.commit("two")
+	if r := d.runOf(two, 90*time.Second); r.State != "succeeded" {
+		t.Fatalf("run of the newer commit: %+v", r)
+	}
+	if body := d.get("/"); !strings.Contains(body, "Hello, two!") {
+		t.Errorf("after two quick commits the front door answers %q", body)
+	}
+}
+
+// TestPipelineBadSource: a branch that does not exist and an unreachable repository are
+// reported, in events and by trigger, with the cause.
+func TestPipelineBadSource(t *testing.T) {
+	d := newDeployment(t)
+	newPipelineRepo(t, d, `  repo   = "."
+  branch = "no-such-branch"
+  poll   = "1s"`)
+	d.startDaemon("revision 1 deployed", "up")
+	r := d.kiln(nil, "pipeline", "trigger", "hello")
+	if r.code != 1 || !strings.Contains(r.stderr, "no-such-branch") {
+		t.Errorf("trigger of a missing branch: exit %d: %s", r.code, r.stderr)
+	}
+	eventually(t, 10*time.Second, "an event about the source", func() bool {
+		return strings.Contains(d.kiln(nil, "events").stdout, "cannot read the source")
+	})
+
+	// An unreachable repository.
+	editSpec(t, d.dir, `repo   = "."`, `repo   = "http://127.0.0.1:1/nothing.git"`)
+	if r := d.kiln(nil, "apply"); r.code != 0 {
+		t.Fatalf("apply: %s", r.stderr)
+	}
+	r = d.kiln(nil, "pipeline", "trigger", "hello")
+	if r.code != 1 || !strings.Contains(r.stderr, "127.0.0.1:1") {
+		t.Errorf("trigger of an unreachable repository: exit %d: %s", r.code, r.stderr)
 	}
 }
