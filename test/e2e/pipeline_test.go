@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -267,5 +268,65 @@ func TestPipelineBadSource(t *testing.T) {
 	r = d.kiln(nil, "pipeline", "trigger", "hello")
 	if r.code != 1 || !strings.Contains(r.stderr, "127.0.0.1:1") {
 		t.Errorf("trigger of an unreachable repository: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// TestPipelinePromote: after the deploy to the first service, the run promotes the same
+// images to the next one, in order.
+func TestPipelinePromote(t *testing.T) {
+	d := newDeployment(t)
+	prod := d.service + "-prod"
+	t.Cleanup(func() {
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=dev.kiln.service="+prod).Output()
+		if ids := strings.Fields(string(out)); len(ids) > 0 {
+			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+		}
+	})
+	prodListen := freePort(t)
+	d.env = append(d.env, "KILN_VAR_listen_prod="+prodListen)
+	spec, _ := os.ReadFile(filepath.Join(d.dir, "kiln.hcl"))
+	os.WriteFile(filepath.Join(d.dir, "kiln.hcl"), append(spec, []byte(`
+variable "listen_prod" {}
+
+service "`+prod+`" {
+  image    = image.hello
+  replicas = 1
+  port     = 8080
+  listen   = var.listen_prod
+
+  health {
+    http     = "/healthz"
+    interval = "500ms"
+  }
+}
+`)...), 0o644)
+	first := newPipelineRepo(t, d, `  repo    = "."
+  poll    = "1s"
+  promote = ["`+prod+`"]`)
+	d.startDaemon("revision 1 deployed", "up")
+	d.runOf(first, 60*time.Second)
+
+	specPath := filepath.Join(d.dir, "kiln.hcl")
+	good, _ := os.ReadFile(specPath)
+	os.WriteFile(specPath, bytes.Replace(good, []byte(`"Hello from kiln!\n"`), []byte(`"Hello, promoted!\n"`), 1), 0o644)
+	c := d.commit("promote me")
+	r := d.runOf(c, 90*time.Second)
+	show := d.kiln(nil, "pipeline", "show", fmt.Sprint(r.ID)).stdout
+	if r.State != "succeeded" || !strings.Contains(show, "== promote:"+prod+": succeeded") {
+		t.Fatalf("run: %+v\n%s", r, show)
+	}
+	if strings.Index(show, "== deploy:") > strings.Index(show, "== promote:") {
+		t.Errorf("promote ran before deploy:\n%s", show)
+	}
+	for _, url := range []string{d.url, "http://" + prodListen} {
+		resp, err := http.Get(url + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "Hello, promoted!") {
+			t.Errorf("%s answers %q", url, b)
+		}
 	}
 }
