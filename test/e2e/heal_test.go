@@ -137,9 +137,11 @@ func TestDriftRecreatedOutOfBand(t *testing.T) {
 	eventually(t, 30*time.Second, "the impostor's replacement", func() bool {
 		return d.healthy() && !contains(d.running(), impostor)
 	})
+	// Usually the env drift is what gives the impostor away; if the controller catches
+	// it while it is still starting, it is replaced as a server that is not running.
 	ev := d.events()
-	if !strings.Contains(ev, "env differs: +INTRUDER") {
-		t.Errorf("events lack the env drift:\n%s", ev)
+	if !strings.Contains(ev, "env differs: +INTRUDER") && !strings.Contains(ev, "never started") && !strings.Contains(ev, "unreachable") {
+		t.Errorf("events do not say why the impostor was replaced:\n%s", ev)
 	}
 }
 

@@ -38,14 +38,23 @@ func TestObservability(t *testing.T) {
 	if resp, err := http.Get(url); err != nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("/metrics without a token: %v %v", resp.StatusCode, err)
 	}
-	req, _ := http.NewRequest("GET", url, nil)
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	scrape := func() string {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	// Health checks run at the service's interval: wait for the first ones.
+	var body string
+	eventually(t, 10*time.Second, "health-check metrics", func() bool {
+		body = scrape()
+		return strings.Contains(body, "kiln_health_check_duration_seconds_count")
+	})
 	for _, want := range []string{
 		`kiln_servers{service="` + d.service + `",state="running"} 2`,
 		`kiln_frontdoor_requests_total{code="200",service="` + d.service + `"}`,
