@@ -16,7 +16,6 @@ import (
 	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/driver"
 	"github.com/kiln-build/kiln/internal/health"
-	"github.com/kiln-build/kiln/internal/plan"
 	"github.com/kiln-build/kiln/internal/rollout"
 	"github.com/kiln-build/kiln/internal/spec"
 	"github.com/kiln-build/kiln/internal/store"
@@ -308,4 +307,3 @@ func URL(listen string) string {
 var errNoPrevious = errors.New("no earlier deployed revision")
 
 var _ rollout.Door = (*door)(nil)
-var _ = plan.Compute

@@ -140,52 +140,39 @@ func (d *decoder) decode(cfg *Config, body hcl.Body) {
 	}
 	cfg.Variables = d.variables(varBlocks)
 
+	d.named("image", imageBlocks, func(b *hcl.Block) {
+		if img := d.image(b); img != nil {
+			cfg.Images = append(cfg.Images, img)
+		}
+	})
+	d.checkBases(cfg)
+	d.named("service", serviceBlocks, func(b *hcl.Block) { cfg.Services = append(cfg.Services, d.service(b)) })
+	d.checkServices(cfg)
+	d.named("pipeline", pipelineBlocks, func(b *hcl.Block) { cfg.Pipelines = append(cfg.Pipelines, d.pipeline(b)) })
+	d.checkPipelines(cfg)
+}
+
+// named calls decode for each block of kind whose name is not taken by an earlier one,
+// reporting duplicates and names kiln cannot use (they become labels and file names).
+func (d *decoder) named(kind string, blocks []*hcl.Block, decode func(*hcl.Block)) {
 	seen := map[string]*hcl.Block{}
-	for _, b := range imageBlocks {
+	article := "A"
+	if strings.ContainsRune("aeiou", rune(kind[0])) {
+		article = "An"
+	}
+	title := strings.ToUpper(kind[:1]) + kind[1:]
+	for _, b := range blocks {
 		name := b.Labels[0]
 		if first, dup := seen[name]; dup {
-			d.errorf(b.DefRange.Ptr(), "Duplicate image", "An image named %q was already declared at %s. Image names must be unique.", name, first.DefRange)
+			d.errorf(b.DefRange.Ptr(), "Duplicate "+kind, "%s %s named %q was already declared at %s. %s names must be unique.", article, kind, name, first.DefRange, title)
 			continue
 		}
 		seen[name] = b
 		if !validName(name) {
-			d.errorf(b.LabelRanges[0].Ptr(), "Invalid image name", "Image name %q must start with a lowercase letter and contain only lowercase letters, digits, '-', '_' and '.'.", name)
+			d.errorf(b.LabelRanges[0].Ptr(), "Invalid "+kind+" name", "%s name %q must start with a lowercase letter and contain only lowercase letters, digits, '-', '_' and '.'.", title, name)
 		}
-		if img := d.image(b); img != nil {
-			cfg.Images = append(cfg.Images, img)
-		}
+		decode(b)
 	}
-	d.checkBases(cfg)
-
-	services := map[string]*hcl.Block{}
-	for _, b := range serviceBlocks {
-		name := b.Labels[0]
-		if first, dup := services[name]; dup {
-			d.errorf(b.DefRange.Ptr(), "Duplicate service", "A service named %q was already declared at %s. Service names must be unique.", name, first.DefRange)
-			continue
-		}
-		services[name] = b
-		if !validName(name) {
-			d.errorf(b.LabelRanges[0].Ptr(), "Invalid service name", "Service name %q must start with a lowercase letter and contain only lowercase letters, digits, '-', '_' and '.'.", name)
-		}
-		cfg.Services = append(cfg.Services, d.service(b))
-	}
-	d.checkServices(cfg)
-
-	pipelines := map[string]*hcl.Block{}
-	for _, b := range pipelineBlocks {
-		name := b.Labels[0]
-		if first, dup := pipelines[name]; dup {
-			d.errorf(b.DefRange.Ptr(), "Duplicate pipeline", "A pipeline named %q was already declared at %s.", name, first.DefRange)
-			continue
-		}
-		pipelines[name] = b
-		if !validName(name) {
-			d.errorf(b.LabelRanges[0].Ptr(), "Invalid pipeline name", "Pipeline name %q must start with a lowercase letter and contain only lowercase letters, digits, '-', '_' and '.'.", name)
-		}
-		cfg.Pipelines = append(cfg.Pipelines, d.pipeline(b))
-	}
-	d.checkPipelines(cfg, pipelines)
 }
 
 // checkBases reports bases naming undeclared images and cycles among image bases.

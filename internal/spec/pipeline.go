@@ -101,7 +101,7 @@ func (d *decoder) pipeline(b *hcl.Block) *Pipeline {
 }
 
 // checkPipelines reports pipelines naming services the spec does not declare.
-func (d *decoder) checkPipelines(cfg *Config, blocks map[string]*hcl.Block) {
+func (d *decoder) checkPipelines(cfg *Config) {
 	for _, p := range cfg.Pipelines {
 		for _, names := range [][]string{p.Services, p.Promote} {
 			for _, n := range names {

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/hashicorp/hcl/v2"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -239,5 +238,4 @@ func TestDiagnosticsHaveSnippets(t *testing.T) {
 			t.Errorf("diagnostic %q lacks a range or snippet", d.Summary)
 		}
 	}
-	_ = hcl.DiagError
 }
