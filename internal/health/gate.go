@@ -9,8 +9,14 @@ import (
 // DefaultInterval is the time between probes when WaitHealthy is given none.
 const DefaultInterval = time.Second
 
+// StartInterval is the time between probes until a server has passed its first one:
+// a server that is not listening yet costs a few milliseconds, not a whole interval
+// (Docker's --health-start-interval plays the same part).
+const StartInterval = 50 * time.Millisecond
+
 // WaitHealthy is the health gate of a rollout: it probes the server at addr every
-// interval and returns nil once healthyThreshold probes in a row have passed and every
+// interval (every StartInterval until a probe first passes) and returns nil once
+// healthyThreshold probes in a row have passed and every
 // probe has kept passing for minHealthy after that. A failed probe starts the count over,
 // except within startPeriod of the call: a server still starting may fail, and those
 // failures are ignored (they neither count nor break a run of passes).
@@ -30,9 +36,10 @@ func WaitHealthy(ctx context.Context, addr string, c Check, interval, minHealthy
 
 	start := time.Now()
 	var (
-		passes    int       // probes passed in a row
-		healthyAt time.Time // when passes reached healthyThreshold; zero before
-		lastErr   error     // the last failed probe, for the final error
+		passes     int       // probes passed in a row
+		healthyAt  time.Time // when passes reached healthyThreshold; zero before
+		lastErr    error     // the last failed probe, for the final error
+		lastPassed time.Time // when a probe last passed; zero before the first
 	)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -63,8 +70,15 @@ func WaitHealthy(ctx context.Context, addr string, c Check, interval, minHealthy
 		if err == nil && !healthyAt.IsZero() && now.Sub(healthyAt) >= minHealthy {
 			return nil
 		}
-		// Probe on the interval, but probe again as soon as min_healthy is reached.
+		// Probe on the interval (faster until the first pass), but probe again as soon as
+		// min_healthy is reached.
 		next := probed.Add(interval)
+		if passes == 0 && healthyAt.IsZero() && lastPassed.IsZero() {
+			next = probed.Add(min(interval, StartInterval))
+		}
+		if err == nil {
+			lastPassed = now
+		}
 		if end := healthyAt.Add(minHealthy); !healthyAt.IsZero() && end.Before(next) {
 			next = end
 		}
