@@ -68,7 +68,16 @@ func (e *Executor) event(service, id, typ, format string, args ...any) {
 //
 // On failure, the new servers that did not become healthy are destroyed and the
 // servers that were serving are left serving; the caller decides whether to roll back.
-func (e *Executor) Run(ctx context.Context, door Door, t Target) error {
+func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
+	// Servers that already stopped are removed in the background, off the critical
+	// path of their replacements; Run returns only once they are gone.
+	var bg sync.WaitGroup
+	var bgMu sync.Mutex
+	var bgErr error
+	defer func() {
+		bg.Wait()
+		err = errors.Join(err, bgErr)
+	}()
 	observed, err := e.Driver.List(ctx, driver.Selector{Project: t.Spec.Project, Service: t.Service})
 	if err != nil {
 		return fmt.Errorf("listing servers of %s: %w", t.Service, err)
@@ -82,9 +91,16 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) error {
 	for _, c := range sp.Changes {
 		switch {
 		case c.Action == plan.Destroy && c.Old.State != driver.StateRunning:
-			if err := e.retire(ctx, door, t.Service, *c.Old, strings.Join(c.Reasons, "; ")); err != nil {
-				return err
-			}
+			s, why := *c.Old, strings.Join(c.Reasons, "; ")
+			bg.Add(1)
+			go func() {
+				defer bg.Done()
+				if err := e.retire(ctx, door, t.Service, s, why); err != nil {
+					bgMu.Lock()
+					bgErr = errors.Join(bgErr, err)
+					bgMu.Unlock()
+				}
+			}()
 		case c.Old != nil:
 			old = append(old, *c.Old)
 		}
