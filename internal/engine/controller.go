@@ -95,8 +95,20 @@ func (e *Engine) watch(ctx context.Context, kick chan<- string) {
 			if ev.Project != e.opts.Project || ev.Service == "" {
 				continue
 			}
-			// An exit needs no event of its own: the heal it triggers says what it does and
-			// why, and kiln's own destroys exit servers too.
+			// A server that died is out of rotation at once and replaced, even if the
+			// runtime still lists it as running for a moment. Its own destroys are not news.
+			if ev.Type == driver.EventDie && !e.exec.Retiring(ev.ServerID) {
+				st := e.state(ev.Service)
+				e.mu.Lock()
+				st.flagged[ev.ServerID] = "it exited (" + ev.Detail + ")"
+				d := e.doors[ev.Service]
+				e.mu.Unlock()
+				if addr := e.exec.Address(ev.ServerID); d != nil && addr != "" {
+					dctx, cancel := context.WithTimeout(ctx, time.Second)
+					d.Update(dctx, nil, []string{addr})
+					cancel()
+				}
+			}
 			if ev.Type == driver.EventChange && strings.HasPrefix(ev.Detail, "exec") {
 				st := e.state(ev.Service)
 				e.mu.Lock()
@@ -259,7 +271,7 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 	differ, canDiff := e.opts.Driver.(driver.Differ)
 	for _, s := range sp.Keep {
 		switch {
-		case flagged[s.ID] != "" && svc.Drift == spec.DriftReport:
+		case strings.Contains(flagged[s.ID], "from outside") && svc.Drift == spec.DriftReport:
 			e.event(service, string(s.ID), "drift", "drift in server %s (reported, not replaced): %s", s.Name, flagged[s.ID])
 		case flagged[s.ID] != "":
 			replace = append(replace, replacement{s, flagged[s.ID]})
@@ -310,7 +322,16 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 		e.settle(service, st)
 		return nil
 	}
-	if wait := e.backoff(service, st); wait > 0 {
+	// Only failures pace heals: replacing drifted servers is not a crash loop.
+	crashing := len(sp.Changes) > 0 || needsAdmission
+	for _, r := range replace {
+		if !strings.HasPrefix(r.why, "drift") && !strings.Contains(r.why, "from outside") {
+			crashing = true
+		}
+	}
+	if !crashing {
+		// no backoff
+	} else if wait := e.backoff(service, st); wait > 0 {
 		// Flagged servers stay flagged for the next pass.
 		e.mu.Lock()
 		for _, r := range replace {
@@ -334,9 +355,8 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 			e.metrics.replaced(service, strings.Join(c.Reasons, "; "))
 		}
 	}
-	if err := e.exec.Run(ctx, d, t); err != nil {
-		return err
-	}
+	// Flagged servers first: a server that died is replaced before anything else (Run
+	// would otherwise try to admit it back, since the runtime may still list it).
 	for _, r := range replace {
 		e.event(service, string(r.server.ID), "heal", "replacing server %s: %s", r.server.Name, r.why)
 		e.metrics.replaced(service, r.why)
@@ -347,7 +367,10 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 		delete(st.failing, r.server.Address)
 		e.mu.Unlock()
 	}
-	return nil
+	if len(sp.Changes) == 0 && !needsAdmission {
+		return nil
+	}
+	return e.exec.Run(ctx, d, t)
 }
 
 // backoff records a heal and returns how long to wait instead, if the service is

@@ -50,6 +50,36 @@ type Executor struct {
 	Healthy func(ctx context.Context, t Target, addr string) error
 	// Event, if set, records what happens; called from several goroutines.
 	Event func(service, serverID, typ, message string)
+
+	mu       sync.Mutex
+	addrs    map[driver.ServerID]string // where servers this executor admitted listen
+	retiring map[driver.ServerID]bool   // servers being destroyed by this executor
+}
+
+// Address is where a server this executor admitted listens, even after it stopped
+// (a stopped server's address is no longer reported by the runtime).
+func (e *Executor) Address(id driver.ServerID) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.addrs[id]
+}
+
+// Retiring reports whether the executor is destroying the server: its exit is expected.
+func (e *Executor) Retiring(id driver.ServerID) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.retiring[id]
+}
+
+func (e *Executor) remember(s driver.Server) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.addrs == nil {
+		e.addrs = map[driver.ServerID]string{}
+	}
+	if s.Address != "" {
+		e.addrs[s.ID] = s.Address
+	}
 }
 
 // ErrNoProgress means new servers did not become healthy within the progress deadline.
@@ -232,6 +262,7 @@ func (e *Executor) startBatch(ctx context.Context, door Door, t Target, spec dri
 		return created, err
 	}
 	for _, s := range created {
+		e.remember(s)
 		e.event(t.Service, string(s.ID), "admitted", "server %s is healthy and in rotation", s.Name)
 	}
 	return created, nil
@@ -242,6 +273,7 @@ func (e *Executor) admit(ctx context.Context, door Door, t Target, s driver.Serv
 	if err := e.gate(ctx, t, []driver.Server{s}); err != nil {
 		return err
 	}
+	e.remember(s)
 	e.event(t.Service, string(s.ID), "admitted", "server %s is healthy and in rotation", s.Name)
 	return door.Update(ctx, []string{s.Address}, nil)
 }
@@ -305,12 +337,27 @@ func (e *Executor) gate(ctx context.Context, t Target, servers []driver.Server) 
 
 // retire takes a server out of rotation, waits for it to drain, and destroys it.
 func (e *Executor) retire(ctx context.Context, door Door, service string, s driver.Server, why string) error {
-	if door.Has(s.Address) {
-		if err := door.Update(ctx, nil, []string{s.Address}); err != nil {
+	addr := s.Address
+	if addr == "" {
+		addr = e.Address(s.ID) // it stopped: the runtime no longer reports its address
+	}
+	if addr != "" && door.Has(addr) {
+		if err := door.Update(ctx, nil, []string{addr}); err != nil {
 			return fmt.Errorf("draining %s: %w", s.Name, err)
 		}
 	}
-	if err := e.Driver.Destroy(ctx, s.ID); err != nil {
+	e.mu.Lock()
+	if e.retiring == nil {
+		e.retiring = map[driver.ServerID]bool{}
+	}
+	e.retiring[s.ID] = true
+	e.mu.Unlock()
+	err := e.Driver.Destroy(ctx, s.ID)
+	e.mu.Lock()
+	delete(e.retiring, s.ID)
+	delete(e.addrs, s.ID)
+	e.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("destroying %s: %w", s.Name, err)
 	}
 	e.event(service, string(s.ID), "destroyed", "server %s destroyed: %s", s.Name, why)
