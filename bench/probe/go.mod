@@ -1,0 +1,3 @@
+module github.com/kiln-build/kiln/bench/probe
+
+go 1.24
