@@ -277,6 +277,7 @@ func TestPipelinePromote(t *testing.T) {
 	d := newDeployment(t)
 	prod := d.service + "-prod"
 	t.Cleanup(func() {
+		d.stopDaemon(syscall.SIGKILL) // first, or its controller would heal what is removed
 		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=dev.kiln.service="+prod).Output()
 		if ids := strings.Fields(string(out)); len(ids) > 0 {
 			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
