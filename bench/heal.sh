@@ -208,9 +208,10 @@ else
 	fi
 fi
 log "building the probe (bench/probe)"
-(cd "$BENCH_DIR/probe" && go build -o "$WORK/bin/probe" . &&
-	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$WORK/bin/healthcheck" ./healthcheck) >&2 ||
-	die "go build of bench/probe failed"
+(cd "$BENCH_DIR/probe" && go build -o "$WORK/bin/probe" .) >&2 || die "go build of bench/probe failed"
+# The Swarm image's health check is the one bench/rollout.sh uses too.
+(cd "$BENCH_DIR/loadgen" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$WORK/bin/healthcheck" ./healthcheck) >&2 ||
+	die "go build of bench/loadgen/healthcheck failed"
 PROBE=$WORK/bin/probe
 
 export SOURCE_DATE_EPOCH=$BENCH_SDE
@@ -666,7 +667,7 @@ report() {
 	echo "- other load on the machine: before the run $NOISE_BEFORE; after it $NOISE_AFTER."
 	echo "- kiln: built from $KILN_FROM; the example (examples/hello) with its image renamed bench-heal-hello; kill and drift: $RUNS services of $REPLICAS servers each in one \`kiln up\`, health \`interval = \"$INTERVAL\"\`, other settings the example's (unhealthy_threshold 3, drift action replace); run i kills a server of service i, then later execs into a server of service i (so no service is healed 3 times within a minute, which would make kiln back it off as crash-looping)."
 	if ((WANT_SWARM)); then
-		echo "- Swarm: single node; the same kiln-baked image (\`kiln bake --load\`) plus a static Go health-check binary (bench/probe/healthcheck) and \`HEALTHCHECK --interval=$INTERVAL --timeout=1s --retries=3 CMD [\"/healthcheck\", ...]\` (exec form: the image has no shell for \`--health-cmd\`); \`docker service create --replicas $REPLICAS --publish mode=host,target=8080 --health-interval $INTERVAL --restart-delay 5s|0s\`."
+		echo "- Swarm: single node; the same kiln-baked image (\`kiln bake --load\`) plus a static Go health-check binary (bench/loadgen/healthcheck) and \`HEALTHCHECK --interval=$INTERVAL --timeout=1s --retries=3 CMD [\"/healthcheck\", ...]\` (exec form: the image has no shell for \`--health-cmd\`); \`docker service create --replicas $REPLICAS --publish mode=host,target=8080 --health-interval $INTERVAL --restart-delay 5s|0s\`."
 	fi
 	echo "- wall time of the measurements: ${ELAPSED} s"
 }
