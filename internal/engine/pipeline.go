@@ -492,14 +492,15 @@ func (e *Engine) deployRun(ctx context.Context, def api.Pipeline, run store.Run,
 }
 
 // Trigger queues a run of commit (the branch's head when "") of the named pipeline.
-func (e *Engine) Trigger(ctx context.Context, pipeline, commit, trigger string) (store.Run, error) {
+func (e *Engine) Trigger(ctx context.Context, pipeline, commit, trigger string) (api.Run, error) {
 	e.mu.Lock()
 	w := e.pipelines[pipeline]
 	e.mu.Unlock()
 	if w == nil {
-		return store.Run{}, fmt.Errorf("pipeline %q: %w", pipeline, store.ErrNotFound)
+		return api.Run{}, fmt.Errorf("pipeline %q: %w", pipeline, store.ErrNotFound)
 	}
-	return e.queueHead(ctx, w, commit, trigger)
+	r, err := e.queueHead(ctx, w, commit, trigger)
+	return apiRun(r), err
 }
 
 // ErrBadSignature means a webhook call was not signed with the pipeline's secret.
@@ -508,34 +509,34 @@ var ErrBadSignature = errors.New("the webhook call is not signed with the pipeli
 // Webhook handles a push notification: body signed with HMAC-SHA256 of the pipeline's
 // webhook secret (header value "sha256=<hex>"), in the usual shape ({"ref":
 // "refs/heads/main", "after": "<sha>"}). A push to another branch is ignored.
-func (e *Engine) Webhook(ctx context.Context, pipeline string, body []byte, signature string) (store.Run, bool, error) {
+func (e *Engine) Webhook(ctx context.Context, pipeline string, body []byte, signature string) (api.Run, bool, error) {
 	e.mu.Lock()
 	w := e.pipelines[pipeline]
 	e.mu.Unlock()
 	if w == nil {
-		return store.Run{}, false, fmt.Errorf("pipeline %q: %w", pipeline, store.ErrNotFound)
+		return api.Run{}, false, fmt.Errorf("pipeline %q: %w", pipeline, store.ErrNotFound)
 	}
 	if w.def.WebhookSecret == "" {
-		return store.Run{}, false, fmt.Errorf("%w: pipeline %q has no webhook_secret, so its webhook is off", ErrBadSignature, pipeline)
+		return api.Run{}, false, fmt.Errorf("%w: pipeline %q has no webhook_secret, so its webhook is off", ErrBadSignature, pipeline)
 	}
 	mac := hmac.New(sha256.New, []byte(w.def.WebhookSecret))
 	mac.Write(body)
 	want := "sha256=" + hex.EncodeToString(mac.Sum(nil))
 	if !hmac.Equal([]byte(want), []byte(signature)) {
-		return store.Run{}, false, ErrBadSignature
+		return api.Run{}, false, ErrBadSignature
 	}
 	var push struct {
 		Ref   string `json:"ref"`
 		After string `json:"after"`
 	}
 	if err := json.Unmarshal(body, &push); err != nil {
-		return store.Run{}, false, fmt.Errorf("malformed push payload: %w", err)
+		return api.Run{}, false, fmt.Errorf("malformed push payload: %w", err)
 	}
 	if push.Ref != "" && push.Ref != plumbing.NewBranchReferenceName(w.def.Branch).String() {
-		return store.Run{}, false, nil
+		return api.Run{}, false, nil
 	}
 	run, err := e.queueHead(ctx, w, push.After, "webhook")
-	return run, true, err
+	return apiRun(run), true, err
 }
 
 // Pipelines returns the recorded pipelines.
@@ -556,15 +557,27 @@ func (e *Engine) Pipelines(ctx context.Context) ([]api.Pipeline, error) {
 }
 
 // Runs returns the latest runs of pipeline (all when "").
-func (e *Engine) Runs(ctx context.Context, pipeline string) ([]store.Run, error) {
+func (e *Engine) Runs(ctx context.Context, pipeline string) ([]api.Run, error) {
 	runs, err := e.opts.State.Runs(ctx, pipeline, 100)
-	if runs == nil {
-		runs = []store.Run{}
+	out := []api.Run{}
+	for _, r := range runs {
+		out = append(out, apiRun(r))
 	}
-	return runs, err
+	return out, err
 }
 
 // Run returns one run with its stages and their logs.
-func (e *Engine) Run(ctx context.Context, id int64) (store.Run, error) {
-	return e.opts.State.Run(ctx, id)
+func (e *Engine) Run(ctx context.Context, id int64) (api.Run, error) {
+	r, err := e.opts.State.Run(ctx, id)
+	return apiRun(r), err
+}
+
+// apiRun is a run as the API shows it.
+func apiRun(r store.Run) api.Run {
+	out := api.Run{ID: r.ID, Pipeline: r.Pipeline, Commit: r.Commit, Message: r.Message, Trigger: r.Trigger,
+		State: r.State, Detail: r.Detail, Created: r.Created, Started: r.Started, Finished: r.Finished}
+	for _, st := range r.Stages {
+		out.Stages = append(out.Stages, api.Stage{Name: st.Name, State: st.State, Log: st.Log, Started: st.Started, Finished: st.Finished})
+	}
+	return out
 }

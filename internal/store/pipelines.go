@@ -36,26 +36,26 @@ func (s *Store) Pipelines(ctx context.Context) (map[string]string, error) {
 
 // Run is one pipeline run: one commit going through the stages.
 type Run struct {
-	ID       int64     `json:"id"`
-	Pipeline string    `json:"pipeline"`
-	Commit   string    `json:"commit"`
-	Message  string    `json:"message,omitempty"`
-	Trigger  string    `json:"trigger"`
-	State    string    `json:"state"`
-	Detail   string    `json:"detail,omitempty"`
-	Created  time.Time `json:"created"`
-	Started  time.Time `json:"started,omitzero"`
-	Finished time.Time `json:"finished,omitzero"`
-	Stages   []Stage   `json:"stages,omitempty"`
+	ID       int64
+	Pipeline string
+	Commit   string
+	Message  string
+	Trigger  string
+	State    string
+	Detail   string
+	Created  time.Time
+	Started  time.Time
+	Finished time.Time
+	Stages   []Stage
 }
 
 // Stage is one stage of a run.
 type Stage struct {
-	Name     string    `json:"name"`
-	State    string    `json:"state"`
-	Log      string    `json:"log,omitempty"`
-	Started  time.Time `json:"started"`
-	Finished time.Time `json:"finished,omitzero"`
+	Name     string
+	State    string
+	Log      string
+	Started  time.Time
+	Finished time.Time
 }
 
 // ErrRunExists means the commit already has a run in that pipeline.
