@@ -114,6 +114,11 @@ func NewBaker(store *Store, opts Options) (*Baker, error) {
 	if opts.Progress == nil {
 		opts.Progress = func(Event) {}
 	}
+	for _, t := range []*time.Time{&opts.Source.Epoch, &opts.Source.FileTime} {
+		if t.IsZero() {
+			*t = time.Unix(0, 0).UTC()
+		}
+	}
 	return &Baker{store: store, cache: c, tmp: tmp, opts: opts}, nil
 }
 
@@ -205,8 +210,8 @@ func (b *Baker) Bake(ctx context.Context, images []*spec.Image) ([]*Result, erro
 func (b *Baker) bakeImage(ctx context.Context, img *spec.Image, done map[string]*Result) (*Result, error) {
 	start := time.Now()
 	b.opts.Progress(Event{Image: img.Name, State: StateStart})
-	epoch := b.opts.Source.Epoch
-	bs, err := b.resolveBase(ctx, img, done, epoch.Unix())
+	epoch, fileTime := b.opts.Source.Epoch, b.opts.Source.FileTime
+	bs, err := b.resolveBase(ctx, img, done, fileTime.Unix())
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Step: "from", Range: img.From.Range, Err: err}
 	}
@@ -218,7 +223,7 @@ func (b *Baker) bakeImage(ctx context.Context, img *spec.Image, done map[string]
 		g.Go(func() error {
 			t := time.Now()
 			b.opts.Progress(Event{Image: img.Name, Step: st.Describe(), State: StateStart})
-			bl, hit, err := b.runStep(gctx, img, st, epoch.Unix())
+			bl, hit, err := b.runStep(gctx, img, st, fileTime.Unix())
 			if err != nil {
 				err = &StepError{Image: img.Name, Step: st.Describe(), Range: st.Where(), Err: err}
 				b.opts.Progress(Event{Image: img.Name, Step: st.Describe(), State: StateFailed, Error: err.Error()})
@@ -272,6 +277,7 @@ func (b *Baker) bakeImage(ctx context.Context, img *spec.Image, done map[string]
 }
 
 // runStep returns the layer of one step, from the cache when its inputs are unchanged.
+// epoch is the modification time of the layer's files.
 func (b *Baker) runStep(ctx context.Context, img *spec.Image, st spec.Step, epoch int64) (*built, bool, error) {
 	var (
 		k     string

@@ -6,8 +6,10 @@ import (
 	"context"
 	"debug/elf"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -167,6 +169,95 @@ func TestBakeIsReproducibleAcrossPathsAndTime(t *testing.T) {
 		t.Fatal("SOURCE_DATE_EPOCH did not change the image")
 	}
 	checkTimestamps(t, other.Image, time.Unix(testEpoch+86400, 0))
+}
+
+// Without SOURCE_DATE_EPOCH an image is dated by its commit, but its layers are not: a
+// commit that changes one file rebuilds one layer, and the Go build stays cached.
+func TestCommitDatesTheImageNotItsLayers(t *testing.T) {
+	dir := example(t)
+	commit := func(msg string, when int64) {
+		t.Helper()
+		for _, args := range [][]string{{"add", "-A"}, {"commit", "-q", "-m", msg}} {
+			cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
+			date := fmt.Sprintf("@%d +0000", when)
+			cmd.Env = append(os.Environ(), "GIT_AUTHOR_DATE="+date, "GIT_COMMITTER_DATE="+date,
+				"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("git %v: %v\n%s", args, err, out)
+			}
+		}
+	}
+	if out, err := exec.Command("git", "init", "-q", dir).CombinedOutput(); err != nil {
+		t.Fatalf("git init: %v\n%s", err, out)
+	}
+	writeFile(t, filepath.Join(dir, ".gitignore"), ".kiln/\n")
+	commit("first", testEpoch)
+	first := mustBake(t, dir, -1)
+	checkCreated(t, first.result("hello").Image, time.Unix(testEpoch, 0))
+
+	spec := filepath.Join(dir, "kiln.hcl")
+	b, err := os.ReadFile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, spec, strings.Replace(string(b), "Hello from kiln!", "Hello again!", 1))
+	commit("second", testEpoch+3600)
+	second := mustBake(t, dir, -1)
+	checkCreated(t, second.result("hello").Image, time.Unix(testEpoch+3600, 0))
+
+	states := second.stepStates()
+	for step, st := range states {
+		want := StateCached
+		if strings.HasPrefix(step, "hello/file ") {
+			want = StateBuilt
+		}
+		if st != want {
+			t.Errorf("step %s: %s, want %s", step, st, want)
+		}
+	}
+	l1, _ := first.result("hello").Image.Layers()
+	l2, _ := second.result("hello").Image.Layers()
+	same := 0
+	for i := range l1 {
+		d1, _ := l1[i].Digest()
+		d2, _ := l2[i].Digest()
+		if d1 == d2 {
+			same++
+		}
+	}
+	if same != len(l1)-1 {
+		t.Errorf("%d of %d layers are shared by the two commits, want all but the file's", same, len(l1))
+	}
+}
+
+// checkCreated asserts that img is dated created and its files the Unix epoch.
+func checkCreated(t *testing.T, img v1.Image, created time.Time) {
+	t.Helper()
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cf.Created.Time.Equal(created) {
+		t.Errorf("config created %s, want %s", cf.Created.Time, created)
+	}
+	layers, _ := img.Layers()
+	for _, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				break
+			}
+			if h.ModTime.Unix() != 0 {
+				t.Errorf("%s: mtime %s, want the Unix epoch", h.Name, h.ModTime)
+			}
+		}
+		rc.Close()
+	}
 }
 
 // checkTimestamps asserts that nothing in img carries a time other than epoch, that

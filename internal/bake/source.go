@@ -13,21 +13,27 @@ import (
 
 // SourceInfo is what an image records of the source it was baked from.
 type SourceInfo struct {
-	// Epoch is the time every timestamp in the image is set to.
-	Epoch    time.Time
+	// Epoch is the image's creation time: its configuration, history, annotations and
+	// SBOM carry it.
+	Epoch time.Time
+	// FileTime is the modification time of every file in the layers kiln writes. It does
+	// not follow the commit time, so a layer whose content did not change between two
+	// commits is the same layer, and its step a cache hit.
+	FileTime time.Time
 	Revision string // the commit, if the spec is in a git work tree
 	URL      string // the origin remote, without credentials
 }
 
-// ReadSource determines the epoch and revision for a spec in dir: SOURCE_DATE_EPOCH if
-// set, else the time of the last commit, else the Unix epoch. environ is consulted for
+// ReadSource determines the times and revision for a spec in dir. The epoch is
+// SOURCE_DATE_EPOCH if set, else the time of the last commit, else the Unix epoch; file
+// times are SOURCE_DATE_EPOCH if set, else the Unix epoch. environ is consulted for
 // SOURCE_DATE_EPOCH (os.Environ() if nil).
 func ReadSource(ctx context.Context, dir string, environ []string) (SourceInfo, error) {
 	if environ == nil {
 		environ = os.Environ()
 	}
 	var info SourceInfo
-	epochSet := false
+	epochSet, fileTimeSet := false, false
 	for _, kv := range environ {
 		if v, ok := strings.CutPrefix(kv, "SOURCE_DATE_EPOCH="); ok && v != "" {
 			n, err := strconv.ParseInt(v, 10, 64)
@@ -35,7 +41,7 @@ func ReadSource(ctx context.Context, dir string, environ []string) (SourceInfo, 
 				return info, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds since 1970", v)
 			}
 			info.Epoch = time.Unix(n, 0).UTC()
-			epochSet = true
+			epochSet, fileTimeSet = true, true
 		}
 	}
 	out, err := exec.CommandContext(ctx, "git", "-C", dir, "log", "-1", "--format=%H %ct").Output()
@@ -54,7 +60,18 @@ func ReadSource(ctx context.Context, dir string, environ []string) (SourceInfo, 
 	if !epochSet {
 		info.Epoch = time.Unix(0, 0).UTC()
 	}
+	info.FileTime = time.Unix(0, 0).UTC()
+	if fileTimeSet {
+		info.FileTime = info.Epoch
+	}
 	return info, nil
+}
+
+// CommitSource is the SourceInfo of a commit made at when, from the repository at
+// remote, for a caller that has the commit at hand; the same as ReadSource gives for a
+// checkout of it without SOURCE_DATE_EPOCH.
+func CommitSource(revision string, when time.Time, remote string) SourceInfo {
+	return SourceInfo{Epoch: time.Unix(when.Unix(), 0).UTC(), FileTime: time.Unix(0, 0).UTC(), Revision: revision, URL: redact(remote)}
 }
 
 // redact removes credentials from a remote URL, and drops remotes that are local paths:

@@ -22,6 +22,8 @@ import (
 	"github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/internal/api"
@@ -228,10 +230,16 @@ func (e *Engine) mirror(ctx context.Context, def api.Pipeline) (*git.Repository,
 // execute carries a run through its stages: bake, test, deploy, promote.
 func (e *Engine) execute(ctx context.Context, w *pipelineWorker, run store.Run) {
 	def := w.def
+	// Candidates that passed are torn down while the deploy runs; the run is over only
+	// once they are gone.
+	var teardown sync.WaitGroup
+	defer teardown.Wait()
 	e.event(def.Name, "", "pipeline", "run %d of %s started", run.ID, shortSHA(run.Commit))
 	services, err := e.stage(ctx, run, "bake", func(log io.Writer) ([]api.Service, error) { return e.bakeCommit(ctx, w, run, log) })
 	if err == nil {
-		_, err = e.stage(ctx, run, "test", func(log io.Writer) ([]api.Service, error) { return nil, e.testCandidates(ctx, def, services, log) })
+		_, err = e.stage(ctx, run, "test", func(log io.Writer) ([]api.Service, error) {
+			return nil, e.testCandidates(ctx, def, services, &teardown, log)
+		})
 	}
 	if err == nil {
 		_, err = e.stage(ctx, run, "deploy", func(log io.Writer) ([]api.Service, error) {
@@ -246,6 +254,7 @@ func (e *Engine) execute(ctx context.Context, w *pipelineWorker, run store.Run) 
 			return nil, e.deployRun(ctx, def, run, pick(services, []string{name}), log)
 		})
 	}
+	teardown.Wait()
 	if ctx.Err() != nil {
 		return // InterruptRuns marks it on the next start
 	}
@@ -306,14 +315,7 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 	}
 	defer os.RemoveAll(dir)
 	w.gitMu.Lock()
-	mirror := filepath.Join(e.opts.StateDir, "pipelines", def.Name, "mirror")
-	repo, err := git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{URL: mirror, ReferenceName: plumbing.NewBranchReferenceName(def.Branch), SingleBranch: true})
-	if err == nil {
-		var wt *git.Worktree
-		if wt, err = repo.Worktree(); err == nil {
-			err = wt.Checkout(&git.CheckoutOptions{Hash: plumbing.NewHash(run.Commit), Force: true})
-		}
-	}
+	commit, err := e.checkout(def, run.Commit, dir)
 	w.gitMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("checking out %s: %w", shortSHA(run.Commit), err)
@@ -345,10 +347,7 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 	if err != nil {
 		return nil, err
 	}
-	src, err := bake.ReadSource(ctx, cfg.Dir, []string{})
-	if err != nil {
-		return nil, err
-	}
+	src := bake.CommitSource(run.Commit, commit.Committer.When, def.Repo)
 	unlock, err := e.opts.Images.Lock(ctx)
 	if err != nil {
 		return nil, err
@@ -389,32 +388,108 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 	return out, nil
 }
 
+// checkout writes the tree of commit, read from the pipeline's mirror, into dir: a clean
+// checkout, with no .git directory. The caller holds the worker's gitMu.
+func (e *Engine) checkout(def api.Pipeline, commit, dir string) (*object.Commit, error) {
+	repo, err := git.PlainOpen(filepath.Join(e.opts.StateDir, "pipelines", def.Name, "mirror"))
+	if err != nil {
+		return nil, err
+	}
+	c, err := repo.CommitObject(plumbing.NewHash(commit))
+	if err != nil {
+		return nil, err
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return nil, err
+	}
+	err = tree.Files().ForEach(func(f *object.File) error {
+		if !filepath.IsLocal(f.Name) {
+			return fmt.Errorf("the tree has a path outside it: %q", f.Name)
+		}
+		target := filepath.Join(dir, filepath.FromSlash(f.Name))
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return err
+		}
+		perm := os.FileMode(0o644)
+		switch f.Mode {
+		case filemode.Symlink:
+			link, err := f.Contents()
+			if err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
+		case filemode.Executable:
+			perm = 0o755
+		case filemode.Regular, filemode.Deprecated:
+		default:
+			return nil // a submodule: not part of this tree
+		}
+		r, err := f.Reader()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, r); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
+	return c, err
+}
+
 // testCandidates starts candidate servers of each service's new image, away from the
 // front door, waits until they are healthy, runs the checks against them, and destroys
-// them whatever the outcome.
-func (e *Engine) testCandidates(ctx context.Context, def api.Pipeline, services []api.Service, log io.Writer) error {
+// them whatever the outcome: a failed candidate before it returns, a passed one in the
+// background, counted in teardown, so that the deploy need not wait for it.
+func (e *Engine) testCandidates(ctx context.Context, def api.Pipeline, services []api.Service, teardown *sync.WaitGroup, log io.Writer) error {
 	tctx, cancel := context.WithTimeout(ctx, def.TestTimeout)
 	defer cancel()
 	for _, svc := range pick(services, def.Services) {
+		t := time.Now()
 		if err := e.ensureImage(tctx, svc.Image); err != nil {
 			return err
 		}
+		fmt.Fprintf(log, "image %s ready in the engine (%s)\n", svc.Image, time.Since(t).Round(time.Millisecond))
+		t = time.Now()
 		spec := e.serverSpec(svc, 0)
 		spec.Service = svc.Name + candidateSuffix
 		srv, err := e.opts.Driver.Create(tctx, spec)
 		if err != nil {
 			return fmt.Errorf("starting a candidate of %s: %w", svc.Name, err)
 		}
+		fmt.Fprintf(log, "candidate %s started (%s)\n", srv.Name, time.Since(t).Round(time.Millisecond))
 		err = e.testOne(tctx, def, svc, srv, log)
-		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		e.opts.Driver.Destroy(cctx, srv.ID)
-		ccancel()
-		fmt.Fprintf(log, "candidate %s destroyed\n", srv.Name)
 		if err != nil {
+			e.destroyCandidate(context.WithoutCancel(ctx), def, srv)
+			fmt.Fprintf(log, "candidate %s destroyed\n", srv.Name)
 			return err
 		}
+		fmt.Fprintf(log, "candidate %s passed; it is destroyed while the deploy runs\n", srv.Name)
+		teardown.Add(1)
+		e.work.Add(1) // a daemon shutting down waits for it too
+		go func() {
+			defer e.work.Done()
+			defer teardown.Done()
+			e.destroyCandidate(context.WithoutCancel(ctx), def, srv)
+		}()
 	}
 	return nil
+}
+
+// destroyCandidate removes a candidate server; a failure is an event, and the next
+// start of the daemon removes what is left.
+func (e *Engine) destroyCandidate(ctx context.Context, def api.Pipeline, srv driver.Server) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := e.opts.Driver.Destroy(ctx, srv.ID); err != nil {
+		e.event(def.Name, "", "pipeline", "candidate %s was not destroyed: %v", srv.Name, err)
+	}
 }
 
 func (e *Engine) testOne(ctx context.Context, def api.Pipeline, svc api.Service, srv driver.Server, log io.Writer) error {

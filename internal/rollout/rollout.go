@@ -288,7 +288,9 @@ func (e *Executor) create(ctx context.Context, t Target, spec driver.ServerSpec,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			start := time.Now()
 			s, err := e.Driver.Create(ctx, spec)
+			took := time.Since(start).Round(time.Millisecond)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -296,7 +298,7 @@ func (e *Executor) create(ctx context.Context, t Target, spec driver.ServerSpec,
 				return
 			}
 			created = append(created, s)
-			e.event(t.Service, string(s.ID), "created", "server %s created from revision %d at %s", s.Name, t.Revision, s.Address)
+			e.event(t.Service, string(s.ID), "created", "server %s created from revision %d at %s in %s", s.Name, t.Revision, s.Address, took)
 		}()
 	}
 	wg.Wait()

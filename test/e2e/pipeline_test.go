@@ -114,6 +114,10 @@ pipeline "hello" {
 			t.Errorf("pipeline show lacks %q:\n%s", want, show)
 		}
 	}
+	// Candidates are torn down while the deploy runs, and are gone when the run is over.
+	if out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=dev.kiln.service="+d.service+"-candidate").Output(); len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("candidates left after the run: %s", out)
+	}
 
 	// A commit whose candidate fails its check never reaches the live servers.
 	os.WriteFile(main, greet("Goodbye"), 0o644)

@@ -45,6 +45,8 @@ type Driver struct {
 
 	mu      sync.Mutex
 	loading map[string]chan struct{} // digest → closed when its EnsureImage ends
+	chains  map[string]bool          // chain IDs of layers the engine is known to hold
+	seeded  bool                     // chains has been filled from the engine's kiln images
 }
 
 var (
@@ -71,7 +73,7 @@ func New(opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("configuring the Docker client: %w", err)
 	}
-	return &Driver{cli: cli, opts: opts, loading: map[string]chan struct{}{}}, nil
+	return &Driver{cli: cli, opts: opts, loading: map[string]chan struct{}{}, chains: map[string]bool{}}, nil
 }
 
 // Name is "docker".

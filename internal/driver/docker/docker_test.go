@@ -1,8 +1,11 @@
 package docker
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/api/types/network"
@@ -330,4 +335,88 @@ func TestDiffOutOfBand(t *testing.T) {
 	if err := exec.Command("docker", "cp", evil, string(srv.ID)+":/evil").Run(); err == nil {
 		t.Error("docker cp into a read-only server succeeded")
 	}
+}
+
+// TestLoadSendsOnlyNewLayers loads an image, then a version of it with one more layer:
+// the second load leaves out the layers the engine holds, and the image is complete. A
+// driver told wrongly that the engine holds an image's layers (a fault forced by hand:
+// they were removed behind its back) falls back to sending them all.
+func TestLoadSendsOnlyNewLayers(t *testing.T) {
+	d := newTestDriver(t)
+	ctx := t.Context()
+	hello := drivertest.HelloImage(t)
+	ensure := func(img v1.Image) string {
+		t.Helper()
+		h, err := img.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.EnsureImage(ctx, h.String(), func() (v1.Image, error) { return img, nil }); err != nil {
+			t.Fatal(err)
+		}
+		tag, _ := imageTag(h.String())
+		t.Cleanup(func() { d.cli.ImageRemove(context.Background(), tag, client.ImageRemoveOptions{}) })
+		res, err := d.cli.ImageInspect(ctx, tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, _ := img.ConfigFile()
+		if len(res.RootFS.Layers) != len(cf.RootFS.DiffIDs) {
+			t.Fatalf("the engine has %d layers of %s, want %d", len(res.RootFS.Layers), tag, len(cf.RootFS.DiffIDs))
+		}
+		for i, id := range cf.RootFS.DiffIDs {
+			if res.RootFS.Layers[i] != id.String() {
+				t.Errorf("layer %d: engine has %s, want %s", i, res.RootFS.Layers[i], id)
+			}
+		}
+		return tag
+	}
+	withFile := func(content string) v1.Image {
+		t.Helper()
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		tw.WriteHeader(&tar.Header{Name: "extra.txt", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(content))
+		tw.Close()
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := mutate.AppendLayers(hello.Image, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+
+	ensure(hello.Image)
+	next := withFile("next " + t.Name() + time.Now().String())
+	skip, err := d.presentLayers(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := hello.Image.Layers()
+	if len(skip) != len(base) {
+		t.Errorf("%d layers left out of the load of the next version, want the %d it shares", len(skip), len(base))
+	}
+	var sent bytes.Buffer
+	if err := writeSaveTar(&sent, "t:t", next, skip); err != nil {
+		t.Fatal(err)
+	}
+	var full bytes.Buffer
+	writeSaveTar(&full, "t:t", next, nil)
+	t.Logf("tarball of the next version: %d bytes, %d without the shared layers", full.Len(), sent.Len())
+	if sent.Len() >= full.Len()/2 {
+		t.Errorf("the slim tarball is %d bytes of %d", sent.Len(), full.Len())
+	}
+	ensure(next)
+
+	stale := withFile("stale " + t.Name() + time.Now().String())
+	cf, _ := stale.ConfigFile()
+	var ids []string
+	for _, h := range cf.RootFS.DiffIDs {
+		ids = append(ids, h.String())
+	}
+	d.noteLayers(ids) // the fault: the engine does not hold the last layer
+	ensure(stale)
 }

@@ -1,16 +1,21 @@
 package docker
 
 import (
+	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/moby/moby/client"
+
+	"github.com/kiln-build/kiln/internal/driver"
 )
 
 // imageRepo is where loaded images are tagged: kiln/img:<hex of the manifest digest>.
@@ -41,7 +46,8 @@ func (d *Driver) EnsureImage(ctx context.Context, digest string, open func() (v1
 	}
 	defer unlock()
 
-	if _, err := d.cli.ImageInspect(ctx, tag); err == nil {
+	if res, err := d.cli.ImageInspect(ctx, tag); err == nil {
+		d.noteLayers(res.RootFS.Layers)
 		return nil
 	} else if !isNotFound(err) {
 		return fmt.Errorf("loading image %s: %w", digest, d.check(err))
@@ -61,17 +67,43 @@ func (d *Driver) EnsureImage(ctx context.Context, digest string, open func() (v1
 	return nil
 }
 
-// load streams img to the engine as a `docker save` tarball tagged tag.
+// load streams img to the engine as a `docker save` tarball tagged tag. Layers the
+// engine holds already (the same layer on the same parents, from an image loaded
+// before) are left out of the tarball: the engine skips loading them anyway, and a new
+// commit usually changes one layer of several. If the engine refuses the slim tarball
+// (it removed a layer meanwhile), the whole image is sent.
 func (d *Driver) load(ctx context.Context, tag string, img v1.Image) error {
-	t, err := name.NewTag(tag)
+	if err := d.seedLayers(ctx); err != nil {
+		return err
+	}
+	skip, err := d.presentLayers(img)
 	if err != nil {
 		return err
 	}
+	err = d.loadTar(ctx, tag, img, skip)
+	if err != nil && len(skip) > 0 && ctx.Err() == nil && !errors.Is(err, driver.ErrUnavailable) {
+		d.forgetLayers()
+		err = d.loadTar(ctx, tag, img, nil)
+	}
+	if err != nil {
+		return err
+	}
+	// Check that the tag is there: an engine can end a load without an error message.
+	res, err := d.cli.ImageInspect(ctx, tag)
+	if err != nil {
+		return fmt.Errorf("the engine has no %s after loading it: %w", tag, d.check(err))
+	}
+	d.noteLayers(res.RootFS.Layers)
+	return nil
+}
+
+// loadTar sends img to the engine, without the layers whose diff IDs are in skip.
+func (d *Driver) loadTar(ctx context.Context, tag string, img v1.Image, skip map[v1.Hash]bool) error {
 	pr, pw := io.Pipe()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pw.CloseWithError(tarball.Write(t, img, pw))
+		pw.CloseWithError(writeSaveTar(pw, tag, img, skip))
 	}()
 	defer func() { <-done }() // the writer ends once pr is closed, whatever happened
 	defer pr.Close()
@@ -93,12 +125,147 @@ func (d *Driver) load(ctx context.Context, tag string, img v1.Image) error {
 			return fmt.Errorf("the engine refused it: %s", msg.Error)
 		}
 	}
-	if err := sc.Err(); err != nil {
+	return sc.Err()
+}
+
+// writeSaveTar writes img in the format of `docker save` (a manifest.json naming the
+// config and the layers, compressed layers as files), leaving out the layers in skip.
+func writeSaveTar(w io.Writer, tag string, img v1.Image, skip map[v1.Hash]bool) error {
+	tw := tar.NewWriter(w)
+	add := func(name string, size int64, r io.Reader) error {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: size, Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		_, err := io.Copy(tw, r)
 		return err
 	}
-	// Check that the tag is there: an engine can end a load without an error message.
-	if _, err := d.cli.ImageInspect(ctx, tag); err != nil {
-		return fmt.Errorf("the engine has no %s after loading it: %w", tag, d.check(err))
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return err
+	}
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		return err
+	}
+	if err := add(cfgName.Hex+".json", int64(len(cfg)), bytes.NewReader(cfg)); err != nil {
+		return err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, l := range layers {
+		dgst, err := l.Digest()
+		if err != nil {
+			return err
+		}
+		diffID, err := l.DiffID()
+		if err != nil {
+			return err
+		}
+		name := dgst.Hex + ".tar.gz"
+		names = append(names, name)
+		if skip[diffID] {
+			continue
+		}
+		size, err := l.Size()
+		if err != nil {
+			return err
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return err
+		}
+		err = add(name, size, rc)
+		rc.Close()
+		if err != nil {
+			return err
+		}
+	}
+	m, err := json.Marshal([]map[string]any{{"Config": cfgName.Hex + ".json", "RepoTags": []string{tag}, "Layers": names}})
+	if err != nil {
+		return err
+	}
+	if err := add("manifest.json", int64(len(m)), bytes.NewReader(m)); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// chainIDs returns the chain ID of each layer of a stack of diff IDs: the engine keeps a
+// layer under the ID of itself on its parents, so the same diff on other parents is
+// another layer.
+func chainIDs(diffIDs []string) []string {
+	out := make([]string, len(diffIDs))
+	for i, id := range diffIDs {
+		if i == 0 {
+			out[i] = id
+			continue
+		}
+		sum := sha256.Sum256([]byte(out[i-1] + " " + id))
+		out[i] = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return out
+}
+
+// noteLayers records that the engine holds the layers of an image with diffIDs.
+func (d *Driver) noteLayers(diffIDs []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range chainIDs(diffIDs) {
+		d.chains[c] = true
+	}
+}
+
+func (d *Driver) forgetLayers() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	clear(d.chains)
+}
+
+// presentLayers returns the diff IDs of img's layers that the engine holds already.
+func (d *Driver) presentLayers(img v1.Image) (map[v1.Hash]bool, error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(cf.RootFS.DiffIDs))
+	for i, h := range cf.RootFS.DiffIDs {
+		ids[i] = h.String()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	skip := map[v1.Hash]bool{}
+	for i, c := range chainIDs(ids) {
+		if !d.chains[c] {
+			break // the engine cannot hold a layer whose parent it lacks
+		}
+		skip[cf.RootFS.DiffIDs[i]] = true
+	}
+	return skip, nil
+}
+
+// seedLayers learns, once per driver, the layers of the images kiln loaded before.
+func (d *Driver) seedLayers(ctx context.Context) error {
+	d.mu.Lock()
+	seeded := d.seeded
+	d.seeded = true
+	d.mu.Unlock()
+	if seeded {
+		return nil
+	}
+	res, err := d.cli.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).Add("reference", imageRepo)})
+	if err != nil {
+		return d.check(err)
+	}
+	for i, s := range res.Items {
+		if i == 50 {
+			break // enough to find the layers a new version shares with the last ones
+		}
+		if r, err := d.cli.ImageInspect(ctx, s.ID); err == nil {
+			d.noteLayers(r.RootFS.Layers)
+		}
 	}
 	return nil
 }
