@@ -28,8 +28,9 @@ images they are built on) into the image store in .kiln/, independent images in
 parallel, and prints NAME@DIGEST for each.
 
 Bakes are reproducible: the same spec and inputs give the same digest in any clone, on
-any day. Timestamps come from SOURCE_DATE_EPOCH, else the last commit's time. Each step
-is cached by the hash of its inputs, so a re-bake with nothing changed rebuilds nothing.`,
+any day. The image is dated SOURCE_DATE_EPOCH, else the last commit's time; the files in
+its layers SOURCE_DATE_EPOCH, else 1970-01-01. Each step is cached by the hash of its
+inputs, so a re-bake with nothing changed rebuilds nothing.`,
 		Example: `  kiln bake
   kiln bake web                        # web and the images it is built on
   kiln bake --load                     # then: docker run --rm -p 8080:8080 kiln/web
