@@ -17,10 +17,12 @@ import (
 )
 
 // Files in the state directory through which the CLI finds its daemon: the address it
-// listens on (loopback) and its bearer token (mode 0600).
+// listens on (loopback) and its bearer tokens (mode 0600): one for everything, one
+// that can only read (for the dashboard or monitoring).
 const (
-	AddrFile  = "api.addr"
-	TokenFile = "token"
+	AddrFile          = "api.addr"
+	TokenFile         = "token"
+	ReadOnlyTokenFile = "token.readonly"
 )
 
 // ErrNoDaemon means no daemon answers for this state directory.

@@ -167,6 +167,18 @@ type Server struct {
 	State     string    `json:"state"`
 	InService bool      `json:"in_service"`
 	Created   time.Time `json:"created"`
+	SpecHash  string    `json:"spec_hash"`
+	// Health is "healthy" (in rotation), "failing" (its last checks failed) or
+	// "waiting" (not admitted yet).
+	Health string `json:"health"`
+	Drift  string `json:"drift,omitempty"` // the last drift found in it, if any
+}
+
+// Sample is a front door's traffic over one interval.
+type Sample struct {
+	Time     time.Time `json:"time"` // the interval's end
+	Requests int64     `json:"requests"`
+	Errors   int64     `json:"errors"` // answered 5xx
 }
 
 // Revision is one entry of a service's history.

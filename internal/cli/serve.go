@@ -48,6 +48,7 @@ running servers without restarting them.`,
 				return err
 			}
 			fmt.Fprintf(g.stderr, "kiln serve: API on %s (state in %s); Ctrl-C to stop\n", d.addr, dir)
+			fmt.Fprintf(g.stderr, "dashboard: %s/ (sign in with the token in %s)\n", d.addr, filepath.Join(dir, api.TokenFile))
 			return d.wait()
 		},
 	}
@@ -79,6 +80,10 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 	token, err := loadSecret(filepath.Join(stateDir, api.TokenFile), 32, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("API token: %w", err)
+	}
+	readOnly, err := loadSecret(filepath.Join(stateDir, api.ReadOnlyTokenFile), 32, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("read-only API token: %w", err)
 	}
 	project, err := loadSecret(filepath.Join(stateDir, "project"), 6, 0o644)
 	if err != nil {
@@ -116,7 +121,7 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 	ctx, cancel := context.WithCancel(ctx)
 	d := &daemon{addr: "http://" + ln.Addr().String(), eng: eng, errc: make(chan error, 2), cancel: cancel, state: st}
 	go func() { d.errc <- eng.Start(ctx) }()
-	go func() { d.errc <- server.New(eng, token, log).Serve(ctx, ln) }()
+	go func() { d.errc <- server.New(eng, server.Tokens{Admin: token, ReadOnly: readOnly}, log).Serve(ctx, ln) }()
 	if err := atomicfile.Write(addrFile, []byte(d.addr+"\n"), 0o644); err != nil {
 		cancel()
 		return nil, err

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -10,6 +11,7 @@ import (
 )
 
 func newUpCmd(g *globals) *cobra.Command {
+	var listen string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the daemon here, bake and apply the spec, and show the URLs",
@@ -17,7 +19,7 @@ func newUpCmd(g *globals) *cobra.Command {
 images, applies its services (rolling out only what changed), prints each service's
 URL, and keeps serving until Ctrl-C. Servers keep running after kiln stops; the next
 kiln up or kiln serve re-adopts them.`,
-		Example: "  kiln up\n  kiln -C examples/hello up",
+		Example: "  kiln up\n  kiln -C examples/hello up\n  kiln up --listen 127.0.0.1:7777   # a fixed address for the API and the dashboard",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -26,7 +28,7 @@ kiln up or kiln serve re-adopts them.`,
 				return err
 			}
 			// The events are printed as they happen; the daemon logs only what goes wrong.
-			d, err := startDaemon(ctx, dir, "127.0.0.1:0", g.stderr, slog.LevelWarn)
+			d, err := startDaemon(ctx, dir, listen, g.stderr, slog.LevelWarn)
 			if err != nil {
 				return err
 			}
@@ -45,10 +47,12 @@ kiln up or kiln serve re-adopts them.`,
 			if err != nil {
 				fmt.Fprintf(g.stderr, "kiln up: %v\n", err)
 			}
+			fmt.Fprintf(g.stderr, "dashboard: %s/ (sign in with the token in %s)\n", d.addr, filepath.Join(dir, api.TokenFile))
 			fmt.Fprintf(g.stderr, "kiln is serving (API %s). Ctrl-C stops kiln; servers keep running (kiln destroy SERVICE removes them).\n", d.addr)
 			return d.wait()
 		},
 	}
 	addVarFlag(g, cmd.Flags())
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "the API's and the dashboard's `ADDRESS` (loopback; default: a free port)")
 	return cmd
 }

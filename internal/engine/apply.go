@@ -397,24 +397,32 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 		}
 		ss := api.ServiceStatus{Name: sv.Name, Revision: rev.Number, Image: svc.Image, ImageName: svc.ImageName,
 			URL: URL(svc.Listen), Replicas: svc.Replicas, Servers: []api.Server{}}
+		cs := e.state(sv.Name)
 		e.mu.Lock()
 		d := e.doors[sv.Name]
-		e.mu.Unlock()
 		for _, s := range observed {
 			if s.Service != sv.Name {
 				continue
 			}
 			in := d != nil && d.Has(s.Address)
+			health := "waiting"
+			switch {
+			case cs.failing[s.Address] > 0:
+				health = "failing"
+			case in:
+				health = "healthy"
+			}
 			if in {
 				ss.Healthy++
 			}
 			ss.Servers = append(ss.Servers, api.Server{ID: string(s.ID), Name: s.Name, Revision: s.Revision,
-				Address: s.Address, State: string(s.State), InService: in, Created: s.Created})
+				Address: s.Address, State: string(s.State), InService: in, Created: s.Created,
+				SpecHash: s.SpecHash, Health: health, Drift: cs.drifted[s.ID]})
 		}
+		e.mu.Unlock()
 		if r, err := e.opts.State.RunningRollout(ctx, sv.Name); err == nil {
 			ss.Rollout = fmt.Sprintf("revision %d → %d (%s)", r.From, r.To, r.Strategy)
 		}
-		cs := e.state(sv.Name)
 		e.mu.Lock()
 		ss.Drift = cs.lastDrift
 		switch {

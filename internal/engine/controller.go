@@ -37,6 +37,7 @@ type serviceState struct {
 	failing   map[string]int             // consecutive failed probes by address
 	reported  map[string]bool            // drift already reported (report mode)
 	lastDrift string
+	drifted   map[driver.ServerID]string // the last drift found in each server
 }
 
 func (e *Engine) state(service string) *serviceState {
@@ -44,7 +45,7 @@ func (e *Engine) state(service string) *serviceState {
 	defer e.mu.Unlock()
 	st := e.states[service]
 	if st == nil {
-		st = &serviceState{flagged: map[driver.ServerID]string{}, failing: map[string]int{}, reported: map[string]bool{}}
+		st = &serviceState{flagged: map[driver.ServerID]string{}, failing: map[string]int{}, reported: map[string]bool{}, drifted: map[driver.ServerID]string{}}
 		e.states[service] = st
 	}
 	return st
@@ -294,6 +295,7 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 			detail := strings.Join(parts, "; ")
 			e.mu.Lock()
 			st.lastDrift = fmt.Sprintf("%s: %s", s.Name, detail)
+			st.drifted[s.ID] = detail
 			seen := st.reported[string(s.ID)+detail]
 			st.reported[string(s.ID)+detail] = true
 			e.mu.Unlock()

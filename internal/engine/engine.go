@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -45,6 +46,7 @@ type Engine struct {
 	exec    *rollout.Executor
 	log     *slog.Logger
 	metrics *metrics
+	traffic *traffic
 
 	mu        sync.Mutex
 	ctx       context.Context // set by Start
@@ -64,6 +66,7 @@ func New(opts Options) *Engine {
 		e.log = slog.Default()
 	}
 	e.metrics = newMetrics(e)
+	e.traffic = newTraffic()
 	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy,
 		Event: func(service, id, typ, msg string) { e.event(service, id, typ, "%s", msg) }}
 	return e
@@ -124,10 +127,14 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 		}()
 	}
-	e.work.Add(1)
+	e.work.Add(2)
 	go func() {
 		defer e.work.Done()
 		e.control(ctx)
+	}()
+	go func() {
+		defer e.work.Done()
+		e.traffic.run(ctx)
 	}()
 	if err := e.resumePipelines(ctx); err != nil {
 		e.log.Error("starting pipelines", "err", err)
@@ -196,7 +203,8 @@ func (e *Engine) door(ctx context.Context, svc api.Service) (*door, error) {
 	if base == nil {
 		base = ctx
 	}
-	d, err := openDoor(base, svc.Name, svc.Listen, e.metrics.middleware(svc.Name))
+	measure, count := e.metrics.middleware(svc.Name), e.traffic.middleware(svc.Name)
+	d, err := openDoor(base, svc.Name, svc.Listen, func(h http.Handler) http.Handler { return measure(count(h)) })
 	if err != nil {
 		return nil, err
 	}

@@ -219,9 +219,11 @@ func (e *Executor) blueGreen(ctx context.Context, door Door, t Target, spec driv
 	if err != nil {
 		return e.fail(ctx, door, t, created, err)
 	}
+	e.event(t.Service, "", "gated", "%d servers of revision %d passed the health gate", len(created), t.Revision)
 	var add, remove []string
 	for _, s := range created {
 		add = append(add, s.Address)
+		e.remember(s)
 	}
 	for _, s := range old {
 		remove = append(remove, s.Address)
@@ -347,6 +349,7 @@ func (e *Executor) retire(ctx context.Context, door Door, service string, s driv
 		if err := door.Update(ctx, nil, []string{addr}); err != nil {
 			return fmt.Errorf("draining %s: %w", s.Name, err)
 		}
+		e.event(service, string(s.ID), "draining", "server %s is out of rotation, draining", s.Name)
 	}
 	e.mu.Lock()
 	if e.retiring == nil {

@@ -15,24 +15,35 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/dashboard"
 	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/plan"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
-// Server serves the API of one engine.
+// Server serves the API and the dashboard of one engine.
 type Server struct {
-	eng   *engine.Engine
-	token string
-	log   *slog.Logger
+	eng    *engine.Engine
+	tokens Tokens
+	log    *slog.Logger
+	dash   *dashboard.Dashboard
 }
 
-// New returns a server; token is required on every route but /healthz.
-func New(eng *engine.Engine, token string, log *slog.Logger) *Server {
+// Tokens are the bearer tokens the API accepts: Admin for everything, ReadOnly (if
+// set) for reading only.
+type Tokens struct {
+	Admin    string
+	ReadOnly string
+}
+
+// New returns a server; a token is required on every route but /healthz, the
+// dashboard's sign-in page and its static files.
+func New(eng *engine.Engine, tokens Tokens, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{eng: eng, token: token, log: log}
+	return &Server{eng: eng, tokens: tokens, log: log,
+		dash: dashboard.New(dashboard.Options{Engine: eng, AdminToken: tokens.Admin, ReadOnlyToken: tokens.ReadOnly, Log: log})}
 }
 
 // Serve answers on ln until ctx ends, then shuts down gracefully.
@@ -70,13 +81,23 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/services/{name}/history", s.auth(s.history))
 	mux.HandleFunc("POST /v1/services/{name}/rollback", s.auth(s.rollback))
 	mux.HandleFunc("DELETE /v1/services/{name}", s.auth(s.destroy))
+	s.dash.Register(mux)
 	return mux
 }
 
+// auth lets a request through with the admin token, or with the read-only token if it
+// changes nothing.
 func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+		switch {
+		case ok && got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.tokens.Admin)) == 1:
+		case ok && s.tokens.ReadOnly != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.tokens.ReadOnly)) == 1:
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				writeError(w, http.StatusForbidden, errors.New("the read-only token cannot change anything: use the token in .kiln/token"))
+				return
+			}
+		default:
 			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token (the CLI reads it from .kiln/token, or KILN_TOKEN)"))
 			return
 		}

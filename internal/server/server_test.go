@@ -19,7 +19,7 @@ func TestAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	srv := httptest.NewServer(New(engine.New(engine.Options{State: st}), "s3cret", nil).Handler())
+	srv := httptest.NewServer(New(engine.New(engine.Options{State: st}), Tokens{Admin: "s3cret", ReadOnly: "look"}, nil).Handler())
 	defer srv.Close()
 
 	get := func(path, token string) int {

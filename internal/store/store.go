@@ -389,3 +389,88 @@ func (s *Store) Events(ctx context.Context, service string, since int64, limit i
 	}
 	return out, rows.Err()
 }
+
+// EventQuery selects events, newest first.
+type EventQuery struct {
+	Service string    // "" for every service
+	Type    string    // "" for every type
+	After   time.Time // zero for no bound
+	Before  int64     // only events with a smaller ID; 0 for no bound
+	Limit   int
+}
+
+// QueryEvents returns the events q selects, newest first.
+func (s *Store) QueryEvents(ctx context.Context, q EventQuery) ([]Event, error) {
+	before := q.Before
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	after := ""
+	if !q.After.IsZero() {
+		after = q.After.UTC().Format(timeFormat)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, time, service, server_id, type, message FROM events
+		WHERE id < ? AND (? = '' OR service = ?) AND (? = '' OR type = ?) AND (? = '' OR time >= ?)
+		ORDER BY id DESC LIMIT ?`, before, q.Service, q.Service, q.Type, q.Type, after, after, q.Limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var t string
+		if err := rows.Scan(&e.ID, &t, &e.Service, &e.ServerID, &e.Type, &e.Message); err != nil {
+			return nil, err
+		}
+		e.Time = parseTime(t)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// EventTypes returns the types of the events recorded, sorted.
+func (s *Store) EventTypes(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT type FROM events ORDER BY type`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// ImageUse is a revision that runs an image.
+type ImageUse struct {
+	Image    string
+	Service  string
+	Revision int64
+	Current  bool
+}
+
+// ImageUses returns every revision with its image, newest first.
+func (s *Store) ImageUses(ctx context.Context) ([]ImageUse, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT r.image, r.service, r.number,
+		EXISTS (SELECT 1 FROM services sv WHERE sv.name = r.service AND sv.current = r.number)
+		FROM revisions r ORDER BY r.service, r.number DESC`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []ImageUse
+	for rows.Next() {
+		var u ImageUse
+		if err := rows.Scan(&u.Image, &u.Service, &u.Revision, &u.Current); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,368 @@
+package dashboard
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// sessionCookie holds a signed session: its role, its expiry and a random nonce.
+const (
+	sessionCookie = "kiln_session"
+	sessionTTL    = 12 * time.Hour
+)
+
+// Options configure a dashboard.
+type Options struct {
+	Engine *engine.Engine
+	// AdminToken signs in a session that may change things; it also keys the session
+	// signatures, so a new token ends every session.
+	AdminToken string
+	// ReadOnlyToken, if set, signs in a session that sees everything and changes nothing.
+	ReadOnlyToken string
+	Log           *slog.Logger
+}
+
+// Dashboard serves the dashboard's pages.
+type Dashboard struct {
+	eng       *engine.Engine
+	opts      Options
+	key       []byte
+	pages     map[string]*template.Template
+	staticTag string // a hash of the static files, to bust caches
+	log       *slog.Logger
+}
+
+// session is a signed-in browser.
+type session struct {
+	ReadOnly bool
+	CSRF     string // the token every form of this session carries
+}
+
+// New parses the templates; it panics if they are broken (they are embedded).
+func New(opts Options) *Dashboard {
+	mac := hmac.New(sha256.New, []byte(opts.AdminToken))
+	mac.Write([]byte("kiln dashboard session key"))
+	d := &Dashboard{eng: opts.Engine, opts: opts, key: mac.Sum(nil), pages: map[string]*template.Template{}, log: opts.Log}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	sum := sha256.New()
+	fs.WalkDir(staticFS, "static", func(p string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() {
+			b, _ := staticFS.ReadFile(p)
+			sum.Write(b)
+		}
+		return nil
+	})
+	d.staticTag = hex.EncodeToString(sum.Sum(nil))[:12]
+	names, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		panic(err)
+	}
+	for _, n := range names {
+		page := strings.TrimSuffix(strings.TrimPrefix(n, "templates/"), ".html")
+		if page == "layout" {
+			continue
+		}
+		d.pages[page] = template.Must(template.New(page).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", n))
+	}
+	return d
+}
+
+// Register adds the dashboard's routes to mux.
+func (d *Dashboard) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /{$}", d.page(d.fleet))
+	mux.HandleFunc("GET /login", d.loginForm)
+	mux.HandleFunc("POST /login", d.login)
+	mux.HandleFunc("POST /logout", d.form(false, d.logout))
+	mux.HandleFunc("GET /services/{name}", d.page(d.service))
+	mux.HandleFunc("GET /services/{name}/rollback", d.page(d.confirmRollback))
+	mux.HandleFunc("POST /services/{name}/rollback", d.form(true, d.rollback))
+	mux.HandleFunc("GET /services/{name}/destroy", d.page(d.confirmDestroy))
+	mux.HandleFunc("POST /services/{name}/destroy", d.form(true, d.destroy))
+	mux.HandleFunc("GET /events", d.page(d.events))
+	mux.HandleFunc("GET /pipelines", d.page(d.pipelines))
+	mux.HandleFunc("GET /pipelines/{name}/trigger", d.page(d.confirmTrigger))
+	mux.HandleFunc("POST /pipelines/{name}/trigger", d.form(true, d.trigger))
+	mux.HandleFunc("GET /runs/{id}", d.page(d.run))
+	mux.HandleFunc("GET /images", d.page(d.images))
+	mux.HandleFunc("GET /images/{digest}/sbom", d.page(d.sbom))
+	mux.HandleFunc("GET /ui/stream", d.stream)
+	static, _ := fs.Sub(staticFS, "static")
+	files := http.StripPrefix("/static/", http.FileServerFS(static))
+	mux.HandleFunc("GET /static/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		files.ServeHTTP(w, r)
+	})
+}
+
+// view is what a page handler returns: the template to render and its data.
+type view struct {
+	Template string
+	Title    string
+	// Live is the service (or pipeline) whose events refresh the page; "*" for any.
+	Live string
+	// Poll refreshes the page every 10 s even without events (sparklines).
+	Poll bool
+	Data any
+}
+
+// pageData is what every template gets.
+type pageData struct {
+	view
+	Session   *session
+	Path      string
+	StaticTag string
+	Now       time.Time
+}
+
+// page serves a page to a signed-in session, or sends the browser to sign in. A
+// request with the header X-Kiln-Partial gets only the page's main content: the
+// dashboard's script swaps it in when something changed.
+func (d *Dashboard) page(fn func(*http.Request, *session) (view, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		s := d.session(r)
+		if s == nil {
+			if r.Header.Get("X-Kiln-Partial") != "" {
+				http.Error(w, "signed out", http.StatusUnauthorized)
+				return
+			}
+			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		v, err := fn(r, s)
+		if err != nil {
+			d.fail(w, r, s, err)
+			return
+		}
+		d.render(w, r, http.StatusOK, s, v, start)
+	}
+}
+
+func (d *Dashboard) render(w http.ResponseWriter, r *http.Request, code int, s *session, v view, start time.Time) {
+	t := d.pages[v.Template]
+	name := v.Template
+	if r.Header.Get("X-Kiln-Partial") != "" {
+		name = "main"
+	} else {
+		name = "layout"
+	}
+	var b strings.Builder
+	if err := t.ExecuteTemplate(&b, name, pageData{view: v, Session: s, Path: r.URL.Path, StaticTag: d.staticTag, Now: time.Now()}); err != nil {
+		d.log.Error("rendering a dashboard page", "page", v.Template, "err", err)
+		http.Error(w, "the page could not be rendered: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Server-Timing", fmt.Sprintf("render;dur=%.2f", float64(time.Since(start).Microseconds())/1000))
+	w.WriteHeader(code)
+	w.Write([]byte(b.String()))
+}
+
+// fail shows err as a page, with the status it calls for.
+func (d *Dashboard) fail(w http.ResponseWriter, r *http.Request, s *session, err error) {
+	code := http.StatusInternalServerError
+	var he httpError
+	switch {
+	case errors.As(err, &he):
+		code = he.code
+	case errors.Is(err, store.ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, store.ErrRolloutInProgress):
+		code = http.StatusConflict
+	}
+	d.render(w, r, code, s, view{Template: "error", Title: http.StatusText(code), Data: errorData{Code: code, Message: err.Error()}}, time.Now())
+}
+
+type errorData struct {
+	Code    int
+	Message string
+}
+
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e httpError) Error() string { return e.msg }
+
+// form handles a POST of a signed-in session carrying its CSRF token; change marks
+// the forms that change something, which a read-only session may not send. fn
+// returns where to send the browser next.
+func (d *Dashboard) form(change bool, fn func(http.ResponseWriter, *http.Request, *session) (string, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s := d.session(r)
+		if s == nil {
+			http.Error(w, "sign in first", http.StatusUnauthorized)
+			return
+		}
+		if err := r.ParseForm(); err != nil {
+			d.fail(w, r, s, httpError{http.StatusBadRequest, "malformed form: " + err.Error()})
+			return
+		}
+		if !sameOrigin(r) || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.CSRF)) != 1 {
+			d.fail(w, r, s, httpError{http.StatusForbidden, "this form did not come from this dashboard (missing or wrong CSRF token): reload the page and try again"})
+			return
+		}
+		if change && s.ReadOnly {
+			d.fail(w, r, s, httpError{http.StatusForbidden, "you signed in with the read-only token: it sees everything and changes nothing. Sign in with the token in .kiln/token to make changes."})
+			return
+		}
+		next, err := fn(w, r, s)
+		if err != nil {
+			d.fail(w, r, s, err)
+			return
+		}
+		http.Redirect(w, r, next, http.StatusSeeOther)
+	}
+}
+
+// sameOrigin refuses cross-site form posts by their Origin header, where the browser
+// sends one (SameSite=Strict already keeps the cookie off them).
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" || o == "null" {
+		return o == ""
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host == r.Host
+}
+
+// session returns the request's valid session, or nil.
+func (d *Dashboard) session(r *http.Request) *session {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return nil
+	}
+	payload, sig, ok := strings.Cut(c.Value, ".")
+	if !ok || !hmac.Equal([]byte(sig), []byte(d.sign(payload))) {
+		return nil
+	}
+	parts := strings.Split(payload, "~")
+	if len(parts) != 3 {
+		return nil
+	}
+	exp, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil || time.Now().Unix() > exp {
+		return nil
+	}
+	if parts[0] == "readonly" && d.opts.ReadOnlyToken == "" {
+		return nil
+	}
+	return &session{ReadOnly: parts[0] != "admin", CSRF: d.sign("csrf:" + c.Value)[:32]}
+}
+
+func (d *Dashboard) sign(payload string) string {
+	mac := hmac.New(sha256.New, d.key)
+	mac.Write([]byte(payload))
+	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+func (d *Dashboard) loginForm(w http.ResponseWriter, r *http.Request) {
+	d.render(w, r, http.StatusOK, nil, view{Template: "login", Title: "Sign in", Data: loginData{Next: safeNext(r.URL.Query().Get("next"))}}, time.Now())
+}
+
+type loginData struct {
+	Next  string
+	Error string
+}
+
+// login checks the token typed in and sets the session cookie.
+func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
+	r.ParseForm()
+	token := strings.TrimSpace(r.PostFormValue("token"))
+	next := safeNext(r.PostFormValue("next"))
+	role := ""
+	switch {
+	case token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(d.opts.AdminToken)) == 1:
+		role = "admin"
+	case token != "" && d.opts.ReadOnlyToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(d.opts.ReadOnlyToken)) == 1:
+		role = "readonly"
+	default:
+		d.render(w, r, http.StatusUnauthorized, nil, view{Template: "login", Title: "Sign in",
+			Data: loginData{Next: next, Error: "That is not this daemon's token. It is in .kiln/token (or .kiln/token.readonly to only look), next to the spec."}}, time.Now())
+		return
+	}
+	nonce := make([]byte, 12)
+	rand.Read(nonce)
+	payload := fmt.Sprintf("%s~%d~%s", role, time.Now().Add(sessionTTL).Unix(), hex.EncodeToString(nonce))
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: payload + "." + d.sign(payload), Path: "/",
+		MaxAge: int(sessionTTL.Seconds()), HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (d *Dashboard) logout(w http.ResponseWriter, r *http.Request, s *session) (string, error) {
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
+	return "/login", nil
+}
+
+// stream sends a signed-in page the events as they happen (server-sent events), so
+// that it can refresh itself.
+func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
+	if d.session(r) == nil {
+		http.Error(w, "sign in first", http.StatusUnauthorized)
+		return
+	}
+	live, cancel := d.eng.Subscribe()
+	defer cancel()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	rc := http.NewResponseController(w)
+	fmt.Fprint(w, ": live\n\n")
+	rc.Flush()
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case ev := <-live:
+			b, _ := json.Marshal(ev)
+			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", ev.ID, b)
+		case <-keepalive.C:
+			fmt.Fprint(w, ": keepalive\n\n")
+		}
+		if rc.Flush() != nil {
+			return
+		}
+	}
+}
+
+// safeNext keeps a post-sign-in redirect on this site.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/"
+	}
+	return next
+}
