@@ -139,17 +139,19 @@ func size(n int64) string {
 	}
 }
 
-// tone is the colour class of a state word.
-func tone(state string) string {
-	switch state {
-	case "healthy", "running", "deployed", "succeeded", "in rotation", "current":
+// tone is the colour class of a state or event word: good, in progress, bad, or
+// neutral ("").
+func tone(word string) string {
+	switch word {
+	case "healthy", "running", "deployed", "succeeded", "admitted", "gated", "switched", "current", "newest":
 		return "ok"
-	case "rolling out", "healing", "waiting", "queued", "pending", "created", "superseded":
+	case "rolling out", "healing", "waiting", "queued", "pending", "created", "superseded", "rollout", "rollback",
+		"resumed", "draining", "heal":
 		return "busy"
-	case "":
-		return ""
-	default:
+	case "failed", "rolled_back", "error", "drift", "degraded", "failing", "interrupted", "exited", "unhealthy":
 		return "bad"
+	default:
+		return ""
 	}
 }
 
