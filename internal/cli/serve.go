@@ -36,7 +36,7 @@ verbs talk to (on loopback, with the bearer token in .kiln/token), the front doo
 every service, and the rollouts. On start it resumes interrupted rollouts and re-adopts
 running servers without restarting them.`,
 		Example: `  kiln serve
-  kiln serve --listen 127.0.0.1:7777     # a fixed API address (default: a free port)`,
+  kiln serve --listen 127.0.0.1:7000     # another API address (default 127.0.0.1:7777, else a free port)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := g.state(nil)
@@ -52,7 +52,7 @@ running servers without restarting them.`,
 			return d.wait()
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "the API's `ADDRESS` (loopback)")
+	cmd.Flags().StringVar(&listen, "listen", "", "the API's and the dashboard's `ADDRESS` (loopback; default 127.0.0.1:7777, else a free port)")
 	return cmd
 }
 
@@ -65,6 +65,10 @@ type daemon struct {
 	state  *store.Store
 	files  []string
 }
+
+// DefaultListen is where the API and the dashboard listen unless told otherwise; a
+// free port when another daemon has it.
+const DefaultListen = "127.0.0.1:7777"
 
 // startDaemon starts the engine and the API for stateDir and returns once the API
 // answers. It refuses to start if another daemon already serves stateDir.
@@ -89,11 +93,18 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 	if err != nil {
 		return nil, fmt.Errorf("project id: %w", err)
 	}
+	preferred := listen == ""
+	if preferred {
+		listen = DefaultListen
+	}
 	host, _, err := net.SplitHostPort(listen)
 	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
 		return nil, fmt.Errorf("--listen %s: the API listens on loopback only (e.g. 127.0.0.1:7777)", listen)
 	}
 	ln, err := net.Listen("tcp", listen)
+	if err != nil && preferred {
+		ln, err = net.Listen("tcp", "127.0.0.1:0") // another daemon has the usual address
+	}
 	if err != nil {
 		return nil, fmt.Errorf("the API cannot listen on %s: %w", listen, err)
 	}

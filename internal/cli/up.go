@@ -19,7 +19,7 @@ func newUpCmd(g *globals) *cobra.Command {
 images, applies its services (rolling out only what changed), prints each service's
 URL, and keeps serving until Ctrl-C. Servers keep running after kiln stops; the next
 kiln up or kiln serve re-adopts them.`,
-		Example: "  kiln up\n  kiln -C examples/hello up\n  kiln up --listen 127.0.0.1:7777   # a fixed address for the API and the dashboard",
+		Example: "  kiln up\n  kiln -C examples/hello up\n  kiln up --listen 127.0.0.1:7000   # another address for the API and the dashboard",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -53,6 +53,6 @@ kiln up or kiln serve re-adopts them.`,
 		},
 	}
 	addVarFlag(g, cmd.Flags())
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "the API's and the dashboard's `ADDRESS` (loopback; default: a free port)")
+	cmd.Flags().StringVar(&listen, "listen", "", "the API's and the dashboard's `ADDRESS` (loopback; default 127.0.0.1:7777, else a free port)")
 	return cmd
 }
