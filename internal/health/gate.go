@@ -51,6 +51,11 @@ func WaitHealthy(ctx context.Context, addr string, c Check, interval, minHealthy
 		}
 		probed := time.Now()
 		err := Probe(ctx, addr, c)
+		if dl, ok := ctx.Deadline(); ok && err != nil && !time.Now().Before(dl) {
+			// The probe was cut short by ctx's deadline (its dial or read timed out
+			// with it), even if ctx does not say so yet: the probe before explains more.
+			<-ctx.Done()
+		}
 		if ctx.Err() != nil {
 			return notHealthy(ctx, lastErr, healthyAt, minHealthy)
 		}

@@ -133,6 +133,7 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("fleet shows %q healthy, want 2/2", health)
 	}
 	shoot(t, ctx, "fleet")
+	checkAccessible(t, ctx, "fleet")
 
 	// A rollout started from the CLI, watched on the service page without a reload.
 	do(t, ctx, "open the service page", 30*time.Second,
@@ -164,6 +165,7 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("the page was reloaded to show the rollout")
 	}
 	shoot(t, ctx, "service")
+	checkAccessible(t, ctx, "service")
 
 	// docker kill: an event and a replacement, on the events page, without a reload.
 	do(t, ctx, "open the events page", 30*time.Second,
@@ -183,6 +185,7 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("the page was reloaded to show the heal")
 	}
 	shoot(t, ctx, "events")
+	checkAccessible(t, ctx, "events")
 
 	// A rollback clicked in the page: confirmed, done, in the history.
 	do(t, ctx, "roll back from the page", 90*time.Second,
@@ -240,6 +243,37 @@ func TestDashboard(t *testing.T) {
 	shoot(t, ctx, "service-read-only")
 	if h := d.kiln(nil, "history", d.service).stdout; strings.Contains(h, "\n4 ") {
 		t.Errorf("a refused rollback made a revision:\n%s", h)
+	}
+}
+
+// checkAccessible checks what a machine can of a page's accessibility: every form
+// field has a label, every graphic a text alternative, every table a caption, and the
+// first Tab from the top reaches the skip link to the content.
+func checkAccessible(t *testing.T, ctx context.Context, page string) {
+	t.Helper()
+	problems := get(t, ctx, "check the accessibility of "+page, 20*time.Second, chromedp.Evaluate[[]string](`(() => {
+		const out = [];
+		for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+			if (!el.labels || el.labels.length === 0) out.push('unlabelled ' + el.outerHTML.slice(0, 80));
+		}
+		for (const el of document.querySelectorAll('svg, img, meter')) {
+			if (!el.getAttribute('aria-label') && !el.getAttribute('alt') && !(el.labels && el.labels.length)) out.push('no text alternative: ' + el.outerHTML.slice(0, 80));
+		}
+		for (const el of document.querySelectorAll('table')) {
+			if (!el.querySelector('caption')) out.push('table without a caption: ' + (el.id || '?'));
+		}
+		for (const el of document.querySelectorAll('a, button')) {
+			if (!el.textContent.trim() && !el.getAttribute('aria-label')) out.push('unnamed control: ' + el.outerHTML.slice(0, 80));
+		}
+		document.activeElement && document.activeElement.blur();
+		return out;
+	})()`))
+	for _, p := range problems {
+		t.Errorf("%s: %s", page, p)
+	}
+	do(t, ctx, "tab to the skip link on "+page, 10*time.Second, chromedp.KeyEvent("\t"))
+	if got := get(t, ctx, "read the focus", 10*time.Second, chromedp.Evaluate[string](`document.activeElement ? document.activeElement.className : ""`)); got != "skip" {
+		t.Errorf("%s: the first Tab focuses %q, want the skip link", page, got)
 	}
 }
 
