@@ -52,6 +52,7 @@ type Engine struct {
 	ctx       context.Context // set by Start
 	doors     map[string]*door
 	targets   map[string]rollout.Target // each service's current target, for the health monitor
+	checks    map[string]spec.Health    // the health check each server (by address) passed
 	states    map[string]*serviceState
 	pipelines map[string]*pipelineWorker
 	subs      map[chan api.Event]bool
@@ -60,7 +61,7 @@ type Engine struct {
 
 // New returns an engine; it starts nothing until Start.
 func New(opts Options) *Engine {
-	e := &Engine{opts: opts, doors: map[string]*door{}, targets: map[string]rollout.Target{},
+	e := &Engine{opts: opts, doors: map[string]*door{}, targets: map[string]rollout.Target{}, checks: map[string]spec.Health{},
 		states: map[string]*serviceState{}, pipelines: map[string]*pipelineWorker{}, subs: map[chan api.Event]bool{}, log: opts.Log}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -218,7 +219,15 @@ func (e *Engine) door(ctx context.Context, svc api.Service) (*door, error) {
 func (e *Engine) healthy(ctx context.Context, t rollout.Target, addr string) error {
 	h := t.Health
 	check := health.Check{HTTPPath: h.HTTP, TCP: h.TCP, Timeout: h.Timeout}
-	return health.WaitHealthy(ctx, addr, check, h.Interval, t.Settings.MinHealthy, h.StartPeriod, h.HealthyThreshold)
+	err := health.WaitHealthy(ctx, addr, check, h.Interval, t.Settings.MinHealthy, h.StartPeriod, h.HealthyThreshold)
+	if err == nil {
+		// The monitor checks the server with the check it passed, not with that of a
+		// revision being rolled out (which may differ, or be the reason it fails).
+		e.mu.Lock()
+		e.checks[addr] = h
+		e.mu.Unlock()
+	}
+	return err
 }
 
 func (e *Engine) ensureImage(ctx context.Context, digest string) error {
