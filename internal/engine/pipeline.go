@@ -122,10 +122,14 @@ func shortSHA(s string) string { return s[:min(12, len(s))] }
 // runWorker polls the source (if the pipeline polls) and runs queued runs in order.
 func (e *Engine) runWorker(ctx context.Context, w *pipelineWorker) {
 	var tick <-chan time.Time
+	var changed <-chan struct{}
 	if w.def.Poll > 0 {
 		t := time.NewTicker(w.def.Poll)
 		defer t.Stop()
 		tick = t.C
+		// A local repository is watched too: a commit is noticed at once, not at the
+		// next poll.
+		changed = watchLocal(ctx, w.def.Repo, w.def.Branch)
 	}
 	lastErr := ""
 	poll := func() {
@@ -154,6 +158,8 @@ func (e *Engine) runWorker(ctx context.Context, w *pipelineWorker) {
 		case <-ctx.Done():
 			return
 		case <-tick:
+			poll()
+		case <-changed:
 			poll()
 		case <-w.wake:
 		}

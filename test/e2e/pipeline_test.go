@@ -21,10 +21,11 @@ import (
 var gitEnv = []string{"GIT_AUTHOR_NAME=k", "GIT_AUTHOR_EMAIL=k@example.com", "GIT_COMMITTER_NAME=k", "GIT_COMMITTER_EMAIL=k@example.com"}
 
 type runJSON struct {
-	ID     int64
-	Commit string
-	State  string
-	Detail string
+	ID      int64
+	Commit  string
+	State   string
+	Detail  string
+	Trigger string
 }
 
 func (d *deployment) runs() []runJSON {
@@ -333,5 +334,32 @@ service "`+prod+`" {
 		if !strings.Contains(string(b), "Hello, promoted!") {
 			t.Errorf("%s answers %q", url, b)
 		}
+	}
+}
+
+// TestPipelineWatchesLocalRepo: a pipeline on a local repository notices a commit at
+// once, not at its next poll (an hour away here).
+func TestPipelineWatchesLocalRepo(t *testing.T) {
+	d := newDeployment(t)
+	first := newPipelineRepo(t, d, `  repo = "."
+  poll = "1h"`)
+	d.startDaemon("revision 1 deployed", "up")
+	d.runOf(first, 60*time.Second) // the poll at start
+	editSpec(t, d.dir, "Hello from kiln!", "Hello from a watched repository!")
+	start := time.Now()
+	second := d.commit("noticed by the watch")
+	var queued time.Duration
+	eventually(t, 15*time.Second, "a run of the new commit", func() bool {
+		for _, r := range d.runs() {
+			if r.Commit == second {
+				queued = time.Since(start)
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("commit noticed within %s", queued.Round(time.Millisecond))
+	if r := d.runOf(second, 90*time.Second); r.State != "succeeded" || r.Trigger != "poll" {
+		t.Fatalf("run of the watched commit: %+v", r)
 	}
 }
