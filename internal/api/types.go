@@ -55,6 +55,8 @@ type Pipeline struct {
 	Services      []string      `json:"services"`
 	Promote       []string      `json:"promote,omitempty"`
 	WebhookSecret string        `json:"webhook_secret,omitempty"`
+	// Webhook says whether the pipeline takes webhooks (its secret is never shown).
+	Webhook bool `json:"webhook,omitempty"`
 	TestTimeout   time.Duration `json:"test_timeout"`
 	Checks        []Check       `json:"checks,omitempty"`
 	// SpecPath is the spec file's path inside the repository.

@@ -332,6 +332,11 @@ func (d *Dashboard) pipelines(r *http.Request, s *session) (view, error) {
 		}
 		pr := pipelineRows{Pipeline: p}
 		pr.Runs, pr.Pager = paginate(runs, r.URL, 20)
+		for i, run := range pr.Runs { // with their stages, for the summary
+			if full, err := d.eng.Run(ctx, run.ID); err == nil {
+				pr.Runs[i].Stages = full.Stages
+			}
+		}
 		data.Pipelines = append(data.Pipelines, pr)
 	}
 	return view{Template: "pipelines", Title: "Pipelines", Live: "*", Data: data}, nil

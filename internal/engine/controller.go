@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -285,6 +286,13 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 	for addr, n := range st.failing {
 		if n >= max(t.Health.UnhealthyThreshold, 1) {
 			failing[addr] = true
+		}
+	}
+	e.mu.Unlock()
+	e.mu.Lock()
+	for id := range st.drifted { // forget servers that are gone
+		if !slices.ContainsFunc(sp.Keep, func(s driver.Server) bool { return s.ID == id }) {
+			delete(st.drifted, id)
 		}
 	}
 	e.mu.Unlock()

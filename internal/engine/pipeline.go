@@ -630,7 +630,7 @@ func (e *Engine) Pipelines(ctx context.Context) ([]api.Pipeline, error) {
 	for _, d := range defs {
 		var p api.Pipeline
 		if json.Unmarshal([]byte(d), &p) == nil {
-			p.WebhookSecret = "" // never shown
+			p.Webhook, p.WebhookSecret = p.WebhookSecret != "", "" // never shown
 			out = append(out, p)
 		}
 	}

@@ -134,6 +134,17 @@ func TestDashboard(t *testing.T) {
 	}
 	shoot(t, ctx, "fleet")
 	checkAccessible(t, ctx, "fleet")
+	// What the browser measured of the page: the server's render time and the bytes.
+	perf := get(t, ctx, "read the navigation timing", 10*time.Second, chromedp.Evaluate[map[string]float64](`(() => {
+		const n = performance.getEntriesByType("navigation")[0];
+		const st = (n.serverTiming || []).find(s => s.name === "render");
+		return {render: st ? st.duration : -1, transfer: n.transferSize, decoded: n.decodedBodySize, total: n.duration};
+	})()`))
+	t.Logf("fleet page in Chromium: render %.2f ms on the server, %.0f bytes transferred (%.0f of HTML), %.0f ms to load",
+		perf["render"], perf["transfer"], perf["decoded"], perf["total"])
+	if perf["render"] < 0 {
+		t.Errorf("the fleet page has no Server-Timing render entry")
+	}
 
 	// A rollout started from the CLI, watched on the service page without a reload.
 	do(t, ctx, "open the service page", 30*time.Second,
@@ -186,6 +197,18 @@ func TestDashboard(t *testing.T) {
 	}
 	shoot(t, ctx, "events")
 	checkAccessible(t, ctx, "events")
+
+	// An exec into a server: the drift found shows on the service page, with the command.
+	do(t, ctx, "open the service page again", 30*time.Second,
+		chromedp.Navigate(api+"/services/"+d.service),
+		chromedp.WaitVisible(chromedp.CSS("#live.on")))
+	exec.Command("docker", "exec", d.running()[0], "/app/hello").Run() // exits at once: port in use
+	do(t, ctx, "the drift appears", 60*time.Second, chromedp.WaitVisible(chromedp.CSS("#drift")))
+	if drift := get(t, ctx, "read the drift", 10*time.Second, chromedp.Text(chromedp.CSS("#drift"))); !strings.Contains(drift, "/app/hello") {
+		t.Errorf("the drift found does not name the command: %q", drift)
+	}
+	shoot(t, ctx, "service-drift")
+	eventually(t, 30*time.Second, "the drifted server replaced", d.healthy)
 
 	// A rollback clicked in the page: confirmed, done, in the history.
 	do(t, ctx, "roll back from the page", 90*time.Second,

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 var gitEnv = []string{"GIT_AUTHOR_NAME=k", "GIT_AUTHOR_EMAIL=k@example.com", "GIT_COMMITTER_NAME=k", "GIT_COMMITTER_EMAIL=k@example.com"}
@@ -180,6 +182,37 @@ pipeline "hello" {
 	if r := d.runOf(fifth, 10*time.Second); r.State != "interrupted" {
 		t.Errorf("the killed run is %+v, want interrupted", r)
 	}
+
+	// The dashboard shows the runs, their stages and logs.
+	api := readState(t, d.dir, "api.addr")
+	ctx := browse(t)
+	signIn(t, ctx, api, readState(t, d.dir, "token"))
+	do(t, ctx, "the pipelines page", 30*time.Second,
+		chromedp.Navigate(api+"/pipelines"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-run] .badge`)))
+	runs := get(t, ctx, "read the runs", 10*time.Second, chromedp.Text(chromedp.CSS("main")))
+	for _, want := range []string{second[:12], "interrupted", "failed", "succeeded", "bake", "deploy", "signed webhook"} {
+		if !strings.Contains(runs, want) {
+			t.Errorf("the pipelines page lacks %q:\n%s", want, runs)
+		}
+	}
+	shoot(t, ctx, "pipelines-runs")
+	var secondRun int64
+	for _, r := range d.runs() {
+		if r.Commit == second {
+			secondRun = r.ID
+		}
+	}
+	do(t, ctx, "a run's page", 30*time.Second,
+		chromedp.Navigate(fmt.Sprintf("%s/runs/%d", api, secondRun)),
+		chromedp.WaitVisible(chromedp.CSS(".stage pre")))
+	page := get(t, ctx, "read the run", 10*time.Second, chromedp.Text(chromedp.CSS("main")))
+	for _, want := range []string{"bake", "test", "deploy", `check "greets" passed`, second} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the run page lacks %q", want)
+		}
+	}
+	shoot(t, ctx, "run")
 }
 
 // newPipelineRepo makes the deployment's directory a git repository whose spec has a
