@@ -227,7 +227,7 @@ func (d *Dashboard) rolloutView(ctx context.Context, ro store.Rollout) (*rollout
 		if !rolloutSteps[ev.Type] || ev.Time.Before(ro.Started.Add(-500*time.Millisecond)) {
 			continue
 		}
-		if !ro.Finished.IsZero() && ev.Time.After(ro.Finished.Add(2*time.Second)) {
+		if !ro.Finished.IsZero() && ev.Time.After(ro.Finished.Add(500*time.Millisecond)) {
 			continue
 		}
 		v.Steps = append(v.Steps, ev)
