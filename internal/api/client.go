@@ -25,6 +25,11 @@ const (
 	ReadOnlyTokenFile = "token.readonly"
 )
 
+// SessionCookie is the dashboard's session cookie. Front doors remove it from the
+// requests they pass on: it is the browser's key to the daemon, and cookies are not
+// kept apart by port, so the browser sends it to every service on the same host.
+const SessionCookie = "kiln_session"
+
 // ErrNoDaemon means no daemon answers for this state directory.
 var ErrNoDaemon = errors.New("no kiln daemon is running for this spec")
 

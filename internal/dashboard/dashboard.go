@@ -16,10 +16,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
+	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -32,15 +35,15 @@ var staticFS embed.FS
 
 // sessionCookie holds a signed session: its role, its expiry and a random nonce.
 const (
-	sessionCookie = "kiln_session"
+	sessionCookie = api.SessionCookie
 	sessionTTL    = 12 * time.Hour
 )
 
 // Options configure a dashboard.
 type Options struct {
 	Engine *engine.Engine
-	// AdminToken signs in a session that may change things; it also keys the session
-	// signatures, so a new token ends every session.
+	// AdminToken signs in a session that may change things. Both tokens key the
+	// session signatures, so a new token ends every session.
 	AdminToken string
 	// ReadOnlyToken, if set, signs in a session that sees everything and changes nothing.
 	ReadOnlyToken string
@@ -61,11 +64,13 @@ type Dashboard struct {
 type session struct {
 	ReadOnly bool
 	CSRF     string // the token every form of this session carries
+	Expires  time.Time
 }
 
 // New parses the templates; it panics if they are broken (they are embedded).
 func New(opts Options) *Dashboard {
-	mac := hmac.New(sha256.New, []byte(opts.AdminToken))
+	// Keyed by both tokens: a new token, either one, ends every session.
+	mac := hmac.New(sha256.New, []byte(opts.AdminToken+"\x00"+opts.ReadOnlyToken))
 	mac.Write([]byte("kiln dashboard session key"))
 	d := &Dashboard{eng: opts.Engine, opts: opts, key: mac.Sum(nil), pages: map[string]*template.Template{}, log: opts.Log}
 	if d.log == nil {
@@ -280,7 +285,7 @@ func (d *Dashboard) session(r *http.Request) *session {
 	if parts[0] == "readonly" && d.opts.ReadOnlyToken == "" {
 		return nil
 	}
-	return &session{ReadOnly: parts[0] != "admin", CSRF: d.sign("csrf:" + c.Value)[:32]}
+	return &session{ReadOnly: parts[0] != "admin", CSRF: d.sign("csrf:" + c.Value)[:32], Expires: time.Unix(exp, 0)}
 }
 
 func (d *Dashboard) sign(payload string) string {
@@ -330,7 +335,8 @@ func (d *Dashboard) logout(w http.ResponseWriter, r *http.Request, s *session) (
 // stream sends a signed-in page the events as they happen (server-sent events), so
 // that it can refresh itself.
 func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
-	if d.session(r) == nil {
+	s := d.session(r)
+	if s == nil {
 		http.Error(w, "sign in first", http.StatusUnauthorized)
 		return
 	}
@@ -351,6 +357,9 @@ func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
 			b, _ := json.Marshal(ev)
 			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", ev.ID, b)
 		case <-keepalive.C:
+			if time.Now().After(s.Expires) {
+				return // the session ended: the page's script finds out on its next fetch
+			}
 			fmt.Fprint(w, ": keepalive\n\n")
 		}
 		if rc.Flush() != nil {
@@ -359,9 +368,15 @@ func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// safeNext keeps a post-sign-in redirect on this site.
+// safeNext keeps a post-sign-in redirect on this site: a path of it, nothing a
+// browser could read as another host ("//host", "/\\host", control characters).
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	if next == "" || strings.ContainsAny(next, "\\") || strings.ContainsFunc(next, unicode.IsControl) {
+		return "/"
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(u.Path, "/") ||
+		strings.HasPrefix(u.Path, "//") || strings.HasPrefix(path.Clean(u.Path), "//") {
 		return "/"
 	}
 	return next

@@ -167,10 +167,18 @@ func TestSignIn(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(page, ".kiln/token") {
 		t.Fatalf("a wrong token: %d\n%s", resp.StatusCode, page)
 	}
-	resp, _ = b.do("POST", "/login", url.Values{"token": {adminToken}, "next": {"//evil.example/"}})
-	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
-		t.Fatalf("sign in: %d to %q, want / (never another site)", resp.StatusCode, resp.Header.Get("Location"))
+	// After signing in, the browser goes back where it was, but never to another site.
+	for next, want := range map[string]string{
+		"/events?service=web": "/events?service=web",
+		"//evil.example/":     "/", "/\t/evil.example": "/", "/./\\evil.example": "/", "https://evil.example/": "/",
+		"/%2F/evil.example": "/", "": "/", "events": "/",
+	} {
+		r, _ := newBrowser(t, d.url).do("POST", "/login", url.Values{"token": {adminToken}, "next": {next}})
+		if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != want {
+			t.Errorf("sign in with next=%q: %d to %q, want %q", next, r.StatusCode, r.Header.Get("Location"), want)
+		}
 	}
+	resp, _ = b.do("POST", "/login", url.Values{"token": {adminToken}, "next": {"/"}})
 	var c *http.Cookie
 	for _, k := range resp.Cookies() {
 		if k.Name == "kiln_session" {

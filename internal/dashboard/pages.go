@@ -30,16 +30,21 @@ type pager struct {
 
 // paginate returns the page of items that ?page= asks for.
 func paginate[T any](items []T, u *url.URL, per int) ([]T, pager) {
+	return paginateBy(items, u, per, "page")
+}
+
+// paginateBy is paginate with the page number in ?key=, for pages with several lists.
+func paginateBy[T any](items []T, u *url.URL, per int, key string) ([]T, pager) {
 	p := pager{Total: len(items), Pages: max(1, (len(items)+per-1)/per)}
-	p.Page, _ = strconv.Atoi(u.Query().Get("page"))
+	p.Page, _ = strconv.Atoi(u.Query().Get(key))
 	p.Page = min(max(p.Page, 1), p.Pages)
 	lo, hi := (p.Page-1)*per, min(p.Page*per, len(items))
 	p.From, p.To = lo+1, hi
 	if p.Page > 1 {
-		p.Prev = query(u, "page", strconv.Itoa(p.Page-1))
+		p.Prev = query(u, key, strconv.Itoa(p.Page-1))
 	}
 	if p.Page < p.Pages {
-		p.Next = query(u, "page", strconv.Itoa(p.Page+1))
+		p.Next = query(u, key, strconv.Itoa(p.Page+1))
 	}
 	return items[lo:hi], p
 }
@@ -331,10 +336,10 @@ func (d *Dashboard) pipelines(r *http.Request, s *session) (view, error) {
 			return view{}, err
 		}
 		pr := pipelineRows{Pipeline: p}
-		pr.Runs, pr.Pager = paginate(runs, r.URL, 20)
+		pr.Runs, pr.Pager = paginateBy(runs, r.URL, 20, "page-"+p.Name)
 		for i, run := range pr.Runs { // with their stages, for the summary
-			if full, err := d.eng.Run(ctx, run.ID); err == nil {
-				pr.Runs[i].Stages = full.Stages
+			if sts, err := d.eng.RunStages(ctx, run.ID); err == nil {
+				pr.Runs[i].Stages = sts
 			}
 		}
 		data.Pipelines = append(data.Pipelines, pr)
@@ -505,7 +510,7 @@ func (d *Dashboard) confirmTrigger(r *http.Request, s *session) (view, error) {
 }
 
 func (d *Dashboard) trigger(w http.ResponseWriter, r *http.Request, s *session) (string, error) {
-	run, err := d.eng.Trigger(r.Context(), r.PathValue("name"), "", "manual (dashboard)")
+	run, err := d.eng.Trigger(context.WithoutCancel(r.Context()), r.PathValue("name"), "", "manual (dashboard)")
 	switch {
 	case errors.Is(err, store.ErrRunExists) && run.ID == 0:
 		return "/pipelines", nil // the head commit has its run already

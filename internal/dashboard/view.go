@@ -164,7 +164,7 @@ func query(u *url.URL, key, value string) string {
 	} else {
 		q.Set(key, value)
 	}
-	if key != "page" && key != "before" {
+	if key != "page" && key != "before" && !strings.HasPrefix(key, "page-") {
 		q.Del("page")
 		q.Del("before")
 	}

@@ -205,7 +205,7 @@ func (e *Engine) door(ctx context.Context, svc api.Service) (*door, error) {
 		base = ctx
 	}
 	measure, count := e.metrics.middleware(svc.Name), e.traffic.middleware(svc.Name)
-	d, err := openDoor(base, svc.Name, svc.Listen, func(h http.Handler) http.Handler { return measure(count(h)) })
+	d, err := openDoor(base, svc.Name, svc.Listen, func(h http.Handler) http.Handler { return measure(count(withoutSession(h))) })
 	if err != nil {
 		return nil, err
 	}

@@ -653,6 +653,12 @@ func (e *Engine) Run(ctx context.Context, id int64) (api.Run, error) {
 	return apiRun(r), err
 }
 
+// RunStages returns a run's stages without their logs.
+func (e *Engine) RunStages(ctx context.Context, id int64) ([]api.Stage, error) {
+	sts, err := e.opts.State.RunStages(ctx, id)
+	return apiRun(store.Run{Stages: sts}).Stages, err
+}
+
 // apiRun is a run as the API shows it.
 func apiRun(r store.Run) api.Run {
 	out := api.Run{ID: r.ID, Pipeline: r.Pipeline, Commit: r.Commit, Message: r.Message, Trigger: r.Trigger,

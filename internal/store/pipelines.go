@@ -185,19 +185,34 @@ func (s *Store) Run(ctx context.Context, id int64) (Run, error) {
 	if err != nil {
 		return r, err
 	}
-	rows, err := s.db.QueryContext(ctx, "SELECT name, state, log, started_at, COALESCE(finished_at, '') FROM pipeline_stages WHERE run_id = ? ORDER BY started_at", id)
+	r.Stages, err = s.stages(ctx, id, true)
+	return r, err
+}
+
+// RunStages returns a run's stages without their logs.
+func (s *Store) RunStages(ctx context.Context, id int64) ([]Stage, error) {
+	return s.stages(ctx, id, false)
+}
+
+func (s *Store) stages(ctx context.Context, id int64, logs bool) ([]Stage, error) {
+	logColumn := "''"
+	if logs {
+		logColumn = "log"
+	}
+	var out []Stage
+	rows, err := s.db.QueryContext(ctx, "SELECT name, state, "+logColumn+", started_at, COALESCE(finished_at, '') FROM pipeline_stages WHERE run_id = ? ORDER BY started_at", id)
 	if err != nil {
-		return r, err
+		return nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var st Stage
 		var a, b string
 		if err := rows.Scan(&st.Name, &st.State, &st.Log, &a, &b); err != nil {
-			return r, err
+			return nil, err
 		}
 		st.Started, st.Finished = parseTime(a), parseTime(b)
-		r.Stages = append(r.Stages, st)
+		out = append(out, st)
 	}
-	return r, rows.Err()
+	return out, rows.Err()
 }
