@@ -56,9 +56,9 @@ type Pipeline struct {
 	Promote       []string      `json:"promote,omitempty"`
 	WebhookSecret string        `json:"webhook_secret,omitempty"`
 	// Webhook says whether the pipeline takes webhooks (its secret is never shown).
-	Webhook bool `json:"webhook,omitempty"`
-	TestTimeout   time.Duration `json:"test_timeout"`
-	Checks        []Check       `json:"checks,omitempty"`
+	Webhook     bool          `json:"webhook,omitempty"`
+	TestTimeout time.Duration `json:"test_timeout"`
+	Checks      []Check       `json:"checks,omitempty"`
 	// SpecPath is the spec file's path inside the repository.
 	SpecPath string `json:"spec_path"`
 	// Vars are the variables set (by -var or KILN_VAR_) when the pipeline was applied;

@@ -8,8 +8,8 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"sync"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/kiln-build/kiln/internal/api"
