@@ -30,11 +30,13 @@ func newServeCmd(g *globals) *cobra.Command {
 	var listen string
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the daemon: API, front doors, rollouts",
+		Short: "Run the daemon: API, dashboard, front doors, rollouts, pipelines",
 		Long: `Serve runs kiln's daemon for the spec here, in the foreground: the HTTP API the other
-verbs talk to (on loopback, with the bearer token in .kiln/token), the front door of
-every service, and the rollouts. On start it resumes interrupted rollouts and re-adopts
-running servers without restarting them.`,
+verbs talk to (on loopback, with the bearer token in .kiln/token), the web dashboard on
+the same address (sign in with that token, or with .kiln/token.readonly to only look),
+the front door of every service, the controller that heals and watches for drift, and
+the pipelines. On start it resumes interrupted rollouts and re-adopts running servers
+without restarting them.`,
 		Example: `  kiln serve
   kiln serve --listen 127.0.0.1:7000     # another API address (default 127.0.0.1:7777, else a free port)`,
 		Args: cobra.NoArgs,
