@@ -288,6 +288,23 @@ func checkAccessible(t *testing.T, ctx context.Context, page string) {
 		for (const el of document.querySelectorAll('a, button')) {
 			if (!el.textContent.trim() && !el.getAttribute('aria-label')) out.push('unnamed control: ' + el.outerHTML.slice(0, 80));
 		}
+		// Text contrast (WCAG AA: 4.5:1) against the first opaque background behind it.
+		const rgb = s => (s.match(/[\d.]+/g) || []).map(Number);
+		const lum = c => { const [r, g, b] = c.slice(0, 3).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+		const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+		const seen = new Set();
+		for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+			const el = n.parentElement;
+			if (!n.textContent.trim() || !el || seen.has(el) || el.closest('.sr-only, .skip, svg')) continue;
+			seen.add(el);
+			let bg = el, b = null;
+			for (; bg; bg = bg.parentElement) { const c = rgb(getComputedStyle(bg).backgroundColor); if (c.length === 3 || c[3] > 0.9) { b = c; break; } }
+			b = b || [255, 255, 255];
+			const f = rgb(getComputedStyle(el).color);
+			const [hi, lo] = [lum(f), lum(b)].sort((x, y) => y - x);
+			const ratio = (hi + 0.05) / (lo + 0.05);
+			if (ratio < 4.5) out.push('contrast ' + ratio.toFixed(2) + ':1 for "' + n.textContent.trim().slice(0, 30) + '"');
+		}
 		document.activeElement && document.activeElement.blur();
 		return out;
 	})()`))
