@@ -19,6 +19,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -58,6 +59,9 @@ type Dashboard struct {
 	pages     map[string]*template.Template
 	staticTag string // a hash of the static files, to bust caches
 	log       *slog.Logger
+
+	mu      sync.Mutex
+	revoked map[string]time.Time // sessions signed out (by nonce), until they expire
 }
 
 // session is a signed-in browser.
@@ -65,6 +69,7 @@ type session struct {
 	ReadOnly bool
 	CSRF     string // the token every form of this session carries
 	Expires  time.Time
+	nonce    string
 }
 
 // New parses the templates; it panics if they are broken (they are embedded).
@@ -72,7 +77,8 @@ func New(opts Options) *Dashboard {
 	// Keyed by both tokens: a new token, either one, ends every session.
 	mac := hmac.New(sha256.New, []byte(opts.AdminToken+"\x00"+opts.ReadOnlyToken))
 	mac.Write([]byte("kiln dashboard session key"))
-	d := &Dashboard{eng: opts.Engine, opts: opts, key: mac.Sum(nil), pages: map[string]*template.Template{}, log: opts.Log}
+	d := &Dashboard{eng: opts.Engine, opts: opts, key: mac.Sum(nil), pages: map[string]*template.Template{}, log: opts.Log,
+		revoked: map[string]time.Time{}}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -285,7 +291,13 @@ func (d *Dashboard) session(r *http.Request) *session {
 	if parts[0] == "readonly" && d.opts.ReadOnlyToken == "" {
 		return nil
 	}
-	return &session{ReadOnly: parts[0] != "admin", CSRF: d.sign("csrf:" + c.Value)[:32], Expires: time.Unix(exp, 0)}
+	d.mu.Lock()
+	_, out := d.revoked[parts[2]]
+	d.mu.Unlock()
+	if out {
+		return nil
+	}
+	return &session{ReadOnly: parts[0] != "admin", CSRF: d.sign("csrf:" + c.Value)[:32], Expires: time.Unix(exp, 0), nonce: parts[2]}
 }
 
 func (d *Dashboard) sign(payload string) string {
@@ -327,7 +339,17 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
+// logout ends the session here and in the browser: a copy of its cookie no longer
+// signs in (until the daemon restarts; it would expire by itself anyway).
 func (d *Dashboard) logout(w http.ResponseWriter, r *http.Request, s *session) (string, error) {
+	d.mu.Lock()
+	for n, exp := range d.revoked {
+		if time.Now().After(exp) {
+			delete(d.revoked, n)
+		}
+	}
+	d.revoked[s.nonce] = s.Expires
+	d.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
 	return "/login", nil
 }

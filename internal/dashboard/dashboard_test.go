@@ -197,6 +197,19 @@ func TestSignIn(t *testing.T) {
 			t.Errorf("no %s header", h)
 		}
 	}
+	// Signing out ends the session, even for a copy of its cookie.
+	u0, _ := url.Parse(d.url)
+	stolen := b.c.Jar.Cookies(u0)
+	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
+	if resp, _ := b.do("POST", "/logout", url.Values{"csrf": {csrf[1]}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign out: %d", resp.StatusCode)
+	}
+	copycat := newBrowser(t, d.url)
+	copycat.c.Jar.SetCookies(u0, stolen)
+	if resp, _ := copycat.do("GET", "/", nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("a copy of a signed-out session's cookie: %d, want a redirect to sign in", resp.StatusCode)
+	}
+
 	// A forged cookie is no session.
 	forged := newBrowser(t, d.url)
 	u, _ := url.Parse(d.url)
