@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -8,7 +9,6 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -105,7 +105,8 @@ func New(opts Options) *Dashboard {
 	return d
 }
 
-// Register adds the dashboard's routes to mux.
+// Register adds the dashboard's routes to mux; its event stream, /ui/stream, is the
+// API's behind SignedIn (see server).
 func (d *Dashboard) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{$}", d.page(d.fleet))
 	mux.HandleFunc("GET /login", d.loginForm)
@@ -123,7 +124,6 @@ func (d *Dashboard) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /runs/{id}", d.page(d.run))
 	mux.HandleFunc("GET /images", d.page(d.images))
 	mux.HandleFunc("GET /images/{digest}/sbom", d.page(d.sbom))
-	mux.HandleFunc("GET /ui/stream", d.stream)
 	static, _ := fs.Sub(staticFS, "static")
 	files := http.StripPrefix("/static/", http.FileServerFS(static))
 	mux.HandleFunc("GET /static/", func(w http.ResponseWriter, r *http.Request) {
@@ -178,11 +178,9 @@ func (d *Dashboard) page(fn func(*http.Request, *session) (view, error)) http.Ha
 
 func (d *Dashboard) render(w http.ResponseWriter, r *http.Request, code int, s *session, v view, start time.Time) {
 	t := d.pages[v.Template]
-	name := v.Template
+	name := "layout"
 	if r.Header.Get("X-Kiln-Partial") != "" {
 		name = "main"
-	} else {
-		name = "layout"
 	}
 	var b strings.Builder
 	if err := t.ExecuteTemplate(&b, name, pageData{view: v, Session: s, Path: r.URL.Path, StaticTag: d.staticTag, Now: time.Now()}); err != nil {
@@ -354,39 +352,18 @@ func (d *Dashboard) logout(w http.ResponseWriter, r *http.Request, s *session) (
 	return "/login", nil
 }
 
-// stream sends a signed-in page the events as they happen (server-sent events), so
-// that it can refresh itself.
-func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
-	s := d.session(r)
-	if s == nil {
-		http.Error(w, "sign in first", http.StatusUnauthorized)
-		return
-	}
-	live, cancel := d.eng.Subscribe()
-	defer cancel()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-store")
-	rc := http.NewResponseController(w)
-	fmt.Fprint(w, ": live\n\n")
-	rc.Flush()
-	keepalive := time.NewTicker(15 * time.Second)
-	defer keepalive.Stop()
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case ev := <-live:
-			b, _ := json.Marshal(ev)
-			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", ev.ID, b)
-		case <-keepalive.C:
-			if time.Now().After(s.Expires) {
-				return // the session ended: the page's script finds out on its next fetch
-			}
-			fmt.Fprint(w, ": keepalive\n\n")
-		}
-		if rc.Flush() != nil {
+// SignedIn lets h answer a signed-in browser only, and not past its session's end:
+// the server serves the dashboard's event stream (/ui/stream) through it.
+func (d *Dashboard) SignedIn(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s := d.session(r)
+		if s == nil {
+			http.Error(w, "sign in first", http.StatusUnauthorized)
 			return
 		}
+		ctx, cancel := context.WithDeadline(r.Context(), s.Expires)
+		defer cancel()
+		h(w, r.WithContext(ctx))
 	}
 }
 

@@ -403,3 +403,44 @@ func median(v []float64) float64 {
 	}
 	return s[len(s)/2]
 }
+
+// The live stream: for a signed-in browser only, new events only (no backlog).
+func TestStream(t *testing.T) {
+	d := startDaemon(t)
+	d.apply(t, d.service("web", 1, "one"))
+	if resp, _ := newBrowser(t, d.url).do("GET", "/ui/stream?since=-1", nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("stream without a session: %d, want 401", resp.StatusCode)
+	}
+	b := newBrowser(t, d.url)
+	b.signIn(adminToken)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", d.url+"/ui/stream?since=-1", nil)
+	resp, err := b.c.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("stream: %v %v", err, resp)
+	}
+	defer resp.Body.Close()
+	applied := make(chan error, 1)
+	go func() {
+		_, err := d.eng.Apply(context.Background(), api.ApplyRequest{Services: []api.Service{d.service("web", 1, "two")}, User: "test"})
+		applied <- err
+	}()
+	defer func() {
+		if err := <-applied; err != nil {
+			t.Errorf("apply: %v", err)
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	var got strings.Builder
+	for !strings.Contains(got.String(), "data: ") {
+		n, err := resp.Body.Read(buf)
+		if err != nil {
+			t.Fatalf("reading the stream: %v (got %q)", err, got.String())
+		}
+		got.Write(buf[:n])
+	}
+	if strings.Contains(got.String(), "revision 1") || !strings.Contains(got.String(), "revision 2") {
+		t.Errorf("the stream's first event is not of the new revision:\n%s", got.String())
+	}
+}

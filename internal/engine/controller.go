@@ -159,28 +159,13 @@ func (e *Engine) monitor(ctx context.Context, kick chan<- string) {
 		e.mu.Unlock()
 		for _, j := range jobs {
 			for _, addr := range j.door.upstreams() {
-				e.mu.Lock()
-				h, ok := e.checks[addr]
-				e.mu.Unlock()
+				h, ok := j.door.check(addr)
 				if !ok {
-					h = j.t.Health // admitted before this daemon started
+					h = j.t.Health
 				}
 				go e.probe(ctx, kick, j.service, j.door, h, addr)
 			}
 		}
-		e.mu.Lock()
-		inRotation := map[string]bool{}
-		for _, d := range e.doors {
-			for _, a := range d.upstreams() {
-				inRotation[a] = true
-			}
-		}
-		for a := range e.checks {
-			if !inRotation[a] {
-				delete(e.checks, a) // forget servers out of rotation
-			}
-		}
-		e.mu.Unlock()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/proxy"
+	"github.com/kiln-build/kiln/internal/spec"
 )
 
 // door is a service's front door: a proxy on the service's listen address and the set
@@ -26,6 +27,9 @@ type door struct {
 
 	mu    sync.Mutex
 	addrs map[string]bool
+	// checks holds the health check each server (by address) passed, which the monitor
+	// goes on using for it, whatever revision is being rolled out.
+	checks map[string]spec.Health
 }
 
 // openDoor listens on addr and serves the proxy until ctx ends or close is called.
@@ -38,7 +42,7 @@ func openDoor(ctx context.Context, service, addr string, mw func(http.Handler) h
 		return nil, fmt.Errorf("service %s: listening on %s: %w", service, addr, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	d := &door{listen: addr, proxy: proxy.New(service, proxy.Options{Middleware: mw}), stop: cancel, done: make(chan struct{}), addrs: map[string]bool{}}
+	d := &door{listen: addr, proxy: proxy.New(service, proxy.Options{Middleware: mw}), stop: cancel, done: make(chan struct{}), addrs: map[string]bool{}, checks: map[string]spec.Health{}}
 	go func() {
 		defer close(d.done)
 		d.proxy.Serve(ctx, ln)
@@ -59,6 +63,7 @@ func (d *door) Update(ctx context.Context, add, remove []string) error {
 	}
 	for _, r := range remove {
 		delete(d.addrs, r)
+		delete(d.checks, r)
 	}
 	d.proxy.SetUpstreams(slices.Sorted(maps.Keys(d.addrs)))
 	d.mu.Unlock()
@@ -74,6 +79,21 @@ func (d *door) Has(addr string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.addrs[addr]
+}
+
+// passed records that the server at addr passed check.
+func (d *door) passed(addr string, check spec.Health) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.checks[addr] = check
+}
+
+// check returns the health check the server at addr passed, if known.
+func (d *door) check(addr string) (spec.Health, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h, ok := d.checks[addr]
+	return h, ok
 }
 
 func (d *door) upstreams() []string {

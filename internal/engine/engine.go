@@ -52,7 +52,6 @@ type Engine struct {
 	ctx       context.Context // set by Start
 	doors     map[string]*door
 	targets   map[string]rollout.Target // each service's current target, for the health monitor
-	checks    map[string]spec.Health    // the health check each server (by address) passed
 	states    map[string]*serviceState
 	pipelines map[string]*pipelineWorker
 	subs      map[chan api.Event]bool
@@ -61,7 +60,7 @@ type Engine struct {
 
 // New returns an engine; it starts nothing until Start.
 func New(opts Options) *Engine {
-	e := &Engine{opts: opts, doors: map[string]*door{}, targets: map[string]rollout.Target{}, checks: map[string]spec.Health{},
+	e := &Engine{opts: opts, doors: map[string]*door{}, targets: map[string]rollout.Target{},
 		states: map[string]*serviceState{}, pipelines: map[string]*pipelineWorker{}, subs: map[chan api.Event]bool{}, log: opts.Log}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -224,8 +223,11 @@ func (e *Engine) healthy(ctx context.Context, t rollout.Target, addr string) err
 		// The monitor checks the server with the check it passed, not with that of a
 		// revision being rolled out (which may differ, or be the reason it fails).
 		e.mu.Lock()
-		e.checks[addr] = h
+		d := e.doors[t.Service]
 		e.mu.Unlock()
+		if d != nil {
+			d.passed(addr, h)
+		}
 	}
 	return err
 }

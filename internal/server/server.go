@@ -82,6 +82,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/services/{name}/rollback", s.auth(s.rollback))
 	mux.HandleFunc("DELETE /v1/services/{name}", s.auth(s.destroy))
 	s.dash.Register(mux)
+	mux.HandleFunc("GET /ui/stream", s.dash.SignedIn(s.eventStream))
 	return mux
 }
 
@@ -280,17 +281,24 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, evs)
 }
 
-// eventStream sends events as server-sent events: those after ?since=, then new ones as
-// they happen, until the client goes away.
+// eventStream sends events as server-sent events: those after ?since= (or after the
+// Last-Event-ID a reconnecting browser sends; none with since=-1), then new ones as they
+// happen, until the client goes away.
 func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) {
 	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+	if id, err := strconv.ParseInt(r.Header.Get("Last-Event-ID"), 10, 64); err == nil {
+		since = id
+	}
 	service := r.URL.Query().Get("service")
 	live, cancel := s.eng.Subscribe() // before reading the backlog, so nothing falls between
 	defer cancel()
-	backlog, err := s.eng.Events(r.Context(), service, since)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err)
-		return
+	var backlog []api.Event
+	if since >= 0 {
+		var err error
+		if backlog, err = s.eng.Events(r.Context(), service, since); err != nil {
+			writeError(w, http.StatusInternalServerError, err)
+			return
+		}
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")

@@ -371,8 +371,12 @@ func (s *Store) AddEvent(ctx context.Context, e Event) (Event, error) {
 // Events returns events after the one with ID since, oldest first, at most limit; only
 // service's when service is not "".
 func (s *Store) Events(ctx context.Context, service string, since int64, limit int) ([]Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, time, service, server_id, type, message FROM events
-		WHERE id > ? AND (? = '' OR service = ?) ORDER BY id LIMIT ?`, since, service, service, limit)
+	return s.events(ctx, `WHERE id > ? AND (? = '' OR service = ?) ORDER BY id LIMIT ?`, since, service, service, limit)
+}
+
+// events returns the events that where (a WHERE clause and what follows) selects.
+func (s *Store) events(ctx context.Context, where string, args ...any) ([]Event, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, time, service, server_id, type, message FROM events `+where, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -409,24 +413,8 @@ func (s *Store) QueryEvents(ctx context.Context, q EventQuery) ([]Event, error) 
 	if !q.After.IsZero() {
 		after = q.After.UTC().Format(timeFormat)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT id, time, service, server_id, type, message FROM events
-		WHERE id < ? AND (? = '' OR service = ?) AND (? = '' OR type = ?) AND (? = '' OR time >= ?)
+	return s.events(ctx, `WHERE id < ? AND (? = '' OR service = ?) AND (? = '' OR type = ?) AND (? = '' OR time >= ?)
 		ORDER BY id DESC LIMIT ?`, before, q.Service, q.Service, q.Type, q.Type, after, after, q.Limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Event
-	for rows.Next() {
-		var e Event
-		var t string
-		if err := rows.Scan(&e.ID, &t, &e.Service, &e.ServerID, &e.Type, &e.Message); err != nil {
-			return nil, err
-		}
-		e.Time = parseTime(t)
-		out = append(out, e)
-	}
-	return out, rows.Err()
 }
 
 // EventTypes returns the types of the events recorded, sorted.

@@ -172,9 +172,7 @@ func TestDashboard(t *testing.T) {
 	if err := <-applied; err != nil {
 		t.Fatalf("kiln apply: %v", err)
 	}
-	if marker := get(t, ctx, "read the marker", 10*time.Second, chromedp.Evaluate[string](`window.kilnMarker || ""`)); marker != "not reloaded" {
-		t.Errorf("the page was reloaded to show the rollout")
-	}
+	notReloaded(t, ctx, "the rollout")
 	shoot(t, ctx, "service")
 	checkAccessible(t, ctx, "service")
 
@@ -192,9 +190,7 @@ func TestDashboard(t *testing.T) {
 		chromedp.Poll[chromedp.Void](`document.querySelector('#events tbody tr[data-type="admitted"]') !== null &&
 			Number(document.querySelector('#events tbody tr[data-type="admitted"]').dataset.id) > `+newest, chromedp.WithPollingTimeout(60*time.Second)),
 	)
-	if marker := get(t, ctx, "read the marker", 10*time.Second, chromedp.Evaluate[string](`window.kilnMarker || ""`)); marker != "not reloaded" {
-		t.Errorf("the page was reloaded to show the heal")
-	}
+	notReloaded(t, ctx, "the heal")
 	shoot(t, ctx, "events")
 	checkAccessible(t, ctx, "events")
 
@@ -314,6 +310,15 @@ func checkAccessible(t *testing.T, ctx context.Context, page string) {
 	do(t, ctx, "tab to the skip link on "+page, 10*time.Second, chromedp.KeyEvent("\t"))
 	if got := get(t, ctx, "read the focus", 10*time.Second, chromedp.Evaluate[string](`document.activeElement ? document.activeElement.className : ""`)); got != "skip" {
 		t.Errorf("%s: the first Tab focuses %q, want the skip link", page, got)
+	}
+}
+
+// notReloaded checks that the marker set by mark is still there: the page showed what
+// was asked without a reload.
+func notReloaded(t *testing.T, ctx context.Context, what string) {
+	t.Helper()
+	if marker := get(t, ctx, "read the marker", 10*time.Second, chromedp.Evaluate[string](`window.kilnMarker || ""`)); marker != "not reloaded" {
+		t.Errorf("the page was reloaded to show %s", what)
 	}
 }
 

@@ -36,7 +36,7 @@
     }, wait);
   }
   function connect() {
-    var es = new EventSource("/ui/stream");
+    var es = new EventSource("/ui/stream?since=-1");
     es.onopen = function () { badge.textContent = "Live"; badge.className = "live on"; };
     es.onerror = function () { badge.textContent = "Reconnecting…"; badge.className = "live off"; };
     es.onmessage = function (m) {
