@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/kiln-build/kiln/internal/spec"
+	"github.com/kiln-build/kiln/internal/statedir"
 )
 
 // exitError ends a command with a status code; its message, if any, was already shown.
@@ -209,13 +210,8 @@ func (g *globals) state(cfg *spec.Config) (string, error) {
 		}
 		dir = filepath.Join(specDir, ".kiln")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("creating state directory: %w", err)
-	}
-	// The state directory is local and never belongs in version control.
-	ignore := filepath.Join(dir, ".gitignore")
-	if _, err := os.Stat(ignore); os.IsNotExist(err) {
-		os.WriteFile(ignore, []byte("*\n"), 0o644)
+	if err := statedir.Prepare(dir); err != nil {
+		return "", err
 	}
 	return dir, nil
 }

@@ -91,7 +91,7 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 	if err != nil {
 		return nil, fmt.Errorf("read-only API token: %w", err)
 	}
-	project, err := loadSecret(filepath.Join(stateDir, "project"), 6, 0o644)
+	project, err := loadSecret(filepath.Join(stateDir, "project"), 6, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("project id: %w", err)
 	}
@@ -135,7 +135,7 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 	d := &daemon{addr: "http://" + ln.Addr().String(), eng: eng, errc: make(chan error, 2), cancel: cancel, state: st}
 	go func() { d.errc <- eng.Start(ctx) }()
 	go func() { d.errc <- server.New(eng, server.Tokens{Admin: token, ReadOnly: readOnly}, log).Serve(ctx, ln) }()
-	if err := atomicfile.Write(addrFile, []byte(d.addr+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(addrFile, []byte(d.addr+"\n"), 0o600); err != nil {
 		cancel()
 		return nil, err
 	}

@@ -16,7 +16,7 @@ const module = "github.com/kiln-build/kiln"
 // no I/O and imports only driver; nothing imports the CLI.
 var allowed = map[string][]string{
 	"cmd/kiln":        {"internal/cli"},
-	"internal/cli":    {"internal/spec", "internal/bake", "internal/atomicfile", "internal/api", "internal/engine", "internal/server", "internal/store", "internal/driver/docker"},
+	"internal/cli":    {"internal/spec", "internal/bake", "internal/atomicfile", "internal/api", "internal/engine", "internal/server", "internal/store", "internal/statedir", "internal/driver/docker"},
 	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/plan", "internal/store"},
 	// The dashboard's tests run it behind the real server (which imports it), on the
 	// simulated driver.
@@ -35,6 +35,7 @@ var allowed = map[string][]string{
 	"internal/health":            {},
 	"internal/proxy":             {},
 	"internal/atomicfile":        {},
+	"internal/statedir":          {},
 	"internal/depcheck":          {},
 	"test/e2e":                   {},
 }
