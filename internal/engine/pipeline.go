@@ -22,7 +22,6 @@ import (
 	"github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -409,44 +408,12 @@ func (e *Engine) checkout(def api.Pipeline, commit, dir string) (*object.Commit,
 	if err != nil {
 		return nil, err
 	}
-	err = tree.Files().ForEach(func(f *object.File) error {
-		if !filepath.IsLocal(f.Name) {
-			return fmt.Errorf("the tree has a path outside it: %q", f.Name)
-		}
-		target := filepath.Join(dir, filepath.FromSlash(f.Name))
-		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-			return err
-		}
-		perm := os.FileMode(0o644)
-		switch f.Mode {
-		case filemode.Symlink:
-			link, err := f.Contents()
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		case filemode.Executable:
-			perm = 0o755
-		case filemode.Regular, filemode.Deprecated:
-		default:
-			return nil // a submodule: not part of this tree
-		}
-		r, err := f.Reader()
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, r); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
-	return c, err
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	return c, writeTree(root, tree)
 }
 
 // testCandidates starts candidate servers of each service's new image, away from the
