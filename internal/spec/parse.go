@@ -25,6 +25,9 @@ type Options struct {
 	// Dir, if set, is the directory relative paths resolve against, instead of the spec
 	// file's: for a spec parsed under a display name (a checkout's "kiln.hcl").
 	Dir string
+	// Sensitive names variables that are sensitive whatever the spec declares: a
+	// pipeline's commit cannot make a value its applier marked sensitive plain.
+	Sensitive []string
 }
 
 // Find returns the spec file of dir: kiln.hcl, else kiln.hcl.json.
@@ -98,16 +101,22 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "image", LabelNames: []string{"name"}},
 		{Type: "service", LabelNames: []string{"name"}},
 		{Type: "pipeline", LabelNames: []string{"name"}},
+		{Type: "secret", LabelNames: []string{"name"}},
 	},
 }
 
 // decoder accumulates diagnostics while decoding, so one run reports every problem.
 type decoder struct {
-	dir   string
-	opts  Options
-	ctx   *hcl.EvalContext
-	vars  map[string]bool // declared variable names
-	diags hcl.Diagnostics
+	dir  string
+	opts Options
+	ctx  *hcl.EvalContext
+	vars map[string]bool // declared variable names
+	// secretNames are the declared secrets' names.
+	secretNames map[string]bool
+	// marked allows values marked secret or sensitive in the expression being
+	// evaluated (see evalMarked); everywhere else they are an error.
+	marked bool
+	diags  hcl.Diagnostics
 }
 
 func (d *decoder) add(diags hcl.Diagnostics) { d.diags = append(d.diags, diags...) }
@@ -125,7 +134,7 @@ func (d *decoder) decode(cfg *Config, body hcl.Body) {
 	content, diags := body.Content(rootSchema)
 	d.add(diags)
 
-	var varBlocks, imageBlocks, serviceBlocks, pipelineBlocks []*hcl.Block
+	var varBlocks, imageBlocks, serviceBlocks, pipelineBlocks, secretBlocks []*hcl.Block
 	for _, b := range content.Blocks {
 		switch b.Type {
 		case "variable":
@@ -136,9 +145,12 @@ func (d *decoder) decode(cfg *Config, body hcl.Body) {
 			serviceBlocks = append(serviceBlocks, b)
 		case "pipeline":
 			pipelineBlocks = append(pipelineBlocks, b)
+		case "secret":
+			secretBlocks = append(secretBlocks, b)
 		}
 	}
-	cfg.Variables = d.variables(varBlocks)
+	cfg.Variables, cfg.Sensitive = d.variables(varBlocks)
+	d.ctx.Variables["secret"] = d.secrets(cfg, secretBlocks)
 
 	d.named("image", imageBlocks, func(b *hcl.Block) {
 		if img := d.image(b); img != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // Pipeline is one `pipeline` block: a git source watched for new commits, each of which
@@ -78,7 +79,16 @@ func (d *decoder) pipeline(b *hcl.Block) *Pipeline {
 		d.errorf(a["services"].Expr.Range().Ptr(), "No services", "A pipeline deploys at least one service.")
 	}
 	p.Promote = d.strList(a, "promote")
-	p.WebhookSecret, _ = d.str(a, "webhook_secret")
+	if attr, ok := a["webhook_secret"]; ok { // a sensitive variable, as it should be
+		if v, ok := d.evalMarked(attr, cty.String); ok {
+			v, _ = v.UnmarkDeep()
+			if strings.Contains(v.AsString(), placeholderStart) {
+				d.errorf(attr.Expr.Range().Ptr(), "Invalid webhook secret", "webhook_secret takes a sensitive variable (variable \"x\" { sensitive = true }), not a secret block's value.")
+			} else {
+				p.WebhookSecret = v.AsString()
+			}
+		}
+	}
 	for _, cb := range content.Blocks {
 		cc, diags := cb.Body.Content(checkSchema)
 		d.add(diags)

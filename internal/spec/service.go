@@ -15,14 +15,23 @@ import (
 // Service is one `service` block: a named fleet of identical servers running one image
 // behind a front door.
 type Service struct {
-	Name      string
-	Image     ImageRef
-	Replicas  int
-	Port      int    // the port each server listens on
-	Listen    string // the front door, host:port
-	Command   []string
-	Args      []string
-	Env       map[string]string
+	Name     string
+	Image    ImageRef
+	Replicas int
+	Port     int    // the port each server listens on
+	Listen   string // the front door, host:port
+	Command  []string
+	Args     []string
+	Env      map[string]string
+	// SecretEnv holds the env entries that refer to a secret or a sensitive variable,
+	// as templates (see ExpandSecrets); SecretFiles the files mounted in each server
+	// (on a tmpfs, read-only) from secrets, by absolute path. Neither is ever written
+	// in plain text by kiln.
+	SecretEnv   map[string]string
+	SecretFiles map[string]string
+	// User runs the servers as "uid[:gid]"; "" runs them as the image's user, or as
+	// 65532 when the image names none.
+	User      string
 	Writable  []string
 	Resources Resources
 	Health    Health
@@ -102,6 +111,8 @@ var serviceSchema = &hcl.BodySchema{
 		{Name: "args"},
 		{Name: "env"},
 		{Name: "writable"},
+		{Name: "secret_files"},
+		{Name: "user"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "resources"}, {Type: "health"}, {Type: "update"}, {Type: "drift"}},
 }
@@ -160,7 +171,24 @@ func (d *decoder) service(b *hcl.Block) *Service {
 	if _, ok := a["args"]; ok {
 		s.Args = d.strList(a, "args")
 	}
-	s.Env = d.strMap(a, "env")
+	s.Env, s.SecretEnv = d.secretValues(a, "env")
+	if plain, secret := d.secretValues(a, "secret_files"); len(plain)+len(secret) > 0 {
+		if len(plain) > 0 {
+			d.errorf(a["secret_files"].Expr.Range().Ptr(), "Invalid secret file", "secret_files maps paths to secrets (secret.NAME, or a sensitive variable); for plain files, use a file step of the image.")
+		}
+		s.SecretFiles = map[string]string{}
+		for p, v := range secret {
+			s.SecretFiles[d.absPath(a["secret_files"].Expr.Range(), "secret file path", p)] = v
+		}
+	}
+	if u, ok := d.str(a, "user"); ok {
+		uid, gid, _ := strings.Cut(u, ":")
+		if _, err := strconv.ParseUint(uid, 10, 32); err != nil || (gid != "" && !isUint(gid)) {
+			d.errorf(a["user"].Expr.Range().Ptr(), "Invalid user", "user = %q: write a numeric \"uid:gid\", like \"65532:65532\", or \"0:0\" to run as root.", u)
+		} else {
+			s.User = u
+		}
+	}
 	for _, w := range d.strList(a, "writable") {
 		s.Writable = append(s.Writable, d.absPath(a["writable"].Expr.Range(), "writable path", w))
 	}
@@ -360,4 +388,9 @@ func (d *decoder) checkServices(cfg *Config) {
 		}
 		listens[s.Listen] = s.Name
 	}
+}
+
+func isUint(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 32)
+	return err == nil
 }

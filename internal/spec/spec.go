@@ -20,6 +20,10 @@ type Config struct {
 	Images    []*Image
 	Services  []*Service
 	Pipelines []*Pipeline
+	Secrets   []*Secret
+	// Sensitive names the variables declared sensitive (or made so by
+	// Options.Sensitive): their values are secrets.
+	Sensitive []string
 }
 
 // Service returns the service named name, or nil.

@@ -13,13 +13,25 @@ import (
 // eval evaluates an expression to a value of type ty. References to undeclared
 // variables are reported as such, before HCL would report them as missing attributes.
 // ok is false when the value is unusable (a problem was reported) or null (unset).
+//
+// A value that is, or holds, a secret or a sensitive variable is an error: it would be
+// written where everyone who can read the image, the server's configuration or the
+// plan sees it. Only evalMarked takes such values.
 func (d *decoder) eval(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
 	for _, tr := range attr.Expr.Variables() {
-		if tr.RootName() != "var" || len(tr) < 2 {
+		if len(tr) < 2 {
 			continue
 		}
-		if a, ok := tr[1].(hcl.TraverseAttr); ok && !d.vars[a.Name] {
+		a, ok := tr[1].(hcl.TraverseAttr)
+		if !ok {
+			continue
+		}
+		switch {
+		case tr.RootName() == "var" && !d.vars[a.Name]:
 			d.errorf(tr.SourceRange().Ptr(), "Reference to undeclared variable", "There is no variable named %q. Declare it with a variable block:\n\n  variable %q {\n    default = \"...\"\n  }", a.Name, a.Name)
+			return cty.NilVal, false
+		case tr.RootName() == "secret" && !d.secretNames[a.Name]:
+			d.errorf(tr.SourceRange().Ptr(), "Reference to undeclared secret", "There is no secret named %q. Declare it with a secret block:\n\n  secret %q {\n    env = \"VARIABLE\"   # or file = \"path\", or command = [...]\n  }", a.Name, a.Name)
 			return cty.NilVal, false
 		}
 	}
@@ -27,6 +39,12 @@ func (d *decoder) eval(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
 	d.add(diags)
 	if diags.HasErrors() || !v.IsWhollyKnown() {
 		return cty.NilVal, false
+	}
+	if v.ContainsMarked() {
+		if !d.marked {
+			d.errorf(attr.Expr.Range().Ptr(), "Secret value not allowed here", "%q would hold a secret or a sensitive variable, and it is not a secret place: it is written into the image or the server's configuration, where anyone who can read them sees it. Secrets go into a service's env or secret_files.", attr.Name)
+			return cty.NilVal, false
+		}
 	}
 	if v.IsNull() {
 		return v, false
@@ -44,6 +62,13 @@ func (d *decoder) eval(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
 		return cty.NilVal, false
 	}
 	return cv, true
+}
+
+// evalMarked is eval for the places that may hold secrets; marks are kept.
+func (d *decoder) evalMarked(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
+	d.marked = true
+	defer func() { d.marked = false }()
+	return d.eval(attr, ty)
 }
 
 func (d *decoder) str(attrs hcl.Attributes, name string) (string, bool) {

@@ -24,13 +24,20 @@ var variableSchema = &hcl.BodySchema{
 		{Name: "default"},
 		{Name: "type"},
 		{Name: "description"},
+		{Name: "sensitive"},
 	},
 }
 
 // variables decodes variable blocks, applies overrides (-var over KILN_VAR_ over
 // default) and builds the evaluation context every other expression is evaluated in.
-func (d *decoder) variables(blocks []*hcl.Block) map[string]string {
+// Sensitive variables (sensitive = true, or named in Options.Sensitive) are marked, so
+// that their values can only go where secrets go.
+func (d *decoder) variables(blocks []*hcl.Block) (map[string]string, []string) {
 	values := map[string]cty.Value{}
+	sensitive := map[string]bool{}
+	for _, name := range d.opts.Sensitive {
+		sensitive[name] = true
+	}
 	declared := map[string]*hcl.Block{}
 	types := map[string]cty.Type{}
 	for _, b := range blocks {
@@ -54,6 +61,17 @@ func (d *decoder) variables(blocks []*hcl.Block) map[string]string {
 			}
 		}
 		types[name] = ty
+		if attr, ok := content.Attributes["sensitive"]; ok {
+			v, diags := attr.Expr.Value(nil)
+			d.add(diags)
+			if !diags.HasErrors() {
+				if v.Type() != cty.Bool || v.IsNull() {
+					d.errorf(attr.Expr.Range().Ptr(), "Invalid sensitive", "sensitive is true or false.")
+				} else if v.True() {
+					sensitive[name] = true
+				}
+			}
+		}
 		if attr, ok := content.Attributes["default"]; ok {
 			v, diags := attr.Expr.Value(nil) // defaults are literals: no references
 			d.add(diags)
@@ -103,15 +121,25 @@ func (d *decoder) variables(blocks []*hcl.Block) map[string]string {
 		}
 	}
 
+	marked := make(map[string]cty.Value, len(values))
+	var names []string
+	for name, v := range values {
+		if sensitive[name] && declared[name] != nil {
+			v = v.Mark(markSensitive)
+			names = append(names, name)
+		}
+		marked[name] = v
+	}
+	slices.Sort(names)
 	d.ctx = &hcl.EvalContext{
-		Variables: map[string]cty.Value{"var": cty.ObjectVal(values)},
+		Variables: map[string]cty.Value{"var": cty.ObjectVal(marked)},
 		Functions: functions(d.dir),
 	}
 	rendered := map[string]string{}
 	for name, v := range values {
 		rendered[name] = render(v)
 	}
-	return rendered
+	return rendered, names
 }
 
 // override sets a variable from a command-line or environment string. Strings are taken
