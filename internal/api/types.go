@@ -13,11 +13,39 @@ type Service struct {
 	Command   []string          `json:"command,omitempty"`
 	Args      []string          `json:"args,omitempty"`
 	Env       map[string]string `json:"env,omitempty"`
-	Writable  []string          `json:"writable,omitempty"`
-	Resources Resources         `json:"resources"`
-	Health    Health            `json:"health"`
-	Update    Update            `json:"update"`
-	Drift     string            `json:"drift,omitempty"` // "replace" (default) or "report"
+	// SecretEnv and SecretFiles (by absolute path in the server) are the service's
+	// secrets; see SecretValue.
+	SecretEnv   map[string]SecretValue `json:"secret_env,omitempty"`
+	SecretFiles map[string]SecretValue `json:"secret_files,omitempty"`
+	// User runs the servers as "uid[:gid]"; "" means the image's user, or 65532 when
+	// the image names none.
+	User      string    `json:"user,omitempty"`
+	Writable  []string  `json:"writable,omitempty"`
+	Resources Resources `json:"resources"`
+	Health    Health    `json:"health"`
+	Update    Update    `json:"update"`
+	Drift     string    `json:"drift,omitempty"` // "replace" (default) or "report"
+}
+
+// SecretValue is one secret of a service. A client sends Template (the spec's value,
+// with placeholders for secret blocks; see spec.ExpandSecrets); the daemon resolves it
+// and keeps only Digest (a keyed digest: equal values, equal digests) and Sealed (the
+// value encrypted with the state directory's key). A Template is never stored, and
+// nothing the API returns holds one.
+type SecretValue struct {
+	Template string `json:"template,omitempty"`
+	Digest   string `json:"digest,omitempty"`
+	Sealed   string `json:"sealed,omitempty"`
+}
+
+// SecretSource is a secret block: where the daemon reads a secret's value, exactly one
+// of File, Env (the daemon's environment) and Command (run in Dir).
+type SecretSource struct {
+	Name    string   `json:"name"`
+	File    string   `json:"file,omitempty"`
+	Env     string   `json:"env,omitempty"`
+	Command []string `json:"command,omitempty"`
+	Dir     string   `json:"dir,omitempty"`
 }
 
 type Resources struct {
@@ -62,8 +90,15 @@ type Pipeline struct {
 	// SpecPath is the spec file's path inside the repository.
 	SpecPath string `json:"spec_path"`
 	// Vars are the variables set (by -var or KILN_VAR_) when the pipeline was applied;
-	// each commit's spec is evaluated with them.
+	// each commit's spec is evaluated with them. Like WebhookSecret and Secrets, the
+	// API never returns them.
 	Vars map[string]string `json:"vars,omitempty"`
+	// Sensitive names the variables the applied spec declared sensitive: they stay
+	// sensitive in every commit's spec.
+	Sensitive []string `json:"sensitive,omitempty"`
+	// Secrets are the applied spec's secret blocks: a commit's spec may refer to them
+	// by name but never says where they come from.
+	Secrets []SecretSource `json:"secrets,omitempty"`
 }
 
 // Check is a test of candidate servers: an HTTP expectation or a host command.
@@ -83,17 +118,20 @@ type TriggerRequest struct {
 // PlanRequest asks what applying Services would do.
 type PlanRequest struct {
 	Services []Service `json:"services"`
+	// Secrets are the secret blocks the services' SecretValue templates refer to.
+	Secrets []SecretSource `json:"secrets,omitempty"`
 	// Prune plans the removal of services the daemon runs that are not in Services.
 	Prune bool `json:"prune"`
 }
 
 // ApplyRequest records a new revision of each changed service and rolls it out.
 type ApplyRequest struct {
-	Services []Service `json:"services"`
-	Prune    bool      `json:"prune"`
-	Source   string    `json:"source"` // the spec file, recorded with each revision
-	Commit   string    `json:"commit,omitempty"`
-	User     string    `json:"user"`
+	Services []Service      `json:"services"`
+	Secrets  []SecretSource `json:"secrets,omitempty"`
+	Prune    bool           `json:"prune"`
+	Source   string         `json:"source"` // the spec file, recorded with each revision
+	Commit   string         `json:"commit,omitempty"`
+	User     string         `json:"user"`
 	// Detach returns as soon as the revisions are recorded; the rollouts go on.
 	Detach bool `json:"detach"`
 	// Pipelines are recorded and started (or updated) as given.

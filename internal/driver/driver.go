@@ -93,9 +93,19 @@ type ServerSpec struct {
 	Revision int64  `json:"revision"`
 	Image    string `json:"image"` // manifest digest, "sha256:..."
 	// Command replaces the image's entrypoint, Args its cmd, when set.
-	Command []string          `json:"command,omitempty"`
-	Args    []string          `json:"args,omitempty"`
-	Env     map[string]string `json:"env,omitempty"`
+	Command []string `json:"command,omitempty"`
+	Args    []string `json:"args,omitempty"`
+	// Env is the server's environment and Files the files (by absolute path, mounted
+	// read-only on a tmpfs) it reads secrets from. Their values are never recorded on
+	// the server, where anyone who can inspect it would read them: Hash and the spec a
+	// driver records carry Digests instead, a keyed digest of each value by "env:NAME"
+	// and "file:/path", which the caller fills (see Digests).
+	Env     map[string]string `json:"-"`
+	Files   map[string][]byte `json:"-"`
+	Digests map[string]string `json:"digests,omitempty"`
+	// User is the uid[:gid] the server runs as; never empty (the caller picks the
+	// image's user, or 65532).
+	User string `json:"user,omitempty"`
 	// Port is the TCP port the server listens on; the driver makes it reachable on a
 	// loopback address, given in Server.Address.
 	Port int `json:"port"`
@@ -115,7 +125,24 @@ type Resources struct {
 // DefaultResources are the limits of a server whose service sets none.
 var DefaultResources = Resources{MemoryBytes: 256 << 20, PIDs: 256}
 
-// Hash is the hex SHA-256 of the spec's canonical JSON, without the revision.
+// Digests returns the digests of env and files under digest, by "env:NAME" and
+// "file:/path": what ServerSpec.Digests holds.
+func Digests(env map[string]string, files map[string][]byte, digest func([]byte) string) map[string]string {
+	if len(env)+len(files) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(env)+len(files))
+	for k, v := range env {
+		out["env:"+k] = digest([]byte(v))
+	}
+	for p, v := range files {
+		out["file:"+p] = digest(v)
+	}
+	return out
+}
+
+// Hash is the hex SHA-256 of the spec's canonical JSON, without the revision. It holds
+// no env or file value, only their digests.
 func (s ServerSpec) Hash() string {
 	s.Revision = 0
 	b, err := json.Marshal(s) // maps marshal with sorted keys: canonical

@@ -36,6 +36,14 @@ type Options struct {
 	StopTimeout time.Duration
 	// TmpfsSize caps each Writable tmpfs, in bytes; default 64 MiB.
 	TmpfsSize int64
+	// Digest is the function the caller computes ServerSpec.Digests with (a keyed
+	// digest), with which Diff checks a server's environment against its recorded
+	// spec. Without it, Diff does not check the environment.
+	Digest func([]byte) string
+	// SecretsDir is the host directory, on a tmpfs, where the files of
+	// ServerSpec.Files are written for the engine to mount; default
+	// /dev/shm/kiln-secrets. It must be on the engine's host (a local engine).
+	SecretsDir string
 }
 
 // Driver runs servers as Docker containers. It is safe for concurrent use.
@@ -43,10 +51,11 @@ type Driver struct {
 	cli  *client.Client
 	opts Options
 
-	mu      sync.Mutex
-	loading map[string]chan struct{} // digest → closed when its EnsureImage ends
-	chains  map[string]bool          // chain IDs of layers the engine is known to hold
-	seeded  bool                     // chains has been filled from the engine's kiln images
+	mu       sync.Mutex
+	networks map[string]bool          // project networks known to exist
+	loading  map[string]chan struct{} // digest → closed when its EnsureImage ends
+	chains   map[string]bool          // chain IDs of layers the engine is known to hold
+	seeded   bool                     // chains has been filled from the engine's kiln images
 }
 
 var (
@@ -65,6 +74,9 @@ func New(opts Options) (*Driver, error) {
 	if opts.TmpfsSize <= 0 {
 		opts.TmpfsSize = 64 << 20
 	}
+	if opts.SecretsDir == "" {
+		opts.SecretsDir = "/dev/shm/kiln-secrets"
+	}
 	copts := []client.Opt{client.FromEnv}
 	if opts.Host != "" {
 		copts = append(copts, client.WithHost(opts.Host))
@@ -73,7 +85,7 @@ func New(opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("configuring the Docker client: %w", err)
 	}
-	return &Driver{cli: cli, opts: opts, loading: map[string]chan struct{}{}, chains: map[string]bool{}}, nil
+	return &Driver{cli: cli, opts: opts, loading: map[string]chan struct{}{}, chains: map[string]bool{}, networks: map[string]bool{}}, nil
 }
 
 // Name is "docker".

@@ -3,9 +3,15 @@ package docker
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,7 +38,7 @@ import (
 // test fails (scripts/test starts one), unless -short asks to skip what needs Docker.
 func newTestDriver(t *testing.T) *Driver {
 	t.Helper()
-	d, err := New(Options{StopTimeout: 3 * time.Second})
+	d, err := New(Options{StopTimeout: 3 * time.Second, Digest: testDigest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,6 +51,13 @@ func newTestDriver(t *testing.T) *Driver {
 	return d
 }
 
+// testDigest stands for the daemon's keyed digest (secret.Key.Digest).
+func testDigest(b []byte) string {
+	m := hmac.New(sha256.New, []byte("test key"))
+	m.Write(b)
+	return "hmac-sha256:" + hex.EncodeToString(m.Sum(nil))
+}
+
 func TestConformance(t *testing.T) {
 	d := newTestDriver(t)
 	drivertest.Run(t, func(t *testing.T) driver.Driver { return newTestDriver(t) }, drivertest.HelloImage(t), drivertest.Options{
@@ -54,6 +67,15 @@ func TestConformance(t *testing.T) {
 			if _, err := d.cli.ImageRemove(context.Background(), tag, client.ImageRemoveOptions{}); err != nil {
 				t.Errorf("removing %s: %v", tag, err)
 			}
+		},
+		Digest: testDigest,
+		Recorded: func(t *testing.T, id driver.ServerID) string {
+			res, err := d.cli.ContainerInspect(t.Context(), string(id), client.ContainerInspectOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(res.Container.Config.Labels)
+			return string(b)
 		},
 	})
 }
@@ -81,8 +103,25 @@ func inspect(t *testing.T, cli *client.Client, id driver.ServerID, spec driver.S
 		t.Errorf("the container shares a host namespace: net %q pid %q ipc %q uts %q userns %q cgroupns %q",
 			h.NetworkMode, h.PidMode, h.IpcMode, h.UTSMode, h.UsernsMode, h.CgroupnsMode)
 	}
-	if len(h.Binds) != 0 || len(h.Mounts) != 0 || len(h.VolumesFrom) != 0 {
+	if len(h.Binds) != 0 || len(h.Mounts) != len(spec.Files) || len(h.VolumesFrom) != 0 {
 		t.Errorf("the container mounts host paths: binds %v mounts %v volumes from %v", h.Binds, h.Mounts, h.VolumesFrom)
+	}
+	for _, m := range h.Mounts { // only its secret files, read-only, from the tmpfs
+		if _, ok := spec.Files[m.Target]; !ok || !m.ReadOnly || !strings.HasPrefix(m.Source, "/dev/shm/kiln-secrets/") {
+			t.Errorf("mount %+v is not one of the spec's secret files", m)
+		}
+	}
+	if want := "kiln-" + cmp.Or(spec.Project, "default"); string(h.NetworkMode) != want {
+		t.Errorf("network %q, want the project's own, %q", h.NetworkMode, want)
+	}
+	if want := cmp.Or(spec.User, DefaultUser); c.Config.User != want {
+		t.Errorf("user %q, want %q: the image names none", c.Config.User, want)
+	}
+	labels, _ := json.Marshal(c.Config.Labels)
+	for k, v := range spec.Env {
+		if len(v) > 2 && strings.Contains(string(labels), v) {
+			t.Errorf("the value of %s is in the labels: %s", k, labels)
+		}
 	}
 	for _, m := range c.Mounts {
 		if strings.Contains(m.Source, "docker.sock") {
@@ -419,4 +458,107 @@ func TestLoadSendsOnlyNewLayers(t *testing.T) {
 	}
 	d.noteLayers(ids) // the fault: the engine does not hold the last layer
 	ensure(stale)
+}
+
+// TestServersAreIsolated: a server reaches neither another project's servers nor the
+// other servers of its own project directly (only front doors, on the host), while the
+// host reaches them all. Today's default bridge let every server reach every other.
+func TestServersAreIsolated(t *testing.T) {
+	d := newTestDriver(t)
+	ctx := t.Context()
+	img := drivertest.HelloImage(t)
+	if err := d.EnsureImage(ctx, img.Digest, func() (v1.Image, error) { return img.Image, nil }); err != nil {
+		t.Fatal(err)
+	}
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	create := func(project string) (driver.Server, string) {
+		t.Helper()
+		srv, err := d.Create(ctx, driver.ServerSpec{Project: "iso" + project + run, Service: "iso", Image: img.Digest, Port: img.Port, Resources: driver.DefaultResources})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Destroy(context.Background(), srv.ID) })
+		res, err := d.cli.ContainerInspect(ctx, string(srv.ID), client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range res.Container.NetworkSettings.Networks {
+			return srv, net.JoinHostPort(n.IPAddress.String(), strconv.Itoa(img.Port))
+		}
+		t.Fatal("the server has no network")
+		return srv, ""
+	}
+	t.Cleanup(func() {
+		for _, p := range []string{"a", "b"} {
+			d.cli.NetworkRemove(context.Background(), networkName("iso"+p+run), client.NetworkRemoveOptions{})
+		}
+	})
+	_, a1 := create("a")
+	_, a2 := create("a")
+	_, b := create("b")
+
+	// A prober: a static program that dials each address and prints what happened.
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module probe\n\ngo 1.22\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "main.go"), []byte(`package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+func main() {
+	for _, a := range os.Args[1:] {
+		c, err := net.DialTimeout("tcp", a, 2*time.Second)
+		if err == nil {
+			c.Close()
+			fmt.Println(a, "reached")
+		} else {
+			fmt.Println(a, "unreachable")
+		}
+	}
+}
+`), 0o644)
+	build := exec.Command("go", "build", "-o", "probe", ".")
+	build.Dir, build.Env = dir, append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the prober: %v\n%s", err, out)
+	}
+	bin, _ := os.ReadFile(filepath.Join(dir, "probe"))
+	var layer bytes.Buffer
+	tw := tar.NewWriter(&layer)
+	tw.WriteHeader(&tar.Header{Name: "probe", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg})
+	tw.Write(bin)
+	tw.Close()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layer.Bytes())), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	probeImg, _ := mutate.AppendLayers(img.Image, l)
+	h, _ := probeImg.Digest()
+	if err := d.EnsureImage(ctx, h.String(), func() (v1.Image, error) { return probeImg, nil }); err != nil {
+		t.Fatal(err)
+	}
+	tag, _ := imageTag(h.String())
+	t.Cleanup(func() { d.cli.ImageRemove(context.Background(), tag, client.ImageRemoveOptions{Force: true}) })
+
+	out, err := exec.Command("docker", "run", "--rm", "--network", networkName("isoa"+run), "--entrypoint", "/probe", tag, a2, b).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker run the prober: %v\n%s", err, out)
+	}
+	t.Logf("from a server's network:\n%s", out)
+	for _, addr := range []string{a2, b} {
+		if !strings.Contains(string(out), addr+" unreachable") {
+			t.Errorf("a server of project a reached %s directly:\n%s", addr, out)
+		}
+	}
+	for _, addr := range []string{a1, a2, b} { // the host reaches them: they are up
+		if c, err := net.DialTimeout("tcp", addr, 2*time.Second); err != nil {
+			t.Errorf("the host cannot reach %s: %v", addr, err)
+		} else {
+			c.Close()
+		}
+	}
 }

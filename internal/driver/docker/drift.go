@@ -49,9 +49,11 @@ func (d *Driver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, err
 	if spec.Args != nil && !slices.Equal(c.Config.Cmd, spec.Args) {
 		config("cmd is %q, want %q", c.Config.Cmd, spec.Args)
 	}
-	if want, err := d.expectedEnv(ctx, spec); err == nil {
-		if changed := envDiff(c.Config.Env, want); changed != "" {
-			config("env differs: %s", changed)
+	if d.opts.Digest != nil {
+		if base, err := d.imageEnv(ctx, spec.Image); err == nil {
+			if changed := envDiff(c.Config.Env, base, spec.Digests, d.opts.Digest); changed != "" {
+				config("env differs: %s", changed)
+			}
 		}
 	}
 	h := c.HostConfig
@@ -115,62 +117,58 @@ func changeWord(k container.ChangeType) string {
 // imageEnvs caches the environment of each image by tag: images never change.
 var imageEnvs sync.Map
 
-// expectedEnv is the image's environment overridden by the spec's.
-func (d *Driver) expectedEnv(ctx context.Context, spec driver.ServerSpec) ([]string, error) {
-	tag, err := imageTag(spec.Image)
+// imageEnv is the environment the image sets, as NAME=value.
+func (d *Driver) imageEnv(ctx context.Context, image string) ([]string, error) {
+	tag, err := imageTag(image)
 	if err != nil {
 		return nil, err
 	}
-	base, ok := imageEnvs.Load(tag)
-	if !ok {
-		res, err := d.cli.ImageInspect(ctx, tag)
-		if err != nil {
-			return nil, err
-		}
-		var env []string
-		if res.Config != nil {
-			env = res.Config.Env
-		}
-		imageEnvs.Store(tag, env)
-		base = env
+	if env, ok := imageEnvs.Load(tag); ok {
+		return env.([]string), nil
 	}
-	m := map[string]string{}
-	for _, kv := range base.([]string) {
-		k, v, _ := strings.Cut(kv, "=")
-		m[k] = v
+	res, err := d.cli.ImageInspect(ctx, tag)
+	if err != nil {
+		return nil, err
 	}
-	for k, v := range spec.Env {
-		m[k] = v
+	var env []string
+	if res.Config != nil {
+		env = res.Config.Env
 	}
-	out := make([]string, 0, len(m))
-	for k, v := range m {
-		out = append(out, k+"="+v)
-	}
-	return out, nil
+	imageEnvs.Store(tag, env)
+	return env, nil
 }
 
-// envDiff names the variables that differ between got and want, never their values.
-func envDiff(got, want []string) string {
-	gm, wm := map[string]string{}, map[string]string{}
+// envDiff names the variables of got (the container's environment) that differ from
+// the spec's (by their digests under digest) or, for those the spec does not set,
+// from the image's; never their values.
+func envDiff(got, image []string, digests map[string]string, digest func([]byte) string) string {
+	gm, im := map[string]string{}, map[string]string{}
 	for _, kv := range got {
 		k, v, _ := strings.Cut(kv, "=")
 		gm[k] = v
 	}
-	for _, kv := range want {
+	for _, kv := range image {
 		k, v, _ := strings.Cut(kv, "=")
-		wm[k] = v
+		im[k] = v
 	}
 	var parts []string
 	for k, v := range gm {
-		if wv, ok := wm[k]; !ok {
+		want, inSpec := digests["env:"+k]
+		iv, inImage := im[k]
+		switch {
+		case inSpec && digest([]byte(v)) != want:
+			parts = append(parts, "~"+k)
+		case !inSpec && !inImage:
 			parts = append(parts, "+"+k)
-		} else if wv != v {
+		case !inSpec && iv != v:
 			parts = append(parts, "~"+k)
 		}
 	}
-	for k := range wm {
-		if _, ok := gm[k]; !ok {
-			parts = append(parts, "-"+k)
+	for key := range digests {
+		if k, ok := strings.CutPrefix(key, "env:"); ok {
+			if _, set := gm[k]; !set {
+				parts = append(parts, "-"+k)
+			}
 		}
 	}
 	slices.Sort(parts)

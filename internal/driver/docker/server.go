@@ -38,18 +38,33 @@ func (d *Driver) Create(ctx context.Context, spec driver.ServerSpec) (driver.Ser
 	if err != nil {
 		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
 	}
-	if _, err := d.cli.ImageInspect(ctx, tag); err != nil {
+	img, err := d.cli.ImageInspect(ctx, tag)
+	if err != nil {
 		if isNotFound(err) {
 			return driver.Server{}, fmt.Errorf("creating a server of %s: image %s: %w", spec.Service, spec.Image, driver.ErrImageNotFound)
 		}
 		return driver.Server{}, fmt.Errorf("creating a server of %s: inspecting image %s: %w", spec.Service, spec.Image, d.check(err))
 	}
-	opts, err := d.createOptions(spec, tag)
+	imageUser := ""
+	if img.Config != nil {
+		imageUser = img.Config.User
+	}
+	network, err := d.ensureNetwork(ctx, spec.Project)
 	if err != nil {
 		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
 	}
+	opts, err := d.createOptions(spec, tag, user(spec, imageUser), network)
+	if err != nil {
+		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
+	}
+	mounts, err := d.writeSecretFiles(opts.Name, opts.Config.User, spec.Files)
+	if err != nil {
+		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
+	}
+	opts.HostConfig.Mounts = mounts
 	created, err := d.cli.ContainerCreate(ctx, opts)
 	if err != nil {
+		d.removeSecretFiles(opts.Name)
 		if isNotFound(err) { // the image was removed since we looked
 			return driver.Server{}, fmt.Errorf("creating a server of %s: image %s: %w", spec.Service, spec.Image, driver.ErrImageNotFound)
 		}
@@ -68,6 +83,8 @@ func (d *Driver) Create(ctx context.Context, spec driver.ServerSpec) (driver.Ser
 		defer cancel()
 		if _, rerr := d.cli.ContainerRemove(cctx, created.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); rerr != nil && !isNotFound(rerr) {
 			err = errors.Join(err, fmt.Errorf("removing the container %s: %w", opts.Name, rerr))
+		} else {
+			d.removeSecretFiles(opts.Name)
 		}
 		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
 	}
@@ -121,8 +138,9 @@ func (d *Driver) start(ctx context.Context, id string, spec driver.ServerSpec) (
 	return srv, nil
 }
 
-// createOptions is the container for spec: kiln's security defaults are not options.
-func (d *Driver) createOptions(spec driver.ServerSpec, tag string) (client.ContainerCreateOptions, error) {
+// createOptions is the container for spec, run as runAs on network: kiln's security
+// defaults are not options. Its labels hold no env or file value (see ServerSpec.Env).
+func (d *Driver) createOptions(spec driver.ServerSpec, tag, runAs, netName string) (client.ContainerCreateOptions, error) {
 	hash := spec.Hash()
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
@@ -150,6 +168,7 @@ func (d *Driver) createOptions(spec driver.ServerSpec, tag string) (client.Conta
 		Name: fmt.Sprintf("kiln-%s-%s-%s", spec.Service, hash[:8], hex.EncodeToString(suffix)),
 		Config: &container.Config{
 			Image:        tag,
+			User:         runAs,
 			Entrypoint:   spec.Command,
 			Cmd:          spec.Args,
 			Env:          env,
@@ -166,6 +185,7 @@ func (d *Driver) createOptions(spec driver.ServerSpec, tag string) (client.Conta
 			},
 		},
 		HostConfig: &container.HostConfig{
+			NetworkMode: container.NetworkMode(netName),
 			// Published on loopback only, on a port the engine picks.
 			PortBindings:   network.PortMap{port: {{HostIP: loopback, HostPort: ""}}},
 			RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled}, // kiln replaces failed servers
@@ -224,6 +244,7 @@ func (d *Driver) Destroy(ctx context.Context, id driver.ServerID) error {
 	_, err = d.cli.ContainerRemove(ctx, string(id), client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	switch {
 	case err == nil || isNotFound(err):
+		d.removeSecretFiles(res.Container.Name)
 		return nil
 	case cerrdefs.IsConflict(err): // another removal is in progress: wait for it
 		return d.waitGone(ctx, id)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,14 @@ type Options struct {
 	// for itself (one per run), so that runs do not pile images up. It is called at
 	// cleanup, after the servers using it are gone. Nil leaves the image.
 	RemoveImage func(t *testing.T, digest string)
+	// Digest is the keyed digest the driver was configured with for
+	// ServerSpec.Digests; the suite fills the digests of the specs it creates with it.
+	// Nil leaves them empty.
+	Digest func([]byte) string
+	// Recorded returns everything the runtime keeps about server id that its users can
+	// read besides the process's own environment and files (Docker: the labels), for
+	// the suite to check that no env or file value is in it. Nil skips that check.
+	Recorded func(t *testing.T, id driver.ServerID) string
 }
 
 // Run runs the conformance suite against the drivers newDriver returns, starting
@@ -66,6 +75,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver, img Image, op
 			{"Watch", s.testWatch},
 			{"Logs", s.testLogs},
 			{"DiffClean", s.testDiffClean},
+			{"SecretsNotRecorded", s.testSecretsNotRecorded},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				t.Parallel()
@@ -125,6 +135,14 @@ func (s *suite) spec(svc string) driver.ServerSpec {
 		Port:      s.img.Port,
 		Resources: driver.DefaultResources,
 	}
+}
+
+// sealed is spec with its Digests filled as the caller of a driver fills them.
+func (s *suite) sealed(spec driver.ServerSpec) driver.ServerSpec {
+	if s.opts.Digest != nil {
+		spec.Digests = driver.Digests(spec.Env, spec.Files, s.opts.Digest)
+	}
+	return spec
 }
 
 func (s *suite) create(t *testing.T, spec driver.ServerSpec) driver.Server {
@@ -338,6 +356,7 @@ func (s *suite) testDiffClean(t *testing.T) {
 	spec := s.spec(s.service(t, "diff"))
 	spec.Writable = []string{"/tmp"}
 	spec.Env = map[string]string{"KILN_TEST": "1"}
+	spec = s.sealed(spec)
 	srv := s.create(t, spec)
 	waitHealthy(t, srv.Address)
 	drifts, err := differ.Diff(t.Context(), srv)
@@ -360,6 +379,7 @@ func (s *suite) testEnv(t *testing.T) {
 	spec := s.spec(svc)
 	spec.Port = 9090
 	spec.Env = map[string]string{"PORT": "9090", "KILN_TEST": "1"}
+	spec = s.sealed(spec)
 	waitHealthy(t, s.create(t, spec).Address)
 }
 
@@ -372,6 +392,7 @@ func (s *suite) testInspect(t *testing.T) {
 	spec.Command = []string{"/hello"}
 	spec.Args = []string{"--ignored", "arg"}
 	spec.Env = map[string]string{"B": "2", "A": "1", "GREETING_FILE": "/tmp/greeting.txt"}
+	spec = s.sealed(spec)
 	spec.Writable = []string{"/tmp", "/var/cache/hello"}
 	spec.Resources = driver.Resources{CPUs: 0.5, MemoryBytes: 96 << 20, PIDs: 64}
 	srv := s.create(t, spec)
@@ -384,6 +405,7 @@ func (s *suite) testExited(t *testing.T) {
 	svc := s.service(t, "exited")
 	spec := s.spec(svc)
 	spec.Env = map[string]string{"PORT": "notaport"}
+	spec = s.sealed(spec)
 	srv := s.create(t, spec)
 	var got driver.Server
 	eventually(t, 15*time.Second, func() bool {
@@ -581,3 +603,42 @@ func randomHex(n int) string {
 }
 
 func randomDigest() string { return "sha256:" + randomHex(32) }
+
+// testSecretsNotRecorded: env values and files reach the server (it serves the file
+// GREETING_FILE names), yet neither List's recorded spec nor what the runtime records
+// about the server holds them.
+func (s *suite) testSecretsNotRecorded(t *testing.T) {
+	canary := "canary-" + randomHex(8)
+	spec := s.spec(s.service(t, "secrets"))
+	spec.Env = map[string]string{"GREETING_FILE": "/run/secrets/greeting", "KILN_SECRET": canary + "-env"}
+	spec.Files = map[string][]byte{"/run/secrets/greeting": []byte(canary + "-file")}
+	spec = s.sealed(spec)
+	srv := s.create(t, spec)
+	waitHealthy(t, srv.Address)
+	resp, err := http.Get("http://" + srv.Address + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), canary+"-file") {
+		t.Errorf("the server does not serve its secret file: %q", body)
+	}
+	for _, got := range s.list(t, driver.Selector{Service: spec.Service}) {
+		b, _ := json.Marshal(got)
+		if strings.Contains(string(b), canary) {
+			t.Errorf("List shows a secret value: %s", b)
+		}
+		if got.SpecHash != spec.Hash() {
+			t.Errorf("listed spec hash %s, want %s", got.SpecHash, spec.Hash())
+		}
+	}
+	if s.opts.Recorded != nil {
+		if rec := s.opts.Recorded(t, srv.ID); strings.Contains(rec, canary) {
+			t.Errorf("the runtime records a secret value: %s", rec)
+		}
+	}
+	if err := s.d.Destroy(ctxFor(t), srv.ID); err != nil {
+		t.Fatal(err)
+	}
+}
