@@ -34,7 +34,7 @@ Apply waits until the outcome is known and exits non-zero if a rollout failed.`,
 			if err != nil {
 				return err
 			}
-			res, err := c.Apply(ctx, api.ApplyRequest{Services: d.services, Pipelines: d.pipelines, Prune: prune, Source: d.source,
+			res, err := c.Apply(ctx, api.ApplyRequest{Services: d.services, Secrets: d.secrets, Pipelines: d.pipelines, Prune: prune, Source: d.source,
 				Commit: d.commit, User: currentUser(), Detach: detach}, func(e api.Event) { printEvent(g.stderr, e) })
 			if err != nil {
 				return err

@@ -23,6 +23,7 @@ type deployment struct {
 	stateDir  string
 	services  []api.Service
 	pipelines []api.Pipeline
+	secrets   []api.SecretSource
 	source    string
 	commit    string
 }
@@ -94,7 +95,7 @@ func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Wri
 		}
 	}
 	source, _ := os.ReadFile(cfg.Filename)
-	d := &deployment{cfg: cfg, stateDir: stateDir, source: string(source), commit: src.Revision}
+	d := &deployment{cfg: cfg, stateDir: stateDir, source: string(source), commit: src.Revision, secrets: engine.SecretsFromSpec(cfg)}
 	for _, p := range cfg.Pipelines {
 		specPath := filepath.Base(cfg.Filename)
 		if abs, err := filepath.Abs(cfg.Filename); err == nil && filepath.IsAbs(p.Repo) {
@@ -107,6 +108,7 @@ func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Wri
 		if err != nil {
 			return nil, err
 		}
+		ap.Sensitive, ap.Secrets = cfg.Sensitive, d.secrets
 		d.pipelines = append(d.pipelines, ap)
 	}
 	for _, s := range services {

@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/driver/docker"
 	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/secret"
 	"github.com/kiln-build/kiln/internal/server"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -110,7 +111,12 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 	if err != nil {
 		return nil, fmt.Errorf("the API cannot listen on %s: %w", listen, err)
 	}
-	drv, err := docker.New(docker.Options{})
+	key, err := secret.LoadKey(filepath.Join(stateDir, secret.KeyFile))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	drv, err := docker.New(docker.Options{Digest: key.Digest})
 	if err == nil {
 		err = drv.Ping(ctx)
 	}
@@ -130,7 +136,7 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 		return nil, err
 	}
 	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: level}))
-	eng := engine.New(engine.Options{State: st, Images: images, Driver: drv, Owner: fmt.Sprintf("kiln (pid %d)", os.Getpid()), Project: project, StateDir: stateDir, Log: log})
+	eng := engine.New(engine.Options{State: st, Images: images, Driver: drv, Owner: fmt.Sprintf("kiln (pid %d)", os.Getpid()), Project: project, StateDir: stateDir, Secrets: key, Log: log})
 	ctx, cancel := context.WithCancel(ctx)
 	d := &daemon{addr: "http://" + ln.Addr().String(), eng: eng, errc: make(chan error, 2), cancel: cancel, state: st}
 	go func() { d.errc <- eng.Start(ctx) }()

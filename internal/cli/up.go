@@ -39,7 +39,7 @@ kiln up or kiln serve re-adopts them.`,
 				return err
 			}
 			c := api.New(d.addr, mustToken(dir))
-			res, err := c.Apply(ctx, api.ApplyRequest{Services: dep.services, Pipelines: dep.pipelines, Source: dep.source, Commit: dep.commit, User: currentUser()},
+			res, err := c.Apply(ctx, api.ApplyRequest{Services: dep.services, Secrets: dep.secrets, Pipelines: dep.pipelines, Source: dep.source, Commit: dep.commit, User: currentUser()},
 				func(e api.Event) { printEvent(g.stderr, e) })
 			if err == nil {
 				err = printResult(g.stdout, res)

@@ -16,13 +16,13 @@ const module = "github.com/kiln-build/kiln"
 // no I/O and imports only driver; nothing imports the CLI.
 var allowed = map[string][]string{
 	"cmd/kiln":        {"internal/cli"},
-	"internal/cli":    {"internal/spec", "internal/bake", "internal/atomicfile", "internal/api", "internal/engine", "internal/server", "internal/store", "internal/statedir", "internal/driver/docker"},
+	"internal/cli":    {"internal/spec", "internal/bake", "internal/atomicfile", "internal/api", "internal/engine", "internal/server", "internal/store", "internal/statedir", "internal/secret", "internal/driver/docker"},
 	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/plan", "internal/store"},
 	// The dashboard's tests run it behind the real server (which imports it), on the
 	// simulated driver.
 	"internal/dashboard":         {"internal/api", "internal/engine", "internal/store", "internal/server", "internal/driver/simdriver", "internal/bake", "internal/spec"},
 	"internal/driver/simdriver":  {"internal/driver"},
-	"internal/engine":            {"internal/api", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/proxy", "internal/rollout", "internal/spec", "internal/store"},
+	"internal/engine":            {"internal/api", "internal/secret", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/proxy", "internal/rollout", "internal/spec", "internal/store"},
 	"internal/rollout":           {"internal/driver", "internal/plan", "internal/spec"},
 	"internal/bake":              {"internal/spec", "internal/atomicfile"},
 	"internal/plan":              {"internal/driver"},
@@ -36,6 +36,7 @@ var allowed = map[string][]string{
 	"internal/proxy":             {},
 	"internal/atomicfile":        {},
 	"internal/statedir":          {},
+	"internal/secret":            {"internal/atomicfile"},
 	"internal/depcheck":          {},
 	"test/e2e":                   {},
 }

@@ -22,13 +22,17 @@ import (
 
 // Plan computes what applying req would do. Text is the plan as kiln plan prints it.
 func (e *Engine) Plan(ctx context.Context, req api.PlanRequest) (plan.Plan, error) {
+	services, err := e.resolveSecrets(ctx, req.Secrets, req.Services, false)
+	if err != nil {
+		return plan.Plan{}, err
+	}
 	observed, err := e.opts.Driver.List(ctx, driver.Selector{Project: e.opts.Project})
 	if err != nil {
 		return plan.Plan{}, fmt.Errorf("listing servers: %w", err)
 	}
 	var desired []plan.Desired
 	owned := map[string]bool{}
-	for _, svc := range req.Services {
+	for _, svc := range services {
 		owned[svc.Name] = true
 		rev := int64(1)
 		if sv, err := e.opts.State.Service(ctx, svc.Name); err == nil {
@@ -37,7 +41,11 @@ func (e *Engine) Plan(ctx context.Context, req api.PlanRequest) (plan.Plan, erro
 				rev = e.nextRevision(ctx, svc.Name)
 			}
 		}
-		desired = append(desired, plan.Desired{Service: svc.Name, Revision: rev, Spec: e.serverSpec(svc, rev), Replicas: svc.Replicas})
+		spec, err := e.plannedSpec(svc, rev)
+		if err != nil {
+			return plan.Plan{}, err
+		}
+		desired = append(desired, plan.Desired{Service: svc.Name, Revision: rev, Spec: spec, Replicas: svc.Replicas})
 	}
 	if req.Prune {
 		services, err := e.opts.State.Services(ctx)
@@ -60,10 +68,14 @@ func (e *Engine) nextRevision(ctx context.Context, service string) int64 {
 	return revs[0].Number + 1
 }
 
-// sameService reports whether a revision records exactly svc.
+// sameService reports whether a revision records exactly svc (secrets compared by
+// their digests).
 func sameService(r store.Revision, svc api.Service) bool {
-	b, _ := json.Marshal(svc)
-	return string(b) == r.Spec
+	var recorded api.Service
+	if json.Unmarshal([]byte(r.Spec), &recorded) != nil {
+		return false
+	}
+	return comparable(recorded) == comparable(svc)
 }
 
 // check refuses a request that cannot be carried out, before anything is recorded.
@@ -106,6 +118,11 @@ func (e *Engine) check(ctx context.Context, services []api.Service) error {
 // known. A service whose settings did not change is converged (healed) if its servers
 // drifted, without a new revision.
 func (e *Engine) Apply(ctx context.Context, req api.ApplyRequest) (api.Result, error) {
+	services, err := e.resolveSecrets(ctx, req.Secrets, req.Services, true)
+	if err != nil {
+		return api.Result{}, err
+	}
+	req.Services = services
 	if err := e.check(ctx, req.Services); err != nil {
 		return api.Result{}, err
 	}

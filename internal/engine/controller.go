@@ -243,7 +243,10 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 	if err != nil {
 		return err
 	}
-	t := e.target(svc, rev.Number)
+	t, err := e.target(svc, rev.Number)
+	if err != nil {
+		return err
+	}
 	// A heal restores capacity: a server counts once it passes its checks; min_healthy
 	// is a guard for rollouts of new code, not for fresh servers of a running revision.
 	t.Settings.MinHealthy = 0

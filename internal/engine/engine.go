@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/kiln-build/kiln/internal/driver"
 	"github.com/kiln-build/kiln/internal/health"
 	"github.com/kiln-build/kiln/internal/rollout"
+	"github.com/kiln-build/kiln/internal/secret"
 	"github.com/kiln-build/kiln/internal/spec"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -35,7 +37,10 @@ type Options struct {
 	Resync time.Duration
 	// StateDir holds the pipelines' source mirrors and checkouts.
 	StateDir string
-	Log      *slog.Logger
+	// Secrets seals the secrets kept in the state and digests them; a key of its own,
+	// lost at exit, when nil (tests).
+	Secrets *secret.Key
+	Log     *slog.Logger
 }
 
 // Engine carries out kiln's use cases. Long-running work (rollouts) runs under the
@@ -43,6 +48,7 @@ type Options struct {
 // stop a rollout half-way.
 type Engine struct {
 	opts    Options
+	key     *secret.Key
 	exec    *rollout.Executor
 	log     *slog.Logger
 	metrics *metrics
@@ -64,6 +70,11 @@ func New(opts Options) *Engine {
 		states: map[string]*serviceState{}, pipelines: map[string]*pipelineWorker{}, subs: map[chan api.Event]bool{}, log: opts.Log}
 	if e.log == nil {
 		e.log = slog.Default()
+	}
+	if e.key = opts.Secrets; e.key == nil {
+		raw := make([]byte, 32)
+		rand.Read(raw)
+		e.key, _ = secret.NewKey(raw)
 	}
 	e.metrics = newMetrics(e)
 	e.traffic = newTraffic()
@@ -160,7 +171,10 @@ func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
 	st := e.state(svc.Name)
 	st.lock.Lock()
 	defer st.lock.Unlock()
-	t := e.target(svc, rev.Number)
+	t, err := e.target(svc, rev.Number)
+	if err != nil {
+		return err
+	}
 	e.mu.Lock()
 	e.targets[svc.Name] = t
 	e.mu.Unlock()
@@ -278,11 +292,15 @@ func (e *Engine) Subscribe() (events <-chan api.Event, cancel func()) {
 }
 
 // target turns a service's settings into a rollout target.
-func (e *Engine) target(svc api.Service, revision int64) rollout.Target {
+func (e *Engine) target(svc api.Service, revision int64) (rollout.Target, error) {
+	ss, err := e.serverSpec(svc, revision)
+	if err != nil {
+		return rollout.Target{}, err
+	}
 	return rollout.Target{
 		Service:  svc.Name,
 		Revision: revision,
-		Spec:     e.serverSpec(svc, revision),
+		Spec:     ss,
 		Replicas: svc.Replicas,
 		Settings: rollout.Settings{
 			Strategy: svc.Update.Strategy, MaxSurge: svc.Update.MaxSurge, MaxUnavailable: svc.Update.MaxUnavailable,
@@ -292,15 +310,7 @@ func (e *Engine) target(svc api.Service, revision int64) rollout.Target {
 			HTTP: svc.Health.HTTP, TCP: svc.Health.TCP, Interval: svc.Health.Interval, Timeout: svc.Health.Timeout,
 			StartPeriod: svc.Health.StartPeriod, HealthyThreshold: svc.Health.HealthyThreshold, UnhealthyThreshold: svc.Health.UnhealthyThreshold,
 		},
-	}
-}
-
-func (e *Engine) serverSpec(svc api.Service, revision int64) driver.ServerSpec {
-	return driver.ServerSpec{
-		Project: e.opts.Project, Service: svc.Name, Revision: revision, Image: svc.Image,
-		Command: svc.Command, Args: svc.Args, Env: svc.Env, Port: svc.Port, Writable: svc.Writable,
-		Resources: driver.Resources{CPUs: svc.Resources.CPUs, MemoryBytes: svc.Resources.MemoryBytes, PIDs: svc.Resources.PIDs},
-	}
+	}, nil
 }
 
 func decodeService(r store.Revision) (api.Service, error) {

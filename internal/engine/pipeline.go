@@ -10,10 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -45,16 +48,82 @@ type pipelineWorker struct {
 	gitMu  sync.Mutex // one fetch or checkout of the mirror at a time
 }
 
-// setPipelines records pipelines and (re)starts their workers.
+// setPipelines records pipelines and (re)starts their workers. A definition holds
+// secrets (the webhook secret, the variables, where secrets come from), so it is
+// stored sealed.
 func (e *Engine) setPipelines(ctx context.Context, defs []api.Pipeline) error {
 	for _, p := range defs {
+		if !validName(p.Name) {
+			return fmt.Errorf("pipeline name %q: use a lowercase letter, then lowercase letters, digits, '-', '_' or '.'", p.Name)
+		}
+	}
+	for _, p := range defs {
 		b, _ := json.Marshal(p)
-		if err := e.opts.State.SetPipeline(ctx, p.Name, string(b)); err != nil {
+		if err := e.opts.State.SetPipeline(ctx, p.Name, e.key.Seal(b)); err != nil {
 			return err
 		}
 		e.startPipeline(p)
 	}
 	return nil
+}
+
+// pipelineDefs returns the recorded pipelines' definitions, opened.
+func (e *Engine) pipelineDefs(ctx context.Context) ([]api.Pipeline, error) {
+	defs, err := e.opts.State.Pipelines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Pipeline
+	for _, name := range slices.Sorted(maps.Keys(defs)) {
+		b := []byte(defs[name])
+		if strings.HasPrefix(defs[name], "sealed:") {
+			if b, err = e.key.Open(defs[name]); err != nil {
+				e.log.Error("a pipeline's definition cannot be read: apply its spec again", "pipeline", name, "err", err)
+				continue
+			}
+		}
+		var p api.Pipeline
+		if json.Unmarshal(b, &p) == nil {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// validName is a name kiln can use in paths and labels (as spec checks it).
+func validName(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' || strings.Contains(s, "..") {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// redactURL is a repository URL as kiln shows it: without the password or token that
+// may be in it.
+func redactURL(repo string) string {
+	u, err := url.Parse(repo)
+	if err != nil || u.User == nil {
+		return repo
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "redacted")
+	} else {
+		u.User = url.User("redacted")
+	}
+	return u.String()
+}
+
+// redactErr is err with the repository's URL shown without its credentials.
+func redactErr(def api.Pipeline, err error) error {
+	if err == nil || redactURL(def.Repo) == def.Repo {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), def.Repo, redactURL(def.Repo)))
 }
 
 // startPipeline starts def's worker, replacing a worker of an older definition.
@@ -103,15 +172,12 @@ func (e *Engine) resumePipelines(ctx context.Context) error {
 			}
 		}
 	}
-	defs, err := e.opts.State.Pipelines(ctx)
+	defs, err := e.pipelineDefs(ctx)
 	if err != nil {
 		return err
 	}
-	for _, d := range defs {
-		var p api.Pipeline
-		if json.Unmarshal([]byte(d), &p) == nil {
-			e.startPipeline(p)
-		}
+	for _, p := range defs {
+		e.startPipeline(p)
 	}
 	return nil
 }
@@ -133,6 +199,7 @@ func (e *Engine) runWorker(ctx context.Context, w *pipelineWorker) {
 	lastErr := ""
 	poll := func() {
 		_, err := e.queueHead(ctx, w, "", "poll")
+		err = redactErr(w.def, err)
 		switch {
 		case err == nil || errors.Is(err, store.ErrRunExists) || ctx.Err() != nil:
 			lastErr = ""
@@ -235,6 +302,17 @@ func (e *Engine) mirror(ctx context.Context, def api.Pipeline) (*git.Repository,
 // execute carries a run through its stages: bake, test, deploy, promote.
 func (e *Engine) execute(ctx context.Context, w *pipelineWorker, run store.Run) {
 	def := w.def
+	defer func() {
+		// A commit must never bring the daemon (and every front door) down: a panic is
+		// the run's failure.
+		if p := recover(); p != nil {
+			e.log.Error("a pipeline run panicked", "pipeline", def.Name, "run", run.ID, "panic", p, "stack", string(debug.Stack()))
+			detail := fmt.Sprintf("internal error: %v", p)
+			e.opts.State.FinishRun(context.WithoutCancel(ctx), run.ID, "failed", detail)
+			e.metrics.runs.WithLabelValues(def.Name, "failed").Inc()
+			e.event(def.Name, "", "pipeline", "run %d of %s failed: %s", run.ID, shortSHA(run.Commit), detail)
+		}
+	}()
 	// Candidates that passed are torn down while the deploy runs; the run is over only
 	// once they are gone.
 	var teardown sync.WaitGroup
@@ -265,7 +343,7 @@ func (e *Engine) execute(ctx context.Context, w *pipelineWorker, run store.Run) 
 	}
 	state, detail := "succeeded", ""
 	if err != nil {
-		state, detail = "failed", err.Error()
+		state, detail = "failed", redactErr(def, err).Error()
 	}
 	e.opts.State.FinishRun(context.WithoutCancel(ctx), run.ID, state, detail)
 	e.metrics.runs.WithLabelValues(def.Name, state).Inc()
@@ -294,7 +372,15 @@ func (e *Engine) stage(ctx context.Context, run store.Run, name string, fn func(
 	e.opts.State.StartStage(ctx, run.ID, name)
 	var log bytes.Buffer
 	start := time.Now()
-	out, err := fn(&log)
+	out, err := func() (out []api.Service, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				e.log.Error("a pipeline stage panicked", "pipeline", run.Pipeline, "run", run.ID, "stage", name, "panic", p, "stack", string(debug.Stack()))
+				err = fmt.Errorf("internal error: %v", p)
+			}
+		}()
+		return fn(&log)
+	}()
 	state := "succeeded"
 	if err != nil {
 		state = "failed"
@@ -333,7 +419,7 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 	}
 	// Parsed under its path in the repository, so diagnostics name the file as the user
 	// knows it.
-	cfg, diags := spec.Parse(def.SpecPath, source, spec.Options{Vars: def.Vars, Environ: []string{}, Dir: filepath.Dir(specFile)})
+	cfg, diags := spec.Parse(def.SpecPath, source, spec.Options{Vars: def.Vars, Environ: []string{}, Dir: filepath.Dir(specFile), Sensitive: def.Sensitive})
 	if diags.HasErrors() {
 		spec.WriteText(log, cfg.Files, diags, 0, false)
 		return nil, fmt.Errorf("the spec at %s is not valid: %s", shortSHA(run.Commit), diags.Errs()[0].Error())
@@ -390,7 +476,13 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 		}
 		out = append(out, svc)
 	}
-	return out, nil
+	// The commit names secrets; where they come from is the applied spec's to say.
+	for _, sec := range cfg.Secrets {
+		if !slices.ContainsFunc(def.Secrets, func(s api.SecretSource) bool { return s.Name == sec.Name }) {
+			return nil, fmt.Errorf("the spec at %s declares secret %q, which the spec the pipeline was applied with does not: a commit can use the applied spec's secrets, never add one", shortSHA(run.Commit), sec.Name)
+		}
+	}
+	return e.resolveSecrets(ctx, def.Secrets, out, true)
 }
 
 // checkout writes the tree of commit, read from the pipeline's mirror, into dir: a clean
@@ -430,7 +522,10 @@ func (e *Engine) testCandidates(ctx context.Context, def api.Pipeline, services 
 		}
 		fmt.Fprintf(log, "image %s ready in the engine (%s)\n", svc.Image, time.Since(t).Round(time.Millisecond))
 		t = time.Now()
-		spec := e.serverSpec(svc, 0)
+		spec, err := e.serverSpec(svc, 0)
+		if err != nil {
+			return err
+		}
 		spec.Service = svc.Name + candidateSuffix
 		srv, err := e.opts.Driver.Create(tctx, spec)
 		if err != nil {
@@ -493,7 +588,7 @@ func runCheck(ctx context.Context, c api.Check, url string, log io.Writer) error
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := checkClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -511,6 +606,10 @@ func runCheck(ctx context.Context, c api.Check, url string, log io.Writer) error
 	}
 	return nil
 }
+
+// checkClient is the client of HTTP checks: it never follows a redirect, which the
+// candidate (the commit's code) could point anywhere; a check expecting 3xx says so.
+var checkClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 // deployRun applies services as a new revision and waits for the outcome.
 func (e *Engine) deployRun(ctx context.Context, def api.Pipeline, run store.Run, services []api.Service, log io.Writer) error {
@@ -548,7 +647,7 @@ func (e *Engine) Trigger(ctx context.Context, pipeline, commit, trigger string) 
 		return api.Run{}, fmt.Errorf("pipeline %q: %w", pipeline, store.ErrNotFound)
 	}
 	r, err := e.queueHead(ctx, w, commit, trigger)
-	return apiRun(r), err
+	return apiRun(r), redactErr(w.def, err)
 }
 
 // ErrBadSignature means a webhook call was not signed with the pipeline's secret.
@@ -584,22 +683,22 @@ func (e *Engine) Webhook(ctx context.Context, pipeline string, body []byte, sign
 		return api.Run{}, false, nil
 	}
 	run, err := e.queueHead(ctx, w, push.After, "webhook")
-	return apiRun(run), true, err
+	return apiRun(run), true, redactErr(w.def, err)
 }
 
-// Pipelines returns the recorded pipelines.
+// Pipelines returns the recorded pipelines as they may be shown: without their webhook
+// secret, variables and secret sources, and with their repository's URL redacted.
 func (e *Engine) Pipelines(ctx context.Context) ([]api.Pipeline, error) {
-	defs, err := e.opts.State.Pipelines(ctx)
+	defs, err := e.pipelineDefs(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := []api.Pipeline{}
-	for _, d := range defs {
-		var p api.Pipeline
-		if json.Unmarshal([]byte(d), &p) == nil {
-			p.Webhook, p.WebhookSecret = p.WebhookSecret != "", "" // never shown
-			out = append(out, p)
-		}
+	for _, p := range defs {
+		p.Webhook, p.WebhookSecret = p.WebhookSecret != "", ""
+		p.Vars, p.Secrets, p.Sensitive = nil, nil, nil
+		p.Repo = redactURL(p.Repo)
+		out = append(out, p)
 	}
 	return out, nil
 }

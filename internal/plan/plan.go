@@ -203,8 +203,14 @@ func Reasons(s driver.Server, spec driver.ServerSpec) []string {
 	if !slices.Equal(old.Args, spec.Args) {
 		r = append(r, fmt.Sprintf("args %q → %q", old.Args, spec.Args))
 	}
-	if changed := envChanges(old.Env, spec.Env); changed != "" {
+	if changed := envChanges(digests(old.Digests, "env:"), digests(spec.Digests, "env:")); changed != "" {
 		r = append(r, "env "+changed)
+	}
+	if changed := envChanges(digests(old.Digests, "file:"), digests(spec.Digests, "file:")); changed != "" {
+		r = append(r, "secret files "+changed)
+	}
+	if old.User != spec.User {
+		r = append(r, fmt.Sprintf("user %q → %q", old.User, spec.User))
 	}
 	if old.Port != spec.Port {
 		r = append(r, fmt.Sprintf("port %d → %d", old.Port, spec.Port))
@@ -222,6 +228,18 @@ func Reasons(s driver.Server, spec driver.ServerSpec) []string {
 		r = append(r, "spec changed")
 	}
 	return r
+}
+
+// digests are the entries of a spec's Digests whose key starts with prefix, by the
+// rest of the key: the variables' or files' digests.
+func digests(all map[string]string, prefix string) map[string]string {
+	out := map[string]string{}
+	for k, v := range all {
+		if name, ok := strings.CutPrefix(k, prefix); ok {
+			out[name] = v
+		}
+	}
+	return out
 }
 
 func envChanges(old, new map[string]string) string {

@@ -23,8 +23,15 @@ const (
 )
 
 func spec(image string) driver.ServerSpec {
-	return driver.ServerSpec{Service: "web", Image: image, Port: 8080, Env: map[string]string{"A": "1"},
-		Writable: []string{"/tmp"}, Resources: driver.DefaultResources}
+	return withEnv(driver.ServerSpec{Service: "web", Image: image, Port: 8080,
+		Writable: []string{"/tmp"}, Resources: driver.DefaultResources}, map[string]string{"A": "1"})
+}
+
+// withEnv is s with env and its digests, as the engine makes them (a plain hash here).
+func withEnv(s driver.ServerSpec, env map[string]string) driver.ServerSpec {
+	s.Env = env
+	s.Digests = driver.Digests(env, nil, func(b []byte) string { return fmt.Sprintf("test:%x", b) })
+	return s
 }
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -40,8 +47,7 @@ func server(n int, s driver.ServerSpec, state driver.State) driver.Server {
 }
 
 func TestCompute(t *testing.T) {
-	newEnv := spec(digestA)
-	newEnv.Env = map[string]string{"A": "2", "B": "x"}
+	newEnv := withEnv(spec(digestA), map[string]string{"A": "2", "B": "x"})
 	tampered := server(9, spec(digestA), driver.StateRunning)
 	tampered.SpecHash = "0000"
 	unreachable := server(2, spec(digestA), driver.StateRunning)
