@@ -262,6 +262,11 @@ func TestNames(t *testing.T) {
 			t.Errorf("%s: %d, want 400", path, code)
 		}
 	}
+	for _, body := range []string{`{"services": [{"name": "../x"}]}`, `{"pipelines": [{"name": "Site"}]}`} {
+		if code, e := post(t, ts.url+"/v1/apply", adminToken, strings.NewReader(body)); code != http.StatusBadRequest || !strings.Contains(e.Error, "not a kiln name") {
+			t.Errorf("apply of %s: %d %q, want 400", body, code, e.Error)
+		}
+	}
 	for _, good := range []string{"web", "web-2", "api.v2", "a_b"} {
 		if code := get("/v1/services/" + good + "/history"); code != http.StatusNotFound {
 			t.Errorf("history of unknown %q: %d, want 404", good, code)

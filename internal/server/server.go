@@ -239,6 +239,13 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	for _, svc := range req.Services {
 		names = append(names, svc.Name)
 	}
+	// The CLI's spec has checked them; another client's request may not have been.
+	for _, n := range append(names, pipelineNames(req.Pipelines)...) {
+		if !validName(n) {
+			writeError(w, http.StatusBadRequest, fmt.Errorf(badName, n))
+			return
+		}
+	}
 	// The engine runs rollouts under its own context: a client that disconnects does
 	// not stop one half-way.
 	s.stream(w, names, func() (api.Result, error) { return s.eng.Apply(context.WithoutCancel(r.Context()), req) })
@@ -456,4 +463,12 @@ func withoutSecrets(p api.Pipeline) api.Pipeline {
 		p.Repo = u.String()
 	}
 	return p
+}
+
+func pipelineNames(ps []api.Pipeline) []string {
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Name)
+	}
+	return names
 }
