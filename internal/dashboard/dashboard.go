@@ -105,31 +105,52 @@ func New(opts Options) *Dashboard {
 	return d
 }
 
-// Register adds the dashboard's routes to mux; its event stream, /ui/stream, is the
-// API's behind SignedIn (see server).
-func (d *Dashboard) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /{$}", d.page(d.fleet))
-	mux.HandleFunc("GET /login", d.loginForm)
-	mux.HandleFunc("POST /login", d.login)
-	mux.HandleFunc("POST /logout", d.form(false, d.logout))
-	mux.HandleFunc("GET /services/{name}", d.page(d.service))
-	mux.HandleFunc("GET /services/{name}/rollback", d.page(d.confirmRollback))
-	mux.HandleFunc("POST /services/{name}/rollback", d.form(true, d.rollback))
-	mux.HandleFunc("GET /services/{name}/destroy", d.page(d.confirmDestroy))
-	mux.HandleFunc("POST /services/{name}/destroy", d.form(true, d.destroy))
-	mux.HandleFunc("GET /events", d.page(d.events))
-	mux.HandleFunc("GET /pipelines", d.page(d.pipelines))
-	mux.HandleFunc("GET /pipelines/{name}/trigger", d.page(d.confirmTrigger))
-	mux.HandleFunc("POST /pipelines/{name}/trigger", d.form(true, d.trigger))
-	mux.HandleFunc("GET /runs/{id}", d.page(d.run))
-	mux.HandleFunc("GET /images", d.page(d.images))
-	mux.HandleFunc("GET /images/{digest}/sbom", d.page(d.sbom))
+// Role is who may use a route of the dashboard.
+type Role int
+
+const (
+	Public Role = iota + 1 // anyone: the sign-in page and the static files
+	Reader                 // a session of either token
+	Admin                  // a session of the admin token
+)
+
+// Route is one of the dashboard's routes. Its handler enforces Role: a page sends a
+// browser without a session to sign in, a form answers 401 without a session, 403
+// without the session's CSRF token or from another origin, and 403 to a read-only
+// session if Role is Admin.
+type Route struct {
+	Pattern string // "METHOD /path", as http.ServeMux takes it
+	Role    Role
+	Handler http.HandlerFunc
+}
+
+// Routes returns the dashboard's routes, which the server mounts on its mux; its event
+// stream, /ui/stream, is the API's behind SignedIn (see server).
+func (d *Dashboard) Routes() []Route {
 	static, _ := fs.Sub(staticFS, "static")
 	files := http.StripPrefix("/static/", http.FileServerFS(static))
-	mux.HandleFunc("GET /static/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=86400")
-		files.ServeHTTP(w, r)
-	})
+	return []Route{
+		{"GET /{$}", Reader, d.page(d.fleet)},
+		{"GET /login", Public, d.loginForm},
+		{"POST /login", Public, d.login},
+		{"POST /logout", Reader, d.form(Reader, d.logout)},
+		{"GET /services/{name}", Reader, d.page(d.service)},
+		{"GET /services/{name}/rollback", Reader, d.page(d.confirmRollback)},
+		{"POST /services/{name}/rollback", Admin, d.form(Admin, d.rollback)},
+		{"GET /services/{name}/destroy", Reader, d.page(d.confirmDestroy)},
+		{"POST /services/{name}/destroy", Admin, d.form(Admin, d.destroy)},
+		{"GET /events", Reader, d.page(d.events)},
+		{"GET /pipelines", Reader, d.page(d.pipelines)},
+		{"GET /pipelines/{name}/trigger", Reader, d.page(d.confirmTrigger)},
+		{"POST /pipelines/{name}/trigger", Admin, d.form(Admin, d.trigger)},
+		{"GET /runs/{id}", Reader, d.page(d.run)},
+		{"GET /images", Reader, d.page(d.images)},
+		{"GET /images/{digest}/sbom", Reader, d.page(d.sbom)},
+		{"GET /static/", Public, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "public, max-age=86400")
+			files.ServeHTTP(w, r)
+		}},
+	}
 }
 
 // view is what a page handler returns: the template to render and its data.
@@ -226,10 +247,10 @@ type httpError struct {
 
 func (e httpError) Error() string { return e.msg }
 
-// form handles a POST of a signed-in session carrying its CSRF token; change marks
+// form handles a POST of a signed-in session carrying its CSRF token; role Admin marks
 // the forms that change something, which a read-only session may not send. fn
 // returns where to send the browser next.
-func (d *Dashboard) form(change bool, fn func(http.ResponseWriter, *http.Request, *session) (string, error)) http.HandlerFunc {
+func (d *Dashboard) form(role Role, fn func(http.ResponseWriter, *http.Request, *session) (string, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s := d.session(r)
 		if s == nil {
@@ -244,7 +265,7 @@ func (d *Dashboard) form(change bool, fn func(http.ResponseWriter, *http.Request
 			d.fail(w, r, s, httpError{http.StatusForbidden, "this form did not come from this dashboard (missing or wrong CSRF token): reload the page and try again"})
 			return
 		}
-		if change && s.ReadOnly {
+		if role != Reader && s.ReadOnly {
 			d.fail(w, r, s, httpError{http.StatusForbidden, "you signed in with the read-only token: it sees everything and changes nothing. Sign in with the token in .kiln/token to make changes."})
 			return
 		}

@@ -11,13 +11,14 @@ import (
 const module = "github.com/kiln-build/kiln"
 
 // allowed lists, for each kiln package, the kiln packages it may import. A package not
-// listed may import none. spec, driver, api, store, health and proxy are leaves; drivers
-// import only driver; the CLI is the one place that names a concrete driver; plan does
-// no I/O and imports only driver; nothing imports the CLI.
+// listed may import none. spec, driver, api, store, health and httpguard are leaves;
+// proxy imports only httpguard; drivers import only driver; the CLI is the one place that
+// names a concrete driver; plan does no I/O and imports only driver; nothing imports the
+// CLI.
 var allowed = map[string][]string{
 	"cmd/kiln":        {"internal/cli"},
 	"internal/cli":    {"internal/spec", "internal/bake", "internal/atomicfile", "internal/api", "internal/engine", "internal/server", "internal/store", "internal/statedir", "internal/secret", "internal/driver/docker"},
-	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/plan", "internal/store"},
+	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/httpguard", "internal/plan", "internal/store", "internal/driver/simdriver"},
 	// The dashboard's tests run it behind the real server (which imports it), on the
 	// simulated driver.
 	"internal/dashboard":         {"internal/api", "internal/engine", "internal/store", "internal/server", "internal/driver/simdriver", "internal/bake", "internal/spec"},
@@ -33,7 +34,8 @@ var allowed = map[string][]string{
 	"internal/api":               {},
 	"internal/store":             {},
 	"internal/health":            {},
-	"internal/proxy":             {},
+	"internal/proxy":             {"internal/httpguard"},
+	"internal/httpguard":         {},
 	"internal/atomicfile":        {},
 	"internal/statedir":          {},
 	"internal/secret":            {"internal/atomicfile"},

@@ -10,9 +10,12 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/httpguard"
 )
 
 // Options tune a Proxy; the zero value is ready to use.
@@ -28,12 +31,42 @@ type Options struct {
 	Logger *slog.Logger
 	// Middleware, if set, wraps the proxy's handler in Serve: for metrics.
 	Middleware func(http.Handler) http.Handler
+
+	// What one client can hold (see the README). Zero means the default below;
+	// negative, for MaxRequestBody, MaxConns and BodyMinRate, means no limit.
+	MaxRequestBody    int64         // bytes of a request body; a longer one is answered 413
+	MaxConns          int           // client connections open at once; more wait to be accepted
+	ReadHeaderTimeout time.Duration // to read a request's headers
+	IdleTimeout       time.Duration // a kept-alive connection waits this long for its next request
+	// A request body may wait BodyGrace for the client, then must come at BodyMinRate
+	// bytes a second on average, or the request fails (408) and its connection closes.
+	BodyGrace   time.Duration
+	BodyMinRate int64
 }
 
 // Defaults of Options.
 const (
 	DefaultWaitForUpstream = 5 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultMaxRequestBody is about what Cloudflare's common plans accept (100 MB):
+	// the sites of the field already live within it, while nginx's 1 MiB is the
+	// setting its users most often raise. Bodies are streamed, not buffered: the limit
+	// protects the services, many of which read a body whole into memory.
+	DefaultMaxRequestBody = 100 << 20
+	// DefaultMaxConns bounds the goroutines and buffers clients can pin (some 10 KiB
+	// each, more for upgraded connections); nginx's default is 512 per worker.
+	DefaultMaxConns          = 4096
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	// DefaultBodyGrace and DefaultBodyMinRate follow Apache's mod_reqtimeout
+	// (body=20,MinRate=500), with twice its rate: a phone on a poor network sends
+	// tens of KiB a second; a slowloris client, a byte every few seconds.
+	DefaultBodyGrace   = 20 * time.Second
+	DefaultBodyMinRate = 1 << 10
+
+	// maxHeaderBytes bounds a request's headers: big cookies fit, as in nginx's
+	// large_client_header_buffers (4 x 8k) several times over.
+	maxHeaderBytes = 64 << 10
 )
 
 // Proxy is the front door of one service. Its methods are safe for concurrent use.
@@ -45,6 +78,11 @@ type Proxy struct {
 	log  *slog.Logger
 	rp   *httputil.ReverseProxy
 	tr   *http.Transport
+	body httpguard.Body
+	// conns is MaxConns (0: none).
+	conns      int
+	readHeader time.Duration
+	idle       time.Duration
 
 	// mu guards the fields below. pick holds it for reading while it counts a request
 	// in, so once SetUpstreams returns, every request to a server it took out of
@@ -66,14 +104,22 @@ var _ http.Handler = (*Proxy)(nil)
 // nothing: call Serve.
 func New(name string, opts Options) *Proxy {
 	p := &Proxy{
-		name:    name,
-		mw:      opts.Middleware,
-		wait:    cmp.Or(opts.WaitForUpstream, DefaultWaitForUpstream),
-		stop:    cmp.Or(opts.ShutdownTimeout, DefaultShutdownTimeout),
-		log:     cmp.Or(opts.Logger, slog.Default()).With("service", name),
-		tr:      newTransport(),
-		known:   map[string]*upstream{},
-		changed: make(chan struct{}),
+		name: name,
+		mw:   opts.Middleware,
+		wait: cmp.Or(opts.WaitForUpstream, DefaultWaitForUpstream),
+		stop: cmp.Or(opts.ShutdownTimeout, DefaultShutdownTimeout),
+		log:  cmp.Or(opts.Logger, slog.Default()).With("service", name),
+		tr:   newTransport(),
+		body: httpguard.Body{
+			Max:     orDefault(opts.MaxRequestBody, DefaultMaxRequestBody),
+			Grace:   cmp.Or(opts.BodyGrace, DefaultBodyGrace),
+			MinRate: orDefault(opts.BodyMinRate, DefaultBodyMinRate),
+		},
+		conns:      int(orDefault(int64(opts.MaxConns), DefaultMaxConns)),
+		readHeader: cmp.Or(opts.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		idle:       cmp.Or(opts.IdleTimeout, DefaultIdleTimeout),
+		known:      map[string]*upstream{},
+		changed:    make(chan struct{}),
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:      rewrite,
@@ -83,6 +129,17 @@ func New(name string, opts Options) *Proxy {
 		BufferPool:   bufferPool{},
 	}
 	return p
+}
+
+// orDefault is v, def for zero, and zero (no limit) for negative.
+func orDefault(v, def int64) int64 {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // Serve serves HTTP on ln until ctx ends, then shuts down gracefully: it stops
@@ -97,13 +154,16 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:     p.handler(),
 		BaseContext: func(net.Listener) context.Context { return base },
-		// No read or write timeout: a long upload, download or stream is not an error.
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		// No overall read or write timeout: a long upload, download or stream is not an
+		// error. Bodies are bounded by rate instead (handler), slow readers of answers by
+		// MaxConns.
+		ReadHeaderTimeout: p.readHeader,
+		IdleTimeout:       p.idle,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(httpguard.LimitListener(ln, p.conns)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving %s: %w", ln.Addr(), err)
@@ -247,6 +307,12 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 		w.WriteHeader(http.StatusBadGateway)
 		return
 	}
+	if httpguard.TooLarge(err) {
+		// Found out while streaming a chunked body: the client's doing, not a failure.
+		w.Header().Set("Connection", "close")
+		http.Error(w, fmt.Sprintf("kiln: the request body is larger than the %d bytes service %s accepts", p.body.Max, p.name), http.StatusRequestEntityTooLarge)
+		return
+	}
 	p.failures.Add(1)
 	if errors.Is(err, errNoUpstream) {
 		p.log.Warn("no server in rotation", "method", r.Method, "path", r.URL.Path, "waited", p.wait)
@@ -258,14 +324,33 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 	http.Error(w, fmt.Sprintf("kiln: service %s: bad gateway", p.name), http.StatusBadGateway)
 }
 
-// rewrite keeps the path and the Host the client asked for (apps build URLs from it)
-// and sets X-Forwarded-For, -Host and -Proto. The server is chosen per attempt, in
+// rewrite keeps the path and the Host the client asked for (apps build URLs from it).
+// The headers that tell a server who its client is are the door's to set, as Traefik
+// and kamal-proxy do for clients they do not trust (the door trusts none): the client's
+// own (Forwarded, X-Forwarded-*, X-Real-IP...) are removed, and X-Forwarded-For (the
+// client's address as the door sees it), X-Real-IP (the same), X-Forwarded-Host (the
+// Host) and X-Forwarded-Proto (http) are set. The server is chosen per attempt, in
 // roundTrip.
 func rewrite(pr *httputil.ProxyRequest) {
+	// httputil.ReverseProxy has removed Forwarded and X-Forwarded-For, -Host and
+	// -Proto; these are the others frameworks read.
+	for k := range pr.Out.Header {
+		if strings.HasPrefix(k, "X-Forwarded-") || slices.Contains(clientClaims, k) {
+			delete(pr.Out.Header, k)
+		}
+	}
 	pr.SetXForwarded()
+	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		pr.Out.Header.Set("X-Real-Ip", ip)
+	}
 	pr.Out.Host = pr.In.Host
 	pr.Out.URL.Scheme = "http"
 }
+
+// clientClaims are headers (canonical) through which a client could pass itself off as
+// someone else to a server that believes its proxy set them.
+var clientClaims = []string{"Forwarded", "X-Real-Ip", "X-Client-Ip", "True-Client-Ip", "X-Cluster-Client-Ip",
+	"X-Original-Forwarded-For", "X-Url-Scheme", "Front-End-Https"}
 
 type bufferPool struct{}
 
@@ -274,9 +359,18 @@ var buffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 func (bufferPool) Get() []byte  { return buffers.Get().(*[32 << 10]byte)[:] }
 func (bufferPool) Put(b []byte) { buffers.Put((*[32 << 10]byte)(b)) }
 
+// handler is what Serve serves: the proxy behind Middleware, the body limit and panic
+// recovery.
 func (p *Proxy) handler() http.Handler {
+	var h http.Handler = p
 	if p.mw != nil {
-		return p.mw(p)
+		h = p.mw(p)
 	}
-	return p
+	h = p.body.Limit(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close") // not to read a body we refuse
+		http.Error(w, fmt.Sprintf("kiln: the request body is larger than the %d bytes service %s accepts", p.body.Max, p.name), http.StatusRequestEntityTooLarge)
+	}, h)
+	return httpguard.Recover(p.log, func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, fmt.Sprintf("kiln: service %s: internal error in its front door", p.name), http.StatusInternalServerError)
+	}, h)
 }

@@ -71,6 +71,9 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 			return res, nil // in flight on u until the handler returns
 		}
 		f.land()
+		if cerr := rb.clientErr(); cerr != nil {
+			return nil, cerr // the client's body failed (too large, too slow): not u's doing
+		}
 		u.failures.Add(1)
 		lastErr = fmt.Errorf("%s: %w", u.addr, err)
 		if ctx.Err() != nil {
@@ -160,11 +163,28 @@ func (p *Proxy) await(ctx context.Context, tried []*upstream, deadline *time.Tim
 type resendable struct {
 	rc   io.ReadCloser
 	read atomic.Bool // set by the transport's writer, read by the handler's goroutine
+	err  atomic.Pointer[error]
 }
 
 func (b *resendable) Read(p []byte) (int, error) {
 	b.read.Store(true)
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.err.Store(&err)
+	}
+	return n, err
+}
+
+// clientErr returns the error reading the client's body failed with, if it did; nil
+// for a nil b.
+func (b *resendable) clientErr() error {
+	if b == nil {
+		return nil
+	}
+	if e := b.err.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // Close closes the body once it has been read. Until then the transport's close (it

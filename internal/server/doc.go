@@ -1,3 +1,3 @@
-// Package server is kiln's HTTP API: the handlers the CLI's client talks to, behind a
-// bearer token on every route but /healthz.
+// Package server is kiln's HTTP API: the handlers the CLI's client talks to and the
+// dashboard's, all declared in one table (routes.go) with the credential each needs.
 package server

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/dashboard"
 	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/httpguard"
 	"github.com/kiln-build/kiln/internal/plan"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -27,6 +29,7 @@ type Server struct {
 	tokens Tokens
 	log    *slog.Logger
 	dash   *dashboard.Dashboard
+	limits limits
 }
 
 // Tokens are the bearer tokens the API accepts: Admin for everything, ReadOnly (if
@@ -36,65 +39,52 @@ type Tokens struct {
 	ReadOnly string
 }
 
-// New returns a server; a token is required on every route but /healthz, the
-// dashboard's sign-in page and its static files.
+// New returns a server; which credential each route needs is in routes.go.
 func New(eng *engine.Engine, tokens Tokens, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{eng: eng, tokens: tokens, log: log,
+	return &Server{eng: eng, tokens: tokens, log: log, limits: defaultLimits,
 		dash: dashboard.New(dashboard.Options{Engine: eng, AdminToken: tokens.Admin, ReadOnlyToken: tokens.ReadOnly, Log: log})}
 }
 
 // Serve answers on ln until ctx ends, then shuts down gracefully.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	l := s.limits
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ReadHeaderTimeout: l.readHeader,
+		IdleTimeout:       l.idle,
+		// From the end of a request's headers; streams extend it per write (streaming).
+		WriteTimeout:   l.write,
+		MaxHeaderBytes: l.maxHeader,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(httpguard.LimitListener(ln, l.conns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
 }
 
-// Handler returns the API's routes.
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("POST /v1/plan", s.auth(s.plan))
-	mux.HandleFunc("POST /v1/apply", s.auth(s.apply))
-	mux.HandleFunc("GET /v1/status", s.auth(s.status))
-	mux.HandleFunc("GET /metrics", s.auth(s.eng.Metrics().ServeHTTP))
-	mux.HandleFunc("GET /v1/events", s.auth(s.events))
-	mux.HandleFunc("GET /v1/events/stream", s.auth(s.eventStream))
-	mux.HandleFunc("GET /v1/services/{name}/logs", s.auth(s.logs))
-	mux.HandleFunc("GET /v1/pipelines", s.auth(s.pipelines))
-	mux.HandleFunc("GET /v1/runs", s.auth(s.runs))
-	mux.HandleFunc("GET /v1/runs/{id}", s.auth(s.run))
-	mux.HandleFunc("POST /v1/pipelines/{name}/trigger", s.auth(s.trigger))
-	// Webhooks come from git hosts, which sign the payload instead of holding the token.
-	mux.HandleFunc("POST /v1/pipelines/{name}/webhook", s.webhook)
-	mux.HandleFunc("GET /v1/services/{name}/history", s.auth(s.history))
-	mux.HandleFunc("POST /v1/services/{name}/rollback", s.auth(s.rollback))
-	mux.HandleFunc("DELETE /v1/services/{name}", s.auth(s.destroy))
-	s.dash.Register(mux)
-	mux.HandleFunc("GET /ui/stream", s.dash.SignedIn(s.eventStream))
-	return mux
-}
+// Handler returns the API's and the dashboard's routes.
+func (s *Server) Handler() http.Handler { return s.mount(s.routes()) }
 
-// auth lets a request through with the admin token, or with the read-only token if it
-// changes nothing.
-func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
+// auth lets a request through with the admin token, or with the read-only token to a
+// route that needs only to read.
+func (s *Server) auth(need access, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		switch {
 		case ok && got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.tokens.Admin)) == 1:
 		case ok && s.tokens.ReadOnly != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.tokens.ReadOnly)) == 1:
-			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if need != reader {
 				writeError(w, http.StatusForbidden, errors.New("the read-only token cannot change anything: use the token in .kiln/token"))
 				return
 			}
@@ -128,13 +118,31 @@ func errorCode(err error) int {
 	}
 }
 
+// decode reads the request's JSON body into v, all of it (so that the read deadline of
+// the body is lifted before a long answer). Its error is for writeBodyError.
 func decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return errors.New("malformed request: " + err.Error())
+	err := dec.Decode(v)
+	if err == nil {
+		_, err = io.Copy(io.Discard, r.Body)
 	}
-	return nil
+	return err
+}
+
+// writeBodyError answers a request whose body could not be read or decoded: 413 for
+// one over the route's limit, 408 for one sent too slowly, 400 otherwise.
+func writeBodyError(w http.ResponseWriter, err error) {
+	switch {
+	case httpguard.TooLarge(err):
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body too large: %w", err))
+	case errors.Is(err, httpguard.ErrSlowBody):
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestTimeout, err)
+	default:
+		writeError(w, http.StatusBadRequest, errors.New("malformed request: "+err.Error()))
+	}
 }
 
 // PlanResponse is the answer of POST /v1/plan.
@@ -146,7 +154,7 @@ type PlanResponse struct {
 func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 	var req api.PlanRequest
 	if err := decode(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeBodyError(w, err)
 		return
 	}
 	p, err := s.eng.Plan(r.Context(), req)
@@ -224,12 +232,19 @@ func (s *Server) stream(w http.ResponseWriter, services []string, op func() (api
 func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	var req api.ApplyRequest
 	if err := decode(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeBodyError(w, err)
 		return
 	}
 	var names []string
 	for _, svc := range req.Services {
 		names = append(names, svc.Name)
+	}
+	// The CLI's spec has checked them; another client's request may not have been.
+	for _, n := range append(names, pipelineNames(req.Pipelines)...) {
+		if !validName(n) {
+			writeError(w, http.StatusBadRequest, fmt.Errorf(badName, n))
+			return
+		}
 	}
 	// The engine runs rollouts under its own context: a client that disconnects does
 	// not stop one half-way.
@@ -239,7 +254,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 	var req api.RollbackRequest
 	if err := decode(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeBodyError(w, err)
 		return
 	}
 	name := r.PathValue("name")
@@ -272,6 +287,9 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	if !validQuery(w, r, "service") {
+		return
+	}
 	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
 	evs, err := s.eng.Events(r.Context(), r.URL.Query().Get("service"), since)
 	if err != nil {
@@ -285,6 +303,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 // Last-Event-ID a reconnecting browser sends; none with since=-1), then new ones as they
 // happen, until the client goes away.
 func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) {
+	if !validQuery(w, r, "service") {
+		return
+	}
 	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
 	if id, err := strconv.ParseInt(r.Header.Get("Last-Event-ID"), 10, 64); err == nil {
 		since = id
@@ -363,10 +384,16 @@ func (s *Server) pipelines(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
+	for i := range ps {
+		ps[i] = withoutSecrets(ps[i])
+	}
 	writeJSON(w, http.StatusOK, ps)
 }
 
 func (s *Server) runs(w http.ResponseWriter, r *http.Request) {
+	if !validQuery(w, r, "pipeline") {
+		return
+	}
 	runs, err := s.eng.Runs(r.Context(), r.URL.Query().Get("pipeline"))
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err)
@@ -392,7 +419,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 func (s *Server) trigger(w http.ResponseWriter, r *http.Request) {
 	var req api.TriggerRequest
 	if err := decode(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeBodyError(w, err)
 		return
 	}
 	run, err := s.eng.Trigger(r.Context(), r.PathValue("name"), req.Commit, "manual")
@@ -404,9 +431,9 @@ func (s *Server) trigger(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	body, err := io.ReadAll(r.Body) // bounded by the route's limit
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeBodyError(w, err)
 		return
 	}
 	run, relevant, err := s.eng.Webhook(r.Context(), r.PathValue("name"), body, r.Header.Get("X-Hub-Signature-256"))
@@ -422,4 +449,26 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, http.StatusAccepted, run)
 	}
+}
+
+// withoutSecrets is what the API shows of a pipeline: anyone with the read-only token
+// reads it. Vars (set by -var or KILN_VAR_ when it was applied) are where secrets are
+// passed, the webhook secret is one, and a repository URL may carry a password.
+func withoutSecrets(p api.Pipeline) api.Pipeline {
+	p.Webhook = p.Webhook || p.WebhookSecret != ""
+	p.WebhookSecret = ""
+	p.Vars = nil
+	if u, err := url.Parse(p.Repo); err == nil && u.User != nil {
+		u.User = nil // a token is often the user name (https://TOKEN@host/repo)
+		p.Repo = u.String()
+	}
+	return p
+}
+
+func pipelineNames(ps []api.Pipeline) []string {
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Name)
+	}
+	return names
 }
