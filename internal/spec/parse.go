@@ -181,7 +181,7 @@ func (d *decoder) named(kind string, blocks []*hcl.Block, decode func(*hcl.Block
 		}
 		seen[name] = b
 		if !validName(name) {
-			d.errorf(b.LabelRanges[0].Ptr(), "Invalid "+kind+" name", "%s name %q must start with a lowercase letter and contain only lowercase letters, digits, '-', '_' and '.'.", title, name)
+			d.errorf(b.LabelRanges[0].Ptr(), "Invalid "+kind+" name", "%s name %q must start with a lowercase letter and contain only lowercase letters, digits, '-', '_' and '.' (not two dots in a row).", title, name)
 		}
 		decode(b)
 	}
@@ -230,7 +230,7 @@ func (d *decoder) checkBases(cfg *Config) {
 }
 
 func validName(s string) bool {
-	if s == "" || s[0] < 'a' || s[0] > 'z' {
+	if s == "" || s[0] < 'a' || s[0] > 'z' || strings.Contains(s, "..") {
 		return false
 	}
 	for _, r := range s {
