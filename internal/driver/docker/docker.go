@@ -51,11 +51,13 @@ type Driver struct {
 	cli  *client.Client
 	opts Options
 
-	mu       sync.Mutex
-	networks map[string]bool          // project networks known to exist
-	loading  map[string]chan struct{} // digest → closed when its EnsureImage ends
-	chains   map[string]bool          // chain IDs of layers the engine is known to hold
-	seeded   bool                     // chains has been filled from the engine's kiln images
+	netMu    sync.Mutex
+	networks map[string]string // project network name → ID, once known to exist
+
+	mu      sync.Mutex
+	loading map[string]chan struct{} // digest → closed when its EnsureImage ends
+	chains  map[string]bool          // chain IDs of layers the engine is known to hold
+	seeded  bool                     // chains has been filled from the engine's kiln images
 }
 
 var (
@@ -85,7 +87,7 @@ func New(opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("configuring the Docker client: %w", err)
 	}
-	return &Driver{cli: cli, opts: opts, loading: map[string]chan struct{}{}, chains: map[string]bool{}, networks: map[string]bool{}}, nil
+	return &Driver{cli: cli, opts: opts, loading: map[string]chan struct{}{}, chains: map[string]bool{}, networks: map[string]string{}}, nil
 }
 
 // Name is "docker".

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -111,8 +112,8 @@ func inspect(t *testing.T, cli *client.Client, id driver.ServerID, spec driver.S
 			t.Errorf("mount %+v is not one of the spec's secret files", m)
 		}
 	}
-	if want := "kiln-" + cmp.Or(spec.Project, "default"); string(h.NetworkMode) != want {
-		t.Errorf("network %q, want the project's own, %q", h.NetworkMode, want)
+	if want := "kiln-" + cmp.Or(spec.Project, "default"); len(c.NetworkSettings.Networks) != 1 || c.NetworkSettings.Networks[want] == nil {
+		t.Errorf("networks %v, want only the project's own, %q", slices.Collect(maps.Keys(c.NetworkSettings.Networks)), want)
 	}
 	if want := cmp.Or(spec.User, DefaultUser); c.Config.User != want {
 		t.Errorf("user %q, want %q: the image names none", c.Config.User, want)

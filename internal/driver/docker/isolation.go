@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"strings"
 
-	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
 	"github.com/kiln-build/kiln/internal/driver"
@@ -28,35 +28,58 @@ func networkName(project string) string {
 	return "kiln-" + project
 }
 
-// ensureNetwork creates the project's network if it does not exist: a bridge on which
-// containers cannot talk to each other (inter-container communication off), so a
-// server reaches other services only through their front doors, on the host.
+// ensureNetwork returns the ID of the project's network, creating it if it does not
+// exist: a bridge on which containers cannot talk to each other (inter-container
+// communication off), so a server reaches other services only through their front
+// doors, on the host. Older engines allow two networks of one name, so creations are
+// serialized and, should there be several, the oldest is used.
 func (d *Driver) ensureNetwork(ctx context.Context, project string) (string, error) {
 	name := networkName(project)
-	d.mu.Lock()
-	known := d.networks[name]
-	d.mu.Unlock()
-	if known {
-		return name, nil
+	d.netMu.Lock()
+	defer d.netMu.Unlock()
+	if id := d.networks[name]; id != "" {
+		return id, nil
 	}
-	_, err := d.cli.NetworkInspect(ctx, name, client.NetworkInspectOptions{})
-	if isNotFound(err) {
-		_, err = d.cli.NetworkCreate(ctx, name, client.NetworkCreateOptions{
+	id, err := d.findNetwork(ctx, name)
+	if err == nil && id == "" {
+		var res client.NetworkCreateResult
+		res, err = d.cli.NetworkCreate(ctx, name, client.NetworkCreateOptions{
 			Driver:  "bridge",
 			Options: map[string]string{"com.docker.network.bridge.enable_icc": "false"},
 			Labels:  map[string]string{LabelManaged: "true", LabelProject: project},
 		})
-		if cerrdefs.IsConflict(err) {
-			err = nil // created meanwhile by another create
-		}
+		id = res.ID
 	}
 	if err != nil {
 		return "", fmt.Errorf("network %s: %w", name, d.check(err))
 	}
-	d.mu.Lock()
-	d.networks[name] = true
-	d.mu.Unlock()
-	return name, nil
+	d.networks[name] = id
+	return id, nil
+}
+
+// forgetNetwork drops the project's network from what the driver knows exists.
+func (d *Driver) forgetNetwork(project string) {
+	d.netMu.Lock()
+	delete(d.networks, networkName(project))
+	d.netMu.Unlock()
+}
+
+// findNetwork returns the ID of the oldest network called name, "" if there is none.
+func (d *Driver) findNetwork(ctx context.Context, name string) (string, error) {
+	res, err := d.cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", name)})
+	if err != nil {
+		return "", err
+	}
+	var found *network.Summary
+	for i, n := range res.Items {
+		if n.Name == name && (found == nil || n.Created.Before(found.Created)) {
+			found = &res.Items[i]
+		}
+	}
+	if found == nil {
+		return "", nil
+	}
+	return found.ID, nil
 }
 
 // user is who the server runs as: the spec's user, else the image's, else DefaultUser.

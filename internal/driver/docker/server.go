@@ -65,6 +65,10 @@ func (d *Driver) Create(ctx context.Context, spec driver.ServerSpec) (driver.Ser
 	created, err := d.cli.ContainerCreate(ctx, opts)
 	if err != nil {
 		d.removeSecretFiles(opts.Name)
+		if isNotFound(err) && strings.Contains(err.Error(), "network") { // removed behind our back
+			d.forgetNetwork(spec.Project)
+			return driver.Server{}, fmt.Errorf("creating a server of %s: the project's network was removed; the next attempt makes it again: %w", spec.Service, d.check(err))
+		}
 		if isNotFound(err) { // the image was removed since we looked
 			return driver.Server{}, fmt.Errorf("creating a server of %s: image %s: %w", spec.Service, spec.Image, driver.ErrImageNotFound)
 		}
