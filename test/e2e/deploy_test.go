@@ -69,6 +69,10 @@ func newDeployment(t *testing.T) *deployment {
 		if ids := strings.Fields(string(out)); len(ids) > 0 {
 			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
 		}
+		// Servers removed behind kiln's back leave their project's network.
+		if project, err := os.ReadFile(filepath.Join(dir, ".kiln", "project")); err == nil {
+			exec.Command("docker", "network", "rm", "kiln-"+strings.TrimSpace(string(project))).Run()
+		}
 		if t.Failed() && d.logs != nil {
 			t.Logf("daemon output:\n%s", d.logs.String())
 		}

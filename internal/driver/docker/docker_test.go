@@ -563,3 +563,45 @@ func main() {
 		}
 	}
 }
+
+// TestNetworkLivesWithItsServers: the project's network goes with its last server, and
+// the next server of the project makes it again.
+func TestNetworkLivesWithItsServers(t *testing.T) {
+	d := newTestDriver(t)
+	ctx := t.Context()
+	img := drivertest.HelloImage(t)
+	if err := d.EnsureImage(ctx, img.Digest, func() (v1.Image, error) { return img.Image, nil }); err != nil {
+		t.Fatal(err)
+	}
+	project := "net" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	spec := driver.ServerSpec{Project: project, Service: "net", Image: img.Digest, Port: img.Port, Resources: driver.DefaultResources}
+	exists := func() bool {
+		id, err := d.findNetwork(ctx, networkName(project))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id != ""
+	}
+	for round := range 2 {
+		a, err := d.Create(ctx, spec)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		b, err := d.Create(ctx, spec)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if err := d.Destroy(ctx, a.ID); err != nil {
+			t.Fatal(err)
+		}
+		if !exists() {
+			t.Fatalf("round %d: the network went while a server still uses it", round)
+		}
+		if err := d.Destroy(ctx, b.ID); err != nil {
+			t.Fatal(err)
+		}
+		if exists() {
+			t.Fatalf("round %d: the network outlived the project's last server", round)
+		}
+	}
+}

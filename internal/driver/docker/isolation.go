@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
@@ -55,6 +56,29 @@ func (d *Driver) ensureNetwork(ctx context.Context, project string) (string, err
 	}
 	d.networks[name] = id
 	return id, nil
+}
+
+// removeEmptyNetworks removes the kiln networks c was on that no container uses any
+// more (the engine refuses to remove one in use): a project's network lives as long as
+// its servers, and the engine's address pools are not used up by old projects.
+func (d *Driver) removeEmptyNetworks(ctx context.Context, c container.InspectResponse) {
+	if c.NetworkSettings == nil {
+		return
+	}
+	for name, ep := range c.NetworkSettings.Networks {
+		if !strings.HasPrefix(name, "kiln-") || ep == nil {
+			continue
+		}
+		d.netMu.Lock()
+		if _, err := d.cli.NetworkRemove(ctx, ep.NetworkID, client.NetworkRemoveOptions{}); err == nil {
+			for n, id := range d.networks {
+				if id == ep.NetworkID {
+					delete(d.networks, n)
+				}
+			}
+		}
+		d.netMu.Unlock()
+	}
 }
 
 // forgetNetwork drops the project's network from what the driver knows exists.

@@ -31,6 +31,26 @@ var loopback = netip.MustParseAddr("127.0.0.1")
 // crashing server from a healthy one is the caller's job, as for any server. On error
 // the container, if it was created, is removed.
 func (d *Driver) Create(ctx context.Context, spec driver.ServerSpec) (driver.Server, error) {
+	for attempt := 1; ; attempt++ {
+		srv, err := d.create(ctx, spec)
+		if errors.Is(err, errNetworkGone) && attempt < 3 {
+			// Removed with the project's last server while this one was on its way:
+			// made again.
+			d.forgetNetwork(spec.Project)
+			continue
+		}
+		return srv, err
+	}
+}
+
+// errNetworkGone: the project's network was removed after the driver looked it up.
+var errNetworkGone = errors.New("the project's network is gone")
+
+func networkGone(err error) bool {
+	return isNotFound(err) && strings.Contains(err.Error(), "network")
+}
+
+func (d *Driver) create(ctx context.Context, spec driver.ServerSpec) (driver.Server, error) {
 	if err := validate(spec); err != nil {
 		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
 	}
@@ -65,9 +85,8 @@ func (d *Driver) Create(ctx context.Context, spec driver.ServerSpec) (driver.Ser
 	created, err := d.cli.ContainerCreate(ctx, opts)
 	if err != nil {
 		d.removeSecretFiles(opts.Name)
-		if isNotFound(err) && strings.Contains(err.Error(), "network") { // removed behind our back
-			d.forgetNetwork(spec.Project)
-			return driver.Server{}, fmt.Errorf("creating a server of %s: the project's network was removed; the next attempt makes it again: %w", spec.Service, d.check(err))
+		if networkGone(err) {
+			return driver.Server{}, fmt.Errorf("creating a server of %s: %w: %w", spec.Service, errNetworkGone, err)
 		}
 		if isNotFound(err) { // the image was removed since we looked
 			return driver.Server{}, fmt.Errorf("creating a server of %s: image %s: %w", spec.Service, spec.Image, driver.ErrImageNotFound)
@@ -82,6 +101,9 @@ func (d *Driver) Create(ctx context.Context, spec driver.ServerSpec) (driver.Ser
 		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, d.check(err))
 	}
 	srv, err := d.start(ctx, created.ID, spec)
+	if networkGone(err) {
+		err = fmt.Errorf("%w: %w", errNetworkGone, err)
+	}
 	if err != nil {
 		cctx, cancel := cleanupContext(ctx)
 		defer cancel()
@@ -249,6 +271,7 @@ func (d *Driver) Destroy(ctx context.Context, id driver.ServerID) error {
 	switch {
 	case err == nil || isNotFound(err):
 		d.removeSecretFiles(res.Container.Name)
+		d.removeEmptyNetworks(ctx, res.Container)
 		return nil
 	case cerrdefs.IsConflict(err): // another removal is in progress: wait for it
 		return d.waitGone(ctx, id)
