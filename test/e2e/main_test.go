@@ -30,6 +30,8 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	// Projects whose servers a test removed behind kiln's back leave their networks.
+	exec.Command("docker", "network", "prune", "-f", "--filter", "label=dev.kiln.managed=true").Run()
 	os.Exit(code)
 }
 
