@@ -207,3 +207,20 @@ func TestBoundedEvaluation(t *testing.T) {
 		}
 	}
 }
+
+// TestConfinedJSONHasNoFor checks that a confined JSON spec may not use for
+// expressions, whose templates HCL parses only as it evaluates them.
+func TestConfinedJSONHasNoFor(t *testing.T) {
+	for _, user := range []string{`${join(\",\", [for a in [\"a\"] : a])}`, `%{for a in [\"a\"]}${a}%{endfor}`} {
+		src := `{"image": {"a": {"from": "scratch", "user": "` + user + `"}}}`
+		if _, diags := Parse("kiln.hcl.json", []byte(src), testOpts); diags.HasErrors() {
+			t.Errorf("unconfined %s: %v", user, diags)
+		}
+		opts := testOpts
+		opts.Confine = true
+		_, diags := Parse("kiln.hcl.json", []byte(src), opts)
+		if len(diags) != 1 || diags[0].Summary != "For expression not allowed" || diags[0].Subject == nil {
+			t.Errorf("confined %s: %v", user, diags)
+		}
+	}
+}
