@@ -131,7 +131,7 @@ func TestFileReadsOnlyRegularFiles(t *testing.T) {
 			if !strings.Contains(diags.Error(), wantErr) {
 				t.Errorf("confine=%v file(%q): got %v, want %q", confine, tt.path, diags, wantErr)
 			}
-			if time.Since(start) > time.Second {
+			if time.Since(start) > 5*time.Second {
 				t.Errorf("file(%q) took %v", tt.path, time.Since(start))
 			}
 		}
@@ -196,7 +196,7 @@ func TestBoundedEvaluation(t *testing.T) {
 	for _, tt := range tests {
 		start := time.Now()
 		_, diags := Parse("kiln.hcl", []byte(attr(tt.expr)), testOpts)
-		if elapsed := time.Since(start); elapsed > 2*time.Second {
+		if elapsed := time.Since(start); elapsed > 10*time.Second { // unbounded, these run for hours
 			t.Errorf("%.60s: took %v", tt.expr, elapsed)
 		}
 		switch {

@@ -43,7 +43,7 @@ func TestLimits(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
 			_, diags := Parse(tt.file, []byte(tt.src), testOpts)
-			if elapsed := time.Since(start); elapsed > time.Second {
+			if elapsed := time.Since(start); elapsed > 5*time.Second { // generous: a loaded machine, -race
 				t.Errorf("took %v", elapsed)
 			}
 			if len(diags) != 1 || diags[0].Summary != tt.summary {
