@@ -419,7 +419,7 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 	}
 	// Parsed under its path in the repository, so diagnostics name the file as the user
 	// knows it.
-	cfg, diags := spec.Parse(def.SpecPath, source, spec.Options{Vars: def.Vars, Environ: []string{}, Dir: filepath.Dir(specFile), Sensitive: def.Sensitive})
+	cfg, diags := spec.Parse(def.SpecPath, source, spec.Options{Vars: def.Vars, Environ: []string{}, Dir: filepath.Dir(specFile), Sensitive: def.Sensitive, Confine: true})
 	if diags.HasErrors() {
 		spec.WriteText(log, cfg.Files, diags, 0, false)
 		return nil, fmt.Errorf("the spec at %s is not valid: %s", shortSHA(run.Commit), diags.Errs()[0].Error())

@@ -136,6 +136,9 @@ func (d *decoder) from(attr *hcl.Attribute) From {
 	case s == "scratch":
 		return From{Kind: FromScratch, Ref: s, Range: rng}
 	case s == "." || strings.HasPrefix(s, "./") || strings.HasPrefix(s, "../") || filepath.IsAbs(s):
+		if !d.confinePath(rng, "base image path", s) {
+			return From{}
+		}
 		p := resolve(d.dir, s)
 		fi, err := os.Stat(p)
 		switch {
@@ -216,6 +219,9 @@ func (d *decoder) goBuild(b *hcl.Block) *GoBuild {
 	g := &GoBuild{Dir: d.dir, Range: b.DefRange}
 	if s, ok := d.str(a, "dir"); ok {
 		g.Dir = resolve(d.dir, s)
+		if !d.confinePath(a["dir"].Expr.Range(), "go build directory", s) {
+			return nil
+		}
 		if fi, err := os.Stat(g.Dir); err != nil || !fi.IsDir() {
 			d.errorf(a["dir"].Expr.Range().Ptr(), "Missing directory", "There is no directory at %s (resolved against %s).", s, d.dir)
 		}
@@ -226,6 +232,13 @@ func (d *decoder) goBuild(b *hcl.Block) *GoBuild {
 	}
 	g.Package = pkg
 	if pkg == "." || strings.HasPrefix(pkg, "./") || strings.HasPrefix(pkg, "../") {
+		rel, err := filepath.Rel(d.dir, filepath.Join(g.Dir, pkg))
+		if err != nil {
+			rel = pkg
+		}
+		if !d.confinePath(a["package"].Expr.Range(), "go package", rel) {
+			return nil
+		}
 		if fi, err := os.Stat(filepath.Join(g.Dir, pkg)); err != nil || !fi.IsDir() {
 			d.errorf(a["package"].Expr.Range().Ptr(), "Missing Go package", "There is no directory %s in %s for the Go package.", pkg, g.Dir)
 		}
@@ -245,6 +258,9 @@ func (d *decoder) copyStep(b *hcl.Block) *Copy {
 	d.add(diags)
 	a := content.Attributes
 	c := &Copy{Source: b.Labels[0], Path: resolve(d.dir, b.Labels[0]), Range: b.DefRange}
+	if !d.confinePath(b.LabelRanges[0], "copy source", c.Source) {
+		return nil
+	}
 	if _, err := os.Lstat(c.Path); err != nil {
 		d.errorf(b.LabelRanges[0].Ptr(), "Missing source file", "There is no file or directory at %s (resolved against %s).", c.Source, d.dir)
 	}

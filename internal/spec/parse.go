@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
 // DefaultFile is the spec file kiln looks for in a directory, before its JSON twin.
@@ -28,6 +29,13 @@ type Options struct {
 	// Sensitive names variables that are sensitive whatever the spec declares: a
 	// pipeline's commit cannot make a value its applier marked sensitive plain.
 	Sensitive []string
+	// Confine keeps the spec inside its directory, for a spec from a commit a pipeline
+	// bakes: file() and fileexists() open files through an os.Root of the directory, so
+	// no absolute path, ".." or symlink reaches outside it; the paths of copy sources,
+	// from and go's dir and package must be relative and stay inside it (the bake checks
+	// their symlinks); and the JSON form may not use for expressions. Without it, a spec
+	// may name any file the user can read.
+	Confine bool
 }
 
 // Find returns the spec file of dir: kiln.hcl, else kiln.hcl.json.
@@ -45,7 +53,7 @@ func Find(dir string) (string, error) {
 // only the first; the Config is usable only when the diagnostics have no errors. Even
 // then, Files is set so callers can render the diagnostics with source snippets.
 func Load(path string, opts Options) (*Config, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := readSource(path)
 	if err != nil {
 		return &Config{Filename: path, Files: map[string]*hcl.File{}}, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
@@ -58,6 +66,11 @@ func Load(path string, opts Options) (*Config, hcl.Diagnostics) {
 
 // Parse decodes src as the spec file named filename (native syntax, or JSON when the name
 // ends in .json). Relative paths in the spec resolve against filename's directory.
+//
+// src may be hostile: Parse first refuses a spec beyond the limits in limits.go, then
+// bounds what evaluating it may cost. Every error it returns has a Subject, except
+// those about opts themselves (-var for an undeclared variable, or a -var value of the
+// wrong type) and a Confine directory that cannot be opened.
 func Parse(filename string, src []byte, opts Options) (*Config, hcl.Diagnostics) {
 	dir, err := filepath.Abs(filepath.Dir(filename))
 	if err != nil {
@@ -65,6 +78,9 @@ func Parse(filename string, src []byte, opts Options) (*Config, hcl.Diagnostics)
 	}
 	if opts.Dir != "" {
 		dir = opts.Dir
+	}
+	if diags := checkLimits(filename, src, opts.Confine); diags.HasErrors() {
+		return &Config{Dir: dir, Filename: filename, Files: map[string]*hcl.File{filename: {Bytes: src}}}, diags
 	}
 	p := hclparse.NewParser()
 	var f *hcl.File
@@ -78,8 +94,24 @@ func Parse(filename string, src []byte, opts Options) (*Config, hcl.Diagnostics)
 	if diags.HasErrors() {
 		return cfg, diags
 	}
+	body := f.Body
+	if sb, ok := body.(*hclsyntax.Body); ok {
+		limitForExprs(sb)
+	}
+	if opts.Confine {
+		root, err := os.OpenRoot(dir)
+		if err != nil {
+			return cfg, hcl.Diagnostics{{
+				Severity: hcl.DiagError,
+				Summary:  "Cannot open the spec's directory",
+				Detail:   fmt.Sprintf("A confined spec reads files only through its directory: %s.", err),
+			}}
+		}
+		defer root.Close()
+		body = confinedBody{body, specFunctions(rootFiles{root: root, dir: dir})}
+	}
 	d := &decoder{dir: dir, opts: opts}
-	d.decode(cfg, f.Body)
+	d.decode(cfg, body)
 	diags = append(diags, d.diags...)
 	// In source order, whatever order the checks ran in; problems with no place first.
 	sort.SliceStable(diags, func(i, j int) bool {
