@@ -196,7 +196,10 @@ type ServiceStatus struct {
 	Servers   []Server `json:"servers"`
 	Rollout   string   `json:"rollout,omitempty"` // the running rollout, if any
 	State     string   `json:"state"`             // healthy, healing, degraded, rolling out
-	Drift     string   `json:"drift,omitempty"`   // the last drift found, if any
+	// Cause says why a service is degraded or healing: the last failure, with the
+	// server's exit code and last log lines when it exited.
+	Cause string `json:"cause,omitempty"`
+	Drift string `json:"drift,omitempty"` // the last drift found, if any
 }
 
 type Server struct {
