@@ -108,7 +108,7 @@ func NewBaker(store *Store, opts Options) (*Baker, error) {
 		return nil, fmt.Errorf("creating build cache: %w", err)
 	}
 	tmp := filepath.Join(store.root, "tmp")
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := os.MkdirAll(tmp, dirPerm); err != nil {
 		return nil, err
 	}
 	if opts.Progress == nil {
