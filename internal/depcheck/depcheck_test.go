@@ -15,7 +15,7 @@ const module = "github.com/kiln-build/kiln"
 // import only driver; the CLI is the one place that names a concrete driver; plan does
 // no I/O and imports only driver; nothing imports the CLI.
 var allowed = map[string][]string{
-	"cmd/kiln":        {"internal/cli"},
+	"cmd/kiln":        {"internal/cli", "internal/sandbox"},
 	"internal/cli":    {"internal/spec", "internal/bake", "internal/atomicfile", "internal/api", "internal/engine", "internal/server", "internal/store", "internal/driver/docker"},
 	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/plan", "internal/store"},
 	// The dashboard's tests run it behind the real server (which imports it), on the
@@ -24,7 +24,7 @@ var allowed = map[string][]string{
 	"internal/driver/simdriver":  {"internal/driver"},
 	"internal/engine":            {"internal/api", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/proxy", "internal/rollout", "internal/spec", "internal/store"},
 	"internal/rollout":           {"internal/driver", "internal/plan", "internal/spec"},
-	"internal/bake":              {"internal/spec", "internal/atomicfile"},
+	"internal/bake":              {"internal/spec", "internal/atomicfile", "internal/sandbox"},
 	"internal/plan":              {"internal/driver"},
 	"internal/driver/docker":     {"internal/driver", "internal/driver/drivertest"},
 	"internal/driver/drivertest": {"internal/driver"},
@@ -35,6 +35,7 @@ var allowed = map[string][]string{
 	"internal/health":            {},
 	"internal/proxy":             {},
 	"internal/atomicfile":        {},
+	"internal/sandbox":           {},
 	"internal/depcheck":          {},
 	"test/e2e":                   {},
 }
