@@ -101,8 +101,10 @@ const (
 // store's directories once, when their top is not yet dirPerm, and sets that top last,
 // so an interrupted fix is redone at the next open.
 func (s *Store) restrict() error {
-	if err := os.Chmod(filepath.Join(s.root, "lock"), filePerm); err != nil && !os.IsNotExist(err) {
-		return err
+	for p, perm := range map[string]os.FileMode{"lock": filePerm, "cache": dirPerm} {
+		if err := os.Chmod(filepath.Join(s.root, p), perm); err != nil && !os.IsNotExist(err) {
+			return err
+		}
 	}
 	for _, top := range []string{s.dir, filepath.Join(s.root, "cache", "layers"), filepath.Join(s.root, "tmp")} {
 		info, err := os.Lstat(top)
@@ -134,6 +136,26 @@ func (s *Store) restrict() error {
 		if err := os.Chmod(top, dirPerm); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// goCacheDirs are the go command's caches for sandboxed builds, in the state directory:
+// never the caller's own, which a sandboxed build must not write.
+func (s *Store) goCacheDirs() goCaches {
+	d := filepath.Join(s.root, "cache", "go")
+	return goCaches{Mod: filepath.Join(d, "mod"), Build: filepath.Join(d, "build"), Path: filepath.Join(d, "path")}
+}
+
+// goCaches creates the sandboxed builds' caches. The module cache is read by the
+// sandbox's user, so it is not dirPerm; the state directory above keeps others out.
+func (s *Store) goCaches() error {
+	c := s.goCacheDirs()
+	if err := os.MkdirAll(c.Mod, 0o755); err != nil {
+		return fmt.Errorf("creating the Go module cache: %w", err)
+	}
+	if err := os.MkdirAll(c.Build, dirPerm); err != nil {
+		return fmt.Errorf("creating the Go build cache: %w", err)
 	}
 	return nil
 }
