@@ -8,9 +8,11 @@ import (
 	"syscall"
 
 	"github.com/kiln-build/kiln/internal/cli"
+	"github.com/kiln-build/kiln/internal/sandbox"
 )
 
 func main() {
+	sandbox.Init() // a go build's sandbox is this binary, re-executed
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Execute(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()

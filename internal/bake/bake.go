@@ -2,6 +2,7 @@ package bake
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -35,6 +36,17 @@ type Options struct {
 	Source SourceInfo
 	// Progress, if set, is called as steps start and finish; from several goroutines.
 	Progress func(Event)
+	// Confine treats the spec as untrusted (a pipeline's commit): every file a bake reads
+	// for it (copy sources, layout and tarball bases, go.dir, the Go step's inputs) is
+	// opened through an os.Root at Root, so absolute paths elsewhere, ".." and symlinks
+	// leading out of Root are errors; and Go builds run sandboxed, as with Sandbox.
+	Confine bool
+	// Root is the one directory a confined bake reads: the checkout. Required with Confine.
+	Root string
+	// Sandbox runs go build in a sandbox (internal/sandbox): an unprivileged user in its
+	// own namespaces that sees only the toolchain, the sources and the module cache, with
+	// no network. Where no sandbox can be made, such a build fails.
+	Sandbox bool
 }
 
 // Event reports progress of a bake.
@@ -108,11 +120,19 @@ func NewBaker(store *Store, opts Options) (*Baker, error) {
 		return nil, fmt.Errorf("creating build cache: %w", err)
 	}
 	tmp := filepath.Join(store.root, "tmp")
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := os.MkdirAll(tmp, dirPerm); err != nil {
 		return nil, err
 	}
 	if opts.Progress == nil {
 		opts.Progress = func(Event) {}
+	}
+	if opts.Confine && opts.Root == "" {
+		return nil, errors.New("a confined bake needs Options.Root, the directory it may read")
+	}
+	if opts.Confine || opts.Sandbox {
+		if err := store.goCaches(); err != nil {
+			return nil, err
+		}
 	}
 	for _, t := range []*time.Time{&opts.Source.Epoch, &opts.Source.FileTime} {
 		if t.IsZero() {
@@ -166,6 +186,11 @@ func Select(cfg *spec.Config, names []string) ([]*spec.Image, error) {
 // the order of images. The caller holds the store's lock. On error, images that were
 // completed are stored; nothing partial is.
 func (b *Baker) Bake(ctx context.Context, images []*spec.Image) ([]*Result, error) {
+	h, err := openHostFiles(b.opts.Root, b.opts.Confine)
+	if err != nil {
+		return nil, err
+	}
+	defer h.close()
 	ready := map[string]chan struct{}{}
 	for _, img := range images {
 		ready[img.Name] = make(chan struct{})
@@ -185,7 +210,7 @@ func (b *Baker) Bake(ctx context.Context, images []*spec.Image) ([]*Result, erro
 			mu.Lock()
 			bases := maps.Clone(done)
 			mu.Unlock()
-			r, err := b.bakeImage(gctx, img, bases)
+			r, err := b.bakeImage(gctx, h, img, bases)
 			if err != nil {
 				b.opts.Progress(Event{Image: img.Name, State: StateFailed, Error: err.Error()})
 				return err
@@ -197,7 +222,7 @@ func (b *Baker) Bake(ctx context.Context, images []*spec.Image) ([]*Result, erro
 			return nil
 		})
 	}
-	err := g.Wait()
+	err = g.Wait()
 	var out []*Result
 	for _, img := range images {
 		if r := done[img.Name]; r != nil {
@@ -207,11 +232,11 @@ func (b *Baker) Bake(ctx context.Context, images []*spec.Image) ([]*Result, erro
 	return out, err
 }
 
-func (b *Baker) bakeImage(ctx context.Context, img *spec.Image, done map[string]*Result) (*Result, error) {
+func (b *Baker) bakeImage(ctx context.Context, h *hostFiles, img *spec.Image, done map[string]*Result) (*Result, error) {
 	start := time.Now()
 	b.opts.Progress(Event{Image: img.Name, State: StateStart})
 	epoch, fileTime := b.opts.Source.Epoch, b.opts.Source.FileTime
-	bs, err := b.resolveBase(ctx, img, done, fileTime.Unix())
+	bs, err := b.resolveBase(ctx, h, img, done, fileTime.Unix())
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Step: "from", Range: img.From.Range, Err: err}
 	}
@@ -223,7 +248,7 @@ func (b *Baker) bakeImage(ctx context.Context, img *spec.Image, done map[string]
 		g.Go(func() error {
 			t := time.Now()
 			b.opts.Progress(Event{Image: img.Name, Step: st.Describe(), State: StateStart})
-			bl, hit, err := b.runStep(gctx, img, st, fileTime.Unix())
+			bl, hit, err := b.runStep(gctx, h, img, st, fileTime.Unix())
 			if err != nil {
 				err = &StepError{Image: img.Name, Step: st.Describe(), Range: st.Where(), Err: err}
 				b.opts.Progress(Event{Image: img.Name, Step: st.Describe(), State: StateFailed, Error: err.Error()})
@@ -242,7 +267,7 @@ func (b *Baker) bakeImage(ctx context.Context, img *spec.Image, done map[string]
 		return nil, err
 	}
 
-	oimg, err := b.assemble(img, bs, steps)
+	oimg, err := b.assemble(h, img, bs, steps)
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: err}
 	}
@@ -278,23 +303,23 @@ func (b *Baker) bakeImage(ctx context.Context, img *spec.Image, done map[string]
 
 // runStep returns the layer of one step, from the cache when its inputs are unchanged.
 // epoch is the modification time of the layer's files.
-func (b *Baker) runStep(ctx context.Context, img *spec.Image, st spec.Step, epoch int64) (*built, bool, error) {
+func (b *Baker) runStep(ctx context.Context, h *hostFiles, img *spec.Image, st spec.Step, epoch int64) (*built, bool, error) {
 	var (
 		k     string
 		build func() ([]entry, *goRecord, error)
 	)
 	switch st := st.(type) {
 	case *spec.GoBuild:
-		gs, err := newGoStep(st, img.Platform)
+		gs, err := newGoStep(st, img.Platform, h)
 		if err != nil {
 			return nil, false, err
 		}
 		if k, err = gs.key(epoch); err != nil {
 			return nil, false, err
 		}
-		build = func() ([]entry, *goRecord, error) { return gs.build(ctx, b.tmp) }
+		build = func() ([]entry, *goRecord, error) { return gs.build(ctx, b.tmp, b.goSandbox(h)) }
 	case *spec.Copy:
-		entries, err := copyEntries(st)
+		entries, err := copyEntries(st, h)
 		if err != nil {
 			return nil, false, err
 		}
@@ -325,8 +350,20 @@ func (b *Baker) runStep(ctx context.Context, img *spec.Image, st spec.Step, epoc
 	return bl, false, nil
 }
 
+// goSandbox is how this bake runs go build: nil for unsandboxed.
+func (b *Baker) goSandbox(h *hostFiles) *goSandbox {
+	if !b.opts.Confine && !b.opts.Sandbox {
+		return nil
+	}
+	sb := &goSandbox{caches: b.store.goCacheDirs()}
+	if h.confined() {
+		sb.dirs = []string{h.dir}
+	}
+	return sb
+}
+
 // assemble stacks the step layers on the base and writes the image configuration.
-func (b *Baker) assemble(img *spec.Image, bs base, steps []*built) (v1.Image, error) {
+func (b *Baker) assemble(h *hostFiles, img *spec.Image, bs base, steps []*built) (v1.Image, error) {
 	epoch := v1.Time{Time: b.opts.Source.Epoch}
 	out := bs.img
 	var adds []mutate.Addendum
@@ -363,7 +400,7 @@ func (b *Baker) assemble(img *spec.Image, bs base, steps []*built) (v1.Image, er
 	default:
 		for _, st := range img.Steps {
 			if g, ok := st.(*spec.GoBuild); ok {
-				gs, err := newGoStep(g, img.Platform)
+				gs, err := newGoStep(g, img.Platform, h)
 				if err != nil {
 					return nil, err
 				}

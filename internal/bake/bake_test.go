@@ -87,6 +87,12 @@ func (r *bakeRun) result(name string) *Result {
 // bake bakes every image of the spec in dir with SOURCE_DATE_EPOCH=epoch into dir/.kiln.
 func bake(t *testing.T, dir string, epoch int64, vars map[string]string) (*bakeRun, error) {
 	t.Helper()
+	return bakeWith(t, dir, epoch, vars, Options{})
+}
+
+// bakeWith is bake with the Confine, Root and Sandbox of opts.
+func bakeWith(t *testing.T, dir string, epoch int64, vars map[string]string, opts Options) (*bakeRun, error) {
+	t.Helper()
 	ctx := context.Background()
 	cfg, diags := spec.Load(filepath.Join(dir, "kiln.hcl"), spec.Options{Vars: vars, Environ: []string{}})
 	if diags.HasErrors() {
@@ -111,7 +117,8 @@ func bake(t *testing.T, dir string, epoch int64, vars map[string]string) (*bakeR
 	}
 	run := &bakeRun{store: store}
 	events := make(chan Event, 1000)
-	b, err := NewBaker(store, Options{Source: src, Progress: func(e Event) { events <- e }})
+	opts.Source, opts.Progress = src, func(e Event) { events <- e }
+	b, err := NewBaker(store, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

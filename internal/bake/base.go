@@ -3,9 +3,13 @@ package bake
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
+	"io/fs"
 	"net"
 	"path/filepath"
 	"syscall"
@@ -14,7 +18,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -43,7 +46,7 @@ func v1Platform(p spec.Platform) v1.Platform {
 
 // resolveBase finds an image's base. Bases of other image blocks come from done, which
 // holds the images already baked in this run.
-func (b *Baker) resolveBase(ctx context.Context, img *spec.Image, done map[string]*Result, epoch int64) (base, error) {
+func (b *Baker) resolveBase(ctx context.Context, h *hostFiles, img *spec.Image, done map[string]*Result, epoch int64) (base, error) {
 	f := img.From
 	switch f.Kind {
 	case spec.FromScratch:
@@ -55,75 +58,250 @@ func (b *Baker) resolveBase(ctx context.Context, img *spec.Image, done map[strin
 		}
 		return base{img: r.Image, name: f.Ref, digest: r.Digest}, nil
 	case spec.FromLayout:
-		return layoutBase(f.Ref, img.Platform)
+		return layoutBase(h, f.Ref, img.Platform)
 	case spec.FromTarball:
-		return b.tarballBase(f.Ref, epoch)
+		return b.tarballBase(h, f.Ref, epoch)
 	case spec.FromRegistry:
 		return b.registryBase(ctx, f.Ref, img.Platform)
 	}
 	return base{}, fmt.Errorf("unknown base kind %q", f.Kind)
 }
 
+// Bounds on what a base may make a bake read. An OCI layout is input like any other: its
+// index may nest, refer to itself, or name blobs whose content is not what it says.
+const (
+	maxIndexDepth = 8       // indexes within indexes
+	maxMetaBytes  = 8 << 20 // an index, manifest or config blob
+	maxBaseBytes  = 8 << 30 // a layer blob or a rootfs tarball
+)
+
 // layoutBase picks the image for platform from an OCI layout: the only image, or the one
-// whose platform matches.
-func layoutBase(dir string, p spec.Platform) (base, error) {
-	idx, err := layout.ImageIndexFromPath(dir)
+// whose platform matches. Every blob is read through its descriptor: its size and
+// digest are checked, and no more than its size is read.
+func layoutBase(h *hostFiles, dir string, p spec.Platform) (base, error) {
+	fsys, err := h.sub(dir)
 	if err != nil {
 		return base{}, fmt.Errorf("reading OCI layout %s: %w", dir, err)
 	}
-	img, err := pickImage(idx, v1Platform(p))
+	l := &ociLayout{fsys: fsys}
+	raw, err := readBounded(fsys, "index.json", maxMetaBytes)
+	if err != nil {
+		return base{}, fmt.Errorf("reading OCI layout %s: %w", dir, err)
+	}
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+	if err != nil {
+		return base{}, fmt.Errorf("reading OCI layout %s: index.json: %w", dir, err)
+	}
+	d, err := l.pick(idx, v1Platform(p), 0, map[v1.Hash]bool{})
 	if err != nil {
 		return base{}, fmt.Errorf("OCI layout %s: %w", dir, err)
 	}
-	d, err := img.Digest()
+	img, err := l.image(d)
 	if err != nil {
-		return base{}, err
+		return base{}, fmt.Errorf("OCI layout %s: image %s: %w", dir, d.Digest, err)
 	}
-	return base{img: img, name: filepath.Base(dir), digest: d}, nil
+	return base{img: img, name: filepath.Base(dir), digest: d.Digest}, nil
 }
 
-func pickImage(idx v1.ImageIndex, want v1.Platform) (v1.Image, error) {
-	m, err := idx.IndexManifest()
-	if err != nil {
-		return nil, err
-	}
+// ociLayout reads the blobs of an OCI image layout.
+type ociLayout struct{ fsys fs.FS }
+
+// pick returns the descriptor of the image for want: in idx, or in the first index it
+// lists (as deep as maxIndexDepth, each index at most once).
+func (l *ociLayout) pick(idx *v1.IndexManifest, want v1.Platform, depth int, seen map[v1.Hash]bool) (v1.Descriptor, error) {
 	var images []v1.Descriptor
-	for _, d := range m.Manifests {
+	for _, d := range idx.Manifests {
 		if d.MediaType.IsImage() {
 			images = append(images, d)
 		}
 		if d.MediaType.IsIndex() {
-			child, err := idx.ImageIndex(d.Digest)
-			if err != nil {
-				return nil, err
+			if depth+1 > maxIndexDepth {
+				return v1.Descriptor{}, fmt.Errorf("indexes nest deeper than %d", maxIndexDepth)
 			}
-			return pickImage(child, want)
+			if seen[d.Digest] {
+				return v1.Descriptor{}, fmt.Errorf("index %s is listed within itself", d.Digest)
+			}
+			seen[d.Digest] = true
+			raw, err := l.readBlob(d, maxMetaBytes)
+			if err != nil {
+				return v1.Descriptor{}, err
+			}
+			child, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+			if err != nil {
+				return v1.Descriptor{}, fmt.Errorf("index %s: %w", d.Digest, err)
+			}
+			return l.pick(child, want, depth+1, seen)
 		}
 	}
 	if len(images) == 1 && images[0].Platform == nil {
-		return idx.Image(images[0].Digest)
+		return images[0], nil
 	}
 	for _, d := range images {
 		if d.Platform != nil && d.Platform.Satisfies(want) {
-			return idx.Image(d.Digest)
+			return d, nil
 		}
 	}
 	if len(images) == 1 {
-		return idx.Image(images[0].Digest)
+		return images[0], nil
 	}
-	return nil, fmt.Errorf("no image for platform %s among %d", want.String(), len(images))
+	return v1.Descriptor{}, fmt.Errorf("no image for platform %s among %d", want.String(), len(images))
 }
 
+func (l *ociLayout) image(d v1.Descriptor) (v1.Image, error) {
+	raw, err := l.readBlob(d, maxMetaBytes)
+	if err != nil {
+		return nil, err
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(raw))
+	if err != nil {
+		return nil, err
+	}
+	return partial.CompressedToImage(&layoutImage{l: l, raw: raw, m: m, mt: d.MediaType})
+}
+
+// blob opens the blob d names, reading no more than d.Size (at most max) bytes and
+// failing at the end unless they were d.Size bytes with digest d.Digest.
+func (l *ociLayout) blob(d v1.Descriptor, max int64) (io.ReadCloser, error) {
+	if d.Size < 0 || d.Size > max {
+		return nil, fmt.Errorf("blob %s: size %d is more than the %d bytes allowed", d.Digest, d.Size, max)
+	}
+	if d.Digest.Algorithm != "sha256" || len(d.Digest.Hex) != 64 {
+		return nil, fmt.Errorf("blob %q: only sha256 digests are read", d.Digest)
+	}
+	f, err := l.fsys.Open("blobs/sha256/" + d.Digest.Hex)
+	if err != nil {
+		return nil, err
+	}
+	return &verifiedReader{r: io.LimitReader(f, d.Size+1), c: f, h: sha256.New(), d: d}, nil
+}
+
+func (l *ociLayout) readBlob(d v1.Descriptor, max int64) ([]byte, error) {
+	r, err := l.blob(d, max)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+// readBounded reads a file of fsys that must be at most max bytes.
+func readBounded(fsys fs.FS, name string, max int64) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(b)) > max {
+		err = fmt.Errorf("%s is more than the %d bytes allowed", name, max)
+	}
+	return b, err
+}
+
+// verifiedReader reads a blob and fails, instead of returning io.EOF, unless the blob
+// was exactly its descriptor's size and digest.
+type verifiedReader struct {
+	r io.Reader
+	c io.Closer
+	h hash.Hash
+	n int64
+	d v1.Descriptor
+}
+
+func (v *verifiedReader) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	v.n += int64(n)
+	if v.n > v.d.Size {
+		return n, fmt.Errorf("blob %s is larger than its descriptor's %d bytes", v.d.Digest, v.d.Size)
+	}
+	if err == io.EOF {
+		if v.n != v.d.Size {
+			return n, fmt.Errorf("blob %s is %d bytes, its descriptor says %d", v.d.Digest, v.n, v.d.Size)
+		}
+		if got := hex.EncodeToString(v.h.Sum(nil)); got != v.d.Digest.Hex {
+			return n, fmt.Errorf("blob %s has digest sha256:%s", v.d.Digest, got)
+		}
+	}
+	return n, err
+}
+
+func (v *verifiedReader) Close() error { return v.c.Close() }
+
+// layoutImage is an image whose blobs are in an OCI layout.
+type layoutImage struct {
+	l   *ociLayout
+	raw []byte
+	m   *v1.Manifest
+	mt  types.MediaType
+}
+
+func (i *layoutImage) MediaType() (types.MediaType, error) {
+	if i.mt != "" {
+		return i.mt, nil
+	}
+	if i.m.MediaType != "" {
+		return i.m.MediaType, nil
+	}
+	return types.OCIManifestSchema1, nil
+}
+func (i *layoutImage) RawManifest() ([]byte, error) { return i.raw, nil }
+func (i *layoutImage) RawConfigFile() ([]byte, error) {
+	return i.l.readBlob(i.m.Config, maxMetaBytes)
+}
+func (i *layoutImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	for _, d := range i.m.Layers {
+		if d.Digest == h {
+			return &layoutBlob{l: i.l, d: d}, nil
+		}
+	}
+	if i.m.Config.Digest == h {
+		return &layoutBlob{l: i.l, d: i.m.Config}, nil
+	}
+	return nil, fmt.Errorf("blob %s is not part of this image", h)
+}
+
+type layoutBlob struct {
+	l *ociLayout
+	d v1.Descriptor
+}
+
+func (b *layoutBlob) Digest() (v1.Hash, error)            { return b.d.Digest, nil }
+func (b *layoutBlob) Size() (int64, error)                { return b.d.Size, nil }
+func (b *layoutBlob) MediaType() (types.MediaType, error) { return b.d.MediaType, nil }
+func (b *layoutBlob) Compressed() (io.ReadCloser, error)  { return b.l.blob(b.d, maxBaseBytes) }
+
 // tarballBase makes a one-layer base from a rootfs tarball, cached by the tarball's hash.
-func (b *Baker) tarballBase(path string, epoch int64) (base, error) {
-	sum, err := fileSHA256(path)
+// The tarball must be a regular file of at most maxBaseBytes.
+func (b *Baker) tarballBase(h *hostFiles, path string, epoch int64) (base, error) {
+	info, err := h.stat(path)
+	if err != nil {
+		return base{}, fmt.Errorf("reading rootfs tarball: %w", err)
+	}
+	if !info.Mode().IsRegular() {
+		return base{}, fmt.Errorf("rootfs tarball %s is a %s, not a regular file", path, fileKind(info.Mode()))
+	}
+	size := info.Size()
+	if size > maxBaseBytes {
+		return base{}, fmt.Errorf("rootfs tarball %s is %d bytes, more than the %d allowed", path, size, int64(maxBaseBytes))
+	}
+	sum, err := h.sha256(path, size)
 	if err != nil {
 		return base{}, fmt.Errorf("reading rootfs tarball: %w", err)
 	}
 	k := key(map[string]any{"kind": "rootfs", "sha256": sum})
 	bl, ok := b.cache.get(b.store, k)
 	if !ok {
-		l, err := tarball.LayerFromFile(path)
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+			f, err := h.open(path)
+			if err != nil {
+				return nil, err
+			}
+			return struct {
+				io.Reader
+				io.Closer
+			}{io.LimitReader(f, size), f}, nil
+		})
 		if err != nil {
 			return base{}, fmt.Errorf("reading rootfs tarball %s: %w", path, err)
 		}

@@ -34,7 +34,7 @@ type fileRecord struct {
 
 func newCache(stateDir string) (*cache, error) {
 	dir := filepath.Join(stateDir, "cache", "layers")
-	return &cache{dir: dir}, os.MkdirAll(dir, 0o755)
+	return &cache{dir: dir}, os.MkdirAll(dir, dirPerm)
 }
 
 // key hashes a step's inputs: any JSON-encodable value that holds all of them.
@@ -67,5 +67,5 @@ func (c *cache) put(e *built) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(filepath.Join(c.dir, e.Key+".json"), b, 0o644)
+	return atomicfile.Write(filepath.Join(c.dir, e.Key+".json"), b, filePerm)
 }

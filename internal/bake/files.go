@@ -5,8 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"io/fs"
-	"os"
 	"path"
 	"path/filepath"
 	"strings"
@@ -14,11 +14,16 @@ import (
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
+// maxCopyBytes bounds the file contents one copy step reads: generous for any real
+// tree, but a spec cannot make a bake read without end.
+const maxCopyBytes int64 = 4 << 30
+
 // copyEntries walks a copy step's source and returns the layer entries it becomes, with
 // the owner and modes of the spec, not of the disk: only the executable bit of a file
-// carries over when no mode is given.
-func copyEntries(c *spec.Copy) ([]entry, error) {
-	root, err := os.Lstat(c.Path)
+// carries over when no mode is given. Symlinks are copied as symlinks, never followed.
+func copyEntries(c *spec.Copy, h *hostFiles) ([]entry, error) {
+	budget := maxCopyBytes
+	root, err := h.lstat(c.Path)
 	if err != nil {
 		return nil, fmt.Errorf("copy %s: %w", c.Source, err)
 	}
@@ -27,15 +32,15 @@ func copyEntries(c *spec.Copy) ([]entry, error) {
 		if strings.HasSuffix(to, "/") {
 			to = path.Join(to, filepath.Base(c.Path))
 		}
-		e, err := fileEntry(c, c.Path, to, root)
+		e, err := fileEntry(c, h, c.Path, to, root, &budget)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("copy %s: %w", c.Source, err)
 		}
 		return []entry{e}, nil
 	}
 	base := path.Clean(c.To)
 	entries := []entry{{Path: base, Type: tar.TypeDir, Mode: dirMode(c), UID: c.Owner.UID, GID: c.Owner.GID}}
-	err = filepath.WalkDir(c.Path, func(p string, d fs.DirEntry, err error) error {
+	err = h.walkDir(c.Path, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -59,13 +64,11 @@ func copyEntries(c *spec.Copy) ([]entry, error) {
 			entries = append(entries, entry{Path: to, Type: tar.TypeDir, Mode: dirMode(c), UID: c.Owner.UID, GID: c.Owner.GID})
 			return nil
 		}
-		e, err := fileEntry(c, p, to, info)
+		e, err := fileEntry(c, h, p, to, info, &budget)
 		if err != nil {
 			return err
 		}
-		if e.Type != 0 {
-			entries = append(entries, e)
-		}
+		entries = append(entries, e)
 		return nil
 	})
 	if err != nil {
@@ -98,35 +101,56 @@ func dirMode(c *spec.Copy) int64 {
 	return 0o755
 }
 
-// fileEntry makes the entry for one file or symlink on disk; sockets, devices and pipes
-// are skipped (the returned entry has Type 0).
-func fileEntry(c *spec.Copy, p, to string, info fs.FileInfo) (entry, error) {
+// fileEntry makes the entry for one regular file or symlink on disk, taking its size
+// from budget. Anything else (a pipe, socket or device) is an error: its content is not a
+// file's, and reading a device such as /dev/zero would not end.
+func fileEntry(c *spec.Copy, h *hostFiles, p, to string, info fs.FileInfo, budget *int64) (entry, error) {
 	e := entry{Path: to, UID: c.Owner.UID, GID: c.Owner.GID}
-	switch {
-	case info.Mode()&fs.ModeSymlink != 0:
-		link, err := os.Readlink(p)
+	switch m := info.Mode(); {
+	case m&fs.ModeSymlink != 0:
+		link, err := h.readlink(p)
 		if err != nil {
 			return e, err
 		}
 		e.Type, e.Mode, e.Link = tar.TypeSymlink, 0o777, link
 		sum := sha256.Sum256([]byte(link))
 		e.SHA256 = hex.EncodeToString(sum[:])
-	case info.Mode().IsRegular():
-		sum, err := fileSHA256(p)
+	case m.IsRegular():
+		if *budget -= info.Size(); *budget < 0 {
+			return e, fmt.Errorf("%s: the copy holds more than %d GiB of files, the most one copy may", p, maxCopyBytes>>30)
+		}
+		sum, err := h.sha256(p, info.Size())
 		if err != nil {
 			return e, err
 		}
-		e.Type, e.Size, e.Source, e.SHA256 = tar.TypeReg, info.Size(), p, sum
+		e.Type, e.Size, e.SHA256 = tar.TypeReg, info.Size(), sum
+		e.open = func() (io.ReadCloser, error) { return h.open(p) }
 		switch {
 		case c.Mode != nil:
 			e.Mode = int64(*c.Mode)
-		case info.Mode()&0o111 != 0:
+		case m&0o111 != 0:
 			e.Mode = 0o755
 		default:
 			e.Mode = 0o644
 		}
+	default:
+		return e, fmt.Errorf("%s is a %s: copy takes regular files, directories and symlinks", p, fileKind(m))
 	}
 	return e, nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "special file (" + m.Type().String() + ")"
 }
 
 // fileStepEntries is the single entry of a file step.

@@ -21,9 +21,11 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/mod/modfile"
 
+	"github.com/kiln-build/kiln/internal/sandbox"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
@@ -42,43 +44,160 @@ type moduleRecord struct {
 	Sum     string `json:"sum,omitempty"`
 }
 
-// goToolchain is the identity of the go command: its version and the settings that
-// change what it builds. Read once per process.
-var goToolchain = sync.OnceValues(func() (map[string]string, error) {
-	out, err := exec.Command("go", "env", "-json", "GOVERSION", "GOFLAGS", "GOAMD64", "GOARM64", "GOEXPERIMENT", "GOWORK").Output()
+// goTool is the go command found on PATH: its GOROOT and version. Read once per process.
+type goTool struct {
+	Root    string `json:"GOROOT"`
+	Version string `json:"GOVERSION"`
+}
+
+var goToolchain = sync.OnceValues(func() (goTool, error) {
+	var tc goTool
+	cmd := exec.Command("go", "env", "-json", "GOVERSION", "GOROOT")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(), "GOENV=off", "GOTOOLCHAIN=local", "GOFLAGS=", "GOWORK=off"}
+	out, err := cmd.Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
 			err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
 		}
-		return nil, fmt.Errorf("running `go env` (is Go installed and on PATH?): %w", err)
+		return tc, fmt.Errorf("running `go env` (is Go installed and on PATH?): %w", err)
 	}
-	env := map[string]string{}
-	return env, json.Unmarshal(out, &env)
+	if err := json.Unmarshal(out, &tc); err != nil || tc.Root == "" {
+		return tc, fmt.Errorf("reading `go env`: %v (%s)", err, out)
+	}
+	return tc, nil
 })
+
+// goCaches are the go command's module cache, build cache and GOPATH.
+type goCaches struct {
+	Mod   string `json:"GOMODCACHE"`
+	Build string `json:"GOCACHE"`
+	Path  string `json:"GOPATH"`
+}
+
+// userGoCaches are the caller's own, for unsandboxed builds: a local bake shares them
+// with the user's other builds.
+var userGoCaches = sync.OnceValues(func() (goCaches, error) {
+	var c goCaches
+	out, err := exec.Command("go", "env", "-json", "GOMODCACHE", "GOCACHE", "GOPATH").Output()
+	if err != nil {
+		return c, fmt.Errorf("running `go env`: %w", err)
+	}
+	return c, json.Unmarshal(out, &c)
+})
+
+// goDownloadEnv are the settings of the process's environment a module download keeps:
+// where modules come from and how they are checked. They are the operator's, never the
+// spec's, and cannot change a binary: go.sum pins every module's content.
+var goDownloadEnv = []string{"GOPROXY", "GOPRIVATE", "GONOPROXY", "GONOSUMDB", "GOSUMDB", "GOVCS", "GOINSECURE", "GOAUTH"}
+
+func downloadEnv() []string {
+	var env []string
+	for _, k := range goDownloadEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// goEnvAllowed are the variables a spec's `go { env }` may set: they pick what the
+// compiler targets or enables. None runs a program or changes where the go command reads
+// code or modules from, as GOFLAGS (-toolexec, -modfile, -overlay), GOTOOLCHAIN, GOROOT,
+// GOENV, GOPROXY, GONOSUMDB, CC and the like would.
+var goEnvAllowed = []string{"GO386", "GOAMD64", "GOARM", "GOARM64", "GOEXPERIMENT", "GOFIPS140", "GOMIPS", "GOMIPS64", "GOPPC64", "GORISCV64", "GOWASM"}
+
+// goCgoEnvAllowed are allowed too when the step has cgo = true; their flags are checked
+// by badCFlag.
+var goCgoEnvAllowed = []string{"CGO_CFLAGS", "CGO_CPPFLAGS", "CGO_CXXFLAGS", "CGO_FFLAGS", "CGO_LDFLAGS"}
+
+// badCFlag reports flags of the C compiler or linker that load or run another program
+// (the go command checks #cgo directives, but not the environment or -extldflags).
+func badCFlag(f string) bool {
+	f = strings.Trim(f, `"'`)
+	for _, p := range []string{"-fplugin", "-wrapper", "-B", "-specs", "--specs", "-fuse-ld", "--ld-path", "-plugin", "--plugin", "-Wl,-plugin", "-Wl,--plugin", "-Xlinker"} {
+		if f == p || strings.HasPrefix(f, p+"=") || (p == "-B" && strings.HasPrefix(f, p)) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkGoStep refuses what would let a spec run a program of its own during the build or
+// change the go command's inputs: it applies to every bake, so a spec that bakes on a
+// laptop bakes in a pipeline too.
+func checkGoStep(g *spec.GoBuild) error {
+	if strings.HasPrefix(g.Package, "-") {
+		return fmt.Errorf("package %q: a package may not start with \"-\"", g.Package)
+	}
+	allowed := slices.Clone(goEnvAllowed)
+	if g.CGO {
+		allowed = append(allowed, goCgoEnvAllowed...)
+	}
+	var refused []string
+	for _, k := range slices.Sorted(maps.Keys(g.Env)) {
+		if !slices.Contains(allowed, k) {
+			refused = append(refused, k)
+		}
+	}
+	if len(refused) > 0 {
+		slices.Sort(allowed)
+		return fmt.Errorf("env: %s may not be set here; a go block's env may set only %s", strings.Join(refused, ", "), strings.Join(allowed, ", "))
+	}
+	for _, v := range append(append(slices.Collect(maps.Values(g.Env)), g.Ldflags...), g.Tags...) {
+		if strings.Contains(v, "toolexec") {
+			return fmt.Errorf("%q: -toolexec is not allowed", v)
+		}
+	}
+	for _, k := range goCgoEnvAllowed {
+		for _, f := range strings.Fields(g.Env[k]) {
+			if badCFlag(f) {
+				return fmt.Errorf("env: %s: %s is not allowed (it makes the C toolchain run another program)", k, f)
+			}
+		}
+	}
+	for _, f := range strings.Fields(strings.Join(g.Ldflags, " ")) {
+		f = strings.Trim(f, `"'`)
+		if f == "-extld" || strings.HasPrefix(f, "-extld=") || badCFlag(f) {
+			return fmt.Errorf("ldflags: %s is not allowed (it makes the linker run another program)", f)
+		}
+	}
+	return nil
+}
 
 // goStep builds a Go main package into a static binary.
 type goStep struct {
 	g        *spec.GoBuild
 	platform spec.Platform
+	h        *hostFiles
 	modRoot  string
 	modPath  string
 	pkgDir   string // absolute, when Package is a relative path
 }
 
-func newGoStep(g *spec.GoBuild, platform spec.Platform) (*goStep, error) {
-	s := &goStep{g: g, platform: platform}
+func newGoStep(g *spec.GoBuild, platform spec.Platform, h *hostFiles) (*goStep, error) {
+	if err := checkGoStep(g); err != nil {
+		return nil, err
+	}
+	s := &goStep{g: g, platform: platform, h: h}
 	start := g.Dir
 	if isRelPackage(g.Package) {
 		s.pkgDir = filepath.Join(g.Dir, g.Package)
 		start = s.pkgDir
 	}
-	root, err := findModuleRoot(start)
+	for _, d := range []string{g.Dir, start} {
+		if info, err := h.stat(d); err != nil {
+			return nil, err
+		} else if !info.IsDir() {
+			return nil, fmt.Errorf("%s is not a directory", d)
+		}
+	}
+	root, err := findModuleRoot(h, start)
 	if err != nil {
 		return nil, err
 	}
 	s.modRoot = root
-	b, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	b, err := h.readFile(filepath.Join(root, "go.mod"))
 	if err != nil {
 		return nil, err
 	}
@@ -93,15 +212,18 @@ func isRelPackage(p string) bool {
 	return p == "." || p == ".." || strings.HasPrefix(p, "./") || strings.HasPrefix(p, "../")
 }
 
-func findModuleRoot(dir string) (string, error) {
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+// findModuleRoot finds the go.mod of dir: in it or a parent, never above a confined
+// bake's root.
+func findModuleRoot(h *hostFiles, dir string) (string, error) {
+	for d := dir; h.inside(d); d = filepath.Dir(d) {
+		if info, err := h.stat(filepath.Join(d, "go.mod")); err == nil && info.Mode().IsRegular() {
 			return d, nil
 		}
 		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.mod in %s or any parent: the Go package must be in a module", dir)
+			break
 		}
 	}
+	return "", fmt.Errorf("no go.mod in %s or any parent: the Go package must be in a module", dir)
 }
 
 // importPath is the package's import path, which names the binary. It never depends on
@@ -126,16 +248,33 @@ func (s *goStep) target() string {
 	return "/app/" + path.Base(s.importPath())
 }
 
-func (s *goStep) env() []string {
-	env := os.Environ()
+// modFlag is how the go command may use go.mod: never changing it, and from vendor/ when
+// the module vendors its dependencies.
+func (s *goStep) modFlag() string {
+	if info, err := s.h.stat(filepath.Join(s.modRoot, "vendor", "modules.txt")); err == nil && info.Mode().IsRegular() {
+		return "-mod=vendor"
+	}
+	return "-mod=readonly"
+}
+
+// env is the whole environment of the go command: nothing of the caller's but extra. The
+// spec's env comes last and may only hold goEnvAllowed.
+func (s *goStep) env(tc goTool, c goCaches, home, tmp string, extra ...string) []string {
 	cgo := "0"
 	if s.g.CGO {
 		cgo = "1"
 	}
-	env = append(env, "CGO_ENABLED="+cgo, "GOOS="+s.platform.OS, "GOARCH="+s.platform.Arch)
+	env := []string{
+		"PATH=" + filepath.Join(tc.Root, "bin") + ":/usr/local/bin:/usr/bin:/bin",
+		"HOME=" + home, "TMPDIR=" + tmp,
+		"GOROOT=" + tc.Root, "GOPATH=" + c.Path, "GOCACHE=" + c.Build, "GOMODCACHE=" + c.Mod,
+		"GOTOOLCHAIN=local", "GOENV=off", "GOWORK=off", "GOFLAGS=" + s.modFlag(),
+		"CGO_ENABLED=" + cgo, "GOOS=" + s.platform.OS, "GOARCH=" + s.platform.Arch,
+	}
 	if s.platform.Arch == "arm" && s.platform.Variant != "" {
 		env = append(env, "GOARM="+strings.TrimPrefix(s.platform.Variant, "v"))
 	}
+	env = append(env, extra...)
 	for _, k := range slices.Sorted(maps.Keys(s.g.Env)) {
 		env = append(env, k+"="+s.g.Env[k])
 	}
@@ -153,7 +292,8 @@ func (s *goStep) args(out string) []string {
 	return append(args, s.g.Package)
 }
 
-// key hashes everything the binary depends on: the toolchain, the flags, and every file
+// key hashes everything the binary depends on: the toolchain's version, the flags and
+// env (the rest of the go command's environment is fixed, see env), and every file
 // of the module (and of modules it replaces with local directories). Dependencies from
 // the module cache are pinned by go.sum, which is part of the module.
 func (s *goStep) key(epoch int64) (string, error) {
@@ -162,18 +302,8 @@ func (s *goStep) key(epoch int64) (string, error) {
 		return "", err
 	}
 	trees := map[string]string{}
-	roots := []string{s.modRoot}
-	if b, err := os.ReadFile(filepath.Join(s.modRoot, "go.mod")); err == nil {
-		if mf, err := modfile.ParseLax("go.mod", b, nil); err == nil {
-			for _, r := range mf.Replace {
-				if r.New.Version == "" && (isRelPackage(r.New.Path) || filepath.IsAbs(r.New.Path)) {
-					roots = append(roots, resolveDir(s.modRoot, r.New.Path))
-				}
-			}
-		}
-	}
-	for _, root := range roots {
-		h, err := hashGoTree(root)
+	for _, root := range s.roots() {
+		h, err := hashGoTree(s.h, root)
 		if err != nil {
 			return "", fmt.Errorf("hashing Go sources in %s: %w", root, err)
 		}
@@ -182,19 +312,34 @@ func (s *goStep) key(epoch int64) (string, error) {
 	}
 	wd, _ := filepath.Rel(s.modRoot, s.g.Dir)
 	return key(map[string]any{
-		"kind":      "go",
-		"epoch":     epoch,
-		"toolchain": tc,
-		"args":      s.args("OUT"),
-		"env":       s.g.Env,
-		"cgo":       s.g.CGO,
-		"platform":  s.platform.String(),
-		"target":    s.target(),
-		"import":    s.importPath(),
-		"wd":        filepath.ToSlash(wd),
-		"trees":     trees,
-		"goflags":   os.Getenv("GOFLAGS"),
+		"kind":     "go",
+		"epoch":    epoch,
+		"go":       tc.Version,
+		"mod":      s.modFlag(),
+		"args":     s.args("OUT"),
+		"env":      s.g.Env,
+		"cgo":      s.g.CGO,
+		"platform": s.platform.String(),
+		"target":   s.target(),
+		"import":   s.importPath(),
+		"wd":       filepath.ToSlash(wd),
+		"trees":    trees,
 	}), nil
+}
+
+// roots are the module's directory and those of the modules it replaces with local ones.
+func (s *goStep) roots() []string {
+	roots := []string{s.modRoot}
+	if b, err := s.h.readFile(filepath.Join(s.modRoot, "go.mod")); err == nil {
+		if mf, err := modfile.Parse("go.mod", b, nil); err == nil { // ParseLax skips replace
+			for _, r := range mf.Replace {
+				if r.New.Version == "" && (isRelPackage(r.New.Path) || filepath.IsAbs(r.New.Path)) {
+					roots = append(roots, resolveDir(s.modRoot, r.New.Path))
+				}
+			}
+		}
+	}
+	return roots
 }
 
 func resolveDir(base, p string) string {
@@ -215,10 +360,11 @@ var goInputExt = map[string]bool{
 // tests), go.mod, go.sum, and files named by //go:embed. It skips the directories the go
 // command ignores (testdata, names starting with "." or "_") and nested modules, so
 // editing a README or a static file that is not embedded rebuilds nothing.
-func hashGoTree(root string) (string, error) {
+func hashGoTree(h *hostFiles, root string) (string, error) {
 	files := map[string]bool{}
 	var embeds []string // patterns, joined to the directory of the file naming them
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	sizes := map[string]int64{}
+	err := h.walkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -228,7 +374,7 @@ func hashGoTree(root string) (string, error) {
 				if name == "testdata" || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") {
 					return filepath.SkipDir
 				}
-				if _, err := os.Stat(filepath.Join(p, "go.mod")); err == nil {
+				if _, err := h.lstat(filepath.Join(p, "go.mod")); err == nil {
 					return filepath.SkipDir
 				}
 			}
@@ -237,14 +383,18 @@ func hashGoTree(root string) (string, error) {
 		if !d.Type().IsRegular() || strings.HasSuffix(name, "_test.go") {
 			return nil
 		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
 		switch {
 		case goInputExt[filepath.Ext(name)]:
-			files[p] = true
+			files[p], sizes[p] = true, info.Size()
 		case name == "go.mod" || name == "go.sum" || name == "go.work" || name == "go.work.sum" || name == "modules.txt":
-			files[p] = true
+			files[p], sizes[p] = true, info.Size()
 		}
 		if filepath.Ext(name) == ".go" {
-			pats, err := embedPatterns(p)
+			pats, err := embedPatterns(h, p)
 			if err != nil {
 				return err
 			}
@@ -258,32 +408,34 @@ func hashGoTree(root string) (string, error) {
 		return "", err
 	}
 	for _, pat := range embeds {
-		matches, _ := filepath.Glob(pat)
+		matches, _ := h.glob(pat)
 		for _, m := range matches {
-			filepath.WalkDir(m, func(p string, d fs.DirEntry, err error) error {
+			h.walkDir(m, func(p string, d fs.DirEntry, err error) error {
 				if err == nil && d.Type().IsRegular() {
-					files[p] = true
+					if info, err := d.Info(); err == nil {
+						files[p], sizes[p] = true, info.Size()
+					}
 				}
 				return nil
 			})
 		}
 	}
-	h := sha256.New()
+	sum := sha256.New()
 	for _, p := range slices.Sorted(maps.Keys(files)) {
-		sum, err := fileSHA256(p)
+		fsum, err := h.sha256(p, sizes[p])
 		if err != nil {
 			return "", err
 		}
 		rel, _ := filepath.Rel(root, p)
-		fmt.Fprintf(h, "%s %s\n", filepath.ToSlash(rel), sum)
+		fmt.Fprintf(sum, "%s %s\n", filepath.ToSlash(rel), fsum)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(sum.Sum(nil)), nil
 }
 
 // embedPatterns returns the patterns of the //go:embed directives in a Go file, without
 // the "all:" prefix. Quoted patterns are unquoted.
-func embedPatterns(path string) ([]string, error) {
-	b, err := os.ReadFile(path)
+func embedPatterns(h *hostFiles, path string) ([]string, error) {
+	b, err := h.readFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -304,19 +456,6 @@ func embedPatterns(path string) ([]string, error) {
 	return pats, nil
 }
 
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
 // BuildError is a go build that failed; Output is what the go command printed.
 type BuildError struct {
 	Package string
@@ -330,33 +469,63 @@ func (e *BuildError) Error() string {
 
 func (e *BuildError) Unwrap() error { return e.Err }
 
-// build runs go build into tmpDir and returns the binary as a layer entry.
-func (s *goStep) build(ctx context.Context, tmpDir string) ([]entry, *goRecord, error) {
-	out, err := os.CreateTemp(tmpDir, "go-build-*")
+// goSandbox is how a sandboxed build runs.
+type goSandbox struct {
+	// caches are the store's: the module cache, filled outside the sandbox and read-only
+	// in it, and the build cache, written in it.
+	caches goCaches
+	// dirs are the host directories the build may read: a confined bake's root; when
+	// empty, the step's directory, its module's and those the module replaces.
+	dirs []string
+}
+
+// build runs go build into tmpDir (in a sandbox when sb is set) and returns the binary
+// as a layer entry.
+func (s *goStep) build(ctx context.Context, tmpDir string, sb *goSandbox) ([]entry, *goRecord, error) {
+	tc, err := goToolchain()
 	if err != nil {
 		return nil, nil, err
 	}
-	out.Close()
-	bin, err := filepath.Abs(out.Name()) // go build runs in the package's directory
+	work, err := os.MkdirTemp(tmpDir, "go-build-*")
 	if err != nil {
 		return nil, nil, err
 	}
-	cmd := exec.CommandContext(ctx, "go", s.args(bin)...)
-	cmd.Dir = s.g.Dir
-	cmd.Env = s.env()
+	defer os.RemoveAll(work)
+	out, home := filepath.Join(work, "out"), filepath.Join(work, "home")
+	for _, d := range []string{out, home} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return nil, nil, err
+		}
+	}
+	bin := filepath.Join(out, "bin") // absolute: go build runs in the package's directory
 	var output bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &output, &output
-	if err := cmd.Run(); err != nil {
-		os.Remove(bin)
+	if sb == nil {
+		c, err := userGoCaches()
+		if err != nil {
+			return nil, nil, err
+		}
+		// The user's HOME, for the git credentials of private modules.
+		cmd := exec.CommandContext(ctx, filepath.Join(tc.Root, "bin", "go"), s.args(bin)...)
+		cmd.Dir = s.g.Dir
+		cmd.Env = s.env(tc, c, os.Getenv("HOME"), os.TempDir(), downloadEnv()...)
+		cmd.Stdout, cmd.Stderr = &output, &output
+		err = cmd.Run()
+	} else {
+		err = s.sandboxed(ctx, tc, sb, home, out, bin, &output)
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
+		var be *BuildError
+		if errors.Is(err, sandbox.ErrUnavailable) || errors.As(err, &be) {
+			return nil, nil, err
+		}
 		return nil, nil, &BuildError{Package: s.g.Package, Output: output.String(), Err: err}
 	}
-	data, err := os.ReadFile(bin)
-	os.Remove(bin)
+	data, err := readOutput(bin)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, &BuildError{Package: s.g.Package, Output: output.String(), Err: err}
 	}
 	if len(data) == 0 {
 		return nil, nil, &BuildError{Package: s.g.Package, Output: output.String(), Err: errors.New("the go command wrote no binary")}
@@ -382,4 +551,83 @@ func (s *goStep) build(ctx context.Context, tmpDir string) ([]entry, *goRecord, 
 		Data:   data,
 		SHA256: hex.EncodeToString(sum[:]),
 	}}, rec, nil
+}
+
+// readOutput reads the binary a build wrote. The build may have been a sandboxed one,
+// which owns the directory: the binary must be a regular file, not a link to one of the
+// host's, and of a sane size.
+func readOutput(bin string) ([]byte, error) {
+	f, err := os.OpenFile(bin, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reading the binary: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() || info.Size() > maxBaseBytes {
+		return nil, fmt.Errorf("the build wrote a %s of %d bytes, not a binary", fileKind(info.Mode()), info.Size())
+	}
+	return io.ReadAll(io.LimitReader(f, info.Size()))
+}
+
+// sandboxed runs the build in a sandbox (see internal/sandbox): modules are downloaded
+// first, outside it (the go command runs no code of theirs to do that); the build then
+// sees the toolchain, the module cache and the sources read-only, writes only the build
+// cache and out, and has no network (GOPROXY=off).
+func (s *goStep) sandboxed(ctx context.Context, tc goTool, sb *goSandbox, home, out, bin string, output *bytes.Buffer) error {
+	goBin := filepath.Join(tc.Root, "bin", "go")
+	if s.modFlag() != "-mod=vendor" {
+		cmd := exec.CommandContext(ctx, goBin, "mod", "download")
+		cmd.Dir = s.modRoot
+		c := goCaches{Mod: sb.caches.Mod, Build: filepath.Join(home, "cache"), Path: filepath.Join(home, "go")}
+		cmd.Env = s.env(tc, c, home, home, downloadEnv()...)
+		var dl bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &dl, &dl
+		if err := cmd.Run(); err != nil {
+			return &BuildError{Package: s.g.Package, Output: "go mod download: " + dl.String(), Err: err}
+		}
+	}
+	for _, d := range []string{out, sb.caches.Build} {
+		if err := sandbox.Own(d); err != nil {
+			return err
+		}
+	}
+	// The caches and out at paths of their own: the sources may hold the state directory
+	// (a local bake's), whose private directories the sandbox's user cannot traverse.
+	const modIn, buildIn, outIn = "/sandbox/gomod", "/sandbox/gocache", "/sandbox/out"
+	mounts := []sandbox.Mount{
+		{Source: tc.Root},
+		{Source: sb.caches.Mod, Target: modIn},
+		{Source: sb.caches.Build, Target: buildIn, Writable: true},
+		{Source: out, Target: outIn, Writable: true},
+	}
+	dirs := sb.dirs
+	if len(dirs) == 0 {
+		dirs = append([]string{s.g.Dir}, s.roots()...)
+	}
+	for _, d := range dirs {
+		mounts = append(mounts, sandbox.Mount{Source: d})
+	}
+	if s.g.CGO { // the C toolchain
+		for _, d := range []string{"/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/etc/ld.so.cache", "/etc/alternatives"} {
+			if _, err := os.Lstat(d); err == nil {
+				mounts = append(mounts, sandbox.Mount{Source: d})
+			}
+		}
+	}
+	c := goCaches{Mod: modIn, Build: buildIn, Path: "/tmp/go"}
+	err := sandbox.Run(ctx, &sandbox.Command{
+		Path:   goBin,
+		Args:   append([]string{"go"}, s.args(path.Join(outIn, filepath.Base(bin)))...),
+		Env:    s.env(tc, c, "/tmp", "/tmp", "GOPROXY=off"),
+		Dir:    s.g.Dir,
+		Mounts: mounts,
+		Stdout: output, Stderr: output,
+	})
+	if errors.Is(err, sandbox.ErrUnavailable) {
+		return fmt.Errorf("this bake builds Go only in a sandbox, and none can be made here: %w", err)
+	}
+	return err
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"sort"
 	"strings"
@@ -26,17 +25,14 @@ type entry struct {
 	Size     int64
 	Link     string                        // symlink target
 	Data     []byte                        // content, if not opened from disk
-	Source   string                        // file on disk to read content from
 	SHA256   string                        // hex digest of the content, for the cache key and the SBOM
-	open     func() (io.ReadCloser, error) // overrides Data and Source
+	open     func() (io.ReadCloser, error) // the file on disk to read content from; overrides Data
 }
 
 func (e *entry) reader() (io.ReadCloser, error) {
 	switch {
 	case e.open != nil:
 		return e.open()
-	case e.Source != "":
-		return os.Open(e.Source)
 	default:
 		return io.NopCloser(strings.NewReader(string(e.Data))), nil
 	}

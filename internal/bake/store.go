@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -68,12 +69,15 @@ func OpenStore(stateDir string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{root: stateDir, dir: filepath.Join(stateDir, "images")}
-	if err := os.MkdirAll(filepath.Join(s.dir, "blobs", "sha256"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(s.dir, "blobs", "sha256"), 0o700); err != nil {
 		return nil, fmt.Errorf("creating image store: %w", err)
+	}
+	if err := s.restrict(); err != nil {
+		return nil, fmt.Errorf("restricting the image store's permissions: %w", err)
 	}
 	layoutFile := filepath.Join(s.dir, "oci-layout")
 	if _, err := os.Stat(layoutFile); os.IsNotExist(err) {
-		if err := atomicfile.Write(layoutFile, []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
+		if err := atomicfile.Write(layoutFile, []byte(`{"imageLayoutVersion":"1.0.0"}`), filePerm); err != nil {
 			return nil, fmt.Errorf("creating image store: %w", err)
 		}
 	}
@@ -83,6 +87,77 @@ func OpenStore(stateDir string) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// The store's directories and files are its owner's only: a layer holds the files of an
+// image with their in-image modes, and a 0600 file copied into an image must not become
+// readable by every user of the host through the store.
+const (
+	dirPerm  os.FileMode = 0o700
+	filePerm os.FileMode = 0o600
+)
+
+// restrict fixes a store made by an older kiln, whose blobs were 0644: it walks the
+// store's directories once, when their top is not yet dirPerm, and sets that top last,
+// so an interrupted fix is redone at the next open.
+func (s *Store) restrict() error {
+	for p, perm := range map[string]os.FileMode{"lock": filePerm, "cache": dirPerm} {
+		if err := os.Chmod(filepath.Join(s.root, p), perm); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	for _, top := range []string{s.dir, filepath.Join(s.root, "cache", "layers"), filepath.Join(s.root, "tmp")} {
+		info, err := os.Lstat(top)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if info.Mode().Perm() == dirPerm {
+			continue
+		}
+		err = filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+			switch {
+			case err != nil:
+				return err
+			case p == top:
+				return nil
+			case d.IsDir():
+				return os.Chmod(p, dirPerm)
+			case d.Type().IsRegular():
+				return os.Chmod(p, filePerm)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := os.Chmod(top, dirPerm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// goCacheDirs are the go command's caches for sandboxed builds, in the state directory:
+// never the caller's own, which a sandboxed build must not write.
+func (s *Store) goCacheDirs() goCaches {
+	d := filepath.Join(s.root, "cache", "go")
+	return goCaches{Mod: filepath.Join(d, "mod"), Build: filepath.Join(d, "build"), Path: filepath.Join(d, "path")}
+}
+
+// goCaches creates the sandboxed builds' caches. The module cache is read by the
+// sandbox's user, so it is not dirPerm; the state directory above keeps others out.
+func (s *Store) goCaches() error {
+	c := s.goCacheDirs()
+	if err := os.MkdirAll(c.Mod, 0o755); err != nil {
+		return fmt.Errorf("creating the Go module cache: %w", err)
+	}
+	if err := os.MkdirAll(c.Build, dirPerm); err != nil {
+		return fmt.Errorf("creating the Go build cache: %w", err)
+	}
+	return nil
 }
 
 // Dir is the OCI image layout directory.
@@ -166,7 +241,7 @@ func (w *blobWriter) Commit(want v1.Hash) (v1.Hash, int64, error) {
 		w.f.Close()
 		return got, w.n, fmt.Errorf("blob content has digest %s, expected %s", got, want)
 	}
-	if err := w.f.Chmod(0o644); err != nil { // CreateTemp made it 0600; blobs are public
+	if err := w.f.Chmod(filePerm); err != nil {
 		w.f.Close()
 		return got, w.n, err
 	}
@@ -282,7 +357,7 @@ func (s *Store) writeIndex(idx *v1.IndexManifest) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(filepath.Join(s.dir, "index.json"), append(b, '\n'), 0o644)
+	return atomicfile.Write(filepath.Join(s.dir, "index.json"), append(b, '\n'), filePerm)
 }
 
 // record makes desc the current image of name. Earlier bakes of the name stay in the

@@ -16,7 +16,7 @@ const module = "github.com/kiln-build/kiln"
 // names a concrete driver; plan does no I/O and imports only driver; nothing imports the
 // CLI.
 var allowed = map[string][]string{
-	"cmd/kiln":        {"internal/cli"},
+	"cmd/kiln":        {"internal/cli", "internal/sandbox"},
 	"internal/cli":    {"internal/spec", "internal/bake", "internal/atomicfile", "internal/api", "internal/engine", "internal/server", "internal/store", "internal/statedir", "internal/secret", "internal/driver/docker"},
 	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/httpguard", "internal/plan", "internal/store", "internal/driver/simdriver"},
 	// The dashboard's tests run it behind the real server (which imports it), on the
@@ -25,7 +25,7 @@ var allowed = map[string][]string{
 	"internal/driver/simdriver":  {"internal/driver"},
 	"internal/engine":            {"internal/api", "internal/secret", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/proxy", "internal/rollout", "internal/spec", "internal/store"},
 	"internal/rollout":           {"internal/driver", "internal/plan", "internal/spec"},
-	"internal/bake":              {"internal/spec", "internal/atomicfile"},
+	"internal/bake":              {"internal/spec", "internal/atomicfile", "internal/sandbox"},
 	"internal/plan":              {"internal/driver"},
 	"internal/driver/docker":     {"internal/driver", "internal/driver/drivertest"},
 	"internal/driver/drivertest": {"internal/driver"},
@@ -39,6 +39,7 @@ var allowed = map[string][]string{
 	"internal/atomicfile":        {},
 	"internal/statedir":          {},
 	"internal/secret":            {"internal/atomicfile"},
+	"internal/sandbox":           {},
 	"internal/depcheck":          {},
 	"test/e2e":                   {},
 }
