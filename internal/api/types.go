@@ -19,12 +19,16 @@ type Service struct {
 	SecretFiles map[string]SecretValue `json:"secret_files,omitempty"`
 	// User runs the servers as "uid[:gid]"; "" means the image's user, or 65532 when
 	// the image names none.
-	User      string    `json:"user,omitempty"`
-	Writable  []string  `json:"writable,omitempty"`
-	Resources Resources `json:"resources"`
-	Health    Health    `json:"health"`
-	Update    Update    `json:"update"`
-	Drift     string    `json:"drift,omitempty"` // "replace" (default) or "report"
+	User string `json:"user,omitempty"`
+	// Init, StopSignal and StopTimeout: see spec.Service.
+	Init        bool          `json:"init,omitempty"`
+	StopSignal  string        `json:"stop_signal,omitempty"`
+	StopTimeout time.Duration `json:"stop_timeout,omitempty"`
+	Writable    []string      `json:"writable,omitempty"`
+	Resources   Resources     `json:"resources"`
+	Health      Health        `json:"health"`
+	Update      Update        `json:"update"`
+	Drift       string        `json:"drift,omitempty"` // "replace" (default) or "report"
 }
 
 // SecretValue is one secret of a service. A client sends Template (the spec's value,

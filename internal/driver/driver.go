@@ -106,6 +106,13 @@ type ServerSpec struct {
 	// User is the uid[:gid] the server runs as; never empty (the caller picks the
 	// image's user, or 65532).
 	User string `json:"user,omitempty"`
+	// Init runs a minimal init as PID 1 that forwards signals to the server's process
+	// and reaps its children. StopSignal asks the server to stop ("" is the image's,
+	// else SIGTERM); Destroy waits StopTimeout (the driver's default when 0) before
+	// killing it.
+	Init        bool          `json:"init,omitempty"`
+	StopSignal  string        `json:"stop_signal,omitempty"`
+	StopTimeout time.Duration `json:"stop_timeout,omitempty"`
 	// Port is the TCP port the server listens on; the driver makes it reachable on a
 	// loopback address, given in Server.Address.
 	Port int `json:"port"`

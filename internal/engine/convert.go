@@ -11,6 +11,7 @@ func ServiceFromSpec(s *spec.Service) api.Service {
 	return api.Service{
 		Name: s.Name, Replicas: s.Replicas, Port: s.Port, Listen: s.Listen, Drift: s.Drift,
 		Command: s.Command, Args: s.Args, Env: s.Env, Writable: s.Writable, User: s.User,
+		Init: s.Init, StopSignal: s.StopSignal, StopTimeout: s.StopTimeout,
 		SecretEnv: templates(s.SecretEnv), SecretFiles: templates(s.SecretFiles),
 		Resources: api.Resources{CPUs: s.Resources.CPUs, MemoryBytes: s.Resources.MemoryBytes, PIDs: s.Resources.PIDs},
 		Health: api.Health{HTTP: s.Health.HTTP, TCP: s.Health.TCP, Interval: s.Health.Interval, Timeout: s.Health.Timeout,

@@ -86,7 +86,7 @@ func (e *Engine) serverSpec(svc api.Service, revision int64) (driver.ServerSpec,
 	s := driver.ServerSpec{
 		Project: e.opts.Project, Service: svc.Name, Revision: revision, Image: svc.Image,
 		Command: svc.Command, Args: svc.Args, Env: maps.Clone(svc.Env), Port: svc.Port, Writable: svc.Writable,
-		User:      svc.User,
+		User: svc.User, Init: svc.Init, StopSignal: svc.StopSignal, StopTimeout: svc.StopTimeout,
 		Resources: driver.Resources{CPUs: svc.Resources.CPUs, MemoryBytes: svc.Resources.MemoryBytes, PIDs: svc.Resources.PIDs},
 	}
 	open := func(sv api.SecretValue) ([]byte, error) {

@@ -31,11 +31,18 @@ type Service struct {
 	SecretFiles map[string]string
 	// User runs the servers as "uid[:gid]"; "" runs them as the image's user, or as
 	// 65532 when the image names none.
-	User      string
-	Writable  []string
-	Resources Resources
-	Health    Health
-	Update    Update
+	User string
+	// Init runs a minimal init as PID 1 that forwards signals to the server's process
+	// and reaps its children: for programs that ignore SIGTERM as PID 1.
+	Init bool
+	// StopSignal asks the server to stop ("" is the image's, else SIGTERM);
+	// StopTimeout is how long it has before it is killed.
+	StopSignal  string
+	StopTimeout time.Duration
+	Writable    []string
+	Resources   Resources
+	Health      Health
+	Update      Update
 	// Drift is what the controller does when a server no longer matches its spec:
 	// DriftReplace (the default) or DriftReport.
 	Drift     string
@@ -113,6 +120,9 @@ var serviceSchema = &hcl.BodySchema{
 		{Name: "writable"},
 		{Name: "secret_files"},
 		{Name: "user"},
+		{Name: "init"},
+		{Name: "stop_signal"},
+		{Name: "stop_timeout"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "resources"}, {Type: "health"}, {Type: "update"}, {Type: "drift"}},
 }
@@ -142,7 +152,7 @@ func (d *decoder) service(b *hcl.Block) *Service {
 	d.add(diags)
 	a := content.Attributes
 	s := &Service{
-		Name: b.Labels[0], Replicas: 1, DeclRange: b.DefRange,
+		Name: b.Labels[0], Replicas: 1, DeclRange: b.DefRange, StopTimeout: DefaultStopTimeout,
 		Resources: DefaultResources, Health: DefaultHealth, Update: DefaultUpdate, Drift: DriftReplace,
 	}
 	if attr, ok := a["image"]; ok {
@@ -179,6 +189,21 @@ func (d *decoder) service(b *hcl.Block) *Service {
 		s.SecretFiles = map[string]string{}
 		for p, v := range secret {
 			s.SecretFiles[d.absPath(a["secret_files"].Expr.Range(), "secret file path", p)] = v
+		}
+	}
+	s.Init = d.boolean(a, "init")
+	if sig, ok := d.str(a, "stop_signal"); ok {
+		if n := strings.TrimPrefix(strings.ToUpper(sig), "SIG"); !stopSignals[n] {
+			d.errorf(a["stop_signal"].Expr.Range().Ptr(), "Invalid stop signal", "stop_signal = %q: use a signal name such as \"SIGTERM\", \"SIGINT\", \"SIGQUIT\", \"SIGHUP\", \"SIGUSR1\" or \"SIGWINCH\".", sig)
+		} else {
+			s.StopSignal = "SIG" + n
+		}
+	}
+	if v, ok := d.duration(a, "stop_timeout", 0); ok {
+		if v > 10*time.Minute {
+			d.errorf(a["stop_timeout"].Expr.Range().Ptr(), "Invalid stop timeout", "stop_timeout = %q: at most 10m.", v)
+		} else {
+			s.StopTimeout = v
 		}
 	}
 	if u, ok := d.str(a, "user"); ok {
@@ -389,6 +414,12 @@ func (d *decoder) checkServices(cfg *Config) {
 		listens[s.Listen] = s.Name
 	}
 }
+
+// DefaultStopTimeout is how long a server has to stop before it is killed, as Docker's.
+const DefaultStopTimeout = 10 * time.Second
+
+// stopSignals are the signals a server may be asked to stop with.
+var stopSignals = map[string]bool{"TERM": true, "INT": true, "QUIT": true, "HUP": true, "USR1": true, "USR2": true, "WINCH": true, "KILL": true}
 
 func isUint(s string) bool {
 	_, err := strconv.ParseUint(s, 10, 32)

@@ -195,6 +195,8 @@ func (d *Driver) createOptions(spec driver.ServerSpec, tag, runAs, netName strin
 		Config: &container.Config{
 			Image:        tag,
 			User:         runAs,
+			StopSignal:   spec.StopSignal,
+			StopTimeout:  stopTimeout(spec),
 			Entrypoint:   spec.Command,
 			Cmd:          spec.Args,
 			Env:          env,
@@ -212,6 +214,7 @@ func (d *Driver) createOptions(spec driver.ServerSpec, tag, runAs, netName strin
 		},
 		HostConfig: &container.HostConfig{
 			NetworkMode: container.NetworkMode(netName),
+			Init:        initFlag(spec.Init),
 			// Published on loopback only, on a port the engine picks.
 			PortBindings:   network.PortMap{port: {{HostIP: loopback, HostPort: ""}}},
 			RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled}, // kiln replaces failed servers
@@ -250,6 +253,23 @@ func validate(spec driver.ServerSpec) error {
 
 func nanoCPUs(cpus float64) int64 { return int64(math.Round(cpus * 1e9)) }
 
+// stopTimeout is the spec's stop timeout in whole seconds (rounded up), nil for the
+// driver's default.
+func stopTimeout(spec driver.ServerSpec) *int {
+	if spec.StopTimeout <= 0 {
+		return nil
+	}
+	n := int(math.Ceil(spec.StopTimeout.Seconds()))
+	return &n
+}
+
+func initFlag(on bool) *bool {
+	if !on {
+		return nil
+	}
+	return &on
+}
+
 // Destroy stops the container (SIGTERM, then SIGKILL after Options.StopTimeout) and
 // removes it with its anonymous volumes. It refuses containers kiln did not create.
 func (d *Driver) Destroy(ctx context.Context, id driver.ServerID) error {
@@ -263,7 +283,11 @@ func (d *Driver) Destroy(ctx context.Context, id driver.ServerID) error {
 	if res.Container.Config == nil || res.Container.Config.Labels[LabelManaged] != "true" {
 		return fmt.Errorf("destroying %s: %w", id, errNotManaged)
 	}
+	// The server's own stop timeout, as it was created with.
 	timeout := int(math.Ceil(d.opts.StopTimeout.Seconds()))
+	if c := res.Container.Config; c.StopTimeout != nil {
+		timeout = *c.StopTimeout
+	}
 	if _, err := d.cli.ContainerStop(ctx, string(id), client.ContainerStopOptions{Timeout: &timeout}); err != nil && !isNotFound(err) {
 		return fmt.Errorf("destroying %s: stopping: %w", id, d.check(err))
 	}
