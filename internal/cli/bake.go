@@ -93,7 +93,7 @@ func runBake(cmd *cobra.Command, g *globals, o bakeOptions, names []string) erro
 	if o.asJSON {
 		prog = newProgress(g.stdout, true, images)
 	}
-	baker, err := bake.NewBaker(store, bake.Options{Source: src, Progress: prog.event})
+	baker, err := bake.NewBaker(store, g.bakeOptions(cfg, src, prog.event))
 	if err != nil {
 		prog.stop()
 		return err

@@ -79,7 +79,7 @@ func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Wri
 			return nil, err
 		}
 		prog := newProgress(progressTo, false, images)
-		baker, err := bake.NewBaker(store, bake.Options{Source: src, Progress: prog.event})
+		baker, err := bake.NewBaker(store, g.bakeOptions(cfg, src, prog.event))
 		if err != nil {
 			unlock()
 			return nil, err

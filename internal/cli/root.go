@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/spec"
 	"github.com/kiln-build/kiln/internal/statedir"
 )
@@ -30,6 +31,9 @@ type globals struct {
 	stateDir string
 	vars     []string
 	noColor  bool
+	// confine reads the spec as a pipeline reads a commit's: every path inside the
+	// spec's directory, Go builds in the sandbox.
+	confine bool
 
 	stdin          io.Reader
 	stdout, stderr io.Writer
@@ -86,6 +90,7 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 	pf.StringVar(&g.file, "file", "", "the spec `FILE` (default: kiln.hcl, else kiln.hcl.json)")
 	pf.StringVar(&g.stateDir, "state-dir", "", "kiln's state `DIR` (default: .kiln next to the spec)")
 	pf.BoolVar(&g.noColor, "no-color", false, "do not color output")
+	pf.BoolVar(&g.confine, "confine", false, "treat the spec as untrusted, as a pipeline treats a commit's: paths only inside its directory, Go builds sandboxed")
 	root.AddCommand(
 		newVersionCmd(g),
 		newValidateCmd(g),
@@ -177,7 +182,7 @@ func (g *globals) loadSpec() (*spec.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, diags := spec.Load(path, spec.Options{Vars: vars})
+	cfg, diags := spec.Load(path, spec.Options{Vars: vars, Confine: g.confine})
 	if len(diags) > 0 {
 		g.printDiags(cfg.Files, diags)
 	}
@@ -219,4 +224,14 @@ func (g *globals) state(cfg *spec.Config) (string, error) {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// bakeOptions are the options of a bake of cfg: confined to the spec's directory with
+// --confine.
+func (g *globals) bakeOptions(cfg *spec.Config, src bake.SourceInfo, progress func(bake.Event)) bake.Options {
+	opts := bake.Options{Source: src, Progress: progress}
+	if g.confine {
+		opts.Confine, opts.Root = true, cfg.Dir
+	}
+	return opts
 }

@@ -30,7 +30,7 @@ missing source files. It reports all problems at once, each with its file:line:c
 			if err != nil {
 				return err
 			}
-			cfg, diags := spec.Load(path, spec.Options{Vars: vars})
+			cfg, diags := spec.Load(path, spec.Options{Vars: vars, Confine: g.confine})
 			if asJSON {
 				if err := spec.WriteJSON(g.stdout, cfg.Files, diags); err != nil {
 					return err

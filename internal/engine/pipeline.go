@@ -444,7 +444,7 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 		return nil, err
 	}
 	defer unlock()
-	baker, err := bake.NewBaker(e.opts.Images, bake.Options{Source: src, Progress: func(ev bake.Event) {
+	baker, err := bake.NewBaker(e.opts.Images, bake.Options{Source: src, Confine: true, Root: dir, Progress: func(ev bake.Event) {
 		if ev.Step != "" && ev.State != bake.StateStart {
 			fmt.Fprintf(log, "%s: %s (%s)\n", ev.Image, ev.Step, ev.State)
 		}
