@@ -66,6 +66,7 @@ type Health struct {
 	StartPeriod        time.Duration `json:"start_period"`
 	HealthyThreshold   int           `json:"healthy_threshold"`
 	UnhealthyThreshold int           `json:"unhealthy_threshold"`
+	FailureThreshold   int           `json:"failure_threshold,omitempty"`
 }
 
 type Update struct {

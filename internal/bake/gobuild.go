@@ -594,6 +594,10 @@ func (s *goStep) sandboxed(ctx context.Context, tc goTool, sb *goSandbox, home, 
 			return err
 		}
 	}
+	// Downloaded by root under the daemon's umask (077): the sandbox's user reads it.
+	if err := sandbox.OwnTree(sb.caches.Mod); err != nil {
+		return fmt.Errorf("the module cache: %w", err)
+	}
 	// The caches and out at paths of their own: the sources may hold the state directory
 	// (a local bake's), whose private directories the sandbox's user cannot traverse.
 	const modIn, buildIn, outIn = "/sandbox/gomod", "/sandbox/gocache", "/sandbox/out"

@@ -23,7 +23,7 @@ var allowed = map[string][]string{
 	// simulated driver.
 	"internal/dashboard":         {"internal/api", "internal/engine", "internal/store", "internal/server", "internal/driver/simdriver", "internal/bake", "internal/spec"},
 	"internal/driver/simdriver":  {"internal/driver"},
-	"internal/engine":            {"internal/api", "internal/secret", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/proxy", "internal/rollout", "internal/spec", "internal/store"},
+	"internal/engine":            {"internal/api", "internal/secret", "internal/sandbox", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/proxy", "internal/rollout", "internal/spec", "internal/store"},
 	"internal/rollout":           {"internal/driver", "internal/plan", "internal/spec"},
 	"internal/bake":              {"internal/spec", "internal/atomicfile", "internal/sandbox"},
 	"internal/plan":              {"internal/driver"},

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -75,6 +76,31 @@ const (
 	DriftConfig DriftKind = "config" // image, command, env, limits or labels no longer match
 	DriftExec   DriftKind = "exec"   // a process was started in the server from outside
 )
+
+// Waiter is implemented by drivers that can tell when a server's process ends. Wait
+// blocks until server id is not running (at once if it already is not) or ctx ends,
+// and returns how its process ended. ErrNotFound if the server is gone.
+type Waiter interface {
+	Wait(ctx context.Context, id ServerID) (Exit, error)
+}
+
+// Exit is how a server's process ended.
+type Exit struct {
+	Code      int    `json:"code"`
+	OOMKilled bool   `json:"oom_killed,omitempty"`
+	Error     string `json:"error,omitempty"` // the runtime's own explanation, if any
+}
+
+func (x Exit) String() string {
+	s := fmt.Sprintf("exit code %d", x.Code)
+	if x.OOMKilled {
+		s += ", killed for using more than its memory limit"
+	}
+	if x.Error != "" {
+		s += ": " + x.Error
+	}
+	return s
+}
 
 // Logger is implemented by drivers that can return what a server prints.
 type Logger interface {

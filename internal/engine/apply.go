@@ -35,17 +35,21 @@ func (e *Engine) Plan(ctx context.Context, req api.PlanRequest) (plan.Plan, erro
 	for _, svc := range services {
 		owned[svc.Name] = true
 		rev := int64(1)
+		var settings []string
 		if sv, err := e.opts.State.Service(ctx, svc.Name); err == nil {
 			rev = sv.Current
 			if cur, err := e.opts.State.Revision(ctx, svc.Name, sv.Current); err == nil && !sameService(cur, svc) {
 				rev = e.nextRevision(ctx, svc.Name)
+				if old, err := decodeService(cur); err == nil {
+					settings = settingChanges(old, svc)
+				}
 			}
 		}
 		spec, err := e.plannedSpec(svc, rev)
 		if err != nil {
 			return plan.Plan{}, err
 		}
-		desired = append(desired, plan.Desired{Service: svc.Name, Revision: rev, Spec: spec, Replicas: svc.Replicas})
+		desired = append(desired, plan.Desired{Service: svc.Name, Revision: rev, Spec: spec, Replicas: svc.Replicas, Settings: settings})
 	}
 	if req.Prune {
 		services, err := e.opts.State.Services(ctx)

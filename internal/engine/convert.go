@@ -15,7 +15,8 @@ func ServiceFromSpec(s *spec.Service) api.Service {
 		SecretEnv: templates(s.SecretEnv), SecretFiles: templates(s.SecretFiles),
 		Resources: api.Resources{CPUs: s.Resources.CPUs, MemoryBytes: s.Resources.MemoryBytes, PIDs: s.Resources.PIDs},
 		Health: api.Health{HTTP: s.Health.HTTP, TCP: s.Health.TCP, Interval: s.Health.Interval, Timeout: s.Health.Timeout,
-			StartPeriod: s.Health.StartPeriod, HealthyThreshold: s.Health.HealthyThreshold, UnhealthyThreshold: s.Health.UnhealthyThreshold},
+			StartPeriod: s.Health.StartPeriod, HealthyThreshold: s.Health.HealthyThreshold, UnhealthyThreshold: s.Health.UnhealthyThreshold,
+			FailureThreshold: s.Health.FailureThreshold},
 		Update: api.Update{Strategy: s.Update.Strategy, MaxSurge: s.Update.MaxSurge, MaxUnavailable: s.Update.MaxUnavailable,
 			MinHealthy: s.Update.MinHealthy, ProgressDeadline: s.Update.ProgressDeadline, AutoRollback: s.Update.AutoRollback, KeepOld: s.Update.KeepOld},
 	}

@@ -229,10 +229,27 @@ func (e *Engine) door(ctx context.Context, svc api.Service) (*door, error) {
 	return d, nil
 }
 
-func (e *Engine) healthy(ctx context.Context, t rollout.Target, addr string) error {
+// healthy is the health gate of server s (see rollout.Executor.Healthy). A server whose
+// process exits fails it at once, with its exit code and last lines of output; one
+// that answers its check with a failure FailureThreshold times in a row, too.
+func (e *Engine) healthy(ctx context.Context, t rollout.Target, s driver.Server) error {
 	h := t.Health
-	check := health.Check{HTTPPath: h.HTTP, TCP: h.TCP, Timeout: h.Timeout}
-	err := health.WaitHealthy(ctx, addr, check, h.Interval, t.Settings.MinHealthy, h.StartPeriod, h.HealthyThreshold)
+	check := health.Check{HTTPPath: h.HTTP, TCP: h.TCP, Timeout: h.Timeout, FailAfter: h.FailureThreshold}
+	gctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if w, ok := e.opts.Driver.(driver.Waiter); ok && s.ID != "" {
+		go func() {
+			x, err := w.Wait(gctx, s.ID)
+			if err == nil {
+				cancel(e.exited(ctx, s, x))
+			}
+		}()
+	}
+	err := health.WaitHealthy(gctx, s.Address, check, h.Interval, t.Settings.MinHealthy, h.StartPeriod, h.HealthyThreshold)
+	var exit *ExitError
+	if cause := context.Cause(gctx); errors.As(cause, &exit) && ctx.Err() == nil {
+		return exit
+	}
 	if err == nil {
 		// The monitor checks the server with the check it passed, not with that of a
 		// revision being rolled out (which may differ, or be the reason it fails).
@@ -240,7 +257,7 @@ func (e *Engine) healthy(ctx context.Context, t rollout.Target, addr string) err
 		d := e.doors[t.Service]
 		e.mu.Unlock()
 		if d != nil {
-			d.passed(addr, h)
+			d.passed(s.Address, h)
 		}
 	}
 	return err
@@ -309,6 +326,7 @@ func (e *Engine) target(svc api.Service, revision int64) (rollout.Target, error)
 		Health: spec.Health{
 			HTTP: svc.Health.HTTP, TCP: svc.Health.TCP, Interval: svc.Health.Interval, Timeout: svc.Health.Timeout,
 			StartPeriod: svc.Health.StartPeriod, HealthyThreshold: svc.Health.HealthyThreshold, UnhealthyThreshold: svc.Health.UnhealthyThreshold,
+			FailureThreshold: svc.Health.FailureThreshold,
 		},
 	}, nil
 }

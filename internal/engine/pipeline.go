@@ -32,6 +32,7 @@ import (
 	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/driver"
 	"github.com/kiln-build/kiln/internal/health"
+	"github.com/kiln-build/kiln/internal/sandbox"
 	"github.com/kiln-build/kiln/internal/spec"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -404,11 +405,18 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 	if err != nil {
 		return nil, err
 	}
+	if dir, err = filepath.Abs(dir); err != nil { // the bake is confined to it, by absolute path
+		return nil, err
+	}
 	defer os.RemoveAll(dir)
 	w.gitMu.Lock()
 	commit, err := e.checkout(def, run.Commit, dir)
 	w.gitMu.Unlock()
 	if err != nil {
+		return nil, fmt.Errorf("checking out %s: %w", shortSHA(run.Commit), err)
+	}
+	// Written under the daemon's umask (077): the sandboxed build's user must read it.
+	if err := sandbox.OwnTree(dir); err != nil {
 		return nil, fmt.Errorf("checking out %s: %w", shortSHA(run.Commit), err)
 	}
 	fmt.Fprintf(log, "checked out %s into a clean directory\n", shortSHA(run.Commit))

@@ -2,12 +2,17 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
 
 // DefaultInterval is the time between probes when WaitHealthy is given none.
 const DefaultInterval = time.Second
+
+// ErrDefinitive means the server answered its health check, and said it was not
+// healthy, Check.FailAfter times in a row.
+var ErrDefinitive = errors.New("the server answers its health check with a failure")
 
 // StartInterval is the time between probes until a server has passed its first one:
 // a server that is not listening yet costs a few milliseconds, not a whole interval
@@ -20,6 +25,10 @@ const StartInterval = 50 * time.Millisecond
 // probe has kept passing for minHealthy after that. A failed probe starts the count over,
 // except within startPeriod of the call: a server still starting may fail, and those
 // failures are ignored (they neither count nor break a run of passes).
+//
+// With c.FailAfter, that many definitive answers in a row after startPeriod (the server
+// answers, and says it is not healthy) end the wait at once with an error wrapping
+// ErrDefinitive.
 //
 // WaitHealthy has no deadline of its own: the caller bounds it with ctx (the progress
 // deadline). When ctx ends it returns an error wrapping ctx's error and, if a probe
@@ -37,6 +46,7 @@ func WaitHealthy(ctx context.Context, addr string, c Check, interval, minHealthy
 	start := time.Now()
 	var (
 		passes     int       // probes passed in a row
+		definitive int       // definitive answers in a row
 		healthyAt  time.Time // when passes reached healthyThreshold; zero before
 		lastErr    error     // the last failed probe, for the final error
 		lastPassed time.Time // when a probe last passed; zero before the first
@@ -62,7 +72,7 @@ func WaitHealthy(ctx context.Context, addr string, c Check, interval, minHealthy
 		now := time.Now()
 		switch {
 		case err == nil:
-			passes++
+			passes, definitive = passes+1, 0
 			if passes == healthyThreshold {
 				healthyAt = now
 			}
@@ -71,6 +81,12 @@ func WaitHealthy(ctx context.Context, addr string, c Check, interval, minHealthy
 		default:
 			lastErr = err
 			passes, healthyAt = 0, time.Time{}
+			if definitive++; !IsDefinitive(err) {
+				definitive = 0
+			}
+			if c.FailAfter > 0 && definitive >= c.FailAfter {
+				return fmt.Errorf("%w: %w, %d times in a row", ErrDefinitive, err, definitive)
+			}
 		}
 		if err == nil && !healthyAt.IsZero() && now.Sub(healthyAt) >= minHealthy {
 			return nil

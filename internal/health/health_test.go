@@ -279,3 +279,46 @@ func TestWaitHealthyTCPRefused(t *testing.T) {
 		t.Errorf("got %v, want %s", err, want)
 	}
 }
+
+// A server that answers 404 FailAfter times in a row fails the gate at once, with the
+// answer; one that answers 503 once between passes, or whose failures are refusals (it
+// is not up yet), waits for its deadline as before.
+func TestWaitHealthyDefinitiveAnswers(t *testing.T) {
+	addr := server(t, fixed(404))
+	check := Check{HTTPPath: "/nope", Timeout: time.Second, FailAfter: 3}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	err := WaitHealthy(ctx, addr, check, 10*time.Millisecond, 0, 0, 1)
+	if !errors.Is(err, ErrDefinitive) || !strings.Contains(err.Error(), "status 404, 3 times in a row") {
+		t.Fatalf("WaitHealthy = %v, want ErrDefinitive after 3 answers", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("it waited for the deadline")
+	}
+
+	// Within the start period answers do not count.
+	sctx, scancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer scancel()
+	if err := WaitHealthy(sctx, addr, check, 10*time.Millisecond, 0, time.Hour, 1); errors.Is(err, ErrDefinitive) {
+		t.Errorf("answers within the start period counted: %v", err)
+	}
+
+	var n atomic.Int64
+	flaky := server(t, func() int {
+		if n.Add(1)%2 == 0 {
+			return 503
+		}
+		return 200
+	})
+	fctx, fcancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer fcancel()
+	if err := WaitHealthy(fctx, flaky, Check{HTTPPath: "/healthz", FailAfter: 2}, 10*time.Millisecond, time.Hour, 0, 1); errors.Is(err, ErrDefinitive) {
+		t.Errorf("failures that are not in a row counted: %v", err)
+	}
+
+	rctx, rcancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer rcancel()
+	if err := WaitHealthy(rctx, refusedAddr(t), Check{HTTPPath: "/healthz", FailAfter: 1}, 10*time.Millisecond, 0, 0, 1); errors.Is(err, ErrDefinitive) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("refused connections counted as answers: %v", err)
+	}
+}

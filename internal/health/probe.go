@@ -22,6 +22,17 @@ type Check struct {
 	HTTPPath string        // e.g. "/healthz"; healthy if it answers 2xx or 3xx
 	TCP      bool          // healthy if a connection can be opened
 	Timeout  time.Duration // per probe; DefaultTimeout if zero
+	// FailAfter makes WaitHealthy give up after this many definitive answers in a row
+	// (see IsDefinitive) instead of waiting for its deadline; 0 never gives up.
+	FailAfter int
+}
+
+// IsDefinitive reports whether a probe's error is the server's own answer that it is
+// not healthy (an HTTP status of 400 or more), rather than a failure to reach it: a
+// server that answers 404 is up, and will go on answering 404.
+func IsDefinitive(err error) bool {
+	var s statusError
+	return errors.As(err, &s) && int(s) >= 400
 }
 
 // ErrInvalidCheck means a Check sets both or neither of HTTPPath and TCP.

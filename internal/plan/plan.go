@@ -16,6 +16,11 @@ type Desired struct {
 	Revision int64
 	Spec     driver.ServerSpec
 	Replicas int
+	// Settings are the changes to the service's settings that are not part of its
+	// servers' spec (its front door, health check, update and drift settings), as
+	// "listen 127.0.0.1:8090 → 127.0.0.1:8093": applying them changes no server, yet
+	// they are changes.
+	Settings []string
 }
 
 // Action is what happens to one server.
@@ -43,6 +48,8 @@ type Service struct {
 	// Keep are the servers that already match the spec and stay.
 	Keep    []driver.Server
 	Changes []Change
+	// Settings are the service's setting changes (see Desired.Settings).
+	Settings []string
 }
 
 // Count returns how many changes have action a.
@@ -64,11 +71,20 @@ type Plan struct {
 // HasChanges reports whether applying the plan would do anything.
 func (p Plan) HasChanges() bool {
 	for _, s := range p.Services {
-		if len(s.Changes) > 0 {
+		if len(s.Changes) > 0 || len(s.Settings) > 0 {
 			return true
 		}
 	}
 	return false
+}
+
+// CountSettings returns how many service settings change.
+func (p Plan) CountSettings() int {
+	n := 0
+	for _, s := range p.Services {
+		n += len(s.Settings)
+	}
+	return n
 }
 
 // Count returns how many changes of all services have action a.
@@ -125,7 +141,7 @@ func computeService(d Desired, observed []driver.Server) Service {
 	spec := d.Spec
 	spec.Service, spec.Revision = d.Service, d.Revision
 	hash := spec.Hash()
-	sp := Service{Service: d.Service, Revision: d.Revision, Spec: &spec, Replicas: d.Replicas}
+	sp := Service{Service: d.Service, Revision: d.Revision, Spec: &spec, Replicas: d.Replicas, Settings: d.Settings}
 
 	var matching, stale []driver.Server
 	for _, s := range sortServers(observed) {

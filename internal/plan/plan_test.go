@@ -75,6 +75,9 @@ func TestCompute(t *testing.T) {
 			[]driver.Server{tampered}},
 		{"unreachable server is replaced", []Desired{{Service: "web", Revision: 1, Spec: spec(digestA), Replicas: 2}},
 			[]driver.Server{server(1, spec(digestA), driver.StateRunning), unreachable}},
+		{"a setting change shows though no server changes", []Desired{{Service: "web", Revision: 2, Spec: spec(digestA), Replicas: 1,
+			Settings: []string{"listen 127.0.0.1:8090 → 127.0.0.1:8093", `health http "/healthz" → "/ready"`}}},
+			[]driver.Server{server(1, spec(digestA), driver.StateRunning)}},
 		{"service removed from the spec", nil,
 			[]driver.Server{server(1, spec(digestA), driver.StateRunning)}},
 	}

@@ -18,10 +18,16 @@ func WriteText(w io.Writer, p Plan) error {
 	var b strings.Builder
 	b.WriteString("kiln will perform the following actions:\n")
 	for _, s := range p.Services {
-		if len(s.Changes) == 0 {
+		if len(s.Changes) == 0 && len(s.Settings) == 0 {
 			continue
 		}
 		b.WriteString("\n")
+		for _, c := range s.Settings {
+			fmt.Fprintf(&b, "  ~ service %q: %s\n", s.Service, c)
+		}
+		if len(s.Changes) == 0 {
+			continue
+		}
 		if s.Spec == nil {
 			fmt.Fprintf(&b, "  # service %q will be removed\n", s.Service)
 		} else {
@@ -39,8 +45,12 @@ func WriteText(w io.Writer, p Plan) error {
 			}
 		}
 	}
-	fmt.Fprintf(&b, "\nPlan: %d to create, %d to replace, %d to destroy. Servers are never changed in place.\n",
-		p.Count(Create), p.Count(Replace), p.Count(Destroy))
+	settings := ""
+	if n := p.CountSettings(); n > 0 {
+		settings = fmt.Sprintf(", %s to change", plural(n, "setting"))
+	}
+	fmt.Fprintf(&b, "\nPlan: %d to create, %d to replace, %d to destroy%s. Servers are never changed in place.\n",
+		p.Count(Create), p.Count(Replace), p.Count(Destroy), settings)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -57,6 +67,8 @@ type JSONSummary struct {
 	Create  int `json:"create"`
 	Replace int `json:"replace"`
 	Destroy int `json:"destroy"`
+	// Settings counts the service settings that change.
+	Settings int `json:"settings"`
 }
 
 type JSONService struct {
@@ -67,6 +79,7 @@ type JSONService struct {
 	Replicas  int          `json:"replicas"`
 	Unchanged []string     `json:"unchanged"`
 	Changes   []JSONChange `json:"changes"`
+	Settings  []string     `json:"settings,omitempty"`
 }
 
 type JSONChange struct {
@@ -79,9 +92,9 @@ type JSONChange struct {
 // ToJSON converts the plan.
 func ToJSON(p Plan) JSONPlan {
 	out := JSONPlan{FormatVersion: "1.0", Changes: p.HasChanges(), Services: []JSONService{},
-		Summary: JSONSummary{Create: p.Count(Create), Replace: p.Count(Replace), Destroy: p.Count(Destroy)}}
+		Summary: JSONSummary{Create: p.Count(Create), Replace: p.Count(Replace), Destroy: p.Count(Destroy), Settings: p.CountSettings()}}
 	for _, s := range p.Services {
-		js := JSONService{Service: s.Service, Revision: s.Revision, Replicas: s.Replicas, Unchanged: []string{}, Changes: []JSONChange{}}
+		js := JSONService{Service: s.Service, Revision: s.Revision, Replicas: s.Replicas, Unchanged: []string{}, Changes: []JSONChange{}, Settings: s.Settings}
 		if s.Spec != nil {
 			js.Image, js.SpecHash = s.Spec.Image, s.Spec.Hash()
 		}

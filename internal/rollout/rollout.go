@@ -45,9 +45,10 @@ type Target struct {
 // Executor runs rollouts. Its fields are set once and not changed.
 type Executor struct {
 	Driver driver.Driver
-	// Healthy blocks until the server at addr has passed t's health gate (including
-	// min_healthy), or ctx ends.
-	Healthy func(ctx context.Context, t Target, addr string) error
+	// Healthy blocks until server s has passed t's health gate (including
+	// min_healthy), or fails it: ctx ends (the progress deadline), the server answers
+	// that it is not healthy, or its process exits.
+	Healthy func(ctx context.Context, t Target, s driver.Server) error
 	// Event, if set, records what happens; called from several goroutines.
 	Event func(service, serverID, typ, message string)
 
@@ -84,6 +85,10 @@ func (e *Executor) remember(s driver.Server) {
 
 // ErrNoProgress means new servers did not become healthy within the progress deadline.
 var ErrNoProgress = errors.New("new servers did not become healthy within the progress deadline")
+
+// ErrServerFailed means a new server failed its health gate before the deadline: it
+// exited, or answered that it is not healthy.
+var ErrServerFailed = errors.New("a new server failed")
 
 func (e *Executor) event(service, id, typ, format string, args ...any) {
 	if e.Event != nil {
@@ -311,21 +316,34 @@ func (e *Executor) create(ctx context.Context, t Target, spec driver.ServerSpec,
 }
 
 // gate waits until every server passes the health gate, within the progress deadline.
+// The first server to fail it for a reason of its own (it exited, or answered that it
+// is not healthy) fails the gate at once: the others are not waited for.
 func (e *Executor) gate(ctx context.Context, t Target, servers []driver.Server) error {
 	deadline := t.Settings.ProgressDeadline
 	if deadline <= 0 {
 		deadline = time.Minute
 	}
-	gctx, cancel := context.WithTimeout(ctx, deadline)
+	dctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
+	gctx, stop := context.WithCancelCause(dctx)
+	defer stop(nil)
+	errFailed := errors.New("another server of the step failed")
 	errs := make([]error, len(servers))
 	var wg sync.WaitGroup
 	for i, s := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := e.Healthy(gctx, t, s.Address); err != nil {
+			err := e.Healthy(gctx, t, s)
+			switch {
+			case err == nil:
+			case context.Cause(gctx) == errFailed && dctx.Err() == nil:
+				// Cut short because another one failed: not this server's failure.
+			default:
 				errs[i] = fmt.Errorf("server %s: %w", s.Name, err)
+				if dctx.Err() == nil {
+					stop(errFailed)
+				}
 			}
 		}()
 	}
@@ -333,6 +351,9 @@ func (e *Executor) gate(ctx context.Context, t Target, servers []driver.Server) 
 	if err := errors.Join(errs...); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if dctx.Err() == nil {
+			return fmt.Errorf("%w: %w", ErrServerFailed, err)
 		}
 		return fmt.Errorf("%w (%s): %w", ErrNoProgress, deadline, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,6 +130,29 @@ func Own(dir string) error {
 	return os.Lchown(dir, UID, GID)
 }
 
+// OwnTree gives dir and everything in it to the sandbox's user, when this process is
+// root: for trees kiln wrote privately (umask 077) that a sandboxed program must read,
+// such as a pipeline's checkout and the module cache. Their modes stay private; what
+// is already the user's is left alone, so a second call costs a walk of stats.
+func OwnTree(dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	return filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) == UID && int(st.Gid) == GID {
+			return nil
+		}
+		return os.Lchown(p, UID, GID)
+	})
+}
+
 // child is the sandbox's first process. It returns only when this process is not one.
 func child() {
 	if len(os.Args) != 1 || os.Args[0] != initArg {
@@ -153,6 +177,9 @@ type source struct {
 
 // setup builds the sandbox and executes the program; it returns only on failure.
 func setup() (byte, error) {
+	// The daemon's umask is 077 (its state is private); the mount points made here must
+	// be reachable by the unprivileged user.
+	syscall.Umask(0o022)
 	var cfg config
 	f := os.NewFile(configFD, "config")
 	err := json.NewDecoder(f).Decode(&cfg)
@@ -228,6 +255,8 @@ func setup() (byte, error) {
 	if err := dropPrivileges(); err != nil {
 		return 'u', err
 	}
+	// What the program writes (its build cache, its output) is its own alone.
+	syscall.Umask(0o077)
 	err = syscall.Exec(cfg.Path, cfg.Args, cfg.Env)
 	return 'x', fmt.Errorf("executing %s: %w", cfg.Path, err)
 }

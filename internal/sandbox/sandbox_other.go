@@ -16,3 +16,6 @@ func child() {}
 
 // Own does nothing where there is no sandbox.
 func Own(string) error { return nil }
+
+// OwnTree does nothing where there is no sandbox.
+func OwnTree(string) error { return nil }

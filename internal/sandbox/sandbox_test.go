@@ -222,3 +222,21 @@ func TestContextKillsTheSandbox(t *testing.T) {
 		t.Fatalf("sleep in a cancelled sandbox: %v after %s", err, time.Since(start))
 	}
 }
+
+// The daemon runs with umask 077 (its state directory is private): the sandbox it
+// builds must still let the unprivileged user reach the program and its mounts.
+func TestUnderPrivateUmask(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	dir := filepath.Join(t.TempDir(), "deep", "src")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main"), 0o644)
+	if err := sandbox.OwnTree(dir); err != nil { // as a checkout is given to the build
+		t.Fatal(err)
+	}
+	if out, err := inSandbox(t, []sandbox.Mount{{Source: dir}}, "read", filepath.Join(dir, "main.go")); err != nil || out != "ok" {
+		t.Fatalf("under umask 077 the sandboxed program cannot run or read its mount: %v: %s", err, out)
+	}
+}

@@ -80,6 +80,9 @@ type Health struct {
 	StartPeriod        time.Duration // failures before this are not counted
 	HealthyThreshold   int
 	UnhealthyThreshold int
+	// FailureThreshold is how many definitive answers in a row (an HTTP status of 400
+	// or more) fail a new server at once, without waiting for the progress deadline.
+	FailureThreshold int
 }
 
 // Update is how a new revision replaces the servers of the old one.
@@ -102,7 +105,7 @@ const (
 // Defaults of a service block. Without a health block a server is healthy once it
 // accepts TCP connections on its port.
 var (
-	DefaultHealth = Health{TCP: true, Interval: time.Second, Timeout: time.Second, HealthyThreshold: 1, UnhealthyThreshold: 3}
+	DefaultHealth = Health{TCP: true, Interval: time.Second, Timeout: time.Second, HealthyThreshold: 1, UnhealthyThreshold: 3, FailureThreshold: 3}
 	DefaultUpdate = Update{Strategy: StrategyRolling, MaxSurge: 1, MaxUnavailable: 0, MinHealthy: 2 * time.Second,
 		ProgressDeadline: time.Minute, AutoRollback: true, KeepOld: 5 * time.Second}
 	DefaultResources = Resources{MemoryBytes: 256 << 20, PIDs: 256}
@@ -127,6 +130,24 @@ var serviceSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{{Type: "resources"}, {Type: "health"}, {Type: "update"}, {Type: "drift"}},
 }
 
+// ServiceAttributes lists every attribute a service block takes, nested ones as
+// "block.attribute": for tests that must cover each.
+func ServiceAttributes() []string {
+	var out []string
+	for _, a := range serviceSchema.Attributes {
+		out = append(out, a.Name)
+	}
+	for _, b := range []struct {
+		name   string
+		schema *hcl.BodySchema
+	}{{"resources", resourcesSchema}, {"health", healthSchema}, {"update", updateSchema}, {"drift", driftSchema}} {
+		for _, a := range b.schema.Attributes {
+			out = append(out, b.name+"."+a.Name)
+		}
+	}
+	return out
+}
+
 var driftSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "action"}}}
 
 var resourcesSchema = &hcl.BodySchema{
@@ -136,7 +157,7 @@ var resourcesSchema = &hcl.BodySchema{
 var healthSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "http"}, {Name: "tcp"}, {Name: "interval"}, {Name: "timeout"}, {Name: "start_period"},
-		{Name: "healthy_threshold"}, {Name: "unhealthy_threshold"},
+		{Name: "healthy_threshold"}, {Name: "unhealthy_threshold"}, {Name: "failure_threshold"},
 	},
 }
 
@@ -360,6 +381,9 @@ func (d *decoder) health(b *hcl.Block, h *Health) {
 	}
 	if n, ok := d.integer(a, "unhealthy_threshold", 1, 100); ok {
 		h.UnhealthyThreshold = n
+	}
+	if n, ok := d.integer(a, "failure_threshold", 1, 100); ok {
+		h.FailureThreshold = n
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
 
@@ -117,3 +118,28 @@ func (r *logReader) Close() error {
 	r.src.Close()
 	return r.PipeReader.Close()
 }
+
+// Wait blocks until the container is not running and returns how its process ended.
+func (d *Driver) Wait(ctx context.Context, id driver.ServerID) (driver.Exit, error) {
+	res := d.cli.ContainerWait(ctx, string(id), client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	select {
+	case <-ctx.Done():
+		return driver.Exit{}, ctx.Err()
+	case err := <-res.Error:
+		if isNotFound(err) {
+			return driver.Exit{}, fmt.Errorf("waiting for %s: %w", id, driver.ErrNotFound)
+		}
+		return driver.Exit{}, fmt.Errorf("waiting for %s: %w", id, d.check(err))
+	case r := <-res.Result:
+		x := driver.Exit{Code: int(r.StatusCode)}
+		if r.Error != nil {
+			x.Error = r.Error.Message
+		}
+		if in, err := d.cli.ContainerInspect(ctx, string(id), client.ContainerInspectOptions{}); err == nil && in.Container.State != nil {
+			x.OOMKilled = in.Container.State.OOMKilled
+		}
+		return x, nil
+	}
+}
+
+var _ driver.Waiter = (*Driver)(nil)

@@ -76,6 +76,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver, img Image, op
 			{"Logs", s.testLogs},
 			{"DiffClean", s.testDiffClean},
 			{"SecretsNotRecorded", s.testSecretsNotRecorded},
+			{"Wait", s.testWait},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				t.Parallel()
@@ -640,5 +641,28 @@ func (s *suite) testSecretsNotRecorded(t *testing.T) {
 	}
 	if err := s.d.Destroy(ctxFor(t), srv.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testWait: Wait on a running server blocks until ctx ends; on a server whose process
+// fails it returns the non-zero exit code.
+func (s *suite) testWait(t *testing.T) {
+	w, ok := s.d.(driver.Waiter)
+	if !ok {
+		t.Skip("the driver is not a Waiter")
+	}
+	running := s.create(t, s.spec(s.service(t, "wait")))
+	ctx, cancel := context.WithTimeout(ctxFor(t), 500*time.Millisecond)
+	defer cancel()
+	if x, err := w.Wait(ctx, running.ID); err == nil {
+		t.Errorf("Wait on a running server returned %v", x)
+	}
+	spec := s.spec(s.service(t, "waitexit"))
+	spec.Env = map[string]string{"PORT": "notaport"}
+	spec = s.sealed(spec)
+	srv := s.create(t, spec)
+	x, err := w.Wait(ctxFor(t), srv.ID)
+	if err != nil || x.Code == 0 {
+		t.Errorf("Wait on a failing server = %v, %v; want a non-zero exit code", x, err)
 	}
 }

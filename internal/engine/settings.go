@@ -1,0 +1,64 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/api"
+)
+
+// settingChanges lists how new differs from old in the settings of a service that are
+// not part of its servers' spec: its front door, health check, update and drift
+// settings. Plan shows them (and counts them as changes) because apply records them in
+// a new revision and acts on them, though no server is replaced for them. Every field
+// of api.Service is either part of the server spec (engine.serverSpec) or compared
+// here; TestEverySettingShows holds that true.
+func settingChanges(old, new api.Service) []string {
+	var out []string
+	add := func(name string, o, n any) {
+		if o != n {
+			out = append(out, fmt.Sprintf("%s %v → %v", name, show(o), show(n)))
+		}
+	}
+	add("listen", old.Listen, new.Listen)
+	add("image name", old.ImageName, new.ImageName)
+	oh, nh := old.Health, new.Health
+	add("health http", oh.HTTP, nh.HTTP)
+	add("health tcp", oh.TCP, nh.TCP)
+	add("health interval", oh.Interval, nh.Interval)
+	add("health timeout", oh.Timeout, nh.Timeout)
+	add("health start_period", oh.StartPeriod, nh.StartPeriod)
+	add("health healthy_threshold", oh.HealthyThreshold, nh.HealthyThreshold)
+	add("health unhealthy_threshold", oh.UnhealthyThreshold, nh.UnhealthyThreshold)
+	add("health failure_threshold", oh.FailureThreshold, nh.FailureThreshold)
+	ou, nu := old.Update, new.Update
+	add("update strategy", ou.Strategy, nu.Strategy)
+	add("update max_surge", ou.MaxSurge, nu.MaxSurge)
+	add("update max_unavailable", ou.MaxUnavailable, nu.MaxUnavailable)
+	add("update min_healthy", ou.MinHealthy, nu.MinHealthy)
+	add("update progress_deadline", ou.ProgressDeadline, nu.ProgressDeadline)
+	add("update auto_rollback", ou.AutoRollback, nu.AutoRollback)
+	add("update keep_old", ou.KeepOld, nu.KeepOld)
+	add("drift action", cmpDrift(old.Drift), cmpDrift(new.Drift))
+	return out
+}
+
+func cmpDrift(s string) string {
+	if s == "" {
+		return "replace"
+	}
+	return s
+}
+
+func show(v any) any {
+	switch v := v.(type) {
+	case string:
+		if v == "" {
+			return `""`
+		}
+		return v
+	case time.Duration:
+		return v.String()
+	}
+	return v
+}
