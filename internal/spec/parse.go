@@ -220,7 +220,7 @@ func (d *decoder) checkBases(cfg *Config) {
 			continue
 		}
 		if byName[img.From.Ref] == nil {
-			d.errorf(img.From.Range.Ptr(), "Reference to undeclared image", "There is no image block named %q in this spec.", img.From.Ref)
+			d.errorf(img.From.Range.Ptr(), "Reference to undeclared image", "There is no image block named %q in this spec.%s", img.From.Ref, didYouMean(img.From.Ref, imageNames(cfg)))
 		}
 	}
 	inCycle := map[string]bool{}
@@ -249,6 +249,15 @@ func (d *decoder) checkBases(cfg *Config) {
 			cur = next
 		}
 	}
+}
+
+// imageNames are the names of the images of cfg.
+func imageNames(cfg *Config) []string {
+	var names []string
+	for _, img := range cfg.Images {
+		names = append(names, img.Name)
+	}
+	return names
 }
 
 func validName(s string) bool {
