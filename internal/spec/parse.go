@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -92,7 +91,7 @@ func Parse(filename string, src []byte, opts Options) (*Config, hcl.Diagnostics)
 	}
 	cfg := &Config{Dir: dir, Filename: filename, Files: p.Files()}
 	if diags.HasErrors() {
-		return cfg, diags
+		return cfg, collapseSyntax(filename, src, diags)
 	}
 	body := f.Body
 	if sb, ok := body.(*hclsyntax.Body); ok {
@@ -113,17 +112,8 @@ func Parse(filename string, src []byte, opts Options) (*Config, hcl.Diagnostics)
 	d := &decoder{dir: dir, opts: opts}
 	d.decode(cfg, body)
 	diags = append(diags, d.diags...)
-	// In source order, whatever order the checks ran in; problems with no place first.
-	sort.SliceStable(diags, func(i, j int) bool {
-		a, b := diags[i].Subject, diags[j].Subject
-		switch {
-		case a == nil || b == nil:
-			return a == nil && b != nil
-		case a.Filename != b.Filename:
-			return a.Filename < b.Filename
-		}
-		return a.Start.Byte < b.Start.Byte
-	})
+	// In source order, whatever order the checks ran in.
+	sortByPlace(diags)
 	return cfg, diags
 }
 
@@ -230,7 +220,7 @@ func (d *decoder) checkBases(cfg *Config) {
 			continue
 		}
 		if byName[img.From.Ref] == nil {
-			d.errorf(img.From.Range.Ptr(), "Reference to undeclared image", "There is no image block named %q in this spec.", img.From.Ref)
+			d.errorf(img.From.Range.Ptr(), "Reference to undeclared image", "There is no image block named %q in this spec.%s", img.From.Ref, didYouMean(img.From.Ref, imageNames(cfg)))
 		}
 	}
 	inCycle := map[string]bool{}
@@ -259,6 +249,15 @@ func (d *decoder) checkBases(cfg *Config) {
 			cur = next
 		}
 	}
+}
+
+// imageNames are the names of the images of cfg.
+func imageNames(cfg *Config) []string {
+	var names []string
+	for _, img := range cfg.Images {
+		names = append(names, img.Name)
+	}
+	return names
 }
 
 func validName(s string) bool {

@@ -112,11 +112,15 @@ func (d *decoder) pipeline(b *hcl.Block) *Pipeline {
 
 // checkPipelines reports pipelines naming services the spec does not declare.
 func (d *decoder) checkPipelines(cfg *Config) {
+	var services []string
+	for _, s := range cfg.Services {
+		services = append(services, s.Name)
+	}
 	for _, p := range cfg.Pipelines {
 		for _, names := range [][]string{p.Services, p.Promote} {
 			for _, n := range names {
 				if cfg.Service(n) == nil {
-					d.errorf(p.DeclRange.Ptr(), "Reference to undeclared service", "Pipeline %q deploys service %q, which this spec does not declare.", p.Name, n)
+					d.errorf(p.DeclRange.Ptr(), "Reference to undeclared service", "Pipeline %q deploys service %q, which this spec does not declare.%s", p.Name, n, didYouMean(n, services))
 				}
 			}
 		}

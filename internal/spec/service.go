@@ -427,7 +427,7 @@ func (d *decoder) checkServices(cfg *Config) {
 	listens := map[string]string{}
 	for _, s := range cfg.Services {
 		if s.Image.Image != "" && cfg.Image(s.Image.Image) == nil {
-			d.errorf(s.Image.Range.Ptr(), "Reference to undeclared image", "There is no image block named %q in this spec.", s.Image.Image)
+			d.errorf(s.Image.Range.Ptr(), "Reference to undeclared image", "There is no image block named %q in this spec.%s", s.Image.Image, didYouMean(s.Image.Image, imageNames(cfg)))
 		}
 		if s.Listen == "" {
 			continue

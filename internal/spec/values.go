@@ -28,10 +28,18 @@ func (d *decoder) eval(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
 		}
 		switch {
 		case tr.RootName() == "var" && !d.vars[a.Name]:
-			d.errorf(tr.SourceRange().Ptr(), "Reference to undeclared variable", "There is no variable named %q. Declare it with a variable block:\n\n  variable %q {\n    default = \"...\"\n  }", a.Name, a.Name)
+			if dym := didYouMean(a.Name, keys(d.vars)); dym != "" {
+				d.errorf(tr.SourceRange().Ptr(), "Reference to undeclared variable", "There is no variable named %q.%s", a.Name, dym)
+			} else {
+				d.errorf(tr.SourceRange().Ptr(), "Reference to undeclared variable", "There is no variable named %q. Declare it with a variable block:\n\n  variable %q {\n    default = \"...\"\n  }", a.Name, a.Name)
+			}
 			return cty.NilVal, false
 		case tr.RootName() == "secret" && !d.secretNames[a.Name]:
-			d.errorf(tr.SourceRange().Ptr(), "Reference to undeclared secret", "There is no secret named %q. Declare it with a secret block:\n\n  secret %q {\n    env = \"VARIABLE\"   # or file = \"path\", or command = [...]\n  }", a.Name, a.Name)
+			if dym := didYouMean(a.Name, keys(d.secretNames)); dym != "" {
+				d.errorf(tr.SourceRange().Ptr(), "Reference to undeclared secret", "There is no secret named %q.%s", a.Name, dym)
+			} else {
+				d.errorf(tr.SourceRange().Ptr(), "Reference to undeclared secret", "There is no secret named %q. Declare it with a secret block:\n\n  secret %q {\n    env = \"VARIABLE\"   # or file = \"path\", or command = [...]\n  }", a.Name, a.Name)
+			}
 			return cty.NilVal, false
 		}
 	}
