@@ -60,6 +60,15 @@ func (h *hostFiles) rel(p string) (string, error) {
 	return filepath.ToSlash(r), nil
 }
 
+// escaped turns os.Root's refusal of a path that leads out of the root (through a
+// symbolic link) into ErrOutside, which says what the rule is.
+func (h *hostFiles) escaped(p string, err error) error {
+	if err != nil && strings.Contains(err.Error(), "path escapes from parent") {
+		return fmt.Errorf("%s: a symbolic link on the way leads %w %s", p, ErrOutside, h.dir)
+	}
+	return err
+}
+
 // inside reports whether p is lexically inside the root (always, unconfined).
 func (h *hostFiles) inside(p string) bool {
 	_, err := h.rel(p)
@@ -74,7 +83,8 @@ func (h *hostFiles) lstat(p string) (fs.FileInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return h.root.Lstat(r)
+	v, err := h.root.Lstat(r)
+	return v, h.escaped(p, err)
 }
 
 func (h *hostFiles) stat(p string) (fs.FileInfo, error) {
@@ -85,7 +95,8 @@ func (h *hostFiles) stat(p string) (fs.FileInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return h.root.Stat(r)
+	v, err := h.root.Stat(r)
+	return v, h.escaped(p, err)
 }
 
 func (h *hostFiles) open(p string) (*os.File, error) {
@@ -96,7 +107,8 @@ func (h *hostFiles) open(p string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return h.root.Open(r)
+	v, err := h.root.Open(r)
+	return v, h.escaped(p, err)
 }
 
 func (h *hostFiles) readFile(p string) ([]byte, error) {
@@ -107,7 +119,8 @@ func (h *hostFiles) readFile(p string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return h.root.ReadFile(r)
+	v, err := h.root.ReadFile(r)
+	return v, h.escaped(p, err)
 }
 
 func (h *hostFiles) readlink(p string) (string, error) {
@@ -118,7 +131,8 @@ func (h *hostFiles) readlink(p string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return h.root.Readlink(r)
+	v, err := h.root.Readlink(r)
+	return v, h.escaped(p, err)
 }
 
 // walkDir is filepath.WalkDir, through the root when confined.

@@ -594,9 +594,14 @@ func (s *goStep) sandboxed(ctx context.Context, tc goTool, sb *goSandbox, home, 
 			return err
 		}
 	}
-	// Downloaded by root under the daemon's umask (077): the sandbox's user reads it.
-	if err := sandbox.OwnTree(sb.caches.Mod); err != nil {
-		return fmt.Errorf("the module cache: %w", err)
+	if err := s.seedCache(ctx, tc, sb.caches.Build); err != nil {
+		return err
+	}
+	// Written by root under the daemon's umask (077): the sandbox's user reads them.
+	for _, d := range []string{sb.caches.Mod, sb.caches.Build} {
+		if err := sandbox.OwnTree(d); err != nil {
+			return fmt.Errorf("the Go caches: %w", err)
+		}
 	}
 	// The caches and out at paths of their own: the sources may hold the state directory
 	// (a local bake's), whose private directories the sandbox's user cannot traverse.

@@ -267,6 +267,9 @@ func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revi
 	}
 	e.event(r.Service, "", "failed", "rollout of revision %d failed: %v", rev.Number, err)
 	res.Detail = err.Error()
+	if r.From == 0 { // nothing to roll back to: the service is degraded until fixed
+		e.degrade(r.Service, e.state(r.Service), fmt.Sprintf("revision %d failed: %v", rev.Number, err))
+	}
 	if !svc.Update.AutoRollback || r.From == 0 || r.From == rev.Number {
 		e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeFailed, err.Error())
 		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutFailed, err.Error())
@@ -450,11 +453,14 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 		case ss.Rollout != "":
 			ss.State = "rolling out"
 		case cs.degraded:
-			ss.State = "degraded"
+			ss.State, ss.Cause = "degraded", cs.cause
 		case ss.Healthy < ss.Replicas:
 			ss.State = "healing"
 		default:
 			ss.State = "healthy"
+		}
+		if ss.State == "healing" {
+			ss.Cause = cs.cause
 		}
 		e.mu.Unlock()
 		st.Services = append(st.Services, ss)

@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-build/kiln/internal/plan"
 	"github.com/kiln-build/kiln/internal/rollout"
 	"github.com/kiln-build/kiln/internal/spec"
+	"github.com/kiln-build/kiln/internal/store"
 )
 
 // Controller settings.
@@ -34,6 +35,10 @@ type serviceState struct {
 	lock      sync.Mutex // held by whoever changes the service's servers
 	heals     []time.Time
 	degraded  bool
+	// cause is why the service is degraded: the last failure of a heal or rollout.
+	cause string
+	// cancelHeal stops the heal in progress, if any: a rollout never waits behind one.
+	cancelHeal context.CancelFunc
 	flagged   map[driver.ServerID]string // servers to replace, and why (exec, drift)
 	failing   map[string]int             // consecutive failed probes by address
 	reported  map[string]bool            // drift already reported (report mode)
@@ -219,11 +224,23 @@ func (e *Engine) reconcile(ctx context.Context, name string, checkDrift bool) {
 		if !st.lock.TryLock() {
 			continue // a rollout or a heal is changing it; the next pass looks again
 		}
+		hctx, cancel := context.WithCancel(ctx)
+		e.mu.Lock()
+		st.cancelHeal = cancel
+		e.mu.Unlock()
 		e.work.Add(1)
 		go func() {
 			defer e.work.Done()
 			defer st.lock.Unlock()
-			if err := e.heal(ctx, sv.Name, sv.Current, st, checkDrift); err != nil && ctx.Err() == nil {
+			defer cancel()
+			err := e.heal(hctx, sv.Name, sv.Current, st, checkDrift)
+			e.mu.Lock()
+			st.cancelHeal = nil
+			if err != nil && hctx.Err() == nil {
+				st.cause = err.Error()
+			}
+			e.mu.Unlock()
+			if err != nil && hctx.Err() == nil {
 				e.event(sv.Name, "", "error", "healing: %v", err)
 			}
 		}()
@@ -346,9 +363,15 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 			crashing = true
 		}
 	}
+	// A revision that never deployed (its first rollout failed) is healed with backoff
+	// from the first attempt: its servers are expected to fail again.
+	failedRev := rev.Outcome == store.OutcomeFailed
+	if failedRev {
+		e.degrade(service, st, fmt.Sprintf("revision %d failed: %s", rev.Number, rev.Detail))
+	}
 	if !crashing {
 		// no backoff
-	} else if wait := e.backoff(service, st); wait > 0 {
+	} else if wait := e.backoff(service, st, failedRev); wait > 0 {
 		// Flagged servers stay flagged for the next pass.
 		e.mu.Lock()
 		for _, r := range replace {
@@ -391,21 +414,26 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 }
 
 // backoff records a heal and returns how long to wait instead, if the service is
-// crash-looping: after crashLoopHeals heals within healWindow, each further heal waits
-// twice as long as the one before, up to maxBackoff.
-func (e *Engine) backoff(service string, st *serviceState) time.Duration {
+// crash-looping: after crashLoopHeals heals within healWindow (at once for a revision
+// that never deployed, failed), each further heal waits twice as long as the one
+// before, up to maxBackoff.
+func (e *Engine) backoff(service string, st *serviceState, failed bool) time.Duration {
+	threshold := crashLoopHeals
+	if failed {
+		threshold = 1
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := time.Now()
 	var recent []time.Time
 	for _, t := range st.heals {
-		if now.Sub(t) < healWindow || now.Sub(t) < maxBackoff && len(st.heals) >= crashLoopHeals {
+		if now.Sub(t) < healWindow || now.Sub(t) < 2*maxBackoff && len(st.heals) >= threshold {
 			recent = append(recent, t)
 		}
 	}
 	st.heals = recent
-	if n := len(recent); n >= crashLoopHeals {
-		wait := time.Duration(math.Min(float64(maxBackoff), float64(time.Second)*math.Pow(2, float64(n-crashLoopHeals+1))))
+	if n := len(recent); n >= threshold {
+		wait := time.Duration(math.Min(float64(maxBackoff), float64(time.Second)*math.Pow(2, float64(n-threshold+1))))
 		if left := wait - now.Sub(recent[n-1]); left > 0 {
 			if !st.degraded {
 				st.degraded = true
@@ -418,12 +446,23 @@ func (e *Engine) backoff(service string, st *serviceState) time.Duration {
 	return 0
 }
 
+// degrade marks the service degraded because of cause.
+func (e *Engine) degrade(service string, st *serviceState, cause string) {
+	e.mu.Lock()
+	was := st.degraded && st.cause == cause
+	st.degraded, st.cause = true, cause
+	e.mu.Unlock()
+	if !was {
+		e.event(service, "", "degraded", "service is degraded: %s", cause)
+	}
+}
+
 // settle notes a pass that found nothing to do: a degraded service has recovered.
 func (e *Engine) settle(service string, st *serviceState) {
 	e.mu.Lock()
 	recovered := st.degraded && (len(st.heals) == 0 || time.Since(st.heals[len(st.heals)-1]) > healWindow)
 	if recovered {
-		st.degraded = false
+		st.degraded, st.cause = false, ""
 		st.heals = nil
 	}
 	e.mu.Unlock()

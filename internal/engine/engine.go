@@ -169,6 +169,11 @@ func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
 		return err
 	}
 	st := e.state(svc.Name)
+	e.mu.Lock()
+	if st.cancelHeal != nil {
+		st.cancelHeal() // a heal of the revision being replaced is not waited for
+	}
+	e.mu.Unlock()
 	st.lock.Lock()
 	defer st.lock.Unlock()
 	t, err := e.target(svc, rev.Number)
@@ -185,7 +190,10 @@ func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
 	if err := e.ensureImage(ctx, svc.Image); err != nil {
 		return err
 	}
-	return e.exec.Run(ctx, d, t)
+	if err := e.exec.Run(ctx, d, t); err != nil {
+		return err
+	}
+	return e.proveCheck(ctx, d, t)
 }
 
 // finishRollback completes a rollback that a stop interrupted.

@@ -378,6 +378,7 @@ func (e *Executor) retire(ctx context.Context, door Door, service string, s driv
 	}
 	e.retiring[s.ID] = true
 	e.mu.Unlock()
+	start := time.Now()
 	err := e.Driver.Destroy(ctx, s.ID)
 	e.mu.Lock()
 	delete(e.retiring, s.ID)
@@ -386,7 +387,9 @@ func (e *Executor) retire(ctx context.Context, door Door, service string, s driv
 	if err != nil {
 		return fmt.Errorf("destroying %s: %w", s.Name, err)
 	}
-	e.event(service, string(s.ID), "destroyed", "server %s destroyed: %s", s.Name, why)
+	// How long it took says whether the server stops when asked (or waits to be
+	// killed: a program that ignores SIGTERM as PID 1 wants init = true).
+	e.event(service, string(s.ID), "destroyed", "server %s destroyed (stopped in %s): %s", s.Name, time.Since(start).Round(10*time.Millisecond), why)
 	return nil
 }
 
