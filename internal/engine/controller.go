@@ -32,18 +32,18 @@ const (
 // serviceState is what the controller remembers of a service between passes. Nothing
 // in it is needed for correctness after a restart: it only paces and explains heals.
 type serviceState struct {
-	lock      sync.Mutex // held by whoever changes the service's servers
-	heals     []time.Time
-	degraded  bool
+	lock     sync.Mutex // held by whoever changes the service's servers
+	heals    []time.Time
+	degraded bool
 	// cause is why the service is degraded: the last failure of a heal or rollout.
 	cause string
 	// cancelHeal stops the heal in progress, if any: a rollout never waits behind one.
 	cancelHeal context.CancelFunc
-	flagged   map[driver.ServerID]string // servers to replace, and why (exec, drift)
-	failing   map[string]int             // consecutive failed probes by address
-	reported  map[string]bool            // drift already reported (report mode)
-	lastDrift string
-	drifted   map[driver.ServerID]string // the last drift found in each server
+	flagged    map[driver.ServerID]string // servers to replace, and why (exec, drift)
+	failing    map[string]int             // consecutive failed probes by address
+	reported   map[string]bool            // drift already reported (report mode)
+	lastDrift  string
+	drifted    map[driver.ServerID]string // the last drift found in each server
 }
 
 func (e *Engine) state(service string) *serviceState {
