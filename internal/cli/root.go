@@ -95,6 +95,7 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 		newSBOMCmd(g),
 		newServeCmd(g),
 		newUpCmd(g),
+		newStopCmd(g),
 		newPlanCmd(g),
 		newApplyCmd(g),
 		newStatusCmd(g),

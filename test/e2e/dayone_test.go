@@ -1,0 +1,172 @@
+package e2e
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// What a first day with kiln runs into: stopping a daemon started elsewhere, a
+// dashboard URL that stays put across restarts, and a kiln up that would silently undo
+// a rollback.
+
+// reap waits for the daemon the test started to exit (after kiln stop) and returns its
+// exit code.
+func (d *deployment) reap() int {
+	d.t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- d.daemon.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		d.t.Fatalf("the daemon did not exit:\n%s", d.logs.String())
+	}
+	code := d.daemon.ProcessState.ExitCode()
+	d.daemon = nil
+	return code
+}
+
+// apiAnswers reports whether a kiln API answers at addr.
+func apiAnswers(addr string) bool {
+	c := &http.Client{Timeout: time.Second}
+	resp, err := c.Get(addr + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return true
+}
+
+func mode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+// TestStopDaemon: the daemon writes its PID (0600) and removes it at exit; a second
+// daemon is refused, naming the address, the PID and kiln stop; kiln stop ends the
+// daemon and says so; a PID file left by a killed daemon is found stale.
+func TestStopDaemon(t *testing.T) {
+	d := newDeployment(t)
+	d.startDaemon("kiln is serving", "up")
+	state := filepath.Join(d.dir, ".kiln")
+	pid := strconv.Itoa(d.daemon.Process.Pid)
+	addr := readState(t, d.dir, "api.addr")
+	if got := readState(t, d.dir, "kiln.pid"); got != pid {
+		t.Errorf(".kiln/kiln.pid holds %q, want the daemon's PID %s", got, pid)
+	}
+	if m := mode(t, filepath.Join(state, "kiln.pid")); m != 0o600 {
+		t.Errorf(".kiln/kiln.pid has mode %v, want 0600", m)
+	}
+
+	for _, verb := range []string{"serve", "up"} {
+		fails(t, d.dir, d.env, 1, []string{"a kiln daemon is already running for this spec at " + addr, "(PID " + pid + ")", "kiln stop"}, verb)
+	}
+
+	r := ok(t, d.dir, d.env, "stop")
+	for _, want := range []string{"Stopped the kiln daemon", "PID " + pid, addr, "servers keep running"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("kiln stop says %q; want it to mention %q", r.stdout, want)
+		}
+	}
+	// kiln stop returns once the API no longer answers and the process is gone.
+	if apiAnswers(addr) {
+		t.Errorf("the API still answers at %s after kiln stop", addr)
+	}
+	if code := d.reap(); code != 0 {
+		t.Errorf("the daemon exited %d after SIGTERM, want 0", code)
+	}
+	if _, err := os.Stat(filepath.Join(state, "kiln.pid")); !os.IsNotExist(err) {
+		t.Errorf("the PID file outlives the daemon: %v", err)
+	}
+	if n := len(d.running()); n != 2 {
+		t.Errorf("%d servers running after kiln stop, want the 2 to keep running", n)
+	}
+	if r := ok(t, d.dir, d.env, "stop"); !strings.Contains(r.stdout, "No kiln daemon is running for this spec") {
+		t.Errorf("kiln stop with no daemon: %q", r.stdout)
+	}
+
+	// kill -9 leaves the PID file behind; it is seen to be stale, not a running daemon.
+	d.startDaemon("API on", "serve")
+	d.stopDaemon(9)
+	if _, err := os.Stat(filepath.Join(state, "kiln.pid")); err != nil {
+		t.Fatalf("kill -9 should leave the PID file: %v", err)
+	}
+	if r := ok(t, d.dir, d.env, "stop"); !strings.Contains(r.stdout, "No kiln daemon is running") || !strings.Contains(r.stdout, "stale") {
+		t.Errorf("kiln stop over a stale PID file: %q", r.stdout)
+	}
+	os.WriteFile(filepath.Join(state, "kiln.pid"), []byte("1\n"), 0o600) // a PID that is alive, but not a daemon
+	d.startDaemon("API on", "serve")
+	if got := readState(t, d.dir, "kiln.pid"); got != strconv.Itoa(d.daemon.Process.Pid) {
+		t.Errorf("after a stale PID file, kiln.pid holds %q, want %d", got, d.daemon.Process.Pid)
+	}
+}
+
+// TestDashboardKeepsItsAddress: the API's address is remembered in .kiln/api.listen
+// (0600) and used again on the next start; when another process has it, kiln takes a
+// free port, says so and remembers that one; --listen wins over the remembered one.
+func TestDashboardKeepsItsAddress(t *testing.T) {
+	d := newDeployment(t)
+	d.startDaemon("API on", "serve")
+	first := readState(t, d.dir, "api.addr")
+	listen := filepath.Join(d.dir, ".kiln", "api.listen")
+	if got := readState(t, d.dir, "api.listen"); "http://"+got != first {
+		t.Errorf(".kiln/api.listen holds %q, want the address of %s", got, first)
+	}
+	if m := mode(t, listen); m != 0o600 {
+		t.Errorf(".kiln/api.listen has mode %v, want 0600", m)
+	}
+	ok(t, d.dir, d.env, "stop")
+	d.reap()
+	if _, err := os.Stat(listen); err != nil {
+		t.Fatalf("api.listen should outlive the daemon: %v", err)
+	}
+
+	d.startDaemon("API on", "serve")
+	if again := readState(t, d.dir, "api.addr"); again != first {
+		t.Errorf("after a restart the API is at %s, was at %s", again, first)
+	}
+	ok(t, d.dir, d.env, "stop")
+	d.reap()
+
+	// Another process takes the address meanwhile.
+	ln, err := net.Listen("tcp", strings.TrimPrefix(first, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.startDaemon("API on", "serve")
+	ln.Close()
+	moved := readState(t, d.dir, "api.addr")
+	if moved == first {
+		t.Fatalf("the API listens on %s, which the test holds", moved)
+	}
+	if want := strings.TrimPrefix(first, "http://") + ", where this project's dashboard was, is taken; listening on " + strings.TrimPrefix(moved, "http://"); !strings.Contains(d.logs.String(), want) {
+		t.Errorf("the daemon does not say %q:\n%s", want, d.logs.String())
+	}
+	if got := readState(t, d.dir, "api.listen"); "http://"+got != moved {
+		t.Errorf("api.listen holds %q after the move, want %s", got, moved)
+	}
+	ok(t, d.dir, d.env, "stop")
+	d.reap()
+
+	// --listen wins, and is what the next start uses.
+	other := freePort(t)
+	d.startDaemon("API on", "serve", "--listen", other)
+	if got := readState(t, d.dir, "api.addr"); got != "http://"+other {
+		t.Errorf("with --listen %s the API is at %s", other, got)
+	}
+	ok(t, d.dir, d.env, "stop")
+	d.reap()
+	d.startDaemon("API on", "serve")
+	if got := readState(t, d.dir, "api.addr"); got != "http://"+other {
+		t.Errorf("after --listen %s and a restart the API is at %s", other, got)
+	}
+}
