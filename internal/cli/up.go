@@ -12,14 +12,19 @@ import (
 
 func newUpCmd(g *globals) *cobra.Command {
 	var listen string
+	var co consentOptions
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the daemon here, bake and apply the spec, and show the URLs",
 		Long: `Up is the one-command start: it runs kiln serve in the foreground, bakes the spec's
 images, applies its services (rolling out only what changed), prints each service's
 URL, and keeps serving until Ctrl-C. Servers keep running after kiln stops; the next
-kiln up or kiln serve re-adopts them; kiln stop stops a daemon started elsewhere.`,
-		Example: "  kiln up\n  kiln -C examples/hello up\n  kiln up --listen 127.0.0.1:7000   # another address for the API and the dashboard",
+kiln up or kiln serve re-adopts them; kiln stop stops a daemon started elsewhere.
+
+Like apply, up does not silently undo a rollback made with kiln rollback: if the spec
+would replace one, it says so and stops, unless -auto-approve (apply the spec anyway)
+or -keep-rollback (serve, and leave those services at their rollback) is given.`,
+		Example: "  kiln up\n  kiln -C examples/hello up\n  kiln up --listen 127.0.0.1:7000   # another address for the API and the dashboard\n  kiln up -keep-rollback            # leave rolled-back services as they are",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -39,7 +44,12 @@ kiln up or kiln serve re-adopts them; kiln stop stops a daemon started elsewhere
 				return err
 			}
 			c := api.New(d.addr, mustToken(dir))
-			services := dep.services
+			services, err := g.consent(ctx, c, dep.services, dep.secrets, co)
+			if err != nil {
+				d.cancel()
+				d.wait()
+				return err
+			}
 			if len(services) > 0 {
 				res, err := c.Apply(ctx, api.ApplyRequest{Services: services, Secrets: dep.secrets, Pipelines: dep.pipelines, Source: dep.source, Commit: dep.commit, User: currentUser()},
 					func(e api.Event) { printEvent(g.stderr, e) })
@@ -56,6 +66,7 @@ kiln up or kiln serve re-adopts them; kiln stop stops a daemon started elsewhere
 		},
 	}
 	addVarFlag(g, cmd.Flags())
+	addConsentFlags(&co, cmd.Flags())
 	cmd.Flags().StringVar(&listen, "listen", "", listenUsage)
 	return cmd
 }

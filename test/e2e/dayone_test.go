@@ -170,3 +170,53 @@ func TestDashboardKeepsItsAddress(t *testing.T) {
 		t.Errorf("after --listen %s and a restart the API is at %s", other, got)
 	}
 }
+
+// TestApplyKeepsRollback: once a service is rolled back with kiln rollback, kiln apply
+// and kiln up refuse to replace the rollback with the spec, saying what it is and what to
+// run, unless -auto-approve; -keep-rollback serves and leaves it.
+func TestApplyKeepsRollback(t *testing.T) {
+	d := newDeployment(t)
+	d.startDaemon("kiln is serving", "up")
+	editSpec(t, d.dir, "Hello from kiln!", "Hello again!")
+	ok(t, d.dir, d.env, "apply")
+	ok(t, d.dir, d.env, "rollback", d.service)
+	if body := d.get("/"); !strings.Contains(body, "Hello from kiln!") {
+		t.Fatalf("after the rollback the front door answers %q", body)
+	}
+	refusal := []string{"service " + d.service + " is at revision 3, a rollback to revision 1 made by ",
+		"applying the spec replaces it with revision 4", "-auto-approve", "-keep-rollback"}
+
+	fails(t, d.dir, d.env, 1, refusal, "apply")
+	if h := ok(t, d.dir, d.env, "history", d.service).stdout; strings.Contains(h, "\n4 ") || !strings.Contains(h, "3 *") {
+		t.Errorf("a refused apply changed the history:\n%s", h)
+	}
+	ok(t, d.dir, d.env, "apply", "-keep-rollback")
+	if body := d.get("/"); !strings.Contains(body, "Hello from kiln!") {
+		t.Fatalf("apply -keep-rollback replaced the rollback: %q", body)
+	}
+
+	// kiln up: refused, and its daemon stops; with -keep-rollback it serves as it was.
+	ok(t, d.dir, d.env, "stop")
+	d.reap()
+	fails(t, d.dir, d.env, 1, refusal, "up")
+	if _, err := os.Stat(filepath.Join(d.dir, ".kiln", "kiln.pid")); !os.IsNotExist(err) {
+		t.Errorf("a refused kiln up left its daemon's PID file: %v", err)
+	}
+	d.startDaemon("kiln is serving", "up", "-keep-rollback")
+	if body := d.get("/"); !strings.Contains(body, "Hello from kiln!") {
+		t.Fatalf("up -keep-rollback replaced the rollback: %q", body)
+	}
+	if !strings.Contains(d.logs.String(), "kept at revision 3") {
+		t.Errorf("up -keep-rollback does not say what it kept:\n%s", d.logs.String())
+	}
+
+	r := ok(t, d.dir, d.env, "apply", "-auto-approve")
+	if !strings.Contains(r.stdout, "revision 4 deployed") || !strings.Contains(d.get("/"), "Hello again!") {
+		t.Errorf("apply -auto-approve: %s\nfront door: %q", r.stdout, d.get("/"))
+	}
+	// Revision 4 was applied, not rolled back to: the next apply goes ahead.
+	editSpec(t, d.dir, "Hello again!", "Hello a third time!")
+	if r := ok(t, d.dir, d.env, "apply"); !strings.Contains(r.stdout, "revision 5 deployed") {
+		t.Errorf("apply after an approved one: %s", r.stdout)
+	}
+}
