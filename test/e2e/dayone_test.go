@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"encoding/json"
+	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -218,5 +222,132 @@ func TestApplyKeepsRollback(t *testing.T) {
 	editSpec(t, d.dir, "Hello again!", "Hello a third time!")
 	if r := ok(t, d.dir, d.env, "apply"); !strings.Contains(r.stdout, "revision 5 deployed") {
 		t.Errorf("apply after an approved one: %s", r.stdout)
+	}
+}
+
+// dashboard signs in to the deployment's dashboard with the admin token and returns a
+// function that GETs a page of it.
+func (d *deployment) dashboard() func(path string) string {
+	d.t.Helper()
+	base := readState(d.t, d.dir, "api.addr")
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 20 * time.Second}
+	resp, err := c.PostForm(base+"/login", url.Values{"token": {readState(d.t, d.dir, "token")}, "next": {"/"}})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return func(path string) string {
+		d.t.Helper()
+		resp, err := c.Get(base + path)
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || resp.Request.URL.Path == "/login" {
+			d.t.Fatalf("GET %s: %d (at %s)\n%s", path, resp.StatusCode, resp.Request.URL, b)
+		}
+		return string(b)
+	}
+}
+
+// editFile replaces old with new in the file at path.
+func editFile(t *testing.T, path, old, new string) {
+	t.Helper()
+	b, _ := os.ReadFile(path)
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s has no %q", path, old)
+	}
+	os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644)
+}
+
+// logsOf returns the recent logs block of a service page.
+func logsOf(page string) string {
+	i := strings.Index(page, `<pre id="logs"`)
+	if i < 0 {
+		return ""
+	}
+	j := strings.Index(page[i:], "</pre>")
+	return page[i : i+j]
+}
+
+// TestDashboardHidesHealthChecks: a service that logs every request floods its recent
+// logs with health checks; the service page hides them by default (and says how many),
+// and shows them with the box unchecked (?health_checks=show), without JavaScript.
+func TestDashboardHidesHealthChecks(t *testing.T) {
+	d := newDeployment(t)
+	main := filepath.Join(d.dir, "main.go")
+	editFile(t, main, `fmt.Fprintln(w, "ok")`, `slog.Info(r.Method + " " + r.URL.Path)
+		fmt.Fprintln(w, "ok")`)
+	editFile(t, main, `fmt.Fprintf(w, "%s\nversion:`, `slog.Info(r.Method + " " + r.URL.Path)
+		fmt.Fprintf(w, "%s\nversion:`)
+	d.startDaemon("kiln is serving", "up")
+	page := d.dashboard()
+	svc := "/services/" + d.service
+	// The health checks (every 500 ms) are logged; then a request of the test's own.
+	eventually(t, 30*time.Second, "health checks in the logs", func() bool {
+		return strings.Contains(logsOf(page(svc+"?health_checks=show")), "INFO GET /healthz")
+	})
+	d.get("/")
+	var hidden string
+	eventually(t, 30*time.Second, "the test's request in the logs", func() bool {
+		hidden = page(svc)
+		return strings.Contains(logsOf(hidden), "INFO GET /\n")
+	})
+	if strings.Contains(logsOf(hidden), "/healthz") {
+		t.Errorf("the logs show health checks by default:\n%s", logsOf(hidden))
+	}
+	if !strings.Contains(hidden, `name="health_checks" value="hide" checked`) || !strings.Contains(hidden, "lines hidden") {
+		t.Errorf("the logs filter is not checked by default, or does not say what it hid:\n%s", hidden)
+	}
+	shown := page(svc + "?health_checks=show")
+	if !strings.Contains(logsOf(shown), "INFO GET /healthz") || !strings.Contains(logsOf(shown), "INFO GET /\n") {
+		t.Errorf("with the box unchecked the logs lack the health checks or the request:\n%s", logsOf(shown))
+	}
+	if strings.Contains(shown, `value="hide" checked`) {
+		t.Errorf("with ?health_checks=show the box is still checked")
+	}
+}
+
+// TestDashboardDegradedCause: a crash-looping service shows in red on the fleet page
+// with why, and its page opens with a banner saying so.
+func TestDashboardDegradedCause(t *testing.T) {
+	d := newDeployment(t)
+	editSpec(t, d.dir, `writable = ["/tmp"]`, `writable = ["/tmp"]
+  env      = { EXIT_AFTER = "2500ms" }`)
+	d.startDaemon("revision 1 deployed", "up")
+	var cause string
+	eventually(t, 60*time.Second, "the service to be degraded", func() bool {
+		var st struct {
+			Services []struct{ State, Cause string }
+		}
+		json.Unmarshal([]byte(d.kiln(nil, "status", "-json").stdout), &st)
+		if len(st.Services) == 1 && st.Services[0].State == "degraded" {
+			cause = st.Services[0].Cause
+			return true
+		}
+		return false
+	})
+	want := "crash-looping" // from the event, when the status gives no cause
+	if cause != "" {
+		want = cause
+	}
+	page := d.dashboard()
+	fleet := page("/")
+	i := strings.Index(fleet, `<tr data-service="`+d.service+`">`)
+	if i < 0 {
+		t.Fatalf("the fleet page does not list the service:\n%s", fleet)
+	}
+	row := fleet[i : i+strings.Index(fleet[i:], "</tr>")]
+	if !strings.Contains(row, `<span class="badge bad">degraded</span>`) {
+		t.Errorf("the degraded service is not red on the fleet page:\n%s", row)
+	}
+	if !strings.Contains(row, `<span class="cause bad">`) || !strings.Contains(row, want) {
+		t.Errorf("the fleet row does not say why (%q):\n%s", want, row)
+	}
+	svc := page("/services/" + d.service)
+	if !strings.Contains(svc, `<div class="error" id="cause"`) || !strings.Contains(svc, want) {
+		t.Errorf("the service page has no banner saying why (%q):\n%s", want, svc)
 	}
 }
