@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // What a first day with kiln runs into: stopping a daemon started elsewhere, a
@@ -350,4 +352,15 @@ func TestDashboardDegradedCause(t *testing.T) {
 	if !strings.Contains(svc, `<div class="error" id="cause"`) || !strings.Contains(svc, want) {
 		t.Errorf("the service page has no banner saying why (%q):\n%s", want, svc)
 	}
+
+	// Both pages stay readable (WCAG AA contrast) with the red cause and the banner.
+	api := readState(t, d.dir, "api.addr")
+	ctx := browse(t)
+	signIn(t, ctx, api, readState(t, d.dir, "token"))
+	do(t, ctx, "the fleet shows the cause", 30*time.Second, chromedp.WaitVisible(chromedp.CSS(`tr[data-service="`+d.service+`"] .cause`)))
+	checkAccessible(t, ctx, "fleet with a degraded service")
+	do(t, ctx, "the service page shows the banner", 30*time.Second,
+		chromedp.Navigate(api+"/services/"+d.service), chromedp.WaitVisible(chromedp.ID("#cause")))
+	shoot(t, ctx, "service-degraded")
+	checkAccessible(t, ctx, "degraded service")
 }
