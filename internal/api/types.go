@@ -205,6 +205,9 @@ type ServiceStatus struct {
 	// server's exit code and last log lines when it exited.
 	Cause string `json:"cause,omitempty"`
 	Drift string `json:"drift,omitempty"` // the last drift found, if any
+	// HealthPath is the path of the current revision's HTTP health check ("" for a TCP
+	// check): the dashboard hides the log lines of these requests.
+	HealthPath string `json:"health_path,omitempty"`
 }
 
 type Server struct {

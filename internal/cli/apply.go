@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -10,6 +11,7 @@ import (
 
 func newApplyCmd(g *globals) *cobra.Command {
 	var detach, prune bool
+	var co consentOptions
 	cmd := &cobra.Command{
 		Use:   "apply [SERVICE...]",
 		Short: "Bake what changed and roll out a new revision of each changed service",
@@ -19,11 +21,17 @@ changing them): rolling or blue-green, admitting each new server only once it is
 healthy. If new servers do not become healthy within the progress deadline, the
 rollout reverts to the previous revision (auto_rollback, on by default).
 
-Apply waits until the outcome is known and exits non-zero if a rollout failed.`,
+Apply waits until the outcome is known and exits non-zero if a rollout failed.
+
+A service rolled back with kiln rollback stays at that rollback until the spec is
+applied over it on purpose: if the spec would replace such a revision, apply says so
+and changes nothing, unless -auto-approve is given (on a terminal it asks, and only
+"yes" applies). -keep-rollback applies the spec to the other services only.`,
 		Example: `  kiln apply
   kiln apply -var version=1.2.0
   kiln apply web --detach          # return once the revision is recorded
-  kiln apply --prune               # also destroy services no longer in the spec`,
+  kiln apply --prune               # also destroy services no longer in the spec
+  kiln apply -auto-approve         # even over a rollback made with kiln rollback`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			c, err := g.client()
@@ -34,7 +42,17 @@ Apply waits until the outcome is known and exits non-zero if a rollout failed.`,
 			if err != nil {
 				return err
 			}
-			res, err := c.Apply(ctx, api.ApplyRequest{Services: d.services, Secrets: d.secrets, Pipelines: d.pipelines, Prune: prune, Source: d.source,
+			if co.KeepRollback && prune {
+				return errors.New("-keep-rollback cannot be combined with --prune, which would destroy the services it leaves out")
+			}
+			services, err := g.consent(ctx, c, d.services, d.secrets, co)
+			if err != nil {
+				return err
+			}
+			if len(services) == 0 {
+				return nil // every service is kept at its rollback
+			}
+			res, err := c.Apply(ctx, api.ApplyRequest{Services: services, Secrets: d.secrets, Pipelines: d.pipelines, Prune: prune, Source: d.source,
 				Commit: d.commit, User: currentUser(), Detach: detach}, func(e api.Event) { printEvent(g.stderr, e) })
 			if err != nil {
 				return err
@@ -49,5 +67,6 @@ Apply waits until the outcome is known and exits non-zero if a rollout failed.`,
 	cmd.Flags().BoolVar(&detach, "detach", false, "return once the revisions are recorded, without waiting for the rollouts")
 	cmd.Flags().BoolVar(&prune, "prune", false, "destroy services the daemon runs that the spec no longer declares")
 	addVarFlag(g, cmd.Flags())
+	addConsentFlags(&co, cmd.Flags())
 	return cmd
 }

@@ -177,8 +177,10 @@ func printResult(w io.Writer, res api.Result) error {
 	return nil
 }
 
-func since(t time.Time) string {
-	d := time.Since(t)
+func since(t time.Time) string { return ago(time.Since(t), t) }
+
+// ago says how long ago d was, "4s ago", or t's date when that is over two days.
+func ago(d time.Duration, t time.Time) string {
 	switch {
 	case d < time.Minute:
 		return fmt.Sprintf("%ds ago", int(d.Seconds()))

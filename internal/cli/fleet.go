@@ -3,8 +3,11 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -91,23 +94,7 @@ func newHistoryCmd(g *globals) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(h)
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "REVISION\tIMAGE\tOUTCOME\tAPPLIED\tBY\tCOMMIT\tDETAIL")
-			for _, r := range h {
-				num := strconv.FormatInt(r.Number, 10)
-				if r.Current {
-					num += " *"
-				}
-				commit := r.Commit
-				if len(commit) > 12 {
-					commit = commit[:12]
-				}
-				if commit == "" {
-					commit = "-"
-				}
-				fmt.Fprintf(tw, "%s\t%s@%s\t%s\t%s\t%s\t%s\t%s\n", num, r.ImageName, short(r.Image), r.Outcome, since(r.Created), r.AppliedBy, commit, r.Detail)
-			}
-			return tw.Flush()
+			return writeHistory(g.stdout, h, time.Now())
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
@@ -228,4 +215,60 @@ func newLogsCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
 	return cmd
+}
+
+// writeHistory prints revisions as a table. A detail of several lines (a failure with
+// the server's last log lines) goes on in the DETAIL column, one line a row, so every
+// column stays aligned; now is when the ages are counted from.
+func writeHistory(w io.Writer, revs []api.Revision, now time.Time) error {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "REVISION\tIMAGE\tOUTCOME\tAPPLIED\tBY\tCOMMIT\tDETAIL")
+	for _, r := range revs {
+		num := strconv.FormatInt(r.Number, 10)
+		if r.Current {
+			num += " *"
+		}
+		commit := r.Commit
+		if len(commit) > 12 {
+			commit = commit[:12]
+		}
+		if commit == "" {
+			commit = "-"
+		}
+		lines := detailLines(r.Detail)
+		fmt.Fprintf(tw, "%s\t%s@%s\t%s\t%s\t%s\t%s\t%s\n", num, r.ImageName, short(r.Image), r.Outcome, ago(now.Sub(r.Created), r.Created),
+			cell(r.AppliedBy), commit, lines[0])
+		for _, l := range lines[1:] {
+			fmt.Fprintf(tw, "\t\t\t\t\t\t  %s\n", l)
+		}
+	}
+	tw.Flush()
+	// The padding of the COMMIT column trails rows without a detail.
+	for _, l := range strings.SplitAfter(b.String(), "\n") {
+		if _, err := io.WriteString(w, strings.TrimRight(l, " \n")+strings.Repeat("\n", strings.Count(l, "\n"))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// detailLines splits a detail into the lines it shows, at least one: tabs (which would
+// split cells) become spaces, and blank lines and trailing space go.
+func detailLines(detail string) []string {
+	var out []string
+	for _, l := range strings.Split(strings.ReplaceAll(detail, "\r", ""), "\n") {
+		if l = strings.TrimRight(strings.ReplaceAll(l, "\t", "    "), " "); strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		return []string{""}
+	}
+	return out
+}
+
+// cell keeps a value on one line and in one cell of a table.
+func cell(s string) string {
+	return strings.NewReplacer("\t", " ", "\n", " ", "\r", "").Replace(s)
 }

@@ -100,6 +100,7 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 		newSBOMCmd(g),
 		newServeCmd(g),
 		newUpCmd(g),
+		newStopCmd(g),
 		newPlanCmd(g),
 		newApplyCmd(g),
 		newStatusCmd(g),
@@ -234,4 +235,9 @@ func (g *globals) bakeOptions(cfg *spec.Config, src bake.SourceInfo, progress fu
 		opts.Confine, opts.Root = true, cfg.Dir
 	}
 	return opts
+}
+
+func isTerminalReader(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -39,14 +38,14 @@ the front door of every service, the controller that heals and watches for drift
 the pipelines. On start it resumes interrupted rollouts and re-adopts running servers
 without restarting them.`,
 		Example: `  kiln serve
-  kiln serve --listen 127.0.0.1:7000     # another API address (default 127.0.0.1:7777, else a free port)`,
+  kiln serve --listen 127.0.0.1:7000     # another API address (default: the address it had last time, else 127.0.0.1:7777, else a free port)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := g.state(nil)
 			if err != nil {
 				return err
 			}
-			d, err := startDaemon(cmd.Context(), dir, listen, g.stderr, slog.LevelInfo)
+			d, err := startDaemon(cmd.Context(), daemonOptions{StateDir: dir, Listen: listen, Log: g.stderr, Level: slog.LevelInfo, Notes: g.stderr})
 			if err != nil {
 				return err
 			}
@@ -55,7 +54,7 @@ without restarting them.`,
 			return d.wait()
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", "", "the API's and the dashboard's `ADDRESS` (loopback; default 127.0.0.1:7777, else a free port)")
+	cmd.Flags().StringVar(&listen, "listen", "", listenUsage)
 	return cmd
 }
 
@@ -67,21 +66,61 @@ type daemon struct {
 	cancel context.CancelFunc
 	state  *store.Store
 	files  []string
+	pid    *pidFile
 }
 
-// DefaultListen is where the API and the dashboard listen unless told otherwise; a
-// free port when another daemon has it.
-const DefaultListen = "127.0.0.1:7777"
+// daemonOptions are what serve and up start a daemon with.
+type daemonOptions struct {
+	StateDir string
+	Listen   string // --listen; "" for the remembered address or the default
+	Log      io.Writer
+	Level    slog.Level
+	// Notes receives what the user should know about the start (a changed address).
+	Notes io.Writer
+}
 
-// startDaemon starts the engine and the API for stateDir and returns once the API
-// answers. It refuses to start if another daemon already serves stateDir.
-func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, level slog.Level) (*daemon, error) {
-	addrFile := filepath.Join(stateDir, api.AddrFile)
+// startDaemon starts the engine and the API for the state directory and returns once
+// the API answers. It refuses to start if another daemon already serves it.
+func startDaemon(ctx context.Context, o daemonOptions) (*daemon, error) {
+	addrFile := filepath.Join(o.StateDir, api.AddrFile)
+	pid, holder, _, err := claimPIDFile(o.StateDir)
+	if errors.Is(err, errDaemonRunning) {
+		return nil, alreadyRunning(addrFile, holder)
+	}
+	if err != nil {
+		return nil, err
+	}
+	d, err := startDaemonClaimed(ctx, o, addrFile)
+	if err != nil {
+		pid.release()
+		return nil, err
+	}
+	d.pid = pid
+	return d, nil
+}
+
+// alreadyRunning is the refusal to start a second daemon for a state directory.
+func alreadyRunning(addrFile string, pid int) error {
+	addr := "an unknown address"
+	if b, err := os.ReadFile(addrFile); err == nil && strings.TrimSpace(string(b)) != "" {
+		addr = strings.TrimSpace(string(b))
+	}
+	who := ""
+	if pid > 0 {
+		who = fmt.Sprintf(" (PID %d)", pid)
+	}
+	return fmt.Errorf("a kiln daemon is already running for this spec at %s%s: use it, or stop it with `kiln stop`", addr, who)
+}
+
+// startDaemonClaimed is startDaemon once this process holds the PID file.
+func startDaemonClaimed(ctx context.Context, o daemonOptions, addrFile string) (*daemon, error) {
+	stateDir := o.StateDir
+	// A daemon of an older kiln writes no PID file; its API still answers.
 	if b, err := os.ReadFile(addrFile); err == nil {
 		addr := strings.TrimSpace(string(b))
 		if resp, err := (&http.Client{Timeout: time.Second}).Get(addr + "/healthz"); err == nil {
 			resp.Body.Close()
-			return nil, fmt.Errorf("a kiln daemon is already running for this spec at %s: use it, or stop it first", addr)
+			return nil, alreadyRunning(addrFile, 0)
 		}
 	}
 	token, err := loadSecret(filepath.Join(stateDir, api.TokenFile), 32, 0o600)
@@ -96,20 +135,13 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 	if err != nil {
 		return nil, fmt.Errorf("project id: %w", err)
 	}
-	preferred := listen == ""
-	if preferred {
-		listen = DefaultListen
+	notes := o.Notes
+	if notes == nil {
+		notes = io.Discard
 	}
-	host, _, err := net.SplitHostPort(listen)
-	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-		return nil, fmt.Errorf("--listen %s: the API listens on loopback only (e.g. 127.0.0.1:7777)", listen)
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil && preferred {
-		ln, err = net.Listen("tcp", "127.0.0.1:0") // another daemon has the usual address
-	}
+	ln, err := listenAPI(stateDir, o.Listen, notes)
 	if err != nil {
-		return nil, fmt.Errorf("the API cannot listen on %s: %w", listen, err)
+		return nil, err
 	}
 	key, err := secret.LoadKey(filepath.Join(stateDir, secret.KeyFile))
 	if err != nil {
@@ -135,7 +167,7 @@ func startDaemon(ctx context.Context, stateDir, listen string, logTo io.Writer, 
 		st.Close()
 		return nil, err
 	}
-	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: o.Level}))
 	eng := engine.New(engine.Options{State: st, Images: images, Driver: drv, Owner: fmt.Sprintf("kiln (pid %d)", os.Getpid()), Project: project, StateDir: stateDir, Secrets: key, Log: log})
 	ctx, cancel := context.WithCancel(ctx)
 	d := &daemon{addr: "http://" + ln.Addr().String(), eng: eng, errc: make(chan error, 2), cancel: cancel, state: st}
@@ -158,6 +190,9 @@ func (d *daemon) wait() error {
 		os.Remove(f)
 	}
 	d.state.Close()
+	if d.pid != nil {
+		d.pid.release()
+	}
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

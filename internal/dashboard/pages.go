@@ -71,6 +71,7 @@ func sortBy[T any](items []T, u *url.URL, def string, keys map[string]func(a, b 
 type fleetRow struct {
 	api.ServiceStatus
 	Traffic []api.Sample
+	Cause   string // why it is degraded or healing, if known
 }
 
 type fleetData struct {
@@ -102,7 +103,7 @@ func (d *Dashboard) fleet(r *http.Request, s *session) (view, error) {
 		if data.Q != "" && !strings.Contains(ss.Name, data.Q) && !strings.Contains(ss.ImageName, data.Q) {
 			continue
 		}
-		rows = append(rows, fleetRow{ServiceStatus: ss, Traffic: d.eng.Traffic(ss.Name)})
+		rows = append(rows, fleetRow{ServiceStatus: ss, Traffic: d.eng.Traffic(ss.Name), Cause: d.cause(r.Context(), ss)})
 	}
 	data.Sort = sortBy(rows, r.URL, "name", map[string]func(a, b fleetRow) int{
 		"name":  func(a, b fleetRow) int { return strings.Compare(a.Name, b.Name) },
@@ -114,6 +115,19 @@ func (d *Dashboard) fleet(r *http.Request, s *session) (view, error) {
 	})
 	data.Rows, data.Pager = paginate(rows, r.URL, perPage)
 	return view{Template: "fleet", Title: "Fleet", Live: "*", Poll: true, Data: data}, nil
+}
+
+// cause says why a service is degraded or healing: the status's Cause, or, from an
+// engine that does not say, the last crash-loop event of a degraded service.
+func (d *Dashboard) cause(ctx context.Context, ss api.ServiceStatus) string {
+	if ss.Cause != "" || ss.State != "degraded" {
+		return ss.Cause
+	}
+	evs, err := d.eng.QueryEvents(ctx, store.EventQuery{Service: ss.Name, Type: "degraded", Limit: 1})
+	if err != nil || len(evs) == 0 {
+		return ""
+	}
+	return evs[0].Message
 }
 
 func ratio(a, b int) float64 {
@@ -138,8 +152,13 @@ type serviceData struct {
 	History    []api.Revision
 	RollbackTo int64 // the revision a plain rollback goes to; 0 if none
 	Drift      []api.Event
+	Cause      string // why the service is degraded or healing, if known
 	Logs       []string
 	LogsError  string
+	// HideChecks hides the log lines of health-check requests (?health_checks=show
+	// shows them); Hidden is how many were hidden.
+	HideChecks bool
+	Hidden     int
 }
 
 // rolloutView is a rollout with the steps it took, from its events: the last
@@ -201,12 +220,22 @@ func (d *Dashboard) service(r *http.Request, s *session) (view, error) {
 				break
 			}
 		}
+		data.Cause = d.cause(ctx, *data.Status)
+		data.HideChecks = !showChecks(r.URL.Query())
 		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		data.Logs, err = d.eng.RecentLogs(lctx, name, 100)
+		// More lines than shown: health checks may be most of them.
+		data.Logs, err = d.eng.RecentLogs(lctx, name, 5*maxLogLines)
 		cancel()
 		if err != nil {
 			data.LogsError = err.Error()
 		}
+		if data.HideChecks {
+			paths := healthPaths(*data.Status)
+			before := len(data.Logs)
+			data.Logs = slices.DeleteFunc(data.Logs, func(l string) bool { return mentionsAny(l, paths) })
+			data.Hidden = before - len(data.Logs)
+		}
+		data.Logs = data.Logs[max(0, len(data.Logs)-maxLogLines):]
 	}
 	if rs, err := d.eng.Rollouts(ctx, name); err == nil && len(rs) > 0 {
 		data.Rollout, err = d.rolloutView(ctx, rs[0])
@@ -219,6 +248,53 @@ func (d *Dashboard) service(r *http.Request, s *session) (view, error) {
 		return view{}, err
 	}
 	return view{Template: "service", Title: name, Live: name, Poll: true, Data: data}, nil
+}
+
+// maxLogLines is how many of the servers' last lines the service page shows.
+const maxLogLines = 100
+
+// showChecks reports whether the page asks for health-check log lines. The form sends
+// health_checks=show from a hidden field and health_checks=hide from its checkbox, so
+// an unchecked box (which browsers do not send) still says something; with no
+// parameter at all, they are hidden.
+func showChecks(q url.Values) bool {
+	v := q["health_checks"]
+	return len(v) > 0 && !slices.Contains(v, "hide")
+}
+
+// usualHealthPaths are hidden when the status does not name the service's own.
+var usualHealthPaths = []string{"/healthz", "/health", "/livez", "/readyz"}
+
+func healthPaths(ss api.ServiceStatus) []string {
+	if ss.HealthPath != "" {
+		return []string{ss.HealthPath}
+	}
+	return usualHealthPaths
+}
+
+// mentionsAny reports whether line names one of paths as a whole path: "GET /healthz
+// HTTP/1.1" and path=/healthz?x=1 do, /healthz2 and /api/healthz do not.
+func mentionsAny(line string, paths []string) bool {
+	for _, p := range paths {
+		for i := 0; ; {
+			j := strings.Index(line[i:], p)
+			if j < 0 {
+				break
+			}
+			at, end := i+j, i+j+len(p)
+			if (at == 0 || !pathByte(line[at-1])) && (end == len(line) || !pathByte(line[end])) {
+				return true
+			}
+			i = at + 1
+		}
+	}
+	return false
+}
+
+// pathByte reports whether b may be part of a URL path.
+func pathByte(b byte) bool {
+	return b == '/' || b == '-' || b == '_' || b == '.' || b == '~' || b == '%' ||
+		'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9'
 }
 
 func (d *Dashboard) rolloutView(ctx context.Context, ro store.Rollout) (*rolloutView, error) {

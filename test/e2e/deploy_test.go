@@ -329,11 +329,11 @@ func TestDeployLifecycle(t *testing.T) {
 
 	// kill -9 of the daemon in the middle of a rollout, then a restart finishes it.
 	v5 := []string{"KILN_VAR_version=5.0"}
-	if r := d.kiln(v5, "apply", "--detach"); r.code != 0 {
+	if r := d.kiln(v5, "apply", "--detach", "-auto-approve"); r.code != 0 { // over the rollback to 1
 		t.Fatalf("apply --detach: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	// One rollout per service: a second apply meanwhile is refused, naming the first.
-	if r := d.kiln([]string{"KILN_VAR_version=6.0"}, "apply"); r.code != 1 || !strings.Contains(r.stderr, "in progress") {
+	if r := d.kiln([]string{"KILN_VAR_version=6.0"}, "apply", "-auto-approve"); r.code != 1 || !strings.Contains(r.stderr, "in progress") {
 		t.Errorf("concurrent apply: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	// Wait until the rollout is half-way: a new server exists beside the old ones.
