@@ -420,7 +420,7 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 			return st, err
 		}
 		ss := api.ServiceStatus{Name: sv.Name, Revision: rev.Number, Image: svc.Image, ImageName: svc.ImageName,
-			URL: URL(svc.Listen), Replicas: svc.Replicas, Servers: []api.Server{}}
+			URL: URL(svc.Listen), Replicas: svc.Replicas, Servers: []api.Server{}, HealthPath: svc.Health.HTTP}
 		cs := e.state(sv.Name)
 		e.mu.Lock()
 		d := e.doors[sv.Name]
