@@ -262,6 +262,7 @@ func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revi
 		e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeDeployed, "")
 		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutSucceeded, "")
 		e.event(r.Service, "", "deployed", "revision %d is deployed", rev.Number)
+		e.recovered(r.Service)
 		res.Outcome = string(store.OutcomeDeployed)
 		return res
 	}

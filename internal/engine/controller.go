@@ -457,6 +457,15 @@ func (e *Engine) degrade(service string, st *serviceState, cause string) {
 	}
 }
 
+// recovered clears what the controller knew of a service's failures: a revision of it
+// has just been deployed.
+func (e *Engine) recovered(service string) {
+	st := e.state(service)
+	e.mu.Lock()
+	st.degraded, st.cause, st.heals = false, "", nil
+	e.mu.Unlock()
+}
+
 // settle notes a pass that found nothing to do: a degraded service has recovered.
 func (e *Engine) settle(service string, st *serviceState) {
 	e.mu.Lock()

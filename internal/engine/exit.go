@@ -25,7 +25,8 @@ type ExitError struct {
 
 func (e *ExitError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "server %s exited (%s) before it became healthy", e.Server, e.Exit)
+	// The name is the caller's to give ("server NAME: ..."), as for any gate failure.
+	fmt.Fprintf(&b, "exited (%s) before it became healthy", e.Exit)
 	if len(e.Lines) > 0 {
 		b.WriteString("; its last output:")
 		for _, l := range e.Lines {
