@@ -27,6 +27,10 @@ const (
 	crashLoopHeals = 3
 	healWindow     = time.Minute
 	maxBackoff     = 5 * time.Minute
+	// A revision that never deployed is tried failedAttempts more times, 2, 4, 8 and
+	// 16 s apart, and then left alone until the next apply: its servers never once
+	// became healthy, so more attempts would only recreate crashing servers.
+	failedAttempts = 4
 )
 
 // serviceState is what the controller remembers of a service between passes. Nothing
@@ -39,6 +43,9 @@ type serviceState struct {
 	cause string
 	// cancelHeal stops the heal in progress, if any: a rollout never waits behind one.
 	cancelHeal context.CancelFunc
+	// gaveUp: the current revision never deployed and has been tried failedAttempts
+	// times; nothing is tried again until a revision deploys.
+	gaveUp bool
 	flagged    map[driver.ServerID]string // servers to replace, and why (exec, drift)
 	failing    map[string]int             // consecutive failed probes by address
 	reported   map[string]bool            // drift already reported (report mode)
@@ -425,6 +432,14 @@ func (e *Engine) backoff(service string, st *serviceState, failed bool) time.Dur
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := time.Now()
+	if failed && (st.gaveUp || len(st.heals) >= failedAttempts) {
+		if !st.gaveUp {
+			st.gaveUp = true
+			cause := st.cause
+			go e.event(service, "", "degraded", "the current revision never deployed and failed %d more attempts: kiln stops trying until the next apply (%s)", failedAttempts, cause)
+		}
+		return maxBackoff
+	}
 	var recent []time.Time
 	for _, t := range st.heals {
 		if now.Sub(t) < healWindow || now.Sub(t) < 2*maxBackoff && len(st.heals) >= threshold {
@@ -449,7 +464,7 @@ func (e *Engine) backoff(service string, st *serviceState, failed bool) time.Dur
 // degrade marks the service degraded because of cause.
 func (e *Engine) degrade(service string, st *serviceState, cause string) {
 	e.mu.Lock()
-	was := st.degraded && st.cause == cause
+	was := st.degraded
 	st.degraded, st.cause = true, cause
 	e.mu.Unlock()
 	if !was {
@@ -462,7 +477,7 @@ func (e *Engine) degrade(service string, st *serviceState, cause string) {
 func (e *Engine) recovered(service string) {
 	st := e.state(service)
 	e.mu.Lock()
-	st.degraded, st.cause, st.heals = false, "", nil
+	st.degraded, st.cause, st.heals, st.gaveUp = false, "", nil, false
 	e.mu.Unlock()
 }
 

@@ -62,15 +62,23 @@ func TestCrashingFirstRevision(t *testing.T) {
 	if state != "degraded" || !strings.Contains(cause, "exit code 1") {
 		t.Errorf("status: state %q, cause %q; want degraded with the exit code", state, cause)
 	}
-	// Heals back off: over 25 s, servers are recreated at growing intervals, not every
-	// few seconds.
+	// Heals back off (2, 4, 8 s apart), then stop: a revision that never deployed is
+	// not recreated forever.
 	created := regexp.MustCompile(`server \S+ created from revision 1`)
+	var gaveUp time.Duration
+	eventually(t, 60*time.Second, "kiln to stop retrying the failed revision", func() bool {
+		gaveUp = time.Since(start)
+		return strings.Contains(d.kiln(nil, "events").stdout, "kiln stops trying until the next apply")
+	})
 	before := len(created.FindAllString(d.kiln(nil, "events").stdout, -1))
-	time.Sleep(25 * time.Second)
+	time.Sleep(20 * time.Second)
 	after := len(created.FindAllString(d.kiln(nil, "events").stdout, -1))
-	t.Logf("servers created by heals in 25 s: %d", after-before)
-	if after-before > 10 {
-		t.Errorf("%d servers created in 25 s: heals do not back off", after-before)
+	t.Logf("kiln stopped retrying %s after kiln up started, having created %d servers; %d created in the 20 s after", gaveUp.Round(time.Second), before, after-before)
+	if after != before {
+		t.Errorf("%d servers created after kiln stopped retrying", after-before)
+	}
+	if state, cause := d.serviceState(); state != "degraded" || !strings.Contains(cause, "exit code 1") {
+		t.Errorf("status after giving up: %q, %q", state, cause)
 	}
 
 	editSpec(t, d.dir, `  env      = { PORT = "notaport" }`, ``)

@@ -320,6 +320,15 @@ func TestPipelineCommitsCannotTakeTheHost(t *testing.T) {
 }
 
 image "hello" {`), "never add one"},
+		{"a self-referencing OCI layout as the base", func(t *testing.T, dir string) {
+			fake := strings.Repeat("ab", 32)
+			index := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:` + fake + `","size":200}]}`
+			os.MkdirAll(filepath.Join(dir, "base", "blobs", "sha256"), 0o755)
+			os.WriteFile(filepath.Join(dir, "base", "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+			os.WriteFile(filepath.Join(dir, "base", "index.json"), []byte(index), 0o644)
+			os.WriteFile(filepath.Join(dir, "base", "blobs", "sha256", fake), []byte(index), 0o644)
+			replace(`from = "scratch"`, `from = "./base"`)(t, dir)
+		}, "digest|size|cycle|nest"},
 		{"a spec nested 100,000 deep", replace(`variable "version" {`, "variable \"deep\" {\n  default = "+deep+"\n}\n\nvariable \"version\" {"), "nest"},
 	}
 	for _, a := range attacks {
@@ -345,8 +354,8 @@ image "hello" {`), "never add one"},
 			}
 			// Undo it for the next one.
 			os.WriteFile(specPath, good, 0o644)
-			for _, f := range []string{"x.sh", "state", "zero"} {
-				os.Remove(filepath.Join(d.dir, f))
+			for _, f := range []string{"x.sh", "state", "zero", "base"} {
+				os.RemoveAll(filepath.Join(d.dir, f))
 			}
 			sh(t, d.dir, gitEnv, "git", "add", "-A", ".")
 			exec.Command("git", "-C", d.dir, "commit", "-qm", "undo "+a.name).Run()
