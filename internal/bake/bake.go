@@ -47,6 +47,10 @@ type Options struct {
 	// own namespaces that sees only the toolchain, the sources and the module cache, with
 	// no network. Where no sandbox can be made, such a build fails.
 	Sandbox bool
+	// DryRun bakes without recording: the images' blobs and the step cache are written
+	// (a later bake finds them), but the index, and so which image of a name is
+	// current, is left as it was. For kiln plan, which must change nothing.
+	DryRun bool
 }
 
 // Event reports progress of a bake.
@@ -286,9 +290,11 @@ func (b *Baker) bakeImage(ctx context.Context, h *hostFiles, img *spec.Image, do
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: fmt.Errorf("storing SBOM: %w", err)}
 	}
-	b.mu.Lock()
-	err = b.store.record(img.Name, desc, sbomDigest, time.Now())
-	b.mu.Unlock()
+	if !b.opts.DryRun {
+		b.mu.Lock()
+		err = b.store.record(img.Name, desc, sbomDigest, time.Now())
+		b.mu.Unlock()
+	}
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: fmt.Errorf("recording image in the store: %w", err)}
 	}

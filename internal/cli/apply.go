@@ -38,7 +38,7 @@ and changes nothing, unless -auto-approve is given (on a terminal it asks, and o
 			if err != nil {
 				return err
 			}
-			d, err := g.resolve(ctx, args, g.stderr)
+			d, err := g.resolve(ctx, args, g.stderr, false)
 			if err != nil {
 				return err
 			}

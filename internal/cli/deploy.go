@@ -31,7 +31,10 @@ type deployment struct {
 // resolve loads the spec, bakes the images its services run (quietly unless progress
 // is shown), and returns the services as the daemon takes them. Only the named services
 // when names is not empty.
-func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Writer) (*deployment, error) {
+//
+// A dry run (kiln plan) bakes without recording the images as current (see
+// bake.Options.DryRun): a plan changes nothing.
+func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Writer, dryRun bool) (*deployment, error) {
 	cfg, err := g.loadSpec()
 	if err != nil {
 		return nil, err
@@ -79,7 +82,9 @@ func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Wri
 			return nil, err
 		}
 		prog := newProgress(progressTo, false, images)
-		baker, err := bake.NewBaker(store, g.bakeOptions(cfg, src, prog.event))
+		opts := g.bakeOptions(cfg, src, prog.event)
+		opts.DryRun = dryRun
+		baker, err := bake.NewBaker(store, opts)
 		if err != nil {
 			unlock()
 			return nil, err

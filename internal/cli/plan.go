@@ -33,7 +33,7 @@ would do: "+" create, "+/-" replace with the reason (image digest changed, env c
 			if asJSON {
 				progress = io.Discard
 			}
-			d, err := g.resolve(ctx, args, progress)
+			d, err := g.resolve(ctx, args, progress, true)
 			if err != nil {
 				return err
 			}

@@ -37,7 +37,7 @@ or -keep-rollback (serve, and leave those services at their rollback) is given.`
 			if err != nil {
 				return err
 			}
-			dep, err := g.resolve(ctx, nil, g.stderr)
+			dep, err := g.resolve(ctx, nil, g.stderr, false)
 			if err != nil {
 				d.cancel()
 				d.wait()

@@ -229,3 +229,23 @@ service "` + d.service + `" {
 		}
 	}
 }
+
+// TestPlanChangesNothing: kiln plan of a changed image bakes it (to know its digest)
+// but leaves the store's index, and so the current image, as it was.
+func TestPlanChangesNothing(t *testing.T) {
+	d := newDeployment(t)
+	d.startDaemon("revision 1 deployed", "up")
+	index := filepath.Join(d.dir, ".kiln", "images", "index.json")
+	before, _ := os.ReadFile(index)
+	images := d.kiln(nil, "images").stdout
+	if r := d.kiln(nil, "plan", "-var", "version=2"); r.code != 0 || !strings.Contains(r.stdout, "to replace") {
+		t.Fatalf("plan: %s%s", r.stdout, r.stderr)
+	}
+	after, _ := os.ReadFile(index)
+	if string(before) != string(after) {
+		t.Errorf("plan changed the image store's index")
+	}
+	if now := d.kiln(nil, "images").stdout; now != images {
+		t.Errorf("plan changed kiln images:\n%s\nthen:\n%s", images, now)
+	}
+}
