@@ -328,7 +328,7 @@ image "hello" {`), "never add one"},
 			os.WriteFile(filepath.Join(dir, "base", "index.json"), []byte(index), 0o644)
 			os.WriteFile(filepath.Join(dir, "base", "blobs", "sha256", fake), []byte(index), 0o644)
 			replace(`from = "scratch"`, `from = "./base"`)(t, dir)
-		}, "digest|size|cycle|nest"},
+		}, "digest|size|larger|cycle|nest"},
 		{"a spec nested 100,000 deep", replace(`variable "version" {`, "variable \"deep\" {\n  default = "+deep+"\n}\n\nvariable \"version\" {"), "nest"},
 	}
 	for _, a := range attacks {
