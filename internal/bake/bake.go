@@ -370,7 +370,7 @@ func (b *Baker) assemble(h *hostFiles, img *spec.Image, bs base, steps []*built)
 	for _, bl := range bs.layers {
 		adds = append(adds, mutate.Addendum{
 			Layer:   &storedLayer{s: b.store, d: bl.Layer},
-			History: v1.History{Created: epoch, CreatedBy: "kiln: from " + img.From.Ref},
+			History: v1.History{Created: epoch, CreatedBy: "kiln: from " + bs.describe()},
 		})
 	}
 	for i, bl := range steps {

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"net"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -27,11 +28,15 @@ import (
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
-// base is the image an image block starts from.
+// base is the image an image block starts from, and what the image records of it. Nothing
+// recorded is a host path: a path base is named as the spec wrote it, relative to the
+// spec (see asWritten), or by its content digest alone.
 type base struct {
 	img    v1.Image
-	name   string  // what to record as the base's name; "" for scratch
-	digest v1.Hash // zero for scratch
+	kind   spec.FromKind
+	name   string  // the base's name: image block, reference or path as written; "" if none
+	digest v1.Hash // the base image's manifest digest; zero for scratch and a rootfs
+	file   string  // SHA-256 (hex) of a rootfs tarball, "" for other kinds
 	layers []*built
 }
 
@@ -50,21 +55,47 @@ func (b *Baker) resolveBase(ctx context.Context, h *hostFiles, img *spec.Image, 
 	f := img.From
 	switch f.Kind {
 	case spec.FromScratch:
-		return base{img: scratch()}, nil
+		return base{img: scratch(), kind: f.Kind}, nil
 	case spec.FromImage:
 		r := done[f.Ref]
 		if r == nil {
 			return base{}, fmt.Errorf("image %q was not baked", f.Ref)
 		}
-		return base{img: r.Image, name: f.Ref, digest: r.Digest}, nil
+		return base{img: r.Image, kind: f.Kind, name: f.Ref, digest: r.Digest}, nil
 	case spec.FromLayout:
-		return layoutBase(h, f.Ref, img.Platform)
+		bs, err := layoutBase(h, f.Ref, img.Platform)
+		bs.kind, bs.name = f.Kind, b.asWritten(img, f.Ref)
+		return bs, err
 	case spec.FromTarball:
-		return b.tarballBase(h, f.Ref, epoch)
+		bs, err := b.tarballBase(h, f.Ref, epoch)
+		bs.kind, bs.name = f.Kind, b.asWritten(img, f.Ref)
+		return bs, err
 	case spec.FromRegistry:
-		return b.registryBase(ctx, f.Ref, img.Platform)
+		bs, err := b.registryBase(ctx, f.Ref, img.Platform)
+		bs.kind = f.Kind
+		return bs, err
 	}
 	return base{}, fmt.Errorf("unknown base kind %q", f.Kind)
+}
+
+// asWritten is how an image records the path of its base: relative to the directory of
+// the spec (of the checkout, for a confined bake), in slash form and starting with "./",
+// so that two clones at different paths bake the same image. A path outside that
+// directory is recorded as "": the image then names the base by its digest alone.
+func (b *Baker) asWritten(img *spec.Image, p string) string {
+	dir := b.opts.Root
+	if !b.opts.Confine || dir == "" {
+		dir = filepath.Dir(img.From.Range.Filename)
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return ""
+	}
+	rel, err := filepath.Rel(dir, p)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
+		return ""
+	}
+	return "./" + filepath.ToSlash(rel)
 }
 
 // Bounds on what a base may make a bake read. An OCI layout is input like any other: its
@@ -100,7 +131,7 @@ func layoutBase(h *hostFiles, dir string, p spec.Platform) (base, error) {
 	if err != nil {
 		return base{}, fmt.Errorf("OCI layout %s: image %s: %w", dir, d.Digest, err)
 	}
-	return base{img: img, name: filepath.Base(dir), digest: d.Digest}, nil
+	return base{img: img, digest: d.Digest}, nil
 }
 
 // ociLayout reads the blobs of an OCI image layout.
@@ -314,7 +345,7 @@ func (b *Baker) tarballBase(h *hostFiles, path string, epoch int64) (base, error
 			return base{}, err
 		}
 	}
-	return base{img: scratch(), name: filepath.Base(path), layers: []*built{bl}}, nil
+	return base{img: scratch(), file: sum, layers: []*built{bl}}, nil
 }
 
 func (b *Baker) storeLayer(l v1.Layer) (layerDesc, error) {
@@ -434,3 +465,18 @@ func (b *storedBlob) Digest() (v1.Hash, error)            { return b.d.Digest, n
 func (b *storedBlob) Size() (int64, error)                { return b.d.Size, nil }
 func (b *storedBlob) MediaType() (types.MediaType, error) { return b.d.MediaType, nil }
 func (b *storedBlob) Compressed() (io.ReadCloser, error)  { return b.s.Blob(b.d.Digest) }
+
+// describe names the base in the history of the layers it adds.
+func (bs base) describe() string {
+	what := string(bs.kind)
+	if bs.kind == spec.FromTarball {
+		what = "rootfs tarball"
+	}
+	if bs.name != "" {
+		what += " " + bs.name
+	}
+	if bs.file != "" {
+		what += " sha256:" + bs.file
+	}
+	return what
+}
