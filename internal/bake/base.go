@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/kiln-build/kiln/internal/dockerimage"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
@@ -34,9 +35,11 @@ import (
 type base struct {
 	img    v1.Image
 	kind   spec.FromKind
-	name   string  // the base's name: image block, reference or path as written; "" if none
-	digest v1.Hash // the base image's manifest digest; zero for scratch and a rootfs
-	file   string  // SHA-256 (hex) of a rootfs tarball, "" for other kinds
+	name   string      // the base's name: image block, reference or path as written; "" if none
+	digest v1.Hash     // the base image's manifest digest; zero for scratch and a rootfs
+	file   string      // SHA-256 (hex) of a file base (rootfs tarball or archive)
+	format archiveKind // what a file base holds
+	docker *dockerimage.Image
 	layers []*built
 }
 
@@ -67,8 +70,12 @@ func (b *Baker) resolveBase(ctx context.Context, h *hostFiles, img *spec.Image, 
 		bs.kind, bs.name = f.Kind, b.asWritten(img, f.Ref)
 		return bs, err
 	case spec.FromTarball:
-		bs, err := b.tarballBase(h, f.Ref, epoch)
+		bs, err := b.fileBase(h, f.Ref, img.Platform, epoch)
 		bs.kind, bs.name = f.Kind, b.asWritten(img, f.Ref)
+		return bs, err
+	case spec.FromDocker:
+		bs, err := b.dockerBase(ctx, img.Name, f.Ref, img.Platform)
+		bs.kind = f.Kind
 		return bs, err
 	case spec.FromRegistry:
 		bs, err := b.registryBase(ctx, f.Ref, img.Platform)
@@ -114,6 +121,11 @@ func layoutBase(h *hostFiles, dir string, p spec.Platform) (base, error) {
 	if err != nil {
 		return base{}, fmt.Errorf("reading OCI layout %s: %w", dir, err)
 	}
+	return readLayout(fsys, dir, p)
+}
+
+// readLayout reads the OCI layout in fsys (a directory, or an archive, named dir).
+func readLayout(fsys fs.FS, dir string, p spec.Platform) (base, error) {
 	l := &ociLayout{fsys: fsys}
 	raw, err := readBounded(fsys, "index.json", maxMetaBytes)
 	if err != nil {
@@ -302,29 +314,14 @@ func (b *layoutBlob) Size() (int64, error)                { return b.d.Size, nil
 func (b *layoutBlob) MediaType() (types.MediaType, error) { return b.d.MediaType, nil }
 func (b *layoutBlob) Compressed() (io.ReadCloser, error)  { return b.l.blob(b.d, maxBaseBytes) }
 
-// tarballBase makes a one-layer base from a rootfs tarball, cached by the tarball's hash.
-// The tarball must be a regular file of at most maxBaseBytes.
-func (b *Baker) tarballBase(h *hostFiles, path string, epoch int64) (base, error) {
-	info, err := h.stat(path)
-	if err != nil {
-		return base{}, fmt.Errorf("reading rootfs tarball: %w", err)
-	}
-	if !info.Mode().IsRegular() {
-		return base{}, fmt.Errorf("rootfs tarball %s is a %s, not a regular file", path, fileKind(info.Mode()))
-	}
-	size := info.Size()
-	if size > maxBaseBytes {
-		return base{}, fmt.Errorf("rootfs tarball %s is %d bytes, more than the %d allowed", path, size, int64(maxBaseBytes))
-	}
-	sum, err := h.sha256(path, size)
-	if err != nil {
-		return base{}, fmt.Errorf("reading rootfs tarball: %w", err)
-	}
+// tarballBase makes a one-layer base from the rootfs tarball p (size bytes, SHA-256
+// sum), cached by its hash.
+func (b *Baker) tarballBase(h *hostFiles, p string, size int64, sum string, epoch int64) (base, error) {
 	k := key(map[string]any{"kind": "rootfs", "sha256": sum})
 	bl, ok := b.cache.get(b.store, k)
 	if !ok {
 		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-			f, err := h.open(path)
+			f, err := h.open(p)
 			if err != nil {
 				return nil, err
 			}
@@ -334,18 +331,18 @@ func (b *Baker) tarballBase(h *hostFiles, path string, epoch int64) (base, error
 			}{io.LimitReader(f, size), f}, nil
 		})
 		if err != nil {
-			return base{}, fmt.Errorf("reading rootfs tarball %s: %w", path, err)
+			return base{}, fmt.Errorf("reading rootfs tarball %s: %w", p, err)
 		}
 		ld, err := b.storeLayer(l)
 		if err != nil {
-			return base{}, fmt.Errorf("storing rootfs tarball %s: %w", path, err)
+			return base{}, fmt.Errorf("storing rootfs tarball %s: %w", p, err)
 		}
 		bl = &built{Key: k, Layer: ld}
 		if err := b.cache.put(bl); err != nil {
 			return base{}, err
 		}
 	}
-	return base{img: scratch(), file: sum, layers: []*built{bl}}, nil
+	return base{img: scratch(), file: sum, format: fileRootfs, layers: []*built{bl}}, nil
 }
 
 func (b *Baker) storeLayer(l v1.Layer) (layerDesc, error) {
