@@ -24,6 +24,9 @@ type sbomInput struct {
 	Base     string  // base reference, "" for scratch
 	BaseHash v1.Hash // zero for scratch
 	Steps    []*built
+	// Revision and SourceURL are the source the image was baked from (see
+	// SourceInfo.RevisionFor); "" when unknown.
+	Revision, SourceURL string
 }
 
 // buildSBOM renders a CycloneDX 1.6 JSON document of an image: the image itself, its
@@ -46,6 +49,12 @@ func buildSBOM(in sbomInput) ([]byte, error) {
 			Version:    in.Digest.String(),
 			PackageURL: fmt.Sprintf("pkg:oci/%s@%s", url.PathEscape(in.Name), url.QueryEscape(in.Digest.String())),
 		},
+	}
+	if in.Revision != "" {
+		bom.Metadata.Component.Properties = &[]cdx.Property{{Name: "kiln:source:revision", Value: in.Revision}}
+	}
+	if in.SourceURL != "" {
+		bom.Metadata.Component.ExternalReferences = &[]cdx.ExternalReference{{Type: cdx.ERTypeVCS, URL: in.SourceURL}}
 	}
 	var comps []cdx.Component
 	deps := []string{}
