@@ -281,9 +281,13 @@ func (b *Baker) bakeImage(ctx context.Context, h *hostFiles, img *spec.Image, do
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: fmt.Errorf("storing image: %w", err)}
 	}
+	inv, err := b.inventory(desc.Digest, bs)
+	if err != nil {
+		return nil, &StepError{Image: img.Name, Step: "from", Range: img.From.Range, Err: fmt.Errorf("reading the OS packages of the base: %w", err)}
+	}
 	sbom, err := buildSBOM(sbomInput{
 		Name: img.Name, Digest: desc.Digest, Epoch: epoch,
-		Base: bs.name, BaseHash: bs.digest, Steps: append(slices.Clone(bs.layers), steps...),
+		Base: bs, OS: inv, Steps: append(slices.Clone(bs.layers), steps...),
 		Revision: rev, SourceURL: b.opts.Source.URL,
 	})
 	if err != nil {
@@ -306,6 +310,31 @@ func (b *Baker) bakeImage(ctx context.Context, h *hostFiles, img *spec.Image, do
 	r := &Result{Name: img.Name, Digest: desc.Digest, Image: stored, SBOM: sbomDigest, Revision: rev, Cached: !slices.Contains(cached, false)}
 	b.opts.Progress(Event{Image: img.Name, State: StateDone, Digest: desc.Digest.String(), Elapsed: time.Since(start)})
 	return r, nil
+}
+
+// inventory reads the OS packages of bs from the stored image h, whose first layers are
+// the base's: stored, they are read from the store, not again from a registry.
+func (b *Baker) inventory(h v1.Hash, bs base) (osInventory, error) {
+	if bs.kind == spec.FromScratch {
+		return osInventory{}, nil
+	}
+	baseLayers, err := bs.img.Layers()
+	if err != nil {
+		return osInventory{}, err
+	}
+	stored, err := b.store.imageByDigest(h)
+	if err != nil {
+		return osInventory{}, err
+	}
+	layers, err := stored.Layers()
+	if err != nil {
+		return osInventory{}, err
+	}
+	n := len(baseLayers) + len(bs.layers)
+	if n > len(layers) {
+		return osInventory{}, fmt.Errorf("the image has %d layers, fewer than its base's %d", len(layers), n)
+	}
+	return b.baseInventory(layers[:n])
 }
 
 // runStep returns the layer of one step, from the cache when its inputs are unchanged.
