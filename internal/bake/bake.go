@@ -80,6 +80,9 @@ type Result struct {
 	Digest v1.Hash
 	Image  v1.Image
 	SBOM   v1.Hash
+	// Revision is the source revision the image records: the commit, "-dirty" when
+	// the files it was baked from are not all the commit's; "" outside git.
+	Revision string
 	// Cached is true when every step's layer came from the cache.
 	Cached bool
 }
@@ -240,6 +243,7 @@ func (b *Baker) bakeImage(ctx context.Context, h *hostFiles, img *spec.Image, do
 	start := time.Now()
 	b.opts.Progress(Event{Image: img.Name, State: StateStart})
 	epoch, fileTime := b.opts.Source.Epoch, b.opts.Source.FileTime
+	h, reads := h.recording()
 	bs, err := b.resolveBase(ctx, h, img, done, fileTime.Unix())
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Step: "from", Range: img.From.Range, Err: err}
@@ -271,7 +275,9 @@ func (b *Baker) bakeImage(ctx context.Context, h *hostFiles, img *spec.Image, do
 		return nil, err
 	}
 
-	oimg, err := b.assemble(h, img, bs, steps)
+	// Every input has been read now (a cached step's too: its key hashes its files).
+	rev := b.opts.Source.RevisionFor(reads.list())
+	oimg, err := b.assemble(h, img, bs, steps, rev)
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: err}
 	}
@@ -279,9 +285,14 @@ func (b *Baker) bakeImage(ctx context.Context, h *hostFiles, img *spec.Image, do
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: fmt.Errorf("storing image: %w", err)}
 	}
+	inv, err := b.inventory(desc.Digest, bs)
+	if err != nil {
+		return nil, &StepError{Image: img.Name, Step: "from", Range: img.From.Range, Err: fmt.Errorf("reading the OS packages of the base: %w", err)}
+	}
 	sbom, err := buildSBOM(sbomInput{
 		Name: img.Name, Digest: desc.Digest, Epoch: epoch,
-		Base: bs.name, BaseHash: bs.digest, Steps: append(slices.Clone(bs.layers), steps...),
+		Base: bs, OS: inv, Steps: append(slices.Clone(bs.layers), steps...),
+		Revision: rev, SourceURL: b.opts.Source.URL,
 	})
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: err}
@@ -302,9 +313,34 @@ func (b *Baker) bakeImage(ctx context.Context, h *hostFiles, img *spec.Image, do
 	if err != nil {
 		return nil, err
 	}
-	r := &Result{Name: img.Name, Digest: desc.Digest, Image: stored, SBOM: sbomDigest, Cached: !slices.Contains(cached, false)}
+	r := &Result{Name: img.Name, Digest: desc.Digest, Image: stored, SBOM: sbomDigest, Revision: rev, Cached: !slices.Contains(cached, false)}
 	b.opts.Progress(Event{Image: img.Name, State: StateDone, Digest: desc.Digest.String(), Elapsed: time.Since(start)})
 	return r, nil
+}
+
+// inventory reads the OS packages of bs from the stored image h, whose first layers are
+// the base's: stored, they are read from the store, not again from a registry.
+func (b *Baker) inventory(h v1.Hash, bs base) (osInventory, error) {
+	if bs.kind == spec.FromScratch {
+		return osInventory{}, nil
+	}
+	baseLayers, err := bs.img.Layers()
+	if err != nil {
+		return osInventory{}, err
+	}
+	stored, err := b.store.imageByDigest(h)
+	if err != nil {
+		return osInventory{}, err
+	}
+	layers, err := stored.Layers()
+	if err != nil {
+		return osInventory{}, err
+	}
+	n := len(baseLayers) + len(bs.layers)
+	if n > len(layers) {
+		return osInventory{}, fmt.Errorf("the image has %d layers, fewer than its base's %d", len(layers), n)
+	}
+	return b.baseInventory(layers[:n])
 }
 
 // runStep returns the layer of one step, from the cache when its inputs are unchanged.
@@ -369,20 +405,25 @@ func (b *Baker) goSandbox(h *hostFiles) *goSandbox {
 }
 
 // assemble stacks the step layers on the base and writes the image configuration.
-func (b *Baker) assemble(h *hostFiles, img *spec.Image, bs base, steps []*built) (v1.Image, error) {
+// rev is the revision to record (see SourceInfo.RevisionFor).
+func (b *Baker) assemble(h *hostFiles, img *spec.Image, bs base, steps []*built, rev string) (v1.Image, error) {
 	epoch := v1.Time{Time: b.opts.Source.Epoch}
+	comment := ""
+	if rev != "" {
+		comment = "revision " + rev
+	}
 	out := bs.img
 	var adds []mutate.Addendum
 	for _, bl := range bs.layers {
 		adds = append(adds, mutate.Addendum{
 			Layer:   &storedLayer{s: b.store, d: bl.Layer},
-			History: v1.History{Created: epoch, CreatedBy: "kiln: from " + img.From.Ref},
+			History: v1.History{Created: epoch, CreatedBy: "kiln: from " + bs.describe(), Comment: comment},
 		})
 	}
 	for i, bl := range steps {
 		adds = append(adds, mutate.Addendum{
 			Layer:   &storedLayer{s: b.store, d: bl.Layer},
-			History: v1.History{Created: epoch, CreatedBy: "kiln: " + img.Steps[i].Describe()},
+			History: v1.History{Created: epoch, CreatedBy: "kiln: " + img.Steps[i].Describe(), Comment: comment},
 		})
 	}
 	out, err := mutate.Append(out, adds...)
@@ -437,8 +478,8 @@ func (b *Baker) assemble(h *hostFiles, img *spec.Image, bs base, steps []*built)
 		AnnotationCreated: b.opts.Source.Epoch.UTC().Format(time.RFC3339),
 		AnnotationTitle:   img.Name,
 	}
-	if r := b.opts.Source.Revision; r != "" {
-		anns[AnnotationRevision] = r
+	if rev != "" {
+		anns[AnnotationRevision] = rev
 	}
 	if u := b.opts.Source.URL; u != "" {
 		anns[AnnotationSource] = u

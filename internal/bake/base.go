@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"net"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -24,14 +25,21 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/kiln-build/kiln/internal/dockerimage"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
-// base is the image an image block starts from.
+// base is the image an image block starts from, and what the image records of it. Nothing
+// recorded is a host path: a path base is named as the spec wrote it, relative to the
+// spec (see asWritten), or by its content digest alone.
 type base struct {
 	img    v1.Image
-	name   string  // what to record as the base's name; "" for scratch
-	digest v1.Hash // zero for scratch
+	kind   spec.FromKind
+	name   string      // the base's name: image block, reference or path as written; "" if none
+	digest v1.Hash     // the base image's manifest digest; zero for scratch and a rootfs
+	file   string      // SHA-256 (hex) of a file base (rootfs tarball or archive)
+	format archiveKind // what a file base holds
+	docker *dockerimage.Image
 	layers []*built
 }
 
@@ -50,21 +58,51 @@ func (b *Baker) resolveBase(ctx context.Context, h *hostFiles, img *spec.Image, 
 	f := img.From
 	switch f.Kind {
 	case spec.FromScratch:
-		return base{img: scratch()}, nil
+		return base{img: scratch(), kind: f.Kind}, nil
 	case spec.FromImage:
 		r := done[f.Ref]
 		if r == nil {
 			return base{}, fmt.Errorf("image %q was not baked", f.Ref)
 		}
-		return base{img: r.Image, name: f.Ref, digest: r.Digest}, nil
+		return base{img: r.Image, kind: f.Kind, name: f.Ref, digest: r.Digest}, nil
 	case spec.FromLayout:
-		return layoutBase(h, f.Ref, img.Platform)
+		bs, err := layoutBase(h, f.Ref, img.Platform)
+		bs.kind, bs.name = f.Kind, b.asWritten(img, f.Ref)
+		return bs, err
 	case spec.FromTarball:
-		return b.tarballBase(h, f.Ref, epoch)
+		bs, err := b.fileBase(h, f.Ref, img.Platform, epoch)
+		bs.kind, bs.name = f.Kind, b.asWritten(img, f.Ref)
+		return bs, err
+	case spec.FromDocker:
+		bs, err := b.dockerBase(ctx, img.Name, f.Ref, img.Platform)
+		bs.kind = f.Kind
+		return bs, err
 	case spec.FromRegistry:
-		return b.registryBase(ctx, f.Ref, img.Platform)
+		bs, err := b.registryBase(ctx, f.Ref, img.Platform)
+		bs.kind = f.Kind
+		return bs, err
 	}
 	return base{}, fmt.Errorf("unknown base kind %q", f.Kind)
+}
+
+// asWritten is how an image records the path of its base: relative to the directory of
+// the spec (of the checkout, for a confined bake), in slash form and starting with "./",
+// so that two clones at different paths bake the same image. A path outside that
+// directory is recorded as "": the image then names the base by its digest alone.
+func (b *Baker) asWritten(img *spec.Image, p string) string {
+	dir := b.opts.Root
+	if !b.opts.Confine || dir == "" {
+		dir = filepath.Dir(img.From.Range.Filename)
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return ""
+	}
+	rel, err := filepath.Rel(dir, p)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
+		return ""
+	}
+	return "./" + filepath.ToSlash(rel)
 }
 
 // Bounds on what a base may make a bake read. An OCI layout is input like any other: its
@@ -83,6 +121,11 @@ func layoutBase(h *hostFiles, dir string, p spec.Platform) (base, error) {
 	if err != nil {
 		return base{}, fmt.Errorf("reading OCI layout %s: %w", dir, err)
 	}
+	return readLayout(fsys, dir, p)
+}
+
+// readLayout reads the OCI layout in fsys (a directory, or an archive, named dir).
+func readLayout(fsys fs.FS, dir string, p spec.Platform) (base, error) {
 	l := &ociLayout{fsys: fsys}
 	raw, err := readBounded(fsys, "index.json", maxMetaBytes)
 	if err != nil {
@@ -100,7 +143,7 @@ func layoutBase(h *hostFiles, dir string, p spec.Platform) (base, error) {
 	if err != nil {
 		return base{}, fmt.Errorf("OCI layout %s: image %s: %w", dir, d.Digest, err)
 	}
-	return base{img: img, name: filepath.Base(dir), digest: d.Digest}, nil
+	return base{img: img, digest: d.Digest}, nil
 }
 
 // ociLayout reads the blobs of an OCI image layout.
@@ -271,29 +314,14 @@ func (b *layoutBlob) Size() (int64, error)                { return b.d.Size, nil
 func (b *layoutBlob) MediaType() (types.MediaType, error) { return b.d.MediaType, nil }
 func (b *layoutBlob) Compressed() (io.ReadCloser, error)  { return b.l.blob(b.d, maxBaseBytes) }
 
-// tarballBase makes a one-layer base from a rootfs tarball, cached by the tarball's hash.
-// The tarball must be a regular file of at most maxBaseBytes.
-func (b *Baker) tarballBase(h *hostFiles, path string, epoch int64) (base, error) {
-	info, err := h.stat(path)
-	if err != nil {
-		return base{}, fmt.Errorf("reading rootfs tarball: %w", err)
-	}
-	if !info.Mode().IsRegular() {
-		return base{}, fmt.Errorf("rootfs tarball %s is a %s, not a regular file", path, fileKind(info.Mode()))
-	}
-	size := info.Size()
-	if size > maxBaseBytes {
-		return base{}, fmt.Errorf("rootfs tarball %s is %d bytes, more than the %d allowed", path, size, int64(maxBaseBytes))
-	}
-	sum, err := h.sha256(path, size)
-	if err != nil {
-		return base{}, fmt.Errorf("reading rootfs tarball: %w", err)
-	}
+// tarballBase makes a one-layer base from the rootfs tarball p (size bytes, SHA-256
+// sum), cached by its hash.
+func (b *Baker) tarballBase(h *hostFiles, p string, size int64, sum string, epoch int64) (base, error) {
 	k := key(map[string]any{"kind": "rootfs", "sha256": sum})
 	bl, ok := b.cache.get(b.store, k)
 	if !ok {
 		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-			f, err := h.open(path)
+			f, err := h.open(p)
 			if err != nil {
 				return nil, err
 			}
@@ -303,18 +331,18 @@ func (b *Baker) tarballBase(h *hostFiles, path string, epoch int64) (base, error
 			}{io.LimitReader(f, size), f}, nil
 		})
 		if err != nil {
-			return base{}, fmt.Errorf("reading rootfs tarball %s: %w", path, err)
+			return base{}, fmt.Errorf("reading rootfs tarball %s: %w", p, err)
 		}
 		ld, err := b.storeLayer(l)
 		if err != nil {
-			return base{}, fmt.Errorf("storing rootfs tarball %s: %w", path, err)
+			return base{}, fmt.Errorf("storing rootfs tarball %s: %w", p, err)
 		}
 		bl = &built{Key: k, Layer: ld}
 		if err := b.cache.put(bl); err != nil {
 			return base{}, err
 		}
 	}
-	return base{img: scratch(), name: filepath.Base(path), layers: []*built{bl}}, nil
+	return base{img: scratch(), file: sum, format: fileRootfs, layers: []*built{bl}}, nil
 }
 
 func (b *Baker) storeLayer(l v1.Layer) (layerDesc, error) {
@@ -434,3 +462,18 @@ func (b *storedBlob) Digest() (v1.Hash, error)            { return b.d.Digest, n
 func (b *storedBlob) Size() (int64, error)                { return b.d.Size, nil }
 func (b *storedBlob) MediaType() (types.MediaType, error) { return b.d.MediaType, nil }
 func (b *storedBlob) Compressed() (io.ReadCloser, error)  { return b.s.Blob(b.d.Digest) }
+
+// describe names the base in the history of the layers it adds.
+func (bs base) describe() string {
+	what := string(bs.kind)
+	if bs.kind == spec.FromTarball {
+		what = "rootfs tarball"
+	}
+	if bs.name != "" {
+		what += " " + bs.name
+	}
+	if bs.file != "" {
+		what += " sha256:" + bs.file
+	}
+	return what
+}

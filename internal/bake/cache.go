@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/kiln-build/kiln/internal/atomicfile"
 )
 
@@ -68,4 +70,54 @@ func (c *cache) put(e *built) error {
 		return err
 	}
 	return atomicfile.Write(filepath.Join(c.dir, e.Key+".json"), b, filePerm)
+}
+
+// baseEntry maps the key of a base read from an archive or the Docker engine to the
+// image it was stored as (see Baker.cachedBase).
+type baseEntry struct {
+	Key      string  `json:"key"`
+	Manifest v1.Hash `json:"manifest"`
+}
+
+func (c *cache) basePath(key string) string {
+	return filepath.Join(filepath.Dir(c.dir), "bases", key+".json")
+}
+
+// getBase returns the stored image of a base, while the store still holds all of it
+// (a prune removes the blobs of bases no stored image is built on).
+func (c *cache) getBase(s *Store, key string) (v1.Image, bool) {
+	b, err := os.ReadFile(c.basePath(key))
+	if err != nil {
+		return nil, false
+	}
+	var e baseEntry
+	if json.Unmarshal(b, &e) != nil || e.Key != key {
+		return nil, false
+	}
+	img, err := s.imageByDigest(e.Manifest)
+	if err != nil {
+		return nil, false
+	}
+	m, err := img.Manifest()
+	if err != nil || !s.HasBlob(m.Config.Digest) {
+		return nil, false
+	}
+	for _, l := range m.Layers {
+		if !s.HasBlob(l.Digest) {
+			return nil, false
+		}
+	}
+	return img, true
+}
+
+func (c *cache) putBase(key string, manifest v1.Hash) error {
+	b, err := json.Marshal(baseEntry{Key: key, Manifest: manifest})
+	if err != nil {
+		return err
+	}
+	p := c.basePath(key)
+	if err := os.MkdirAll(filepath.Dir(p), dirPerm); err != nil {
+		return err
+	}
+	return atomicfile.Write(p, b, filePerm)
 }

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 )
 
 // ErrOutside means a confined bake was asked to read a path outside its root.
@@ -21,8 +24,40 @@ var ErrOutside = errors.New("outside the directory the bake is confined to")
 // or final) that lead out of dir are errors, so a commit cannot bake host files into an
 // image. Paths in and out are host paths either way.
 type hostFiles struct {
-	dir  string
-	root *os.Root
+	dir   string
+	root  *os.Root
+	reads *readSet // the files read through it, if recording
+}
+
+// readSet is the host paths of the files a bake read, so that an image read from an
+// untracked file is marked dirty. Safe for concurrent use.
+type readSet struct {
+	mu    sync.Mutex
+	paths map[string]bool
+}
+
+// recording returns h, noting every file read through it in the returned set.
+func (h *hostFiles) recording() (*hostFiles, *readSet) {
+	rs := &readSet{paths: map[string]bool{}}
+	c := *h
+	c.reads = rs
+	return &c, rs
+}
+
+func (h *hostFiles) note(p string) {
+	if h.reads == nil {
+		return
+	}
+	h.reads.mu.Lock()
+	h.reads.paths[filepath.Clean(p)] = true
+	h.reads.mu.Unlock()
+}
+
+// list is the paths read, sorted.
+func (rs *readSet) list() []string {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return slices.Sorted(maps.Keys(rs.paths))
 }
 
 func openHostFiles(dir string, confine bool) (*hostFiles, error) {
@@ -100,6 +135,7 @@ func (h *hostFiles) stat(p string) (fs.FileInfo, error) {
 }
 
 func (h *hostFiles) open(p string) (*os.File, error) {
+	h.note(p)
 	if !h.confined() {
 		return os.Open(p)
 	}
@@ -112,6 +148,7 @@ func (h *hostFiles) open(p string) (*os.File, error) {
 }
 
 func (h *hostFiles) readFile(p string) ([]byte, error) {
+	h.note(p)
 	if !h.confined() {
 		return os.ReadFile(p)
 	}
@@ -124,6 +161,7 @@ func (h *hostFiles) readFile(p string) ([]byte, error) {
 }
 
 func (h *hostFiles) readlink(p string) (string, error) {
+	h.note(p)
 	if !h.confined() {
 		return os.Readlink(p)
 	}
@@ -165,16 +203,32 @@ func (h *hostFiles) glob(pattern string) ([]string, error) {
 	return matches, err
 }
 
-// sub is the directory p as an fs.FS.
+// sub is the directory p as an fs.FS; the files opened through it are noted as read.
 func (h *hostFiles) sub(p string) (fs.FS, error) {
+	var fsys fs.FS
 	if !h.confined() {
-		return os.DirFS(p), nil
+		fsys = os.DirFS(p)
+	} else {
+		r, err := h.rel(p)
+		if err != nil {
+			return nil, err
+		}
+		if fsys, err = fs.Sub(h.root.FS(), r); err != nil {
+			return nil, err
+		}
 	}
-	r, err := h.rel(p)
-	if err != nil {
-		return nil, err
-	}
-	return fs.Sub(h.root.FS(), r)
+	return notingFS{fsys: fsys, h: h, dir: p}, nil
+}
+
+type notingFS struct {
+	fsys fs.FS
+	h    *hostFiles
+	dir  string
+}
+
+func (n notingFS) Open(name string) (fs.File, error) {
+	n.h.note(filepath.Join(n.dir, filepath.FromSlash(name)))
+	return n.fsys.Open(name)
 }
 
 // sha256 hashes the regular file p, which must hold size bytes: a file that grows while

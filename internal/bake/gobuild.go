@@ -594,9 +594,9 @@ func (s *goStep) sandboxed(ctx context.Context, tc goTool, sb *goSandbox, home, 
 			return err
 		}
 	}
-	if err := s.seedCache(ctx, tc, sb.caches.Build); err != nil {
-		return err
-	}
+	// Without a seed the build fills its cache itself, only slower; a toolchain that
+	// cannot build its standard library fails the build below, which says why.
+	_ = s.seedCache(ctx, tc, sb.caches.Build)
 	// Written by root under the daemon's umask (077): the sandbox's user reads them.
 	for _, d := range []string{sb.caches.Mod, sb.caches.Build} {
 		if err := sandbox.OwnTree(d); err != nil {

@@ -1,11 +1,8 @@
 package bake
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
@@ -13,8 +10,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/moby/moby/client"
+
+	"github.com/kiln-build/kiln/internal/dockerimage"
 )
 
 // Push uploads img to repo/NAME by digest (never by tag: what was baked is what is
@@ -45,38 +42,10 @@ func DockerTag(imageName string) string { return "kiln/" + imageName + ":latest"
 // Load makes img available to the Docker engine (found as the docker CLI finds it:
 // DOCKER_HOST, else the local socket) under tag.
 func Load(ctx context.Context, img v1.Image, tag string) error {
-	t, err := name.NewTag(tag)
+	c, err := dockerimage.New()
 	if err != nil {
 		return err
 	}
-	cli, err := client.New(client.FromEnv)
-	if err != nil {
-		return fmt.Errorf("configuring the Docker client: %w", err)
-	}
-	defer cli.Close()
-	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		return fmt.Errorf("cannot reach the Docker engine at %s (is it running? start it with `sudo systemctl start docker`, or point DOCKER_HOST at it): %w", cli.DaemonHost(), err)
-	}
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(tarball.Write(t, img, pw)) }()
-	resp, err := cli.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(true))
-	if err != nil {
-		pr.CloseWithError(err)
-		return fmt.Errorf("loading %s into Docker: %w", tag, err)
-	}
-	defer resp.Close()
-	// The engine answers with a JSON message stream; a failure arrives as a message.
-	sc := bufio.NewScanner(resp)
-	for sc.Scan() {
-		var msg struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(sc.Bytes(), &msg) == nil && msg.Error != "" {
-			return fmt.Errorf("loading %s into Docker: %s", tag, msg.Error)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("loading %s into Docker: %w", tag, err)
-	}
-	return nil
+	defer c.Close()
+	return c.Load(ctx, img, tag)
 }

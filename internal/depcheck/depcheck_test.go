@@ -21,11 +21,14 @@ var allowed = map[string][]string{
 	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/httpguard", "internal/plan", "internal/store", "internal/driver/simdriver"},
 	// The dashboard's tests run it behind the real server (which imports it), on the
 	// simulated driver.
-	"internal/dashboard":         {"internal/api", "internal/engine", "internal/store", "internal/server", "internal/driver/simdriver", "internal/bake", "internal/spec"},
-	"internal/driver/simdriver":  {"internal/driver"},
-	"internal/engine":            {"internal/api", "internal/secret", "internal/sandbox", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/proxy", "internal/rollout", "internal/spec", "internal/store"},
-	"internal/rollout":           {"internal/driver", "internal/plan", "internal/spec"},
-	"internal/bake":              {"internal/spec", "internal/atomicfile", "internal/sandbox"},
+	"internal/dashboard":        {"internal/api", "internal/engine", "internal/store", "internal/server", "internal/driver/simdriver", "internal/bake", "internal/spec"},
+	"internal/driver/simdriver": {"internal/driver"},
+	"internal/engine":           {"internal/api", "internal/secret", "internal/sandbox", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/proxy", "internal/rollout", "internal/spec", "internal/store"},
+	"internal/rollout":          {"internal/driver", "internal/plan", "internal/spec"},
+	// bake reads docker:// bases and loads images (--load) through dockerimage, so that
+	// the Docker client stays out of it.
+	"internal/bake":              {"internal/spec", "internal/atomicfile", "internal/sandbox", "internal/dockerimage"},
+	"internal/dockerimage":       {},
 	"internal/plan":              {"internal/driver"},
 	"internal/driver/docker":     {"internal/driver", "internal/driver/drivertest"},
 	"internal/driver/drivertest": {"internal/driver"},
@@ -43,6 +46,13 @@ var allowed = map[string][]string{
 	"internal/depcheck":          {},
 	"test/e2e":                   {},
 }
+
+// dockerClient is the Docker Engine client, and dockerClients the packages whose code
+// (tests aside) may import it: the driver, and dockerimage, which moves images between
+// the store and the engine for bake.
+const dockerClient = "github.com/moby/moby/client"
+
+var dockerClients = map[string]bool{"internal/driver/docker": true, "internal/dockerimage": true}
 
 func TestImports(t *testing.T) {
 	out, err := exec.Command("go", "list", "-json", "-test", module+"/...").Output()
@@ -62,6 +72,7 @@ func TestImports(t *testing.T) {
 			t.Fatal(err)
 		}
 		pkg := strings.TrimPrefix(p.ImportPath, module+"/")
+		test := p.ForTest != "" || strings.HasSuffix(p.ImportPath, ".test")
 		if i := strings.IndexAny(pkg, " ."); i >= 0 { // "x [x.test]" and "x.test" variants
 			pkg = pkg[:i]
 		}
@@ -71,6 +82,9 @@ func TestImports(t *testing.T) {
 			ok[a] = true
 		}
 		for _, imp := range p.Imports {
+			if imp == dockerClient && !test && !dockerClients[pkg] {
+				t.Errorf("%s imports the Docker client, which only %v may", pkg, dockerClients)
+			}
 			dep, isKiln := strings.CutPrefix(imp, module+"/")
 			if !isKiln {
 				continue

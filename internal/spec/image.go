@@ -114,9 +114,19 @@ func (d *decoder) image(b *hcl.Block) *Image {
 	return img
 }
 
+// FromDocker is a base in the local Docker engine, written docker://REF: REF is an image
+// reference (python:3.12-slim) or an image ID (sha256:...), resolved to the image's ID
+// when baked. Ref holds REF, without the scheme.
+const FromDocker FromKind = "docker"
+
+// DockerScheme starts a base read from the local Docker engine.
+const DockerScheme = "docker://"
+
 // from decodes an image's base. `image.NAME` refers to another image block; "scratch"
 // is the empty base; a string starting with ".", ".." or "/" is a path to an OCI layout
-// directory or a rootfs tarball; anything else is a registry reference.
+// directory or a file: a rootfs tarball or an image archive (`docker save`, or an OCI
+// layout in a tar), told apart by their content when baked; "docker://REF" is an image
+// of the local Docker engine; anything else is a registry reference.
 func (d *decoder) from(attr *hcl.Attribute) From {
 	rng := attr.Expr.Range()
 	if tr, diags := hcl.AbsTraversalForExpr(attr.Expr); !diags.HasErrors() && tr.RootName() == "image" {
@@ -135,6 +145,15 @@ func (d *decoder) from(attr *hcl.Attribute) From {
 	switch {
 	case s == "scratch":
 		return From{Kind: FromScratch, Ref: s, Range: rng}
+	case strings.HasPrefix(s, DockerScheme):
+		ref := strings.TrimPrefix(s, DockerScheme)
+		if !isImageID(ref) {
+			if _, err := name.ParseReference(ref); err != nil {
+				d.errorf(&rng, "Invalid Docker image reference", "%q names no image: after docker:// write an image reference (docker://python:3.12-slim) or an image ID (docker://sha256:...): %s.", s, err)
+				return From{}
+			}
+		}
+		return From{Kind: FromDocker, Ref: ref, Range: rng}
 	case s == "." || strings.HasPrefix(s, "./") || strings.HasPrefix(s, "../") || filepath.IsAbs(s):
 		if !d.confinePath(rng, "base image path", s) {
 			return From{}
@@ -163,6 +182,15 @@ func (d *decoder) from(attr *hcl.Attribute) From {
 		}
 		return From{Kind: FromRegistry, Ref: s, Range: rng}
 	}
+}
+
+// isImageID reports whether s is a full image ID, sha256: and 64 hex digits.
+func isImageID(s string) bool {
+	hex, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(hex) != 64 {
+		return false
+	}
+	return strings.Trim(hex, "0123456789abcdef") == ""
 }
 
 func (d *decoder) platform(a hcl.Attributes) Platform {
