@@ -100,7 +100,16 @@ func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Wri
 		}
 	}
 	source, _ := os.ReadFile(cfg.Filename)
-	d := &deployment{cfg: cfg, stateDir: stateDir, source: string(source), commit: src.Revision, secrets: engine.SecretsFromSpec(cfg)}
+	commit := src.Revision
+	if src.Modified && commit != "" && !strings.HasSuffix(commit, "-dirty") {
+		commit += "-dirty" // the spec deployed is not the commit's: say so, as the image does
+	}
+	for _, r := range baked {
+		if commit != "" && strings.HasSuffix(r.Revision, "-dirty") && !strings.HasSuffix(commit, "-dirty") {
+			commit += "-dirty" // an untracked file went into an image
+		}
+	}
+	d := &deployment{cfg: cfg, stateDir: stateDir, source: string(source), commit: commit, secrets: engine.SecretsFromSpec(cfg)}
 	for _, p := range cfg.Pipelines {
 		specPath := filepath.Base(cfg.Filename)
 		if abs, err := filepath.Abs(cfg.Filename); err == nil && filepath.IsAbs(p.Repo) {

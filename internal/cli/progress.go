@@ -106,7 +106,11 @@ func newBarProgress(w io.Writer, images []*spec.Image) *barProgress {
 	for _, img := range images {
 		name := img.Name
 		bp.text[name] = "waiting"
-		bp.bars[name] = bp.p.AddBar(int64(len(img.Steps)+1),
+		steps := len(img.Steps) + 1 // and storing the image
+		if img.From.Kind == spec.FromDocker {
+			steps++ // exporting the base from the engine is a step of its own
+		}
+		bp.bars[name] = bp.p.AddBar(int64(steps),
 			mpb.PrependDecorators(decor.Name(name, decor.WC{W: width + 1, C: decor.DindentRight})),
 			mpb.AppendDecorators(decor.Any(func(decor.Statistics) string {
 				bp.mu.Lock()

@@ -45,12 +45,12 @@ type serviceState struct {
 	cancelHeal context.CancelFunc
 	// gaveUp: the current revision never deployed and has been tried failedAttempts
 	// times; nothing is tried again until a revision deploys.
-	gaveUp bool
-	flagged    map[driver.ServerID]string // servers to replace, and why (exec, drift)
-	failing    map[string]int             // consecutive failed probes by address
-	reported   map[string]bool            // drift already reported (report mode)
-	lastDrift  string
-	drifted    map[driver.ServerID]string // the last drift found in each server
+	gaveUp    bool
+	flagged   map[driver.ServerID]string // servers to replace, and why (exec, drift)
+	failing   map[string]int             // consecutive failed probes by address
+	reported  map[string]bool            // drift already reported (report mode)
+	lastDrift string
+	drifted   map[driver.ServerID]string // the last drift found in each server
 }
 
 func (e *Engine) state(service string) *serviceState {

@@ -114,11 +114,6 @@ func (d *decoder) image(b *hcl.Block) *Image {
 	return img
 }
 
-// FromDocker is a base in the local Docker engine, written docker://REF: REF is an image
-// reference (python:3.12-slim) or an image ID (sha256:...), resolved to the image's ID
-// when baked. Ref holds REF, without the scheme.
-const FromDocker FromKind = "docker"
-
 // DockerScheme starts a base read from the local Docker engine.
 const DockerScheme = "docker://"
 
@@ -146,6 +141,11 @@ func (d *decoder) from(attr *hcl.Attribute) From {
 	case s == "scratch":
 		return From{Kind: FromScratch, Ref: s, Range: rng}
 	case strings.HasPrefix(s, DockerScheme):
+		if d.opts.Confine {
+			// The daemon's engine holds other projects' images: a commit may not take one.
+			d.errorf(&rng, "Base not allowed here", "%q: a pipeline's spec cannot name images of the daemon's Docker engine, which may hold other projects' images. Push the base to a registry and name it there (by digest), or bake it in an image block.", s)
+			return From{}
+		}
 		ref := strings.TrimPrefix(s, DockerScheme)
 		if !isImageID(ref) {
 			if _, err := name.ParseReference(ref); err != nil {
@@ -162,7 +162,7 @@ func (d *decoder) from(attr *hcl.Attribute) From {
 		fi, err := os.Stat(p)
 		switch {
 		case err != nil:
-			d.errorf(&rng, "Missing base image", "There is no OCI layout directory or rootfs tarball at %s (resolved against %s).", s, d.dir)
+			d.errorf(&rng, "Missing base image", "There is no OCI layout directory, rootfs tarball or image archive at %s (resolved against %s). An image in the local Docker engine is named docker://NAME.", s, d.dir)
 			return From{}
 		case fi.IsDir():
 			if _, err := os.Stat(filepath.Join(p, "oci-layout")); err != nil {
@@ -176,7 +176,7 @@ func (d *decoder) from(attr *hcl.Attribute) From {
 	default:
 		if _, err := name.ParseReference(s, name.StrictValidation); err != nil {
 			if _, err2 := name.ParseReference(s); err2 != nil {
-				d.errorf(&rng, "Invalid base image reference", "%q is neither \"scratch\", a path (starting with ./ or /), nor a registry reference: %s.", s, err2)
+				d.errorf(&rng, "Invalid base image reference", "%q is neither \"scratch\", a path (starting with ./ or /), an image of the local Docker engine (docker://NAME), nor a registry reference: %s.", s, err2)
 				return From{}
 			}
 		}

@@ -70,8 +70,12 @@ const (
 	FromScratch  FromKind = "scratch"  // no base: an empty filesystem
 	FromImage    FromKind = "image"    // another image block of the same spec
 	FromLayout   FromKind = "layout"   // a local OCI image layout directory
-	FromTarball  FromKind = "tarball"  // a rootfs tarball (optionally gzip-compressed)
+	FromTarball  FromKind = "tarball"  // a rootfs tarball or an image archive (docker save, an OCI layout in a tar)
 	FromRegistry FromKind = "registry" // a registry reference, resolved to a digest at bake time
+	// FromDocker is an image of the local Docker engine, written docker://REF: REF is an
+	// image reference (python:3.12-slim) or an image ID (sha256:...), resolved to the
+	// image's ID when baked. Ref holds REF, without the scheme.
+	FromDocker FromKind = "docker"
 )
 
 // From is an image's base.
