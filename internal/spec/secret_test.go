@@ -140,3 +140,15 @@ image "x" {
 		t.Error("a diagnostic shows the sensitive value")
 	}
 }
+
+// A pipeline's commit cannot take an image of the daemon's Docker engine as its base:
+// the engine holds other projects' images.
+func TestConfinedRefusesDockerBases(t *testing.T) {
+	src := []byte("image \"x\" {\n  from = \"docker://private/app:latest\"\n}\n")
+	if _, diags := Parse("kiln.hcl", src, Options{Environ: []string{}, Confine: true, Dir: t.TempDir()}); !diags.HasErrors() || !strings.Contains(diags.Error(), "kiln.hcl:2,") {
+		t.Errorf("confined: %v, want the base refused at line 2", diags)
+	}
+	if _, diags := Parse("kiln.hcl", src, Options{Environ: []string{}}); diags.HasErrors() {
+		t.Errorf("a local spec may use it: %v", diags)
+	}
+}
