@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// stopTimeout is the python service's stop_timeout in TestPythonApp: short, since a
+// server without init waits all of it before it is killed.
+const stopTimeout = 3 * time.Second
+
+// TestPythonApp deploys examples/python, a Python app that installs no SIGTERM handler,
+// on a Debian base with python3 (scripts/debian-python-base, a rootfs tarball), and
+// rolls out new versions under load: with init = true a replaced server stops as soon as
+// it is asked; with init = false it ignores SIGTERM as PID 1 and is killed after
+// stop_timeout. Both roll out with zero failed requests.
+func TestPythonApp(t *testing.T) {
+	base := pythonBase(t)
+
+	// newDeployment gives a unique service name, a free front door and the cleanup; the
+	// python example takes the hello one's place in its directory.
+	d := newDeployment(t)
+	os.RemoveAll(d.dir)
+	if out, err := exec.Command("cp", "-r", "../../examples/python", d.dir).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	os.RemoveAll(filepath.Join(d.dir, ".kiln"))
+	editSpec(t, d.dir, `service "python"`, `service "`+d.service+`"`)
+	editSpec(t, d.dir, "init = true", "init         = true\n  stop_timeout = \""+stopTimeout.String()+"\"")
+	if err := os.Link(base, filepath.Join(d.dir, "debian-python.tar")); err != nil {
+		if err := os.Symlink(base, filepath.Join(d.dir, "debian-python.tar")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.env = append(d.env, "KILN_VAR_base=./debian-python.tar")
+
+	start := time.Now()
+	d.startDaemon("revision 1 deployed", "up")
+	t.Logf("first deployment (bake of the base and the app, 2 servers): %v", time.Since(start).Round(10*time.Millisecond))
+	if body := d.get("/"); !strings.Contains(body, "Hello from Python!") || !strings.Contains(body, "version: dev") {
+		t.Fatalf("front door answered %q", body)
+	}
+	if body := d.get("/healthz"); body != "ok\n" {
+		t.Errorf("/healthz answered %q", body)
+	}
+
+	// With init: a new greeting (a new copy layer), then the switch to init = false,
+	// whose rollout still replaces servers that run with init.
+	os.WriteFile(filepath.Join(d.dir, "app", "greeting.txt"), []byte("Hello again from Python!\n"), 0o644)
+	stops := pythonRollout(t, d, 2, nil, "rollout with init")
+	if body := d.get("/"); !strings.Contains(body, "Hello again from Python!") {
+		t.Errorf("after the new greeting the front door answers %q", body)
+	}
+	editSpec(t, d.dir, "init         = true", "init         = false")
+	stops = append(stops, pythonRollout(t, d, 3, []string{"KILN_VAR_version=3"}, "rollout to init = false (servers with init replaced)")...)
+	for _, s := range stops {
+		if s > stopTimeout/2 {
+			t.Errorf("with init = true a server took %v to stop, want well under stop_timeout (%v): %v", s, stopTimeout, stops)
+		}
+	}
+
+	// Without init: the servers of revision 3 ignore SIGTERM and are killed.
+	stops = pythonRollout(t, d, 4, []string{"KILN_VAR_version=4"}, "rollout without init")
+	for _, s := range stops {
+		if s < stopTimeout-300*time.Millisecond {
+			t.Errorf("with init = false a server stopped in %v, want about stop_timeout (%v): does it handle SIGTERM? %v", s, stopTimeout, stops)
+		}
+	}
+	if body := d.get("/"); !strings.Contains(body, "version: 4") {
+		t.Errorf("after the last rollout the front door answers %q", body)
+	}
+}
+
+// pythonRollout applies the spec with env under load and returns how long each server
+// it replaced took to stop, from the destroyed events of revision rev.
+func pythonRollout(t *testing.T, d *deployment, rev int, env []string, what string) []time.Duration {
+	t.Helper()
+	l := startLoad(d.url, 8)
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	r := d.kiln(env, "apply", "-auto-approve")
+	took := time.Since(start)
+	l.finish(t, what)
+	if want := "revision " + strconv.Itoa(rev) + " deployed"; r.code != 0 || !strings.Contains(r.stdout, want) {
+		t.Fatalf("%s: exit %d, want %q\n%s%s", what, r.code, want, r.stdout, r.stderr)
+	}
+	ev := d.kiln(nil, "events", "--service", d.service)
+	re := regexp.MustCompile(`destroyed \(stopped in ([0-9.a-zµ]+)\): replaced by revision ` + strconv.Itoa(rev) + `\b`)
+	var stops []time.Duration
+	for _, m := range re.FindAllStringSubmatch(ev.stdout, -1) {
+		s, err := time.ParseDuration(m[1])
+		if err != nil {
+			t.Fatalf("a destroyed event's duration %q: %v", m[1], err)
+		}
+		stops = append(stops, s)
+	}
+	if len(stops) != 2 {
+		t.Fatalf("%s: %d servers destroyed for revision %d, want 2:\n%s", what, len(stops), rev, ev.stdout)
+	}
+	t.Logf("%s: rollout of 2 replicas in %v (kiln apply), servers stopped in %v", what, took.Round(10*time.Millisecond), stops)
+	return stops
+}
+
+// pythonBase returns the path of the Debian rootfs tarball with python3 that
+// scripts/debian-python-base builds, or reuses from its cache. The test is skipped
+// only when the tarball has to be built and Debian's archive cannot be reached.
+func pythonBase(t *testing.T) string {
+	t.Helper()
+	cmd := exec.Command("../../scripts/debian-python-base")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 3 {
+		t.Skipf("Debian's archive is unreachable, so there is no Python base to deploy on: %s", strings.TrimSpace(errb.String()))
+	}
+	if err != nil {
+		t.Fatalf("scripts/debian-python-base: %v\n%s", err, errb.String())
+	}
+	path := strings.TrimSpace(out.String())
+	if st, err := os.Stat(path); err != nil || st.Size() == 0 {
+		t.Fatalf("scripts/debian-python-base printed %q, which is not a tarball: %v\n%s", path, err, errb.String())
+	}
+	return path
+}
