@@ -131,3 +131,30 @@ func pythonBase(t *testing.T) string {
 	}
 	return path
 }
+
+// TestPythonAppFromDocker deploys examples/python as the README's first path does, on
+// an image of the local Docker engine (docker://...): here the Debian base, imported
+// into the engine, stands for python:3.12-slim, since this machine has no registry.
+func TestPythonAppFromDocker(t *testing.T) {
+	pythonBase(t) // built and cached, or skipped when Debian's archive is unreachable
+	cmd := exec.Command("../../scripts/debian-python-base", "--docker")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/debian-python-base --docker: %v\n%s", err, out)
+	}
+	d := newDeployment(t)
+	os.RemoveAll(d.dir)
+	if out, err := exec.Command("cp", "-r", "../../examples/python", d.dir).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	os.RemoveAll(filepath.Join(d.dir, ".kiln"))
+	editSpec(t, d.dir, `service "python"`, `service "`+d.service+`"`)
+	d.env = append(d.env, "KILN_VAR_base=docker://kiln-test/python:bookworm")
+	d.startDaemon("revision 1 deployed", "up")
+	if body := d.get("/"); !strings.Contains(body, "Hello from Python!") {
+		t.Fatalf("front door answered %q", body)
+	}
+	sbom := d.kiln(nil, "sbom", "python")
+	if sbom.code != 0 || !strings.Contains(sbom.stdout, "pkg:deb/debian/python3") {
+		t.Errorf("the SBOM does not list the base's Debian packages: exit %d\n%.2000s", sbom.code, sbom.stdout)
+	}
+}
