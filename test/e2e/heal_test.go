@@ -76,7 +76,8 @@ func TestHealUnhealthyServer(t *testing.T) {
 	d := newDeployment(t)
 	d.startDaemon("revision 1 deployed", "up")
 	victim := d.running()[0]
-	sh(t, "/", nil, "docker", "network", "disconnect", "bridge", victim)
+	network := sh(t, "/", nil, "docker", "inspect", "-f", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}", victim)
+	sh(t, "/", nil, "docker", "network", "disconnect", network, victim) // its project's network
 	eventually(t, 20*time.Second, "the unhealthy server's replacement", func() bool {
 		return d.healthy() && !contains(d.running(), victim)
 	})
