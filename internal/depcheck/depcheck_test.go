@@ -18,7 +18,7 @@ const module = "github.com/kiln-build/kiln"
 var allowed = map[string][]string{
 	"cmd/kiln":        {"internal/cli", "internal/sandbox"},
 	"internal/cli":    {"internal/spec", "internal/bake", "internal/atomicfile", "internal/api", "internal/engine", "internal/server", "internal/store", "internal/statedir", "internal/secret", "internal/driver/docker"},
-	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/httpguard", "internal/plan", "internal/store", "internal/driver/simdriver"},
+	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/httpguard", "internal/plan", "internal/spec", "internal/store", "internal/driver/simdriver"},
 	// The dashboard's tests run it behind the real server (which imports it), on the
 	// simulated driver.
 	"internal/dashboard":        {"internal/api", "internal/engine", "internal/store", "internal/server", "internal/driver/simdriver", "internal/bake", "internal/spec"},

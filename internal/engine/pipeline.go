@@ -54,7 +54,7 @@ type pipelineWorker struct {
 // stored sealed.
 func (e *Engine) setPipelines(ctx context.Context, defs []api.Pipeline) error {
 	for _, p := range defs {
-		if !validName(p.Name) {
+		if !spec.ValidName(p.Name) {
 			return fmt.Errorf("pipeline name %q: use a lowercase letter, then lowercase letters, digits, '-', '_' or '.'", p.Name)
 		}
 	}
@@ -89,19 +89,6 @@ func (e *Engine) pipelineDefs(ctx context.Context) ([]api.Pipeline, error) {
 		}
 	}
 	return out, nil
-}
-
-// validName is a name kiln can use in paths and labels (as spec checks it).
-func validName(s string) bool {
-	if s == "" || s[0] < 'a' || s[0] > 'z' || strings.Contains(s, "..") {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // redactURL is a repository URL as kiln shows it: without the password or token that

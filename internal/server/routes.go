@@ -9,6 +9,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/dashboard"
 	"github.com/kiln-build/kiln/internal/httpguard"
+	"github.com/kiln-build/kiln/internal/spec"
 )
 
 // access is what a request must carry to reach a route.
@@ -201,27 +202,13 @@ func (w *streamWriter) Flush() {
 
 func (w *streamWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// validName reports whether s is a kiln name: a lowercase letter, then lowercase
-// letters, digits, '.', '_' and '-', and no "..".
-func validName(s string) bool {
-	if s == "" || s[0] < 'a' || s[0] > 'z' || strings.Contains(s, "..") {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return false
-		}
-	}
-	return true
-}
-
 const badName = "%q is not a kiln name: a lowercase letter, then lowercase letters, digits, '.', '_' or '-'"
 
 // validPathName answers 400 to a request whose {name} is not a kiln name, before
 // anything looks it up.
 func validPathName(session bool, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if n := r.PathValue("name"); !validName(n) {
+		if n := r.PathValue("name"); !spec.ValidName(n) {
 			if session {
 				http.Error(w, fmt.Sprintf(badName, n), http.StatusBadRequest)
 			} else {
@@ -236,7 +223,7 @@ func validPathName(session bool, h http.HandlerFunc) http.HandlerFunc {
 // validQuery answers 400, and returns false, if the query parameter key is set to
 // something that is not a kiln name.
 func validQuery(w http.ResponseWriter, r *http.Request, key string) bool {
-	if v := r.URL.Query().Get(key); v != "" && !validName(v) {
+	if v := r.URL.Query().Get(key); v != "" && !spec.ValidName(v) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("%s: "+badName, key, v))
 		return false
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/httpguard"
 	"github.com/kiln-build/kiln/internal/plan"
+	"github.com/kiln-build/kiln/internal/spec"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
@@ -241,7 +242,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	}
 	// The CLI's spec has checked them; another client's request may not have been.
 	for _, n := range append(names, pipelineNames(req.Pipelines)...) {
-		if !validName(n) {
+		if !spec.ValidName(n) {
 			writeError(w, http.StatusBadRequest, fmt.Errorf(badName, n))
 			return
 		}

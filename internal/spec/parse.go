@@ -202,7 +202,7 @@ func (d *decoder) named(kind string, blocks []*hcl.Block, decode func(*hcl.Block
 			continue
 		}
 		seen[name] = b
-		if !validName(name) {
+		if !ValidName(name) {
 			d.errorf(b.LabelRanges[0].Ptr(), "Invalid "+kind+" name", "%s name %q must start with a lowercase letter and contain only lowercase letters, digits, '-', '_' and '.' (not two dots in a row).", title, name)
 		}
 		decode(b)
@@ -260,7 +260,10 @@ func imageNames(cfg *Config) []string {
 	return names
 }
 
-func validName(s string) bool {
+// ValidName reports whether s is a name kiln can use for an image, service, pipeline or
+// secret: it becomes part of labels, file names and URLs. A lowercase letter, then
+// lowercase letters, digits, '-', '_' and '.', never "..".
+func ValidName(s string) bool {
 	if s == "" || s[0] < 'a' || s[0] > 'z' || strings.Contains(s, "..") {
 		return false
 	}
