@@ -65,6 +65,17 @@ func collapseSyntax(filename string, src []byte, diags hcl.Diagnostics) hcl.Diag
 		out = append(out, root.diag)
 		sortByPlace(out)
 	}
+	if !out.HasErrors() && diags.HasErrors() {
+		// Every error was taken to follow from another that was dropped too (a stray
+		// closer in the item of the error it follows): the first one stays.
+		for _, d := range diags {
+			if d.Severity == hcl.DiagError {
+				out = append(out, d)
+				sortByPlace(out)
+				break
+			}
+		}
+	}
 	return out
 }
 
