@@ -47,6 +47,10 @@ type Options struct {
 	// own namespaces that sees only the toolchain, the sources and the module cache, with
 	// no network. Where no sandbox can be made, such a build fails.
 	Sandbox bool
+	// BuildCache, if set, is the sandboxed Go builds' cache directory instead of the
+	// store's: a pipeline's own, so that what one pipeline's commits write into it (a
+	// build can write its cache) never reaches another's builds.
+	BuildCache string
 	// DryRun bakes without recording: the images' blobs and the step cache are written
 	// (a later bake finds them), but the index, and so which image of a name is
 	// current, is left as it was. For kiln plan, which must change nothing.
@@ -139,6 +143,11 @@ func NewBaker(store *Store, opts Options) (*Baker, error) {
 	if opts.Confine || opts.Sandbox {
 		if err := store.goCaches(); err != nil {
 			return nil, err
+		}
+		if opts.BuildCache != "" {
+			if err := os.MkdirAll(opts.BuildCache, dirPerm); err != nil {
+				return nil, fmt.Errorf("creating the Go build cache: %w", err)
+			}
 		}
 	}
 	for _, t := range []*time.Time{&opts.Source.Epoch, &opts.Source.FileTime} {
@@ -398,6 +407,9 @@ func (b *Baker) goSandbox(h *hostFiles) *goSandbox {
 		return nil
 	}
 	sb := &goSandbox{caches: b.store.goCacheDirs()}
+	if b.opts.BuildCache != "" {
+		sb.caches.Build = b.opts.BuildCache
+	}
 	if h.confined() {
 		sb.dirs = []string{h.dir}
 	}

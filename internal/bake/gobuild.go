@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -108,19 +109,94 @@ func downloadEnv() []string {
 var goEnvAllowed = []string{"GO386", "GOAMD64", "GOARM", "GOARM64", "GOEXPERIMENT", "GOFIPS140", "GOMIPS", "GOMIPS64", "GOPPC64", "GORISCV64", "GOWASM"}
 
 // goCgoEnvAllowed are allowed too when the step has cgo = true; their flags are checked
-// by badCFlag.
+// by validCFlag.
 var goCgoEnvAllowed = []string{"CGO_CFLAGS", "CGO_CPPFLAGS", "CGO_CXXFLAGS", "CGO_FFLAGS", "CGO_LDFLAGS"}
 
-// badCFlag reports flags of the C compiler or linker that load or run another program
-// (the go command checks #cgo directives, but not the environment or -extldflags).
-func badCFlag(f string) bool {
-	f = strings.Trim(f, `"'`)
-	for _, p := range []string{"-fplugin", "-wrapper", "-B", "-specs", "--specs", "-fuse-ld", "--ld-path", "-plugin", "--plugin", "-Wl,-plugin", "-Wl,--plugin", "-Xlinker"} {
-		if f == p || strings.HasPrefix(f, p+"=") || (p == "-B" && strings.HasPrefix(f, p)) {
+// cFlags are the C compiler and linker flags a spec may pass (CGO_*FLAGS, -extldflags):
+// an allow-list in the manner of the go command's own for #cgo directives (which it
+// does not apply to the environment). A flag not in it may load or run a program of
+// the commit's (-fplugin, -wrapper, -B, -specs, -Wl,-plugin=, @file, --prefix), write
+// files (-MF, -fdump-*) or read them (-include, @file): each of these has been used to
+// run code from a commit.
+var cFlags = []*regexp.Regexp{
+	regexp.MustCompile(`^-D[A-Za-z_][A-Za-z0-9_]*(=[A-Za-z0-9_.:+-]*)?$`),
+	regexp.MustCompile(`^-U[A-Za-z_][A-Za-z0-9_]*$`),
+	regexp.MustCompile(`^-I[A-Za-z0-9_./][A-Za-z0-9_./+-]*$`),
+	regexp.MustCompile(`^-L[A-Za-z0-9_./][A-Za-z0-9_./+-]*$`),
+	regexp.MustCompile(`^-l[A-Za-z0-9_][A-Za-z0-9_.+-]*$`),
+	regexp.MustCompile(`^-O([0-3sgz]|fast)?$`),
+	regexp.MustCompile(`^-g[0-3]?$`),
+	regexp.MustCompile(`^-W(all|extra|error|pedantic|no-[a-z0-9-]+|error=[a-z0-9-]+)$`),
+	regexp.MustCompile(`^-w$`),
+	regexp.MustCompile(`^-std=[a-z0-9+]+$`),
+	regexp.MustCompile(`^-m(arch|tune|cpu|fpu|abi|float-abi)=[a-z0-9._+-]+$`),
+	regexp.MustCompile(`^-m(32|64|sse[0-9.]*|avx[0-9]*|fma|bmi2?|popcnt|aes|pclmul|no-red-zone|thumb|arm)$`),
+	regexp.MustCompile(`^-f(PIC|pic|PIE|pie|wrapv|omit-frame-pointer|exceptions|common|signed-char|unsigned-char|strict-aliasing|stack-protector(-all|-strong)?|visibility=(default|hidden)|sanitize=[a-z,]+|no-[a-z0-9-]+)$`),
+	regexp.MustCompile(`^-(pthread|static|static-libgcc|rdynamic|pie|no-pie)$`),
+}
+
+// validCFlag reports whether f may be passed to the C compiler or linker.
+func validCFlag(f string) bool {
+	for _, re := range cFlags {
+		if re.MatchString(f) {
 			return true
 		}
 	}
 	return false
+}
+
+// goLinkerFlags are the go linker's flags a spec may give in ldflags, and whether each
+// takes a value.
+var goLinkerFlags = map[string]bool{"-s": false, "-w": false, "-X": true, "-buildid": true, "-linkmode": true, "-extldflags": true, "-compressdwarf": true, "-B": true}
+
+// checkLdflags allows only the go linker's flags above; -extldflags only with C flags
+// validCFlag allows, -linkmode only internal, external or auto.
+func checkLdflags(ldflags []string) error {
+	fields := strings.Fields(strings.Join(ldflags, " "))
+	for i := 0; i < len(fields); i++ {
+		f := fields[i]
+		name, value, hasValue := strings.Cut(f, "=")
+		takes, ok := goLinkerFlags[name]
+		if !ok {
+			return fmt.Errorf("ldflags: %s is not allowed (a go block's ldflags may give %s)", f, strings.Join(slices.Sorted(maps.Keys(goLinkerFlags)), ", "))
+		}
+		if !takes {
+			continue
+		}
+		if !hasValue {
+			if i+1 == len(fields) {
+				return fmt.Errorf("ldflags: %s needs a value", name)
+			}
+			i++
+			value = fields[i]
+		}
+		switch name {
+		case "-linkmode":
+			if value != "internal" && value != "external" && value != "auto" {
+				return fmt.Errorf("ldflags: -linkmode %s: use internal, external or auto", value)
+			}
+		case "-extldflags":
+			// The value may be quoted and hold several flags, in this field and the next.
+			value = strings.Trim(value, `"'`)
+			for strings.Count(fields[i], `"`)+strings.Count(fields[i], `'`) == 1 && i+1 < len(fields) {
+				i++
+				value += " " + strings.Trim(fields[i], `"'`)
+				if strings.ContainsAny(fields[i], `"'`) {
+					break
+				}
+			}
+			for _, c := range strings.Fields(value) {
+				if !validCFlag(c) {
+					return fmt.Errorf("ldflags: -extldflags %s is not allowed (the C linker may only be given flags such as -static, -lNAME, -LDIR)", c)
+				}
+			}
+		case "-B":
+			if !strings.HasPrefix(value, "0x") && value != "gobuildid" {
+				return fmt.Errorf("ldflags: -B %s: give a build ID as 0x... or gobuildid", value)
+			}
+		}
+	}
+	return nil
 }
 
 // checkGoStep refuses what would let a spec run a program of its own during the build or
@@ -151,19 +227,20 @@ func checkGoStep(g *spec.GoBuild) error {
 	}
 	for _, k := range goCgoEnvAllowed {
 		for _, f := range strings.Fields(g.Env[k]) {
-			if badCFlag(f) {
-				return fmt.Errorf("env: %s: %s is not allowed (it makes the C toolchain run another program)", k, f)
+			if !validCFlag(f) {
+				return fmt.Errorf("env: %s: %s is not allowed (C flags may define macros, name include and library directories, optimise, warn and pick the target: -DNAME, -IDIR, -O2, -Wall, -march=...)", k, f)
 			}
 		}
 	}
-	for _, f := range strings.Fields(strings.Join(g.Ldflags, " ")) {
-		f = strings.Trim(f, `"'`)
-		if f == "-extld" || strings.HasPrefix(f, "-extld=") || badCFlag(f) {
-			return fmt.Errorf("ldflags: %s is not allowed (it makes the linker run another program)", f)
+	for _, t := range g.Tags {
+		if !tagPattern.MatchString(t) {
+			return fmt.Errorf("tags: %q is not a build tag", t)
 		}
 	}
-	return nil
+	return checkLdflags(g.Ldflags)
 }
+
+var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_.]+$`)
 
 // goStep builds a Go main package into a static binary.
 type goStep struct {

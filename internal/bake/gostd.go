@@ -27,13 +27,11 @@ import (
 // does reaches another project's builds. The seed holds the standard library only:
 // nothing of other builds on the machine.
 
-// seedKey names the seed of the standard library as step s builds it: the toolchain,
-// the platform, the tags and the environment that reach the compiler.
+// seedKey names the seed of the standard library for step s's toolchain and platform.
+// Nothing of the spec enters it (its env, tags or cgo flags): the seed is built as
+// root, outside the sandbox, and a commit's C flags have been made to run code there.
 func (s *goStep) seedKey(tc goTool) string {
-	b, _ := json.Marshal(map[string]any{
-		"go": tc.Version, "root": tc.Root, "platform": s.platform.String(), "cgo": s.g.CGO,
-		"tags": s.g.Tags, "env": s.g.Env, "mod": s.modFlag(),
-	})
+	b, _ := json.Marshal(map[string]any{"go": tc.Version, "root": tc.Root, "platform": s.platform.String()})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:12])
 }
@@ -82,13 +80,20 @@ func (s *goStep) buildSeed(ctx context.Context, tc goTool, seed string) error {
 			return err
 		}
 	}
-	args := []string{"build", "-trimpath"}
-	if len(s.g.Tags) > 0 {
-		args = append(args, "-tags="+strings.Join(s.g.Tags, ","))
-	}
-	cmd := exec.CommandContext(ctx, filepath.Join(tc.Root, "bin", "go"), append(args, "std")...)
+	cmd := exec.CommandContext(ctx, filepath.Join(tc.Root, "bin", "go"), "build", "-trimpath", "std")
 	cmd.Dir = home
-	cmd.Env = s.env(tc, goCaches{Mod: filepath.Join(home, "mod"), Build: cache, Path: filepath.Join(home, "go")}, home, home, "GOPROXY=off")
+	// The environment of a sandboxed build of a spec with no env, tags or cgo: nothing
+	// the spec says reaches this build, which runs as the daemon.
+	cmd.Env = []string{
+		"PATH=" + filepath.Join(tc.Root, "bin") + ":/usr/local/bin:/usr/bin:/bin",
+		"HOME=" + home, "TMPDIR=" + home,
+		"GOROOT=" + tc.Root, "GOPATH=" + filepath.Join(home, "go"), "GOCACHE=" + cache, "GOMODCACHE=" + filepath.Join(home, "mod"),
+		"GOTOOLCHAIN=local", "GOENV=off", "GOWORK=off", "GOFLAGS=-mod=readonly", "GOPROXY=off",
+		"CGO_ENABLED=0", "GOOS=" + s.platform.OS, "GOARCH=" + s.platform.Arch,
+	}
+	if s.platform.Arch == "arm" && s.platform.Variant != "" {
+		cmd.Env = append(cmd.Env, "GOARM="+strings.TrimPrefix(s.platform.Variant, "v"))
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

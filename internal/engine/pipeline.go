@@ -408,9 +408,9 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 	}
 	fmt.Fprintf(log, "checked out %s into a clean directory\n", shortSHA(run.Commit))
 	specFile := filepath.Join(dir, def.SpecPath)
-	source, err := os.ReadFile(specFile)
+	source, err := readSpec(dir, def.SpecPath)
 	if err != nil {
-		return nil, fmt.Errorf("the commit has no spec at %s: %w", def.SpecPath, err)
+		return nil, fmt.Errorf("the commit's spec %s: %w", def.SpecPath, err)
 	}
 	// Parsed under its path in the repository, so diagnostics name the file as the user
 	// knows it.
@@ -439,11 +439,14 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 		return nil, err
 	}
 	defer unlock()
-	baker, err := bake.NewBaker(e.opts.Images, bake.Options{Source: src, Confine: true, Root: dir, Progress: func(ev bake.Event) {
-		if ev.Step != "" && ev.State != bake.StateStart {
-			fmt.Fprintf(log, "%s: %s (%s)\n", ev.Image, ev.Step, ev.State)
-		}
-	}})
+	baker, err := bake.NewBaker(e.opts.Images, bake.Options{Source: src, Confine: true, Root: dir,
+		// The pipeline's own: nothing its commits' builds write reaches another pipeline.
+		BuildCache: filepath.Join(filepath.Dir(dir), "gocache"),
+		Progress: func(ev bake.Event) {
+			if ev.Step != "" && ev.State != bake.StateStart {
+				fmt.Fprintf(log, "%s: %s (%s)\n", ev.Image, ev.Step, ev.State)
+			}
+		}})
 	if err != nil {
 		return nil, err
 	}
@@ -478,6 +481,33 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 		}
 	}
 	return e.resolveSecrets(ctx, def.Secrets, out, true)
+}
+
+// readSpec reads the spec at path in the checkout dir: through an os.Root of it (the
+// commit's kiln.hcl may be a link to a host file, whose content would show in the
+// run's diagnostics), a regular file, at most spec.MaxSourceBytes.
+func readSpec(dir, path string) ([]byte, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	f, err := root.Open(filepath.FromSlash(path))
+	if err != nil {
+		return nil, fmt.Errorf("no spec in the commit (or it leads outside the checkout): %w", err)
+	}
+	defer f.Close()
+	if info, err := f.Stat(); err != nil || !info.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	b, err := io.ReadAll(io.LimitReader(f, spec.MaxSourceBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > spec.MaxSourceBytes {
+		return nil, fmt.Errorf("larger than %d bytes", spec.MaxSourceBytes)
+	}
+	return b, nil
 }
 
 // checkout writes the tree of commit, read from the pipeline's mirror, into dir: a clean

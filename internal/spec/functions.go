@@ -197,23 +197,64 @@ func checkJSONDepth(s string) error {
 
 // limited wraps f so that a result longer than MaxFileBytes (a string) or
 // MaxCollectionLength (a collection) is an error rather than a value.
+//
+// A function called on a secret or a sensitive value that fails says so without the
+// value: many quote their argument in their errors ("cannot convert \"hunter2\" to
+// number"), and errors are shown in plans, events and run logs.
 func limited(f function.Function) function.Function {
+	params := f.Params()
+	for i := range params {
+		params[i].AllowMarked = true
+	}
+	var varParam *function.Parameter
+	if vp := f.VarParam(); vp != nil {
+		p := *vp
+		p.AllowMarked = true
+		varParam = &p
+	}
 	return function.New(&function.Spec{
 		Description: f.Description(),
-		Params:      f.Params(),
-		VarParam:    f.VarParam(),
-		Type:        f.ReturnTypeForValues,
+		Params:      params,
+		VarParam:    varParam,
+		Type: func(args []cty.Value) (cty.Type, error) {
+			plain, marks := unmarkAll(args)
+			ty, err := f.ReturnTypeForValues(plain)
+			if err != nil && len(marks) > 0 {
+				return cty.NilType, errHidden
+			}
+			return ty, err
+		},
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			v, err := f.Call(args)
+			plain, marks := unmarkAll(args)
+			v, err := f.Call(plain)
 			if err != nil {
+				if len(marks) > 0 {
+					return cty.NilVal, errHidden
+				}
 				return v, err
 			}
 			if err := checkResult(v); err != nil {
 				return cty.NilVal, err
 			}
-			return v, nil
+			return v.WithMarks(marks...), nil
 		},
 	})
+}
+
+var errHidden = errors.New("the function cannot take this value (it holds a secret or a sensitive variable, so it is not shown)")
+
+// unmarkAll returns args without their marks, and the marks they had.
+func unmarkAll(args []cty.Value) ([]cty.Value, []cty.ValueMarks) {
+	out := make([]cty.Value, len(args))
+	var marks []cty.ValueMarks
+	for i, a := range args {
+		v, m := a.UnmarkDeep()
+		out[i] = v
+		if len(m) > 0 {
+			marks = append(marks, m)
+		}
+	}
+	return out, marks
 }
 
 func checkResult(v cty.Value) error {

@@ -152,3 +152,25 @@ func TestConfinedRefusesDockerBases(t *testing.T) {
 		t.Errorf("a local spec may use it: %v", diags)
 	}
 }
+
+// A function that fails on a sensitive value does not quote it: errors go to plans,
+// events and run logs.
+func TestFunctionErrorsHideSensitiveValues(t *testing.T) {
+	for _, call := range []string{`tonumber(var.pw)`, `regex(var.pw, "x")`, `file(var.pw)`, `jsondecode(var.pw)`, `fileexists(var.pw)`, `format("%d", var.pw)`} {
+		src := "variable \"pw\" {\n  sensitive = true\n}\nimage \"x\" {\n  from = \"scratch\"\n  labels = { a = " + call + " }\n}\n"
+		_, diags := Parse("/p/kiln.hcl", []byte(src), Options{Environ: []string{}, Vars: map[string]string{"pw": "hunter2("}})
+		if !diags.HasErrors() {
+			t.Errorf("%s: no error", call)
+		}
+		for _, d := range diags {
+			if strings.Contains(d.Summary+d.Detail, "hunter2") {
+				t.Errorf("%s: the error shows the value: %s: %s", call, d.Summary, d.Detail)
+			}
+		}
+	}
+	// Calls that succeed keep the value sensitive.
+	_, diags := Parse("kiln.hcl", []byte("variable \"pw\" {\n  sensitive = true\n}\nimage \"x\" {\n  from = \"scratch\"\n  labels = { a = upper(var.pw) }\n}\n"), Options{Environ: []string{}, Vars: map[string]string{"pw": "hunter2"}})
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "Secret value not allowed here") {
+		t.Errorf("upper(var.pw) in a label: %v", diags)
+	}
+}
