@@ -655,11 +655,25 @@ func readOutput(bin string) ([]byte, error) {
 // cache and out, and has no network (GOPROXY=off).
 func (s *goStep) sandboxed(ctx context.Context, tc goTool, sb *goSandbox, home, out, bin string, output *bytes.Buffer) error {
 	goBin := filepath.Join(tc.Root, "bin", "go")
+	// The download runs as the daemon, outside the sandbox: what it reads of the
+	// checkout must be the checkout's own files, not links to the host's.
+	for _, name := range []string{"go.mod", "go.sum", "go.work"} {
+		if info, err := os.Lstat(filepath.Join(s.modRoot, name)); err == nil && !info.Mode().IsRegular() {
+			return fmt.Errorf("%s is a %s, not a file: a sandboxed build reads only the sources' own files", name, fileKind(info.Mode()))
+		}
+	}
 	if s.modFlag() != "-mod=vendor" {
 		cmd := exec.CommandContext(ctx, goBin, "mod", "download")
 		cmd.Dir = s.modRoot
 		c := goCaches{Mod: sb.caches.Mod, Build: filepath.Join(home, "cache"), Path: filepath.Join(home, "go")}
-		cmd.Env = s.env(tc, c, home, home, downloadEnv()...)
+		env := downloadEnv()
+		if _, set := os.LookupEnv("GOVCS"); !set {
+			// Modules through the proxy only: a commit's go.mod must not make the daemon
+			// run git or hg against hosts it names (GOVCS in the daemon's environment
+			// opts back in).
+			env = append(env, "GOVCS=*:off")
+		}
+		cmd.Env = s.env(tc, c, home, home, env...)
 		var dl bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &dl, &dl
 		if err := cmd.Run(); err != nil {

@@ -474,6 +474,15 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 		}
 		out = append(out, svc)
 	}
+	// Where a service listens is the applied spec's to say: a commit could otherwise
+	// open a front door on every address, or on a port below 1024 (the daemon may be root).
+	for _, svc := range out {
+		if cur, ok := e.currentRevision(ctx, svc.Name); ok {
+			if was, err := decodeService(cur); err == nil && was.Listen != svc.Listen {
+				return nil, fmt.Errorf("the spec at %s moves the front door of %s from %s to %s: a commit cannot; apply the spec to move it", shortSHA(run.Commit), svc.Name, was.Listen, svc.Listen)
+			}
+		}
+	}
 	// The commit names secrets; where they come from is the applied spec's to say.
 	for _, sec := range cfg.Secrets {
 		if !slices.ContainsFunc(def.Secrets, func(s api.SecretSource) bool { return s.Name == sec.Name }) {

@@ -329,6 +329,7 @@ image "hello" {`), "never add one"},
 			os.WriteFile(filepath.Join(dir, "base", "blobs", "sha256", fake), []byte(index), 0o644)
 			replace(`from = "scratch"`, `from = "./base"`)(t, dir)
 		}, "digest|size|larger|cycle|nest"},
+		{"a front door on every address", replace(`listen   = var.listen`, `listen   = "0.0.0.0:18999"`), "cannot; apply the spec"},
 		{"a spec nested 100,000 deep", replace(`variable "version" {`, "variable \"deep\" {\n  default = "+deep+"\n}\n\nvariable \"version\" {"), "nest"},
 	}
 	for _, a := range attacks {

@@ -94,8 +94,13 @@ func New(opts Options) (*Driver, error) {
 func (d *Driver) Name() string { return "docker" }
 
 // Ping checks that the engine answers; the error wraps driver.ErrUnavailable if not.
+// A successful Ping also removes the secret files of containers that are gone (removed
+// behind kiln's back, or while it was not running).
 func (d *Driver) Ping(ctx context.Context) error {
 	_, err := d.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
+	if err == nil {
+		d.sweepSecretFiles(ctx)
+	}
 	return d.check(err)
 }
 

@@ -605,3 +605,33 @@ func TestNetworkLivesWithItsServers(t *testing.T) {
 		}
 	}
 }
+
+// TestPingSweepsSecretFiles: the secret files of containers that are gone (removed
+// behind kiln's back) are removed when the driver starts; a live server's stay.
+func TestPingSweepsSecretFiles(t *testing.T) {
+	d := newTestDriver(t)
+	d.opts.SecretsDir = t.TempDir()
+	ctx := t.Context()
+	img := drivertest.HelloImage(t)
+	if err := d.EnsureImage(ctx, img.Digest, func() (v1.Image, error) { return img.Image, nil }); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := d.Create(ctx, driver.ServerSpec{Service: "sweep", Image: img.Digest, Port: img.Port, Resources: driver.DefaultResources,
+		Files: map[string][]byte{"/run/secrets/x": []byte("v")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Destroy(context.Background(), srv.ID) })
+	stale := filepath.Join(d.opts.SecretsDir, "kiln-gone-12345678-abcdef")
+	os.MkdirAll(stale, 0o700)
+	os.WriteFile(filepath.Join(stale, "1"), []byte("old secret"), 0o400)
+	if err := d.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the secret files of a container that is gone are still there")
+	}
+	if _, err := os.Stat(filepath.Join(d.opts.SecretsDir, srv.Name)); err != nil {
+		t.Errorf("the live server's secret files went: %v", err)
+	}
+}

@@ -161,6 +161,19 @@ func (d *Driver) writeSecretFiles(name, runAs string, files map[string][]byte) (
 	return mounts, nil
 }
 
+// sweepSecretFiles removes the secret files of every container that no longer exists.
+func (d *Driver) sweepSecretFiles(ctx context.Context) {
+	entries, err := os.ReadDir(d.opts.SecretsDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if _, err := d.cli.ContainerInspect(ctx, e.Name(), client.ContainerInspectOptions{}); isNotFound(err) {
+			d.removeSecretFiles(e.Name())
+		}
+	}
+}
+
 // removeSecretFiles removes the secret files of the container called name.
 func (d *Driver) removeSecretFiles(name string) {
 	if name = strings.TrimPrefix(name, "/"); name != "" && name != "." && name != ".." && !strings.Contains(name, "/") {
