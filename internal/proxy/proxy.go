@@ -151,8 +151,10 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	// what ends upgraded connections, which http.Server.Shutdown does not track.
 	base, kill := context.WithCancel(context.WithoutCancel(ctx))
 	defer kill()
+	conns := httpguard.NewConns(p.conns)
 	srv := &http.Server{
 		Handler:     p.handler(),
+		ConnState:   conns.ConnState,
 		BaseContext: func(net.Listener) context.Context { return base },
 		// No overall read or write timeout: a long upload, download or stream is not an
 		// error. Bodies are bounded by rate instead (handler), slow readers of answers by
@@ -163,7 +165,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(httpguard.LimitListener(ln, p.conns)) }()
+	go func() { errc <- srv.Serve(conns.Listener(ln)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving %s: %w", ln.Addr(), err)

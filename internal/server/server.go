@@ -68,7 +68,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
-	if err := srv.Serve(httpguard.LimitListener(ln, l.conns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	conns := httpguard.NewConns(l.conns)
+	srv.ConnState = conns.ConnState
+	if err := srv.Serve(conns.Listener(ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
