@@ -118,6 +118,15 @@ func inspect(t *testing.T, cli *client.Client, id driver.ServerID, spec driver.S
 	if want := cmp.Or(spec.User, DefaultUser); c.Config.User != want {
 		t.Errorf("user %q, want %q: the image names none", c.Config.User, want)
 	}
+	if spec.Init && (h.Init == nil || !*h.Init) {
+		t.Error("the spec asks for an init, the container has none")
+	}
+	if c.Config.StopSignal != spec.StopSignal {
+		t.Errorf("stop signal %q, want %q", c.Config.StopSignal, spec.StopSignal)
+	}
+	if spec.StopTimeout > 0 && (c.Config.StopTimeout == nil || time.Duration(*c.Config.StopTimeout)*time.Second != spec.StopTimeout) {
+		t.Errorf("stop timeout %v, want %v", c.Config.StopTimeout, spec.StopTimeout)
+	}
 	labels, _ := json.Marshal(c.Config.Labels)
 	for k, v := range spec.Env {
 		if len(v) > 2 && strings.Contains(string(labels), v) {

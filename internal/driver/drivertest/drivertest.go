@@ -396,6 +396,7 @@ func (s *suite) testInspect(t *testing.T) {
 	spec = s.sealed(spec)
 	spec.Writable = []string{"/tmp", "/var/cache/hello"}
 	spec.Resources = driver.Resources{CPUs: 0.5, MemoryBytes: 96 << 20, PIDs: 64}
+	spec.Init, spec.StopSignal, spec.StopTimeout = true, "SIGINT", 7*time.Second
 	srv := s.create(t, spec)
 	waitHealthy(t, srv.Address)
 	s.opts.Inspect(t, srv.ID, spec)
