@@ -176,6 +176,10 @@ func Digests(env map[string]string, files map[string][]byte, digest func([]byte)
 
 // Hash is the hex SHA-256 of the spec's canonical JSON, without the revision. It holds
 // no env or file value, only their digests.
+//
+// Every field added to ServerSpec must be omitempty, with its zero value meaning what
+// servers did before it existed: then a server created by an older kiln keeps its
+// identity, and an upgrade of kiln replaces no server. TestHashIsStable holds both true.
 func (s ServerSpec) Hash() string {
 	s.Revision = 0
 	b, err := json.Marshal(s) // maps marshal with sorted keys: canonical
