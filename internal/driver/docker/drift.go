@@ -56,6 +56,24 @@ func (d *Driver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, err
 			}
 		}
 	}
+	// Servers of an older kiln ran on the engine's default bridge, and as root when the
+	// image named no user: not what the spec makes now, so they are replaced.
+	if c.NetworkSettings != nil {
+		want := networkName(spec.Project)
+		var got []string
+		for n := range c.NetworkSettings.Networks {
+			got = append(got, n)
+		}
+		if len(got) != 1 || got[0] != want {
+			slices.Sort(got)
+			config("networks are %v, want only the project's %s", got, want)
+		}
+	}
+	if imageUser, err := d.imageUser(ctx, spec.Image); err == nil {
+		if want := user(spec, imageUser); c.Config.User != want {
+			config("runs as user %q, want %q", c.Config.User, want)
+		}
+	}
 	h := c.HostConfig
 	if !h.ReadonlyRootfs {
 		config("root filesystem is writable")
@@ -116,6 +134,30 @@ func changeWord(k container.ChangeType) string {
 
 // imageEnvs caches the environment of each image by tag: images never change.
 var imageEnvs sync.Map
+
+// imageUsers caches the user each image names, by tag: images never change.
+var imageUsers sync.Map
+
+// imageUser is the user the image names ("" for none).
+func (d *Driver) imageUser(ctx context.Context, image string) (string, error) {
+	tag, err := imageTag(image)
+	if err != nil {
+		return "", err
+	}
+	if u, ok := imageUsers.Load(tag); ok {
+		return u.(string), nil
+	}
+	res, err := d.cli.ImageInspect(ctx, tag)
+	if err != nil {
+		return "", err
+	}
+	u := ""
+	if res.Config != nil {
+		u = res.Config.User
+	}
+	imageUsers.Store(tag, u)
+	return u, nil
+}
 
 // imageEnv is the environment the image sets, as NAME=value.
 func (d *Driver) imageEnv(ctx context.Context, image string) ([]string, error) {
