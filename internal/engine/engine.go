@@ -54,6 +54,10 @@ type Engine struct {
 	metrics *metrics
 	traffic *traffic
 
+	// applying serializes the part of Apply from its checks to its rollouts' start, so
+	// that an apply sees the doors and rollouts of the one before it.
+	applying sync.Mutex
+
 	mu        sync.Mutex
 	ctx       context.Context // set by Start
 	doors     map[string]*door
@@ -221,20 +225,55 @@ func (e *Engine) door(ctx context.Context, svc api.Service) (*door, error) {
 	if d := e.doors[svc.Name]; d != nil && d.listen == svc.Listen {
 		return d, nil
 	}
+	d, err := e.openDoorLocked(ctx, svc)
+	if err != nil {
+		return nil, err
+	}
+	e.installDoorLocked(svc.Name, d)
+	return d, nil
+}
+
+// pendingDoor opens the front door svc needs when it has none on its listen address,
+// without putting it in use (see acceptDoor); nil when it has one. The caller closes a
+// pending door it does not accept.
+func (e *Engine) pendingDoor(ctx context.Context, svc api.Service) (*door, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if d := e.doors[svc.Name]; d != nil && d.listen == svc.Listen {
+		return nil, nil
+	}
+	return e.openDoorLocked(ctx, svc)
+}
+
+// acceptDoor puts a pending door in use, closing the one it replaces. If the service
+// got a door on the same address meanwhile, that one stays and d is closed.
+func (e *Engine) acceptDoor(service string, d *door) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cur := e.doors[service]; cur != nil && cur.listen == d.listen {
+		d.close()
+		return
+	}
+	e.installDoorLocked(service, d)
+}
+
+// openDoorLocked opens a front door for svc under the daemon's context; e.mu is held.
+func (e *Engine) openDoorLocked(ctx context.Context, svc api.Service) (*door, error) {
 	base := e.ctx
 	if base == nil {
 		base = ctx
 	}
 	measure, count := e.metrics.middleware(svc.Name), e.traffic.middleware(svc.Name)
-	d, err := openDoor(base, svc.Name, svc.Listen, func(h http.Handler) http.Handler { return measure(count(withoutSession(h))) })
-	if err != nil {
-		return nil, err
-	}
-	if old := e.doors[svc.Name]; old != nil {
+	return openDoor(base, svc.Name, svc.Listen, func(h http.Handler) http.Handler { return measure(count(withoutSession(h))) })
+}
+
+// installDoorLocked makes d the service's front door, closing the one it had; e.mu is
+// held.
+func (e *Engine) installDoorLocked(service string, d *door) {
+	if old := e.doors[service]; old != nil {
 		old.close()
 	}
-	e.doors[svc.Name] = d
-	return d, nil
+	e.doors[service] = d
 }
 
 // healthy is the health gate of server s (see rollout.Executor.Healthy). A server whose
