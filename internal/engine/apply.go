@@ -212,7 +212,10 @@ func (e *Engine) startApply(ctx context.Context, req api.ApplyRequest) ([]func()
 			return nil, err
 		}
 		if err := e.opts.State.SetCurrent(ctx, svc.Name, rev.Number); err != nil {
-			return nil, err
+			// The rollout will not run: it must not stay running, and refuse the next.
+			e.setOutcome(ctx, svc.Name, rev.Number, store.OutcomeFailed, "not rolled out: "+err.Error())
+			e.finishRollout(ctx, r, store.RolloutFailed, "not started: "+err.Error())
+			return nil, fmt.Errorf("recording revision %d of %s as current: %w", rev.Number, svc.Name, err)
 		}
 		accept(svc.Name)
 		e.event(svc.Name, "", "revision", "revision %d recorded (image %s@%s) by %s", rev.Number, svc.ImageName, short(svc.Image), req.User)
@@ -303,8 +306,8 @@ func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revi
 		return res
 	}
 	if err == nil {
-		e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeDeployed, "")
-		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutSucceeded, "")
+		e.setOutcome(ctx, r.Service, rev.Number, store.OutcomeDeployed, "")
+		e.finishRollout(ctx, r, store.RolloutSucceeded, "")
 		e.event(r.Service, "", "deployed", "revision %d is deployed", rev.Number)
 		e.recovered(r.Service)
 		res.Outcome = string(store.OutcomeDeployed)
@@ -316,27 +319,32 @@ func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revi
 		e.degrade(r.Service, e.state(r.Service), fmt.Sprintf("revision %d failed: %v", rev.Number, err))
 	}
 	if !svc.Update.AutoRollback || r.From == 0 || r.From == rev.Number {
-		e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeFailed, err.Error())
-		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutFailed, err.Error())
+		e.setOutcome(ctx, r.Service, rev.Number, store.OutcomeFailed, err.Error())
+		e.finishRollout(ctx, r, store.RolloutFailed, err.Error())
 		res.Outcome = string(store.OutcomeFailed)
 		return res
 	}
 	prev, perr := e.opts.State.Revision(ctx, r.Service, r.From)
 	if perr == nil {
 		e.event(r.Service, "", "rollback", "rolling back to revision %d", prev.Number)
-		e.opts.State.SetCurrent(ctx, r.Service, prev.Number)
-		perr = e.converge(ctx, prev)
+		// Not recorded as current, the revision would not be kept by the controller
+		// (or a restart): the rollback fails.
+		if perr = e.opts.State.SetCurrent(ctx, r.Service, prev.Number); perr != nil {
+			perr = fmt.Errorf("recording revision %d as current: %w", prev.Number, perr)
+		} else {
+			perr = e.converge(ctx, prev)
+		}
 	}
 	if perr != nil {
 		detail := fmt.Sprintf("%v; rolling back to revision %d also failed: %v", err, r.From, perr)
-		e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeFailed, detail)
-		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutFailed, detail)
+		e.setOutcome(ctx, r.Service, rev.Number, store.OutcomeFailed, detail)
+		e.finishRollout(ctx, r, store.RolloutFailed, detail)
 		e.event(r.Service, "", "failed", "rollback to revision %d failed: %v", r.From, perr)
 		res.Outcome, res.Detail = string(store.OutcomeFailed), detail
 		return res
 	}
-	e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeRolledBack, err.Error())
-	e.opts.State.FinishRollout(ctx, r.ID, store.RolloutRolledBack, err.Error())
+	e.setOutcome(ctx, r.Service, rev.Number, store.OutcomeRolledBack, err.Error())
+	e.finishRollout(ctx, r, store.RolloutRolledBack, err.Error())
 	e.event(r.Service, "", "rolled_back", "revision %d failed and was rolled back; revision %d is serving", rev.Number, prev.Number)
 	res.Outcome = string(store.OutcomeRolledBack)
 	return res

@@ -207,13 +207,13 @@ func (e *Engine) finishRollback(ctx context.Context, r store.Rollout, current st
 		return
 	}
 	if err != nil {
-		e.opts.State.SetOutcome(ctx, r.Service, r.To, store.OutcomeFailed, "rollback failed: "+err.Error())
-		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutFailed, err.Error())
+		e.setOutcome(ctx, r.Service, r.To, store.OutcomeFailed, "rollback failed: "+err.Error())
+		e.finishRollout(ctx, r, store.RolloutFailed, err.Error())
 		e.event(r.Service, "", "failed", "rollback to revision %d failed: %v", current.Number, err)
 		return
 	}
-	e.opts.State.SetOutcome(ctx, r.Service, r.To, store.OutcomeRolledBack, "rolled back")
-	e.opts.State.FinishRollout(ctx, r.ID, store.RolloutRolledBack, "rolled back after a restart")
+	e.setOutcome(ctx, r.Service, r.To, store.OutcomeRolledBack, "rolled back")
+	e.finishRollout(ctx, r, store.RolloutRolledBack, "rolled back after a restart")
 	e.event(r.Service, "", "rolled_back", "revision %d was rolled back; revision %d is serving", r.To, current.Number)
 }
 
@@ -327,7 +327,8 @@ func (e *Engine) event(service, serverID, typ, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	ev, err := e.opts.State.AddEvent(context.Background(), store.Event{Service: service, ServerID: serverID, Type: typ, Message: msg})
 	if err != nil {
-		e.log.Error("recording event", "service", service, "err", err)
+		// Still logged below and passed to subscribers: only its record is lost.
+		e.stateWriteFailed("event", err, "service", service, "event", typ, "message", msg)
 		ev = store.Event{Time: time.Now(), Service: service, ServerID: serverID, Type: typ, Message: msg}
 	}
 	e.log.Info(msg, "service", service, "server_id", serverID, "event", typ)
@@ -339,6 +340,27 @@ func (e *Engine) event(service, serverID, typ, format string, args ...any) {
 		case ch <- ae:
 		default: // a slow subscriber misses events rather than stalling rollouts
 		}
+	}
+}
+
+// stateWriteFailed logs and counts a write to the state that failed where its caller
+// cannot act on the error (the work it records is done); attrs say what it was about.
+func (e *Engine) stateWriteFailed(write string, err error, attrs ...any) {
+	e.metrics.stateWrites.WithLabelValues(write).Inc()
+	e.log.Error("writing the state", append([]any{"write", write, "err", err}, attrs...)...)
+}
+
+// setOutcome records a revision's outcome; a failure is logged and counted.
+func (e *Engine) setOutcome(ctx context.Context, service string, revision int64, o store.Outcome, detail string) {
+	if err := e.opts.State.SetOutcome(context.WithoutCancel(ctx), service, revision, o, detail); err != nil {
+		e.stateWriteFailed("outcome", err, "service", service, "revision", revision, "outcome", o, "detail", detail)
+	}
+}
+
+// finishRollout records the end of a rollout; a failure is logged and counted.
+func (e *Engine) finishRollout(ctx context.Context, r store.Rollout, state store.RolloutState, detail string) {
+	if err := e.opts.State.FinishRollout(context.WithoutCancel(ctx), r.ID, state, detail); err != nil {
+		e.stateWriteFailed("rollout", err, "service", r.Service, "rollout", r.ID, "revision", r.To, "state", state, "detail", detail)
 	}
 }
 

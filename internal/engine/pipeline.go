@@ -328,7 +328,7 @@ func (e *Engine) execute(ctx context.Context, w *pipelineWorker, run store.Run) 
 		if p := recover(); p != nil {
 			e.log.Error("a pipeline run panicked", "pipeline", def.Name, "run", run.ID, "panic", p, "stack", string(debug.Stack()))
 			detail := fmt.Sprintf("internal error: %v", p)
-			e.opts.State.FinishRun(context.WithoutCancel(ctx), run.ID, "failed", detail)
+			e.finishRun(ctx, run, "failed", detail)
 			e.metrics.runs.WithLabelValues(def.Name, "failed").Inc()
 			e.event(def.Name, "", "pipeline", "run %d of %s failed: %s", run.ID, shortSHA(run.Commit), detail)
 		}
@@ -365,9 +365,16 @@ func (e *Engine) execute(ctx context.Context, w *pipelineWorker, run store.Run) 
 	if err != nil {
 		state, detail = "failed", redactErr(def, err).Error()
 	}
-	e.opts.State.FinishRun(context.WithoutCancel(ctx), run.ID, state, detail)
+	e.finishRun(ctx, run, state, detail)
 	e.metrics.runs.WithLabelValues(def.Name, state).Inc()
 	e.event(def.Name, "", "pipeline", "run %d of %s %s%s", run.ID, shortSHA(run.Commit), state, suffix(detail))
+}
+
+// finishRun records the end of a run; a failure is logged and counted.
+func (e *Engine) finishRun(ctx context.Context, run store.Run, state, detail string) {
+	if err := e.opts.State.FinishRun(context.WithoutCancel(ctx), run.ID, state, detail); err != nil {
+		e.stateWriteFailed("run", err, "pipeline", run.Pipeline, "run", run.ID, "state", state, "detail", detail)
+	}
 }
 
 func suffix(detail string) string {
@@ -389,7 +396,9 @@ func pick(services []api.Service, names []string) []api.Service {
 
 // stage records one stage around fn, with what fn writes as its log.
 func (e *Engine) stage(ctx context.Context, run store.Run, name string, fn func(io.Writer) ([]api.Service, error)) ([]api.Service, error) {
-	e.opts.State.StartStage(ctx, run.ID, name)
+	if err := e.opts.State.StartStage(ctx, run.ID, name); err != nil {
+		e.stateWriteFailed("stage", err, "pipeline", run.Pipeline, "run", run.ID, "stage", name)
+	}
 	var log bytes.Buffer
 	start := time.Now()
 	out, err := func() (out []api.Service, err error) {
@@ -406,7 +415,9 @@ func (e *Engine) stage(ctx context.Context, run store.Run, name string, fn func(
 		state = "failed"
 		fmt.Fprintf(&log, "error: %v\n", err)
 	}
-	e.opts.State.FinishStage(context.WithoutCancel(ctx), run.ID, name, state, log.String())
+	if err := e.opts.State.FinishStage(context.WithoutCancel(ctx), run.ID, name, state, log.String()); err != nil {
+		e.stateWriteFailed("stage", err, "pipeline", run.Pipeline, "run", run.ID, "stage", name, "state", state)
+	}
 	stageKind, _, _ := strings.Cut(name, ":")
 	e.metrics.stages.WithLabelValues(run.Pipeline, stageKind).Observe(time.Since(start).Seconds())
 	e.event(run.Pipeline, "", "pipeline", "run %d: %s %s in %s", run.ID, name, state, time.Since(start).Round(10*time.Millisecond))
