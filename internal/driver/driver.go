@@ -145,7 +145,13 @@ type ServerSpec struct {
 	// Writable paths get a private tmpfs; the rest of the filesystem is read-only.
 	Writable  []string  `json:"writable,omitempty"`
 	Resources Resources `json:"resources"`
+	// Role is what the server is for: "" a server of its service, RoleCandidate a
+	// pipeline's candidate, which no service counts as its own whatever its Service.
+	Role string `json:"role,omitempty"`
 }
+
+// RoleCandidate is the Role of a pipeline's candidate servers.
+const RoleCandidate = "candidate"
 
 // Resources are a server's limits. Zero CPUs means no CPU limit; memory and PIDs are
 // always limited.
@@ -220,15 +226,20 @@ type Server struct {
 	Spec ServerSpec `json:"spec"`
 }
 
-// Selector picks servers. The zero Selector matches every server kiln manages.
+// Selector picks servers. The zero Selector matches every server of a service kiln
+// manages (not a pipeline's candidates).
 type Selector struct {
 	Project string // "" for all projects
 	Service string // "" for all services
+	// Role is the servers' ServerSpec.Role, matched exactly: "" picks services'
+	// servers only, RoleCandidate candidates only.
+	Role string
 }
 
 // Matches reports whether s is selected.
 func (sel Selector) Matches(s Server) bool {
-	return (sel.Project == "" || sel.Project == s.Project) && (sel.Service == "" || sel.Service == s.Service)
+	return (sel.Project == "" || sel.Project == s.Project) && (sel.Service == "" || sel.Service == s.Service) &&
+		sel.Role == s.Spec.Role
 }
 
 // EventType is what happened to a server.

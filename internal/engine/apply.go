@@ -82,39 +82,59 @@ func sameService(r store.Revision, svc api.Service) bool {
 	return comparable(recorded) == comparable(svc)
 }
 
-// check refuses a request that cannot be carried out, before anything is recorded.
-func (e *Engine) check(ctx context.Context, services []api.Service) error {
+// check refuses a request that cannot be carried out, before anything is recorded. It
+// returns the front doors the services need and do not have yet, open but not in use:
+// the caller accepts each once its service's revision is recorded (acceptDoor) and
+// closes the others. On error it has closed them.
+func (e *Engine) check(ctx context.Context, services []api.Service) (_ map[string]*door, err error) {
+	pending := map[string]*door{}
+	defer func() {
+		if err != nil {
+			closeDoors(pending)
+		}
+	}()
 	seen := map[string]bool{}
 	for _, svc := range services {
 		if seen[svc.Name] {
-			return fmt.Errorf("service %q is given twice", svc.Name)
+			return nil, fmt.Errorf("service %q is given twice", svc.Name)
 		}
 		seen[svc.Name] = true
 		h, err := v1.NewHash(svc.Image)
 		if err != nil {
-			return fmt.Errorf("service %s: image %q is not a digest", svc.Name, svc.Image)
+			return nil, fmt.Errorf("service %s: image %q is not a digest", svc.Name, svc.Image)
 		}
 		if _, err := e.opts.Images.Image(h); err != nil {
-			return fmt.Errorf("service %s: image %s is not in the image store: bake it first (kiln bake), or use a digest that `kiln images` lists", svc.Name, svc.Image)
+			return nil, fmt.Errorf("service %s: image %s is not in the image store: bake it first (kiln bake), or use a digest that `kiln images` lists", svc.Name, svc.Image)
 		}
 		if svc.Replicas < 0 || svc.Port < 1 || svc.Port > 65535 || svc.Listen == "" {
-			return fmt.Errorf("service %s: invalid settings (replicas %d, port %d, listen %q)", svc.Name, svc.Replicas, svc.Port, svc.Listen)
+			return nil, fmt.Errorf("service %s: invalid settings (replicas %d, port %d, listen %q)", svc.Name, svc.Replicas, svc.Port, svc.Listen)
 		}
 		if svc.Update.Strategy != "rolling" && svc.Update.Strategy != "blue-green" {
-			return fmt.Errorf("service %s: unknown update strategy %q", svc.Name, svc.Update.Strategy)
+			return nil, fmt.Errorf("service %s: unknown update strategy %q", svc.Name, svc.Update.Strategy)
 		}
 		if svc.Update.Strategy == "rolling" && svc.Update.MaxSurge == 0 && svc.Update.MaxUnavailable == 0 {
-			return fmt.Errorf("service %s: max_surge and max_unavailable are both 0: a rolling update could never proceed", svc.Name)
-		}
-		if _, err := e.door(ctx, svc); err != nil {
-			return err
+			return nil, fmt.Errorf("service %s: max_surge and max_unavailable are both 0: a rolling update could never proceed", svc.Name)
 		}
 		if r, err := e.opts.State.RunningRollout(ctx, svc.Name); err == nil {
-			return fmt.Errorf("%w: service %s, revision %d → %d, started %s by %s; wait for it (kiln status) and apply again",
+			return nil, fmt.Errorf("%w: service %s, revision %d → %d, started %s by %s; wait for it (kiln status) and apply again",
 				store.ErrRolloutInProgress, svc.Name, r.From, r.To, r.Started.Format("15:04:05"), r.Owner)
 		}
+		d, err := e.pendingDoor(ctx, svc)
+		if err != nil {
+			return nil, err
+		}
+		if d != nil {
+			pending[svc.Name] = d
+		}
 	}
-	return nil
+	return pending, nil
+}
+
+// closeDoors closes doors that were never put in use.
+func closeDoors(doors map[string]*door) {
+	for _, d := range doors {
+		d.close()
+	}
 }
 
 // Apply records a new revision of every service in req whose settings changed and
@@ -127,11 +147,32 @@ func (e *Engine) Apply(ctx context.Context, req api.ApplyRequest) (api.Result, e
 		return api.Result{}, err
 	}
 	req.Services = services
-	if err := e.check(ctx, req.Services); err != nil {
+	wait, err := e.startApply(ctx, req)
+	if err != nil {
 		return api.Result{}, err
 	}
+	return e.collect(wait, req.Detach), nil
+}
+
+// startApply checks req, records it and starts its rollouts, returning a function that
+// waits for each outcome. A front door it opened is in use only once its service's
+// revision is recorded: a request that fails leaves no other listening.
+func (e *Engine) startApply(ctx context.Context, req api.ApplyRequest) ([]func() api.ServiceResult, error) {
+	e.applying.Lock()
+	defer e.applying.Unlock()
+	pending, err := e.check(ctx, req.Services)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { closeDoors(pending) }() // those not accepted
+	accept := func(service string) {
+		if d := pending[service]; d != nil {
+			delete(pending, service)
+			e.acceptDoor(service, d)
+		}
+	}
 	if err := e.setPipelines(ctx, req.Pipelines); err != nil {
-		return api.Result{}, err
+		return nil, err
 	}
 	var wait []func() api.ServiceResult
 	for _, svc := range req.Services {
@@ -139,16 +180,18 @@ func (e *Engine) Apply(ctx context.Context, req api.ApplyRequest) (api.Result, e
 		if hasPrev && sameService(prev, svc) {
 			p, err := e.Plan(ctx, api.PlanRequest{Services: []api.Service{svc}})
 			if err != nil {
-				return api.Result{}, err
+				return nil, err
 			}
 			if !p.HasChanges() {
+				accept(svc.Name)
 				wait = append(wait, done(api.ServiceResult{Service: svc.Name, Revision: prev.Number, Outcome: string(prev.Outcome), URL: URL(svc.Listen)}))
 				continue
 			}
 			r, err := e.startRollout(ctx, svc.Name, prev.Number, prev.Number, svc.Update.Strategy)
 			if err != nil {
-				return api.Result{}, err
+				return nil, err
 			}
+			accept(svc.Name)
 			wait = append(wait, e.goRollout(r, prev))
 			continue
 		}
@@ -158,7 +201,7 @@ func (e *Engine) Apply(ctx context.Context, req api.ApplyRequest) (api.Result, e
 			Source: req.Source, AppliedBy: req.User, Commit: req.Commit,
 		})
 		if err != nil {
-			return api.Result{}, err
+			return nil, err
 		}
 		from := int64(0)
 		if hasPrev {
@@ -166,20 +209,24 @@ func (e *Engine) Apply(ctx context.Context, req api.ApplyRequest) (api.Result, e
 		}
 		r, err := e.startRollout(ctx, svc.Name, from, rev.Number, svc.Update.Strategy)
 		if err != nil {
-			return api.Result{}, err
+			return nil, err
 		}
 		if err := e.opts.State.SetCurrent(ctx, svc.Name, rev.Number); err != nil {
-			return api.Result{}, err
+			// The rollout will not run: it must not stay running, and refuse the next.
+			e.setOutcome(ctx, svc.Name, rev.Number, store.OutcomeFailed, "not rolled out: "+err.Error())
+			e.finishRollout(ctx, r, store.RolloutFailed, "not started: "+err.Error())
+			return nil, fmt.Errorf("recording revision %d of %s as current: %w", rev.Number, svc.Name, err)
 		}
+		accept(svc.Name)
 		e.event(svc.Name, "", "revision", "revision %d recorded (image %s@%s) by %s", rev.Number, svc.ImageName, short(svc.Image), req.User)
 		wait = append(wait, e.goRollout(r, rev))
 	}
 	if req.Prune {
 		if err := e.pruneServices(ctx, req.Services); err != nil {
-			return api.Result{}, err
+			return nil, err
 		}
 	}
-	return e.collect(wait, req.Detach), nil
+	return wait, nil
 }
 
 func done(r api.ServiceResult) func() api.ServiceResult { return func() api.ServiceResult { return r } }
@@ -259,8 +306,8 @@ func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revi
 		return res
 	}
 	if err == nil {
-		e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeDeployed, "")
-		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutSucceeded, "")
+		e.setOutcome(ctx, r.Service, rev.Number, store.OutcomeDeployed, "")
+		e.finishRollout(ctx, r, store.RolloutSucceeded, "")
 		e.event(r.Service, "", "deployed", "revision %d is deployed", rev.Number)
 		e.recovered(r.Service)
 		res.Outcome = string(store.OutcomeDeployed)
@@ -272,27 +319,32 @@ func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revi
 		e.degrade(r.Service, e.state(r.Service), fmt.Sprintf("revision %d failed: %v", rev.Number, err))
 	}
 	if !svc.Update.AutoRollback || r.From == 0 || r.From == rev.Number {
-		e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeFailed, err.Error())
-		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutFailed, err.Error())
+		e.setOutcome(ctx, r.Service, rev.Number, store.OutcomeFailed, err.Error())
+		e.finishRollout(ctx, r, store.RolloutFailed, err.Error())
 		res.Outcome = string(store.OutcomeFailed)
 		return res
 	}
 	prev, perr := e.opts.State.Revision(ctx, r.Service, r.From)
 	if perr == nil {
 		e.event(r.Service, "", "rollback", "rolling back to revision %d", prev.Number)
-		e.opts.State.SetCurrent(ctx, r.Service, prev.Number)
-		perr = e.converge(ctx, prev)
+		// Not recorded as current, the revision would not be kept by the controller
+		// (or a restart): the rollback fails.
+		if perr = e.opts.State.SetCurrent(ctx, r.Service, prev.Number); perr != nil {
+			perr = fmt.Errorf("recording revision %d as current: %w", prev.Number, perr)
+		} else {
+			perr = e.converge(ctx, prev)
+		}
 	}
 	if perr != nil {
 		detail := fmt.Sprintf("%v; rolling back to revision %d also failed: %v", err, r.From, perr)
-		e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeFailed, detail)
-		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutFailed, detail)
+		e.setOutcome(ctx, r.Service, rev.Number, store.OutcomeFailed, detail)
+		e.finishRollout(ctx, r, store.RolloutFailed, detail)
 		e.event(r.Service, "", "failed", "rollback to revision %d failed: %v", r.From, perr)
 		res.Outcome, res.Detail = string(store.OutcomeFailed), detail
 		return res
 	}
-	e.opts.State.SetOutcome(ctx, r.Service, rev.Number, store.OutcomeRolledBack, err.Error())
-	e.opts.State.FinishRollout(ctx, r.ID, store.RolloutRolledBack, err.Error())
+	e.setOutcome(ctx, r.Service, rev.Number, store.OutcomeRolledBack, err.Error())
+	e.finishRollout(ctx, r, store.RolloutRolledBack, err.Error())
 	e.event(r.Service, "", "rolled_back", "revision %d failed and was rolled back; revision %d is serving", rev.Number, prev.Number)
 	res.Outcome = string(store.OutcomeRolledBack)
 	return res

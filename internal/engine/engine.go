@@ -54,6 +54,10 @@ type Engine struct {
 	metrics *metrics
 	traffic *traffic
 
+	// applying serializes the part of Apply from its checks to its rollouts' start, so
+	// that an apply sees the doors and rollouts of the one before it.
+	applying sync.Mutex
+
 	mu        sync.Mutex
 	ctx       context.Context // set by Start
 	doors     map[string]*door
@@ -203,13 +207,13 @@ func (e *Engine) finishRollback(ctx context.Context, r store.Rollout, current st
 		return
 	}
 	if err != nil {
-		e.opts.State.SetOutcome(ctx, r.Service, r.To, store.OutcomeFailed, "rollback failed: "+err.Error())
-		e.opts.State.FinishRollout(ctx, r.ID, store.RolloutFailed, err.Error())
+		e.setOutcome(ctx, r.Service, r.To, store.OutcomeFailed, "rollback failed: "+err.Error())
+		e.finishRollout(ctx, r, store.RolloutFailed, err.Error())
 		e.event(r.Service, "", "failed", "rollback to revision %d failed: %v", current.Number, err)
 		return
 	}
-	e.opts.State.SetOutcome(ctx, r.Service, r.To, store.OutcomeRolledBack, "rolled back")
-	e.opts.State.FinishRollout(ctx, r.ID, store.RolloutRolledBack, "rolled back after a restart")
+	e.setOutcome(ctx, r.Service, r.To, store.OutcomeRolledBack, "rolled back")
+	e.finishRollout(ctx, r, store.RolloutRolledBack, "rolled back after a restart")
 	e.event(r.Service, "", "rolled_back", "revision %d was rolled back; revision %d is serving", r.To, current.Number)
 }
 
@@ -221,20 +225,55 @@ func (e *Engine) door(ctx context.Context, svc api.Service) (*door, error) {
 	if d := e.doors[svc.Name]; d != nil && d.listen == svc.Listen {
 		return d, nil
 	}
+	d, err := e.openDoorLocked(ctx, svc)
+	if err != nil {
+		return nil, err
+	}
+	e.installDoorLocked(svc.Name, d)
+	return d, nil
+}
+
+// pendingDoor opens the front door svc needs when it has none on its listen address,
+// without putting it in use (see acceptDoor); nil when it has one. The caller closes a
+// pending door it does not accept.
+func (e *Engine) pendingDoor(ctx context.Context, svc api.Service) (*door, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if d := e.doors[svc.Name]; d != nil && d.listen == svc.Listen {
+		return nil, nil
+	}
+	return e.openDoorLocked(ctx, svc)
+}
+
+// acceptDoor puts a pending door in use, closing the one it replaces. If the service
+// got a door on the same address meanwhile, that one stays and d is closed.
+func (e *Engine) acceptDoor(service string, d *door) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cur := e.doors[service]; cur != nil && cur.listen == d.listen {
+		d.close()
+		return
+	}
+	e.installDoorLocked(service, d)
+}
+
+// openDoorLocked opens a front door for svc under the daemon's context; e.mu is held.
+func (e *Engine) openDoorLocked(ctx context.Context, svc api.Service) (*door, error) {
 	base := e.ctx
 	if base == nil {
 		base = ctx
 	}
 	measure, count := e.metrics.middleware(svc.Name), e.traffic.middleware(svc.Name)
-	d, err := openDoor(base, svc.Name, svc.Listen, func(h http.Handler) http.Handler { return measure(count(withoutSession(h))) })
-	if err != nil {
-		return nil, err
-	}
-	if old := e.doors[svc.Name]; old != nil {
+	return openDoor(base, svc.Name, svc.Listen, func(h http.Handler) http.Handler { return measure(count(withoutSession(h))) })
+}
+
+// installDoorLocked makes d the service's front door, closing the one it had; e.mu is
+// held.
+func (e *Engine) installDoorLocked(service string, d *door) {
+	if old := e.doors[service]; old != nil {
 		old.close()
 	}
-	e.doors[svc.Name] = d
-	return d, nil
+	e.doors[service] = d
 }
 
 // healthy is the health gate of server s (see rollout.Executor.Healthy). A server whose
@@ -288,7 +327,8 @@ func (e *Engine) event(service, serverID, typ, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	ev, err := e.opts.State.AddEvent(context.Background(), store.Event{Service: service, ServerID: serverID, Type: typ, Message: msg})
 	if err != nil {
-		e.log.Error("recording event", "service", service, "err", err)
+		// Still logged below and passed to subscribers: only its record is lost.
+		e.stateWriteFailed("event", err, "service", service, "event", typ, "message", msg)
 		ev = store.Event{Time: time.Now(), Service: service, ServerID: serverID, Type: typ, Message: msg}
 	}
 	e.log.Info(msg, "service", service, "server_id", serverID, "event", typ)
@@ -300,6 +340,27 @@ func (e *Engine) event(service, serverID, typ, format string, args ...any) {
 		case ch <- ae:
 		default: // a slow subscriber misses events rather than stalling rollouts
 		}
+	}
+}
+
+// stateWriteFailed logs and counts a write to the state that failed where its caller
+// cannot act on the error (the work it records is done); attrs say what it was about.
+func (e *Engine) stateWriteFailed(write string, err error, attrs ...any) {
+	e.metrics.stateWrites.WithLabelValues(write).Inc()
+	e.log.Error("writing the state", append([]any{"write", write, "err", err}, attrs...)...)
+}
+
+// setOutcome records a revision's outcome; a failure is logged and counted.
+func (e *Engine) setOutcome(ctx context.Context, service string, revision int64, o store.Outcome, detail string) {
+	if err := e.opts.State.SetOutcome(context.WithoutCancel(ctx), service, revision, o, detail); err != nil {
+		e.stateWriteFailed("outcome", err, "service", service, "revision", revision, "outcome", o, "detail", detail)
+	}
+}
+
+// finishRollout records the end of a rollout; a failure is logged and counted.
+func (e *Engine) finishRollout(ctx context.Context, r store.Rollout, state store.RolloutState, detail string) {
+	if err := e.opts.State.FinishRollout(context.WithoutCancel(ctx), r.ID, state, detail); err != nil {
+		e.stateWriteFailed("rollout", err, "service", r.Service, "rollout", r.ID, "revision", r.To, "state", state, "detail", detail)
 	}
 }
 

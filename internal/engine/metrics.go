@@ -24,6 +24,7 @@ type metrics struct {
 	latency      *prometheus.HistogramVec
 	runs         *prometheus.CounterVec
 	stages       *prometheus.HistogramVec
+	stateWrites  *prometheus.CounterVec
 }
 
 func newMetrics(e *Engine) *metrics {
@@ -57,8 +58,11 @@ func newMetrics(e *Engine) *metrics {
 			Name: "kiln_pipeline_stage_duration_seconds", Help: "How long pipeline stages took.",
 			Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60, 120},
 		}, []string{"pipeline", "stage"}),
+		stateWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_state_write_errors_total", Help: "Writes to the state (outcomes, rollouts, runs, stages, events) that failed and were logged, by what was written.",
+		}, []string{"write"}),
 	}
-	m.reg.MustRegister(m.replacements, m.drift, m.rollouts, m.probes, m.requests, m.latency, m.runs, m.stages,
+	m.reg.MustRegister(m.replacements, m.drift, m.rollouts, m.probes, m.requests, m.latency, m.runs, m.stages, m.stateWrites,
 		&serversCollector{e: e},
 		collectors.NewBuildInfoCollector(),
 		collectors.NewGoCollector(),

@@ -38,7 +38,8 @@ import (
 )
 
 // candidateSuffix names the service of a pipeline's candidate servers: they run beside
-// the live ones, never behind the front door.
+// the live ones, never behind the front door. A candidate is told apart by its role
+// (driver.RoleCandidate), never by this name, which a user's service may have too.
 const candidateSuffix = "-candidate"
 
 // pipelineWorker runs one pipeline's runs, one at a time, in commit order.
@@ -153,13 +154,7 @@ func (e *Engine) resumePipelines(ctx context.Context) error {
 	for _, r := range runs {
 		e.event(r.Pipeline, "", "pipeline", "run %d of %s was interrupted by a stop", r.ID, shortSHA(r.Commit))
 	}
-	if servers, err := e.opts.Driver.List(ctx, driver.Selector{Project: e.opts.Project}); err == nil {
-		for _, s := range servers {
-			if strings.HasSuffix(s.Service, candidateSuffix) {
-				e.opts.Driver.Destroy(ctx, s.ID)
-			}
-		}
-	}
+	e.removeCandidates(ctx)
 	defs, err := e.pipelineDefs(ctx)
 	if err != nil {
 		return err
@@ -168,6 +163,43 @@ func (e *Engine) resumePipelines(ctx context.Context) error {
 		e.startPipeline(p)
 	}
 	return nil
+}
+
+// removeCandidates destroys the candidates a stop left behind. They are told by their
+// role, not their name: a user's service may be called "x-candidate" too. Those of a
+// kiln that gave candidates no role are told by their name and by being no recorded
+// service's; the servers are listed before the services are read, so that a service
+// applied meanwhile is among them.
+func (e *Engine) removeCandidates(ctx context.Context) {
+	candidates, err := e.opts.Driver.List(ctx, driver.Selector{Project: e.opts.Project, Role: driver.RoleCandidate})
+	if err != nil {
+		e.log.Error("listing candidates", "err", err)
+		return
+	}
+	old, err := e.opts.Driver.List(ctx, driver.Selector{Project: e.opts.Project})
+	if err != nil {
+		e.log.Error("listing candidates", "err", err)
+		return
+	}
+	services, err := e.opts.State.Services(ctx)
+	if err != nil {
+		e.log.Error("listing candidates", "err", err)
+		return
+	}
+	recorded := map[string]bool{}
+	for _, sv := range services {
+		recorded[sv.Name] = true
+	}
+	for _, s := range old {
+		if strings.HasSuffix(s.Service, candidateSuffix) && !recorded[s.Service] {
+			candidates = append(candidates, s)
+		}
+	}
+	for _, s := range candidates {
+		if err := e.opts.Driver.Destroy(ctx, s.ID); err != nil {
+			e.log.Error("destroying a candidate", "service", s.Service, "server_id", s.ID, "err", err)
+		}
+	}
 }
 
 func shortSHA(s string) string { return s[:min(12, len(s))] }
@@ -296,7 +328,7 @@ func (e *Engine) execute(ctx context.Context, w *pipelineWorker, run store.Run) 
 		if p := recover(); p != nil {
 			e.log.Error("a pipeline run panicked", "pipeline", def.Name, "run", run.ID, "panic", p, "stack", string(debug.Stack()))
 			detail := fmt.Sprintf("internal error: %v", p)
-			e.opts.State.FinishRun(context.WithoutCancel(ctx), run.ID, "failed", detail)
+			e.finishRun(ctx, run, "failed", detail)
 			e.metrics.runs.WithLabelValues(def.Name, "failed").Inc()
 			e.event(def.Name, "", "pipeline", "run %d of %s failed: %s", run.ID, shortSHA(run.Commit), detail)
 		}
@@ -333,9 +365,16 @@ func (e *Engine) execute(ctx context.Context, w *pipelineWorker, run store.Run) 
 	if err != nil {
 		state, detail = "failed", redactErr(def, err).Error()
 	}
-	e.opts.State.FinishRun(context.WithoutCancel(ctx), run.ID, state, detail)
+	e.finishRun(ctx, run, state, detail)
 	e.metrics.runs.WithLabelValues(def.Name, state).Inc()
 	e.event(def.Name, "", "pipeline", "run %d of %s %s%s", run.ID, shortSHA(run.Commit), state, suffix(detail))
+}
+
+// finishRun records the end of a run; a failure is logged and counted.
+func (e *Engine) finishRun(ctx context.Context, run store.Run, state, detail string) {
+	if err := e.opts.State.FinishRun(context.WithoutCancel(ctx), run.ID, state, detail); err != nil {
+		e.stateWriteFailed("run", err, "pipeline", run.Pipeline, "run", run.ID, "state", state, "detail", detail)
+	}
 }
 
 func suffix(detail string) string {
@@ -357,7 +396,9 @@ func pick(services []api.Service, names []string) []api.Service {
 
 // stage records one stage around fn, with what fn writes as its log.
 func (e *Engine) stage(ctx context.Context, run store.Run, name string, fn func(io.Writer) ([]api.Service, error)) ([]api.Service, error) {
-	e.opts.State.StartStage(ctx, run.ID, name)
+	if err := e.opts.State.StartStage(ctx, run.ID, name); err != nil {
+		e.stateWriteFailed("stage", err, "pipeline", run.Pipeline, "run", run.ID, "stage", name)
+	}
 	var log bytes.Buffer
 	start := time.Now()
 	out, err := func() (out []api.Service, err error) {
@@ -374,7 +415,9 @@ func (e *Engine) stage(ctx context.Context, run store.Run, name string, fn func(
 		state = "failed"
 		fmt.Fprintf(&log, "error: %v\n", err)
 	}
-	e.opts.State.FinishStage(context.WithoutCancel(ctx), run.ID, name, state, log.String())
+	if err := e.opts.State.FinishStage(context.WithoutCancel(ctx), run.ID, name, state, log.String()); err != nil {
+		e.stateWriteFailed("stage", err, "pipeline", run.Pipeline, "run", run.ID, "stage", name, "state", state)
+	}
 	stageKind, _, _ := strings.Cut(name, ":")
 	e.metrics.stages.WithLabelValues(run.Pipeline, stageKind).Observe(time.Since(start).Seconds())
 	e.event(run.Pipeline, "", "pipeline", "run %d: %s %s in %s", run.ID, name, state, time.Since(start).Round(10*time.Millisecond))
@@ -560,7 +603,7 @@ func (e *Engine) testCandidates(ctx context.Context, def api.Pipeline, services 
 		if err != nil {
 			return err
 		}
-		spec.Service = svc.Name + candidateSuffix
+		spec.Service, spec.Role = svc.Name+candidateSuffix, driver.RoleCandidate
 		srv, err := e.opts.Driver.Create(tctx, spec)
 		if err != nil {
 			return fmt.Errorf("starting a candidate of %s: %w", svc.Name, err)

@@ -66,6 +66,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver, img Image, op
 		}{
 			{"CreateServes", s.testCreateServes},
 			{"Destroy", s.testDestroy},
+			{"Role", s.testRole},
 			{"ImageNotFound", s.testImageNotFound},
 			{"StartFailureLeavesNothing", s.testStartFailure},
 			{"Env", s.testEnv},
@@ -314,6 +315,33 @@ func (s *suite) testDestroy(t *testing.T) {
 	}
 	if err := s.d.Destroy(ctx, driver.ServerID("kiln-no-such-server-"+randomHex(4))); err != nil {
 		t.Errorf("Destroy of an unknown ID: %v, want nil", err)
+	}
+}
+
+// testRole: a candidate is listed only by a selector of its role, so that no service
+// counts it as its own, and a new driver reads its role back.
+func (s *suite) testRole(t *testing.T) {
+	svc := s.service(t, "role")
+	spec := s.spec(svc)
+	spec.Role = driver.RoleCandidate
+	srv := s.create(t, spec)
+	defer s.d.Destroy(context.WithoutCancel(ctxFor(t)), srv.ID)
+	if _, ok := find(s.list(t, driver.Selector{Service: svc}), srv.ID); ok {
+		t.Errorf("List(service %s) has the candidate %s", svc, srv.ID)
+	}
+	if _, ok := find(s.list(t, driver.Selector{}), srv.ID); ok {
+		t.Errorf("List(all) has the candidate %s", srv.ID)
+	}
+	fresh, err := s.newDriver(t).List(ctxFor(t), driver.Selector{Service: svc, Role: driver.RoleCandidate})
+	if err != nil {
+		t.Fatalf("List of a new driver: %v", err)
+	}
+	got, ok := find(fresh, srv.ID)
+	if !ok {
+		t.Fatalf("List(candidates of %s) of a new driver lacks %s", svc, srv.ID)
+	}
+	if got.Spec.Role != driver.RoleCandidate || got.SpecHash != spec.Hash() {
+		t.Errorf("the candidate is listed with role %q, hash %s; want %q, %s", got.Spec.Role, got.SpecHash, driver.RoleCandidate, spec.Hash())
 	}
 }
 
