@@ -22,7 +22,7 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	t.Fatal("no chromium for the browser tests: install Debian's chromium (scripts/test does: apt-get install chromium)")
+	skipShort(t, "no chromium for the browser tests: install Debian's chromium (scripts/test does: apt-get install chromium)")
 	return ""
 }
 

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +18,13 @@ import (
 var kiln string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		if err := pingDocker(); err != nil {
+			fmt.Println("skipping the e2e tests:", err)
+			os.Exit(0)
+		}
+	}
 	dir, err := os.MkdirTemp("", "kiln-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -33,6 +42,29 @@ func TestMain(m *testing.M) {
 	// Projects whose servers a test removed behind kiln's back leave their networks.
 	exec.Command("docker", "network", "prune", "-f", "--filter", "label=dev.kiln.managed=true").Run()
 	os.Exit(code)
+}
+
+// pingDocker checks that the engine the tests drive, through the docker CLI as kiln
+// finds it (DOCKER_HOST, else the local socket), answers.
+func pingDocker() error {
+	host := cmp.Or(os.Getenv("DOCKER_HOST"), "unix:///var/run/docker.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "version", "--format", "{{.Server.Version}}").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("no Docker engine at %s: %v: %s", host, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// skipShort skips the test under -short, for what a developer's machine may lack, and
+// fails it otherwise: CI has everything, and a test skipped there would hide a failure.
+func skipShort(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf(format, args...)
+	}
+	t.Fatalf(format, args...)
 }
 
 type result struct {

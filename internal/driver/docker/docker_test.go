@@ -45,7 +45,7 @@ func newTestDriver(t *testing.T) *Driver {
 	}
 	t.Cleanup(func() { d.Close() })
 	if err := d.Ping(t.Context()); errors.Is(err, driver.ErrUnavailable) && testing.Short() {
-		t.Skipf("no Docker engine: %v", err)
+		t.Skipf("no Docker engine at %s: %v", d.cli.DaemonHost(), err)
 	} else if err != nil {
 		t.Fatal(err)
 	}
