@@ -191,15 +191,15 @@ func TestCrashLoopBacksOff(t *testing.T) {
 		return strings.Count(after, "created from revision 1")
 	}
 	before := created()
-	time.Sleep(20 * time.Second)
+	time.Sleep(30 * time.Second)
 	n := created() - before
-	// Backing off, the heals in these 20 s wait 2, 4 and 8 s (the next one 16 s): at most
-	// 3 heals of 2 servers. Without backoff, 2 servers dying 2.5 s after they start need
-	// about 10.
-	if n > 6 {
-		t.Errorf("%d servers created in 20 s of backoff: the crash loop was not backed off:\n%s", n, d.events())
+	// Backing off, the heals in these 30 s wait 2, 4, 8 and 16 s: at most 4 heals of 2
+	// servers, 8 (and one more heal of a server dying meanwhile). Without backoff, 2
+	// servers dying 2.5 s after they start need about 15 in 20 s, over 20 in 30 s.
+	if n > 10 {
+		t.Errorf("%d servers created in 30 s of backoff: the crash loop was not backed off:\n%s", n, d.events())
 	}
-	t.Logf("%d servers created in 20 s of backoff", n)
+	t.Logf("%d servers created in 30 s of backoff", n)
 }
 
 // TestControllerRestartMidHeal: kiln is killed while it heals; after a restart the
