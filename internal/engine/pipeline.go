@@ -26,7 +26,6 @@ import (
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/bake"
@@ -509,11 +508,13 @@ func (e *Engine) bakeCommit(ctx context.Context, w *pipelineWorker, run store.Ru
 		if r := digests[s.Image.Image]; r != nil {
 			svc.Image, svc.ImageName = r.Digest.String(), r.Name
 		} else {
-			h, err := v1.NewHash(s.Image.Digest)
+			// An image of the store by digest: named as the store names it, as kiln
+			// apply does (not after the service).
+			entry, err := e.opts.Images.Find(s.Image.Digest)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("service %s: image %s: %w", s.Name, s.Image.Digest, err)
 			}
-			svc.Image, svc.ImageName = h.String(), s.Name
+			svc.Image, svc.ImageName = entry.Digest.String(), entry.Name
 		}
 		out = append(out, svc)
 	}
@@ -738,7 +739,8 @@ func (e *Engine) Webhook(ctx context.Context, pipeline string, body []byte, sign
 	w := e.pipelines[pipeline]
 	e.mu.Unlock()
 	if w == nil {
-		return api.Run{}, false, fmt.Errorf("pipeline %q: %w", pipeline, store.ErrNotFound)
+		// The same answer as a bad signature: an unsigned caller learns no pipeline names.
+		return api.Run{}, false, ErrBadSignature
 	}
 	if w.def.WebhookSecret == "" {
 		return api.Run{}, false, fmt.Errorf("%w: pipeline %q has no webhook_secret, so its webhook is off", ErrBadSignature, pipeline)

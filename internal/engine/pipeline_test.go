@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -43,5 +44,14 @@ func TestPipelineNamesStayInTheStateDirectory(t *testing.T) {
 		if err := e.setPipelines(t.Context(), []api.Pipeline{{Name: name}}); err == nil || !strings.Contains(err.Error(), "pipeline name") {
 			t.Errorf("pipeline %q: %v, want it refused", name, err)
 		}
+	}
+}
+
+// An unsigned caller of the webhook learns no pipeline names: an unknown pipeline is
+// answered as a bad signature is.
+func TestWebhookRevealsNoPipelineNames(t *testing.T) {
+	e := New(Options{StateDir: t.TempDir()})
+	if _, _, err := e.Webhook(t.Context(), "no-such-pipeline", []byte(`{}`), "sha256=00"); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("Webhook of an unknown pipeline = %v, want ErrBadSignature", err)
 	}
 }
