@@ -687,9 +687,13 @@ func (s *goStep) sandboxed(ctx context.Context, tc goTool, sb *goSandbox, home, 
 	}
 	// Without a seed the build fills its cache itself, only slower; a toolchain that
 	// cannot build its standard library fails the build below, which says why.
-	_ = s.seedCache(ctx, tc, sb.caches.Build)
 	// Written by root under the daemon's umask (077): the sandbox's user reads them.
-	for _, d := range []string{sb.caches.Mod, sb.caches.Build} {
+	// The build cache is written by that user alone, but for a seed just copied in.
+	owned := []string{sb.caches.Mod}
+	if seeded, _ := s.seedCache(ctx, tc, sb.caches.Build); seeded {
+		owned = append(owned, sb.caches.Build)
+	}
+	for _, d := range owned {
 		if err := sandbox.OwnTree(d); err != nil {
 			return fmt.Errorf("the Go caches: %w", err)
 		}

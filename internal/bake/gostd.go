@@ -37,22 +37,24 @@ func (s *goStep) seedKey(tc goTool) string {
 }
 
 // seedCache copies the standard library's seed into the sandbox's build cache dir if
-// dir holds no entries yet, building the seed first if this machine has none.
-func (s *goStep) seedCache(ctx context.Context, tc goTool, dir string) error {
+// dir holds no entries yet, building the seed first if this machine has none. It
+// reports whether it copied anything (the copies are root's, to be given to the
+// sandbox's user).
+func (s *goStep) seedCache(ctx context.Context, tc goTool, dir string) (bool, error) {
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
-		return nil
+		return false, nil
 	}
 	base, err := os.UserCacheDir()
 	if err != nil {
-		return nil // no seed: the build fills its cache itself
+		return false, nil // no seed: the build fills its cache itself
 	}
 	seed := filepath.Join(base, "kiln", "go-std", s.seedKey(tc))
 	if _, err := os.Stat(filepath.Join(seed, "README")); err != nil {
 		if err := s.buildSeed(ctx, tc, seed); err != nil {
-			return fmt.Errorf("building the standard library for sandboxed builds: %w", err)
+			return false, fmt.Errorf("building the standard library for sandboxed builds: %w", err)
 		}
 	}
-	return copyFiles(seed, dir)
+	return true, copyFiles(seed, dir)
 }
 
 // buildSeed builds the standard library into seed (by temp dir and rename, under a

@@ -15,15 +15,20 @@ const (
 	FileMode os.FileMode = 0o600
 )
 
-// Prepare creates dir (0700) if needed and makes what is already in it private: group
-// and other bits are removed from every file and directory, so a state directory made
-// by an older kiln, or by hand, is fixed on start. It also sets the process's umask to
+// Prepare creates dir (0700) if needed and makes what is already in it private: when
+// dir itself is readable by others (made by an older kiln, or by hand), group and other
+// bits are removed from every file and directory in it. It also sets the process's umask to
 // 077, so that files created later by any part of kiln (SQLite's -wal and -shm files,
 // git's objects, checkouts) are private too. Symbolic links are left alone.
 func Prepare(dir string) error {
 	syscall.Umask(0o077)
 	if err := os.MkdirAll(dir, DirMode); err != nil {
 		return fmt.Errorf("creating state directory: %w", err)
+	}
+	// Every CLI verb calls Prepare: a directory already private was made so by kiln,
+	// which creates its files private, so only a directory that is not needs the walk.
+	if info, err := os.Stat(dir); err == nil && info.Mode().Perm()&0o077 == 0 {
+		return ensureIgnore(dir)
 	}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -53,7 +58,11 @@ func Prepare(dir string) error {
 	if err != nil {
 		return fmt.Errorf("making state directory %s private: %w", dir, err)
 	}
-	// The state directory is local and never belongs in version control.
+	return ensureIgnore(dir)
+}
+
+// ensureIgnore keeps the state directory out of version control: it is local.
+func ensureIgnore(dir string) error {
 	ignore := filepath.Join(dir, ".gitignore")
 	if _, err := os.Stat(ignore); os.IsNotExist(err) {
 		os.WriteFile(ignore, []byte("*\n"), FileMode)

@@ -50,8 +50,8 @@ func (d *Driver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, err
 		config("cmd is %q, want %q", c.Config.Cmd, spec.Args)
 	}
 	if d.opts.Digest != nil {
-		if base, err := d.imageEnv(ctx, spec.Image); err == nil {
-			if changed := envDiff(c.Config.Env, base, spec.Digests, d.opts.Digest); changed != "" {
+		if img, err := d.imageConfig(ctx, spec.Image); err == nil {
+			if changed := envDiff(c.Config.Env, img.env, spec.Digests, d.opts.Digest); changed != "" {
 				config("env differs: %s", changed)
 			}
 		}
@@ -69,8 +69,8 @@ func (d *Driver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, err
 			config("networks are %v, want only the project's %s", got, want)
 		}
 	}
-	if imageUser, err := d.imageUser(ctx, spec.Image); err == nil {
-		if want := user(spec, imageUser); c.Config.User != want {
+	if img, err := d.imageConfig(ctx, spec.Image); err == nil {
+		if want := user(spec, img.user); c.Config.User != want {
 			config("runs as user %q, want %q", c.Config.User, want)
 		}
 	}
@@ -135,49 +135,34 @@ func changeWord(k container.ChangeType) string {
 // imageEnvs caches the environment of each image by tag: images never change.
 var imageEnvs sync.Map
 
-// imageUsers caches the user each image names, by tag: images never change.
-var imageUsers sync.Map
+// imageConfigs caches what Diff needs of each image's configuration, by tag: images
+// never change.
+var imageConfigs sync.Map
 
-// imageUser is the user the image names ("" for none).
-func (d *Driver) imageUser(ctx context.Context, image string) (string, error) {
-	tag, err := imageTag(image)
-	if err != nil {
-		return "", err
-	}
-	if u, ok := imageUsers.Load(tag); ok {
-		return u.(string), nil
-	}
-	res, err := d.cli.ImageInspect(ctx, tag)
-	if err != nil {
-		return "", err
-	}
-	u := ""
-	if res.Config != nil {
-		u = res.Config.User
-	}
-	imageUsers.Store(tag, u)
-	return u, nil
+type imageConfig struct {
+	env  []string // NAME=value
+	user string   // "" when the image names none
 }
 
-// imageEnv is the environment the image sets, as NAME=value.
-func (d *Driver) imageEnv(ctx context.Context, image string) ([]string, error) {
+// imageConfig is the environment and user the image sets.
+func (d *Driver) imageConfig(ctx context.Context, image string) (imageConfig, error) {
 	tag, err := imageTag(image)
 	if err != nil {
-		return nil, err
+		return imageConfig{}, err
 	}
-	if env, ok := imageEnvs.Load(tag); ok {
-		return env.([]string), nil
+	if c, ok := imageConfigs.Load(tag); ok {
+		return c.(imageConfig), nil
 	}
 	res, err := d.cli.ImageInspect(ctx, tag)
 	if err != nil {
-		return nil, err
+		return imageConfig{}, err
 	}
-	var env []string
+	var c imageConfig
 	if res.Config != nil {
-		env = res.Config.Env
+		c.env, c.user = res.Config.Env, res.Config.User
 	}
-	imageEnvs.Store(tag, env)
-	return env, nil
+	imageConfigs.Store(tag, c)
+	return c, nil
 }
 
 // envDiff names the variables of got (the container's environment) that differ from
