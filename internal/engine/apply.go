@@ -16,6 +16,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/frontdoor"
 	"github.com/kiln-build/kiln/internal/plan"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -86,8 +87,8 @@ func sameService(r store.Revision, svc api.Service) bool {
 // returns the front doors the services need and do not have yet, open but not in use:
 // the caller accepts each once its service's revision is recorded (acceptDoor) and
 // closes the others. On error it has closed them.
-func (e *Engine) check(ctx context.Context, services []api.Service) (_ map[string]*door, err error) {
-	pending := map[string]*door{}
+func (e *Engine) check(ctx context.Context, services []api.Service) (_ map[string]*frontdoor.Door, err error) {
+	pending := map[string]*frontdoor.Door{}
 	defer func() {
 		if err != nil {
 			closeDoors(pending)
@@ -131,9 +132,9 @@ func (e *Engine) check(ctx context.Context, services []api.Service) (_ map[strin
 }
 
 // closeDoors closes doors that were never put in use.
-func closeDoors(doors map[string]*door) {
+func closeDoors(doors map[string]*frontdoor.Door) {
 	for _, d := range doors {
-		d.close()
+		d.Close()
 	}
 }
 
@@ -168,7 +169,7 @@ func (e *Engine) startApply(ctx context.Context, req api.ApplyRequest) ([]func()
 	accept := func(service string) {
 		if d := pending[service]; d != nil {
 			delete(pending, service)
-			e.acceptDoor(service, d)
+			e.doors.Accept(service, d)
 		}
 	}
 	if err := e.setPipelines(ctx, req.Pipelines); err != nil {
@@ -405,9 +406,8 @@ func (e *Engine) Destroy(ctx context.Context, service string) (api.Result, error
 	if err != nil {
 		return api.Result{}, err
 	}
+	d := e.doors.Remove(service)
 	e.mu.Lock()
-	d := e.doors[service]
-	delete(e.doors, service)
 	delete(e.targets, service)
 	e.mu.Unlock()
 	var errs []error
@@ -422,7 +422,7 @@ func (e *Engine) Destroy(ctx context.Context, service string) (api.Result, error
 		e.event(service, string(s.ID), "destroyed", "server %s destroyed: service destroyed", s.Name)
 	}
 	if d != nil {
-		d.close()
+		d.Close()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return api.Result{}, err
@@ -475,8 +475,8 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 		ss := api.ServiceStatus{Name: sv.Name, Revision: rev.Number, Image: svc.Image, ImageName: svc.ImageName,
 			URL: URL(svc.Listen), Replicas: svc.Replicas, Servers: []api.Server{}, HealthPath: svc.Health.HTTP}
 		cs := e.state(sv.Name)
+		d := e.doors.Get(sv.Name)
 		e.mu.Lock()
-		d := e.doors[sv.Name]
 		for _, s := range observed {
 			if s.Service != sv.Name {
 				continue

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/frontdoor"
 	"github.com/kiln-build/kiln/internal/health"
 	"github.com/kiln-build/kiln/internal/plan"
 	"github.com/kiln-build/kiln/internal/rollout"
@@ -115,8 +116,8 @@ func (e *Engine) watch(ctx context.Context, kick chan<- string) {
 				st := e.state(ev.Service)
 				e.mu.Lock()
 				st.flagged[ev.ServerID] = "it exited (" + ev.Detail + ")"
-				d := e.doors[ev.Service]
 				e.mu.Unlock()
+				d := e.doors.Get(ev.Service)
 				if addr := e.exec.Address(ev.ServerID); d != nil && addr != "" {
 					dctx, cancel := context.WithTimeout(ctx, time.Second)
 					d.Update(dctx, nil, []string{addr})
@@ -156,11 +157,11 @@ func (e *Engine) monitor(ctx context.Context, kick chan<- string) {
 		e.mu.Lock()
 		type job struct {
 			service string
-			door    *door
+			door    *frontdoor.Door
 			t       rollout.Target
 		}
 		var jobs []job
-		for name, d := range e.doors {
+		for name, d := range e.doors.All() {
 			t, ok := e.targets[name]
 			if !ok || time.Since(last[name]) < t.Health.Interval {
 				continue
@@ -170,8 +171,8 @@ func (e *Engine) monitor(ctx context.Context, kick chan<- string) {
 		}
 		e.mu.Unlock()
 		for _, j := range jobs {
-			for _, addr := range j.door.upstreams() {
-				h, ok := j.door.check(addr)
+			for _, addr := range j.door.Upstreams() {
+				h, ok := j.door.Check(addr)
 				if !ok {
 					h = j.t.Health
 				}
@@ -181,7 +182,7 @@ func (e *Engine) monitor(ctx context.Context, kick chan<- string) {
 	}
 }
 
-func (e *Engine) probe(ctx context.Context, kick chan<- string, service string, d *door, h spec.Health, addr string) {
+func (e *Engine) probe(ctx context.Context, kick chan<- string, service string, d *frontdoor.Door, h spec.Health, addr string) {
 	start := time.Now()
 	err := health.Probe(ctx, addr, health.Check{HTTPPath: h.HTTP, TCP: h.TCP, Timeout: h.Timeout})
 	e.metrics.probes.WithLabelValues(service).Observe(time.Since(start).Seconds())

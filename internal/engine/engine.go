@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/frontdoor"
 	"github.com/kiln-build/kiln/internal/health"
 	"github.com/kiln-build/kiln/internal/rollout"
 	"github.com/kiln-build/kiln/internal/secret"
@@ -58,9 +59,10 @@ type Engine struct {
 	// that an apply sees the doors and rollouts of the one before it.
 	applying sync.Mutex
 
+	doors *frontdoor.Registry
+
 	mu        sync.Mutex
-	ctx       context.Context // set by Start
-	doors     map[string]*door
+	ctx       context.Context           // set by Start
 	targets   map[string]rollout.Target // each service's current target, for the health monitor
 	states    map[string]*serviceState
 	pipelines map[string]*pipelineWorker
@@ -70,7 +72,7 @@ type Engine struct {
 
 // New returns an engine; it starts nothing until Start.
 func New(opts Options) *Engine {
-	e := &Engine{opts: opts, doors: map[string]*door{}, targets: map[string]rollout.Target{},
+	e := &Engine{opts: opts, targets: map[string]rollout.Target{},
 		states: map[string]*serviceState{}, pipelines: map[string]*pipelineWorker{}, subs: map[chan api.Event]bool{}, log: opts.Log}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -82,6 +84,10 @@ func New(opts Options) *Engine {
 	}
 	e.metrics = newMetrics(e)
 	e.traffic = newTraffic()
+	e.doors = frontdoor.NewRegistry(func(service string) func(http.Handler) http.Handler {
+		measure, count := e.metrics.middleware(service), e.traffic.middleware(service)
+		return func(h http.Handler) http.Handler { return measure(count(frontdoor.WithoutSession(h))) }
+	})
 	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy,
 		Event: func(service, id, typ, msg string) { e.event(service, id, typ, "%s", msg) }}
 	return e
@@ -156,11 +162,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	e.work.Wait()
-	e.mu.Lock()
-	for _, d := range e.doors {
-		d.close()
-	}
-	e.mu.Unlock()
+	e.doors.CloseAll()
 	return nil
 }
 
@@ -218,62 +220,27 @@ func (e *Engine) finishRollback(ctx context.Context, r store.Rollout, current st
 }
 
 // door returns the service's front door, opening it (or moving it, when the listen
-// address changed) as needed.
-func (e *Engine) door(ctx context.Context, svc api.Service) (*door, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if d := e.doors[svc.Name]; d != nil && d.listen == svc.Listen {
-		return d, nil
-	}
-	d, err := e.openDoorLocked(ctx, svc)
-	if err != nil {
-		return nil, err
-	}
-	e.installDoorLocked(svc.Name, d)
-	return d, nil
+// address changed) as needed, under the daemon's context.
+func (e *Engine) door(ctx context.Context, svc api.Service) (*frontdoor.Door, error) {
+	return e.doors.Ensure(e.base(ctx), svc.Name, svc.Listen)
 }
 
 // pendingDoor opens the front door svc needs when it has none on its listen address,
-// without putting it in use (see acceptDoor); nil when it has one. The caller closes a
-// pending door it does not accept.
-func (e *Engine) pendingDoor(ctx context.Context, svc api.Service) (*door, error) {
+// without putting it in use (see frontdoor.Registry.Accept); nil when it has one. The
+// caller closes a pending door it does not accept.
+func (e *Engine) pendingDoor(ctx context.Context, svc api.Service) (*frontdoor.Door, error) {
+	return e.doors.Pending(e.base(ctx), svc.Name, svc.Listen)
+}
+
+// base is the daemon's context once Start has been called, else ctx: what doors and
+// long-running work run under.
+func (e *Engine) base(ctx context.Context) context.Context {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if d := e.doors[svc.Name]; d != nil && d.listen == svc.Listen {
-		return nil, nil
+	if e.ctx != nil {
+		return e.ctx
 	}
-	return e.openDoorLocked(ctx, svc)
-}
-
-// acceptDoor puts a pending door in use, closing the one it replaces. If the service
-// got a door on the same address meanwhile, that one stays and d is closed.
-func (e *Engine) acceptDoor(service string, d *door) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if cur := e.doors[service]; cur != nil && cur.listen == d.listen {
-		d.close()
-		return
-	}
-	e.installDoorLocked(service, d)
-}
-
-// openDoorLocked opens a front door for svc under the daemon's context; e.mu is held.
-func (e *Engine) openDoorLocked(ctx context.Context, svc api.Service) (*door, error) {
-	base := e.ctx
-	if base == nil {
-		base = ctx
-	}
-	measure, count := e.metrics.middleware(svc.Name), e.traffic.middleware(svc.Name)
-	return openDoor(base, svc.Name, svc.Listen, func(h http.Handler) http.Handler { return measure(count(withoutSession(h))) })
-}
-
-// installDoorLocked makes d the service's front door, closing the one it had; e.mu is
-// held.
-func (e *Engine) installDoorLocked(service string, d *door) {
-	if old := e.doors[service]; old != nil {
-		old.close()
-	}
-	e.doors[service] = d
+	return ctx
 }
 
 // healthy is the health gate of server s (see rollout.Executor.Healthy). A server whose
@@ -300,11 +267,8 @@ func (e *Engine) healthy(ctx context.Context, t rollout.Target, s driver.Server)
 	if err == nil {
 		// The monitor checks the server with the check it passed, not with that of a
 		// revision being rolled out (which may differ, or be the reason it fails).
-		e.mu.Lock()
-		d := e.doors[t.Service]
-		e.mu.Unlock()
-		if d != nil {
-			d.passed(s.Address, h)
+		if d := e.doors.Get(t.Service); d != nil {
+			d.Passed(s.Address, h)
 		}
 	}
 	return err
@@ -422,4 +386,4 @@ func URL(listen string) string {
 
 var errNoPrevious = errors.New("no earlier deployed revision")
 
-var _ rollout.Door = (*door)(nil)
+var _ rollout.Door = (*frontdoor.Door)(nil)

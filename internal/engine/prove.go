@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/frontdoor"
 	"github.com/kiln-build/kiln/internal/health"
 	"github.com/kiln-build/kiln/internal/rollout"
 )
@@ -16,11 +17,11 @@ import (
 // new health check, like a new image, is proven on servers before a revision is
 // deployed. A check the servers fail fails the rollout, which is then rolled back like
 // any other; the servers' own check stays in force meanwhile.
-func (e *Engine) proveCheck(ctx context.Context, d *door, t rollout.Target) error {
+func (e *Engine) proveCheck(ctx context.Context, d *frontdoor.Door, t rollout.Target) error {
 	h := t.Health
 	var todo []string
-	for _, addr := range d.upstreams() {
-		if passed, ok := d.check(addr); !ok || passed != h {
+	for _, addr := range d.Upstreams() {
+		if passed, ok := d.Check(addr); !ok || passed != h {
 			todo = append(todo, addr)
 		}
 	}
@@ -53,7 +54,7 @@ func (e *Engine) proveCheck(ctx context.Context, d *door, t rollout.Target) erro
 		return fmt.Errorf("the new health check fails on the servers in rotation: %w", err)
 	}
 	for _, addr := range todo {
-		d.passed(addr, h)
+		d.Passed(addr, h)
 	}
 	e.event(t.Service, "", "gated", "the health check of revision %d passes on %d servers in rotation", t.Revision, len(todo))
 	return nil

@@ -1,4 +1,4 @@
-package engine
+package frontdoor
 
 import (
 	"net/http"
@@ -11,7 +11,7 @@ import (
 // A front door passes a service every cookie but the dashboard's session.
 func TestWithoutSession(t *testing.T) {
 	var got []string
-	h := withoutSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Header.Values("Cookie") }))
+	h := WithoutSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Header.Values("Cookie") }))
 	for _, c := range []struct {
 		in   []string
 		want []string

@@ -1,0 +1,116 @@
+package frontdoor
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Moving a service's door while a request through it is still in flight closes the
+// old door outside the registry's lock: another service's door, and the registry, go
+// on answering while it drains.
+func TestMovingADoorBlocksNothingElse(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release // a long request: a WebSocket, a slow download
+		io.WriteString(w, "done")
+	}))
+	defer upstream.Close()
+	defer close(release)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reg := NewRegistry(nil)
+	defer reg.CloseAll()
+	first, err := reg.Ensure(ctx, "web", freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Update(ctx, []string{upstream.Listener.Addr().String()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	go http.Get("http://" + first.Listen() + "/")
+	<-started
+
+	moved := make(chan error, 1)
+	go func() {
+		_, err := reg.Ensure(ctx, "web", freeAddr(t)) // closes the first door: blocks on the request
+		moved <- err
+	}()
+	// While the old door drains, the registry answers and other doors open.
+	deadline := time.After(20 * time.Second)
+	for reg.Get("web") == first {
+		select {
+		case <-deadline:
+			t.Fatal("the moved door was not put in use")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	other, err := reg.Ensure(ctx, "api", freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reg.All()) != 2 || other.Listen() == "" {
+		t.Fatalf("registry holds %d doors, want 2", len(reg.All()))
+	}
+	select {
+	case err := <-moved:
+		t.Fatalf("moving the door returned (%v) before the request through the old one ended", err)
+	default:
+	}
+	release <- struct{}{}
+	if err := <-moved; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A pending door is not in use until accepted; accepting one on the address the
+// service already has keeps the door in use and closes the pending one.
+func TestPendingAndAccept(t *testing.T) {
+	ctx := context.Background()
+	reg := NewRegistry(nil)
+	defer reg.CloseAll()
+	addr := freeAddr(t)
+	d, err := reg.Pending(ctx, "web", addr)
+	if err != nil || d == nil {
+		t.Fatalf("Pending = %v, %v", d, err)
+	}
+	if reg.Get("web") != nil {
+		t.Fatal("a pending door is in use")
+	}
+	reg.Accept("web", d)
+	if reg.Get("web") != d {
+		t.Fatal("the accepted door is not in use")
+	}
+	if again, err := reg.Pending(ctx, "web", addr); again != nil || err != nil {
+		t.Fatalf("Pending on the address in use = %v, %v, want nil, nil", again, err)
+	}
+	if _, err := reg.Pending(ctx, "other", addr); err == nil {
+		t.Fatal("a second door opened on an address in use")
+	}
+	if got := reg.Remove("web"); got != d {
+		t.Fatal("Remove did not return the door")
+	}
+	d.Close()
+	d.Close() // idempotent
+	if reg.Get("web") != nil {
+		t.Fatal("a removed door is still in the registry")
+	}
+}
