@@ -109,7 +109,7 @@ func (d *Driver) create(ctx context.Context, spec driver.ServerSpec, set *driver
 	hash := spec.Hash()
 	recorded := spec
 	recorded.Env, recorded.Files = nil, nil // as a runtime records it: digests only
-	s := &server{Server: driver.Server{ID: driver.ServerID(id), Name: fmt.Sprintf("kiln-%s-%s-%s", spec.Service, hash[:8], id[:6]),
+	s := &server{Server: driver.Server{ID: driver.ServerID(id), Name: fmt.Sprintf("%s-%d-%s", spec.Service, spec.Revision, id[:6]),
 		Project: spec.Project, Service: spec.Service, Revision: spec.Revision, SpecHash: hash, Image: spec.Image,
 		Address: ln.Addr().String(), State: driver.StateRunning, Created: time.Now().UTC(), Spec: recorded}, set: set}
 
