@@ -2,9 +2,6 @@ package driver
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +22,11 @@ var (
 )
 
 // Driver runs servers on one runtime. Implementations are safe for concurrent use.
+//
+// The core stays this small; everything else a runtime may do is an optional interface
+// found by type assertion (Capable, ImageLoader, Watcher, Differ, Waiter, Logger,
+// SetDriver, io.Closer), and Capabilities says which of them the runtime behind it
+// really does.
 type Driver interface {
 	// Name identifies the runtime, e.g. "docker".
 	Name() string
@@ -139,8 +141,8 @@ type ServerSpec struct {
 	Init        bool          `json:"init,omitempty"`
 	StopSignal  string        `json:"stop_signal,omitempty"`
 	StopTimeout time.Duration `json:"stop_timeout,omitempty"`
-	// Port is the TCP port the server listens on; the driver makes it reachable on a
-	// loopback address, given in Server.Address.
+	// Port is the TCP port the server listens on; the driver makes it reachable from
+	// the daemon's host, at Server.Address.
 	Port int `json:"port"`
 	// Writable paths get a private tmpfs; the rest of the filesystem is read-only.
 	Writable  []string  `json:"writable,omitempty"`
@@ -180,22 +182,6 @@ func Digests(env map[string]string, files map[string][]byte, digest func([]byte)
 	return out
 }
 
-// Hash is the hex SHA-256 of the spec's canonical JSON, without the revision. It holds
-// no env or file value, only their digests.
-//
-// Every field added to ServerSpec must be omitempty, with its zero value meaning what
-// servers did before it existed: then a server created by an older kiln keeps its
-// identity, and an upgrade of kiln replaces no server. TestHashIsStable holds both true.
-func (s ServerSpec) Hash() string {
-	s.Revision = 0
-	b, err := json.Marshal(s) // maps marshal with sorted keys: canonical
-	if err != nil {
-		panic("driver: ServerSpec must marshal: " + err.Error())
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
-}
-
 // ServerID is the runtime's identifier of a server.
 type ServerID string
 
@@ -203,24 +189,38 @@ type ServerID string
 type State string
 
 const (
-	StateCreated State = "created" // created but never started
+	// StatePending: the server exists but its process has not started yet (Docker: a
+	// container created and not started; Kubernetes: a pod Pending, being scheduled or
+	// pulling its image; QEMU: a VM booting). It is not dead: it may still start, and
+	// a server that stays pending is the caller's to give up on. Its value, "created",
+	// is the one kiln has always recorded.
+	StatePending State = "created"
 	StateRunning State = "running"
 	StateExited  State = "exited" // stopped, crashed or killed
 	StateOther   State = "other"  // paused, restarting, being removed...
 )
 
+// StateCreated is StatePending, by its former name.
+//
+// Deprecated: use StatePending.
+const StateCreated = StatePending
+
 // Server is one server as the runtime reports it.
 type Server struct {
-	ID       ServerID  `json:"id"`
-	Name     string    `json:"name"`
-	Project  string    `json:"project,omitempty"`
-	Service  string    `json:"service"`
-	Revision int64     `json:"revision"`
-	SpecHash string    `json:"spec_hash"`
-	Image    string    `json:"image"`
-	Address  string    `json:"address"` // host:port reaching ServerSpec.Port, on loopback
-	State    State     `json:"state"`
-	Created  time.Time `json:"created"`
+	ID       ServerID `json:"id"`
+	Name     string   `json:"name"`
+	Project  string   `json:"project,omitempty"`
+	Service  string   `json:"service"`
+	Revision int64    `json:"revision"`
+	SpecHash string   `json:"spec_hash"`
+	Image    string   `json:"image"`
+	// Address is the host:port at which ServerSpec.Port is reachable from the daemon's
+	// host: not necessarily loopback (Docker publishes a loopback port; a Kubernetes
+	// pod is reached at its pod IP, a VM at its own address). Empty when the server is
+	// not running.
+	Address string    `json:"address"`
+	State   State     `json:"state"`
+	Created time.Time `json:"created"`
 	// Spec is the spec the server was created from, as recorded on it by the driver;
 	// its Hash is SpecHash unless the server was altered out of band.
 	Spec ServerSpec `json:"spec"`
@@ -249,7 +249,17 @@ const (
 	EventStart   EventType = "start"
 	EventDie     EventType = "die"     // the process exited, for any reason
 	EventDestroy EventType = "destroy" // the server was removed
-	EventChange  EventType = "change"  // altered out of band: exec, rename, pause...
+	// EventExec: a process was started in the server from outside (docker exec,
+	// kubectl exec, a guest agent's command). Its Detail is the runtime's own word for
+	// it ("exec_start: sh -c id"), which starts with "exec".
+	EventExec EventType = "exec"
+	// EventChange: the server was altered out of band in another way: renamed,
+	// paused, its limits updated...
+	//
+	// Deprecated form of EventExec: until every consumer acts on EventExec, the Docker
+	// driver follows each EventExec with an EventChange of the same Detail. A consumer
+	// that acts on EventExec ignores an EventChange whose Detail starts with "exec".
+	EventChange EventType = "change"
 )
 
 // Event is a runtime event about a server kiln manages.

@@ -62,6 +62,7 @@ type Driver struct {
 
 var (
 	_ driver.Driver      = (*Driver)(nil)
+	_ driver.Capable     = (*Driver)(nil)
 	_ driver.ImageLoader = (*Driver)(nil)
 	_ driver.Watcher     = (*Driver)(nil)
 	_ driver.Logger      = (*Driver)(nil)
@@ -90,8 +91,54 @@ func New(opts Options) (*Driver, error) {
 	return &Driver{cli: cli, opts: opts, loading: map[string]chan struct{}{}, chains: map[string]bool{}, networks: map[string]string{}}, nil
 }
 
+// Option names of driver.Config.Options, each a field of Options.
+const (
+	OptionHost        = "host"         // Options.Host
+	OptionStopTimeout = "stop_timeout" // Options.StopTimeout, a duration ("10s")
+	OptionTmpfsSize   = "tmpfs_size"   // Options.TmpfsSize, in bytes
+	OptionSecretsDir  = "secrets_dir"  // Options.SecretsDir
+)
+
+// Open is the driver cfg describes (cfg.Digest, and the options above), once the
+// engine answers: the error wraps driver.ErrUnavailable if it does not, and
+// driver.ErrUnknownOption for an option it does not have. The Docker driver keeps no
+// files of its own: cfg.StateDir is unused (secret files are on a tmpfs, SecretsDir).
+func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
+	if err := cfg.CheckOptions(OptionHost, OptionStopTimeout, OptionTmpfsSize, OptionSecretsDir); err != nil {
+		return nil, err
+	}
+	opts := Options{Host: cfg.Options[OptionHost], SecretsDir: cfg.Options[OptionSecretsDir], Digest: cfg.Digest}
+	var err error
+	if opts.StopTimeout, err = cfg.Duration(OptionStopTimeout, 0); err != nil {
+		return nil, err
+	}
+	if opts.TmpfsSize, err = cfg.Int(OptionTmpfsSize, 0); err != nil {
+		return nil, err
+	}
+	d, err := New(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Ping(ctx); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
 // Name is "docker".
 func (d *Driver) Name() string { return "docker" }
+
+// Capabilities: kiln's security defaults are enforced on every container (Create
+// refuses to go on when the engine drops a limit), and the engine reports execs,
+// configuration and file changes. Servers are created one at a time: no sets.
+func (d *Driver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{
+		ReadOnlyRoot: true, Tmpfs: true, PIDsLimit: true, MemoryLimit: true, CPULimit: true,
+		NoPrivileges: true, ProjectNetwork: true, SecretFiles: true,
+		LoadImages: true, Events: true, ExecEvents: true, ConfigDiff: true, FileDiff: true, Logs: true, Wait: true,
+	}
+}
 
 // Ping checks that the engine answers; the error wraps driver.ErrUnavailable if not.
 // A successful Ping also removes the secret files of containers that are gone (removed

@@ -69,7 +69,19 @@ func TestConformance(t *testing.T) {
 				t.Errorf("removing %s: %v", tag, err)
 			}
 		},
-		Digest: testDigest,
+		Digest:   testDigest,
+		Loopback: true,
+		// As an operator would: docker exec <server> /hello (it exits at once: its port
+		// is taken).
+		Exec: func(t *testing.T, id driver.ServerID) {
+			x, err := d.cli.ExecCreate(t.Context(), string(id), client.ExecCreateOptions{Cmd: []string{"/hello"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.cli.ExecStart(t.Context(), x.ID, client.ExecStartOptions{Detach: true}); err != nil {
+				t.Fatal(err)
+			}
+		},
 		Recorded: func(t *testing.T, id driver.ServerID) string {
 			res, err := d.cli.ContainerInspect(t.Context(), string(id), client.ContainerInspectOptions{})
 			if err != nil {
@@ -265,8 +277,9 @@ func TestToEvent(t *testing.T) {
 		{action: "start", want: driver.EventStart},
 		{action: "die", want: driver.EventDie, wantDetail: "exit code 137"},
 		{action: "destroy", want: driver.EventDestroy},
-		{action: "exec_start: sh -c id", want: driver.EventChange, wantDetail: "exec_start: sh -c id"},
-		{action: "exec_create: sh", want: driver.EventChange, wantDetail: "exec_create: sh"},
+		{action: "exec_start: sh -c id", want: driver.EventExec, wantDetail: "exec_start: sh -c id"},
+		{action: "exec_create: sh", want: driver.EventExec, wantDetail: "exec_create: sh"},
+		{action: "exec_start", want: driver.EventExec, wantDetail: "exec_start"},
 		{action: "rename", want: driver.EventChange, wantDetail: "rename"},
 		{action: "pause", want: driver.EventChange, wantDetail: "pause"},
 		{action: "unpause", want: driver.EventChange, wantDetail: "unpause"},
@@ -288,6 +301,38 @@ func TestToEvent(t *testing.T) {
 		if ev != want {
 			t.Errorf("%q: %+v, want %+v", tc.action, ev, want)
 		}
+	}
+}
+
+// An exec is reported as EventExec, then as the EventChange of the same detail that
+// consumers predating EventExec act on; other events once.
+func TestLegacyExecEvent(t *testing.T) {
+	exec := driver.Event{Type: driver.EventExec, ServerID: "c1", Service: "web", Detail: "exec_start: sh"}
+	got := withLegacy(exec)
+	legacy := exec
+	legacy.Type = driver.EventChange
+	if len(got) != 2 || got[0] != exec || got[1] != legacy {
+		t.Errorf("withLegacy(exec) = %+v, want the exec then its EventChange", got)
+	}
+	rename := driver.Event{Type: driver.EventChange, ServerID: "c1", Detail: "rename"}
+	if got := withLegacy(rename); len(got) != 1 || got[0] != rename {
+		t.Errorf("withLegacy(rename) = %+v, want it alone", got)
+	}
+}
+
+// Open takes the driver's options by name and refuses others; an engine that does not
+// answer is ErrUnavailable.
+func TestOpen(t *testing.T) {
+	ctx := t.Context()
+	if _, err := Open(ctx, driver.Config{Options: map[string]string{"hots": "x"}}); !errors.Is(err, driver.ErrUnknownOption) {
+		t.Errorf("Open with a misspelt option: %v, want ErrUnknownOption", err)
+	}
+	if _, err := Open(ctx, driver.Config{Options: map[string]string{OptionStopTimeout: "soon"}}); err == nil {
+		t.Error("Open accepted a stop timeout that is not a duration")
+	}
+	_, err := Open(ctx, driver.Config{Options: map[string]string{OptionHost: "tcp://127.0.0.1:1", OptionStopTimeout: "3s", OptionTmpfsSize: "1048576"}})
+	if !errors.Is(err, driver.ErrUnavailable) {
+		t.Errorf("Open of an engine that does not answer: %v, want ErrUnavailable", err)
 	}
 }
 

@@ -15,9 +15,10 @@ import (
 	"github.com/kiln-build/kiln/internal/driver"
 )
 
-// Watch reports the engine's events about kiln's containers. Engine actions that are
-// not a start, a death, a removal or an out-of-band change (create, kill, stop...) are
-// not reported. The channel is closed when ctx ends or the event stream breaks.
+// Watch reports the engine's events about kiln's containers: an exec as EventExec
+// (followed, for now, by its legacy EventChange), a rename, pause, unpause or update
+// as EventChange. Engine actions that are not a start, a death, a removal or an
+// out-of-band change (create, kill, stop...) are not reported. The channel is closed when ctx ends or the event stream breaks.
 func (d *Driver) Watch(ctx context.Context) (<-chan driver.Event, error) {
 	if err := d.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("watching containers: %w", err)
@@ -41,10 +42,12 @@ func (d *Driver) Watch(ctx context.Context) (<-chan driver.Event, error) {
 				if !ok {
 					continue
 				}
-				select {
-				case out <- ev:
-				case <-ctx.Done():
-					return
+				for _, ev := range withLegacy(ev) {
+					select {
+					case out <- ev:
+					case <-ctx.Done():
+						return
+					}
 				}
 			}
 		}
@@ -75,13 +78,27 @@ func toEvent(m events.Message) (driver.Event, bool) {
 		}
 	case events.ActionDestroy:
 		ev.Type = driver.EventDestroy
-	case events.ActionExecCreate, events.ActionExecStart, events.ActionRename, events.ActionPause, events.ActionUnPause, events.ActionUpdate:
+	case events.ActionExecCreate, events.ActionExecStart:
+		ev.Type = driver.EventExec
+		ev.Detail = string(m.Action)
+	case events.ActionRename, events.ActionPause, events.ActionUnPause, events.ActionUpdate:
 		ev.Type = driver.EventChange
 		ev.Detail = string(m.Action)
 	default:
 		return driver.Event{}, false
 	}
 	return ev, true
+}
+
+// withLegacy is ev, and after an EventExec the EventChange of the same detail that
+// consumers predating EventExec act on (see driver.EventChange).
+func withLegacy(ev driver.Event) []driver.Event {
+	if ev.Type != driver.EventExec {
+		return []driver.Event{ev}
+	}
+	legacy := ev
+	legacy.Type = driver.EventChange
+	return []driver.Event{ev, legacy}
 }
 
 // Logs returns what the container printed, stdout and stderr interleaved in one

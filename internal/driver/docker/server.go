@@ -394,7 +394,7 @@ func address(ip netip.Addr, port string) string {
 func state(s container.ContainerState) driver.State {
 	switch s {
 	case container.StateCreated:
-		return driver.StateCreated
+		return driver.StatePending
 	case container.StateRunning:
 		return driver.StateRunning
 	case container.StateExited, container.StateDead:

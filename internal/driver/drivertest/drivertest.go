@@ -42,15 +42,24 @@ type Options struct {
 	// read besides the process's own environment and files (Docker: the labels), for
 	// the suite to check that no env or file value is in it. Nil skips that check.
 	Recorded func(t *testing.T, id driver.ServerID) string
+	// Exec starts a process in the running server id from outside, with the runtime's
+	// own tools (docker exec), for the suite to check the EventExec a driver claiming
+	// ExecEvents reports. A driver that claims them must give it.
+	Exec func(t *testing.T, id driver.ServerID)
+	// Loopback: servers' addresses are on a loopback address (Docker publishes ports
+	// there); other runtimes' need only be reachable from the test.
+	Loopback bool
 }
 
 // Run runs the conformance suite against the drivers newDriver returns, starting
 // servers of img. Every server it creates is destroyed at cleanup, failed or not; its
 // services are named "kt<run>-<case>", with <run> random, so concurrent runs against
-// one runtime do not see each other. The cases run in parallel.
+// one runtime do not see each other. The cases run in parallel. What the driver claims
+// (driver.CapabilitiesOf) it is held to; what it does not claim is skipped.
 func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver, img Image, opts Options) {
 	s := &suite{newDriver: newDriver, img: img, opts: opts, prefix: "kt" + randomHex(3) + "-"}
 	s.d = newDriver(t)
+	s.caps = driver.CapabilitiesOf(s.d)
 	if l, ok := s.d.(driver.ImageLoader); ok {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 		defer cancel()
@@ -58,6 +67,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver, img Image, op
 			t.Fatalf("EnsureImage(%s): %v", img.Digest, err)
 		}
 	}
+	t.Run("Capabilities", s.testCapabilities)
 	t.Run("EnsureImage", s.testEnsureImage)
 	t.Run("Cases", func(t *testing.T) {
 		for _, c := range []struct {
@@ -78,6 +88,8 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver, img Image, op
 			{"DiffClean", s.testDiffClean},
 			{"SecretsNotRecorded", s.testSecretsNotRecorded},
 			{"Wait", s.testWait},
+			{"ExecEvents", s.testExecEvents},
+			{"Sets", s.testSets},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				t.Parallel()
@@ -102,6 +114,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver, img Image, op
 
 type suite struct {
 	d         driver.Driver
+	caps      driver.Capabilities
 	newDriver func(*testing.T) driver.Driver
 	img       Image
 	opts      Options
@@ -235,7 +248,7 @@ func (s *suite) testCreateServes(t *testing.T) {
 	srv := s.create(t, spec)
 	want := driver.Server{ID: srv.ID, Name: srv.Name, Service: svc, Revision: 7, SpecHash: spec.Hash(), Image: s.img.Digest, Address: srv.Address, State: driver.StateRunning}
 	checkServer(t, "Create", srv, want, spec)
-	checkLoopback(t, srv.Address)
+	checkAddress(t, srv.Address, s.opts.Loopback)
 	waitHealthy(t, srv.Address)
 	if srv.Created.Before(before.Add(-time.Minute)) || srv.Created.After(time.Now().Add(time.Minute)) {
 		t.Errorf("Create: Created = %v, want about %v", srv.Created, before)
@@ -286,13 +299,14 @@ func checkServer(t *testing.T, what string, got, want driver.Server, spec driver
 	}
 }
 
-func checkLoopback(t *testing.T, addr string) {
+// checkAddress checks that addr is a host:port, on loopback if loopback.
+func checkAddress(t *testing.T, addr string, loopback bool) {
 	t.Helper()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatalf("Address %q: %v", addr, err)
 	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+	if ip := net.ParseIP(host); loopback && (ip == nil || !ip.IsLoopback()) {
 		t.Errorf("Address %q is not on a loopback address", addr)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n <= 0 {
@@ -414,7 +428,10 @@ func (s *suite) testEnv(t *testing.T) {
 
 func (s *suite) testInspect(t *testing.T) {
 	if s.opts.Inspect == nil {
-		t.Skip("no Inspect for this runtime")
+		if c := s.caps; c.ReadOnlyRoot || c.Tmpfs || c.PIDsLimit || c.MemoryLimit || c.CPULimit || c.NoPrivileges || c.ProjectNetwork {
+			t.Fatalf("the driver claims isolation (%+v) but the suite has no Inspect to prove it", c)
+		}
+		t.Skip("no Inspect for this runtime, which claims no isolation")
 	}
 	svc := s.service(t, "inspect")
 	spec := s.spec(svc)

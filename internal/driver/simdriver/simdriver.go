@@ -4,10 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -16,75 +15,168 @@ import (
 	"github.com/kiln-build/kiln/internal/driver"
 )
 
-// Driver runs simulated servers. It is safe for concurrent use.
+// Driver is a simulated runtime and the driver of it: a new driver of the same runtime
+// is the same *Driver. It is safe for concurrent use.
 type Driver struct {
-	mu      sync.Mutex
-	servers map[driver.ServerID]*server
+	mu       sync.Mutex
+	servers  map[driver.ServerID]*server
+	images   map[string]*image        // by manifest digest, once loaded
+	loading  map[string]chan struct{} // digest → closed when its EnsureImage ends
+	sets     map[driver.SetRef]*set
+	watchers map[chan driver.Event]bool
+	closed   bool
+	wg       sync.WaitGroup // the sets' controllers
 }
 
 type server struct {
-	driver.Server
-	http *http.Server
+	driver.Server // guarded by Driver.mu; Spec as recorded, without env or file values
+	set           *driver.SetRef
+	evicted       bool // being removed by Evict: its set does not count it
 
-	mu    sync.Mutex
-	lines []string // the last maxLines lines it logged
-	total int      // lines it ever logged
-	// changed is closed (and replaced) when a line is logged or the server destroyed.
-	changed chan struct{}
-	gone    bool
+	proc *process
 }
 
-// maxLines is how many lines of its log a server keeps.
-const maxLines = 1000
-
 var (
-	_ driver.Driver = (*Driver)(nil)
-	_ driver.Logger = (*Driver)(nil)
+	_ driver.Driver      = (*Driver)(nil)
+	_ driver.Capable     = (*Driver)(nil)
+	_ driver.ImageLoader = (*Driver)(nil)
+	_ driver.Watcher     = (*Driver)(nil)
+	_ driver.Logger      = (*Driver)(nil)
+	_ driver.Waiter      = (*Driver)(nil)
+	_ driver.SetDriver   = (*Driver)(nil)
 )
 
-// New returns a driver with no servers.
-func New() *Driver { return &Driver{servers: map[driver.ServerID]*server{}} }
+// errClosed: the driver was closed.
+var errClosed = fmt.Errorf("the simulated runtime is closed: %w", driver.ErrUnavailable)
+
+// New returns a runtime with no servers and no images. It starts no goroutines.
+func New() *Driver {
+	return &Driver{servers: map[driver.ServerID]*server{}, images: map[string]*image{}, loading: map[string]chan struct{}{},
+		sets: map[driver.SetRef]*set{}, watchers: map[chan driver.Event]bool{}}
+}
+
+// Open is New for the registry; the simulated driver has no options.
+func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
+	if err := cfg.CheckOptions(); err != nil {
+		return nil, err
+	}
+	return New(), nil
+}
 
 // Name is "simulated".
 func (d *Driver) Name() string { return "simulated" }
 
-// Create starts a listener on a free loopback port that answers every request.
-func (d *Driver) Create(ctx context.Context, spec driver.ServerSpec) (driver.Server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return driver.Server{}, fmt.Errorf("creating a simulated server of %s: %w", spec.Service, err)
-	}
-	b := make([]byte, 16)
-	rand.Read(b)
-	id := hex.EncodeToString(b)
-	s := &server{Server: driver.Server{ID: driver.ServerID(id), Name: fmt.Sprintf("%s-%d-%s", spec.Service, spec.Revision, id[:6]),
-		Project: spec.Project, Service: spec.Service, Revision: spec.Revision, SpecHash: spec.Hash(), Image: spec.Image,
-		Address: ln.Addr().String(), State: driver.StateRunning, Created: time.Now().UTC(), Spec: spec},
-		changed: make(chan struct{})}
-	s.http = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "simulated server %s\n", s.Name)
-		s.logf("%s %s %d", r.Method, r.URL.Path, http.StatusOK)
-	}), ReadHeaderTimeout: 5 * time.Second}
-	go s.http.Serve(ln)
-	d.mu.Lock()
-	d.servers[s.ID] = s
-	d.mu.Unlock()
-	return s.Server, nil
+// Capabilities: the simulated runtime enforces no isolation and cannot be altered out
+// of band, so it claims no limit, no exec events and no diff.
+func (d *Driver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{SecretFiles: true, LoadImages: true, Events: true, Logs: true, Wait: true, Sets: true}
 }
 
-// Destroy closes the server's listener; nil if it is gone already.
-func (d *Driver) Destroy(ctx context.Context, id driver.ServerID) error {
+// Create starts a simulated server of spec's image (EnsureImage first) on a free
+// loopback port; it answers there as examples/hello would with spec's environment and
+// files. A Command naming a file the image lacks fails, leaving nothing; a process that
+// exits at once (its PORT is not a port) is returned exited, as Docker's would be.
+func (d *Driver) Create(ctx context.Context, spec driver.ServerSpec) (driver.Server, error) {
+	return d.create(ctx, spec, nil)
+}
+
+func (d *Driver) create(ctx context.Context, spec driver.ServerSpec, set *driver.SetRef) (driver.Server, error) {
+	if err := validate(spec); err != nil {
+		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
+	}
 	d.mu.Lock()
-	s := d.servers[id]
-	delete(d.servers, id)
+	img, closed := d.images[spec.Image], d.closed
 	d.mu.Unlock()
-	if s != nil {
-		s.close()
+	if closed {
+		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, errClosed)
+	}
+	if img == nil {
+		return driver.Server{}, fmt.Errorf("creating a server of %s: image %s: %w", spec.Service, spec.Image, driver.ErrImageNotFound)
+	}
+	if err := img.canRun(spec); err != nil {
+		return driver.Server{}, fmt.Errorf("creating a server of %s: starting: %w", spec.Service, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, err)
+	}
+	b := make([]byte, 32)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	hash := spec.Hash()
+	recorded := spec
+	recorded.Env, recorded.Files = nil, nil // as a runtime records it: digests only
+	s := &server{Server: driver.Server{ID: driver.ServerID(id), Name: fmt.Sprintf("%s-%d-%s", spec.Service, spec.Revision, id[:6]),
+		Project: spec.Project, Service: spec.Service, Revision: spec.Revision, SpecHash: hash, Image: spec.Image,
+		Address: ln.Addr().String(), State: driver.StateRunning, Created: time.Now().UTC(), Spec: recorded}, set: set}
+
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		ln.Close()
+		return driver.Server{}, fmt.Errorf("creating a server of %s: %w", spec.Service, errClosed)
+	}
+	d.servers[s.ID] = s
+	d.emitLocked(s, driver.EventStart, "")
+	// The process starts under the lock, so that an exit it makes at once is seen after
+	// the start, and by the Server returned.
+	s.proc = start(img, spec, id[:12], ln, func(x driver.Exit) { d.exited(s, x) })
+	out := s.Server
+	d.mu.Unlock()
+	s.proc.run()
+	d.mu.Lock()
+	out.State, out.Address = s.State, s.Address
+	d.mu.Unlock()
+	out.Spec = spec
+	return out, nil
+}
+
+func validate(spec driver.ServerSpec) error {
+	switch {
+	case spec.Service == "":
+		return errors.New("the spec has no service")
+	case spec.Port < 1 || spec.Port > 65535:
+		return fmt.Errorf("port %d is not a TCP port", spec.Port)
 	}
 	return nil
 }
 
-// List returns the servers sel matches, by name.
+// exited records that s's process ended with x; called once per process.
+func (d *Driver) exited(s *server, x driver.Exit) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s.State, s.Address = driver.StateExited, ""
+	d.emitLocked(s, driver.EventDie, fmt.Sprintf("exit code %d", x.Code))
+}
+
+// Destroy stops the server's process as SIGTERM would (examples/hello exits 0) and
+// removes it; nil if it is gone already. A set's server is replaced by its set.
+func (d *Driver) Destroy(ctx context.Context, id driver.ServerID) error {
+	d.mu.Lock()
+	s := d.servers[id]
+	d.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	s.proc.stop(driver.Exit{Code: 0})
+	d.mu.Lock()
+	if d.servers[id] == s {
+		delete(d.servers, id)
+		d.emitLocked(s, driver.EventDestroy, "")
+		if s.set != nil {
+			if st := d.sets[*s.set]; st != nil {
+				st.poke()
+			}
+		}
+	}
+	d.mu.Unlock()
+	return nil
+}
+
+// List returns the servers sel matches, set members included, oldest first.
 func (d *Driver) List(ctx context.Context, sel driver.Selector) ([]driver.Server, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -94,113 +186,99 @@ func (d *Driver) List(ctx context.Context, sel driver.Selector) ([]driver.Server
 			out = append(out, s.Server)
 		}
 	}
-	slices.SortFunc(out, func(a, b driver.Server) int { return strings.Compare(a.Name, b.Name) })
+	sortServers(out)
 	return out, nil
 }
 
-// Close destroys every server.
-func (d *Driver) Close() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for id, s := range d.servers {
-		s.close()
-		delete(d.servers, id)
-	}
+func sortServers(servers []driver.Server) {
+	slices.SortFunc(servers, func(a, b driver.Server) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(string(a.ID), string(b.ID))
+	})
 }
 
-// close stops the server's listener and ends the logs followed.
-func (s *server) close() {
-	s.http.Close()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.gone {
-		s.gone = true
-		close(s.changed)
-	}
-}
-
-func (s *server) logf(format string, args ...any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gone {
-		return
-	}
-	s.lines = append(s.lines, fmt.Sprintf(format, args...))
-	if len(s.lines) > maxLines {
-		s.lines = slices.Delete(s.lines, 0, len(s.lines)-maxLines)
-	}
-	s.total++
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
-// since returns the lines logged after the first n (those it still keeps), how many
-// were logged in all, a channel closed at the next change, and whether the server is
-// gone.
-func (s *server) since(n int) (lines []string, total int, changed <-chan struct{}, gone bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	first := s.total - len(s.lines) // the number of the first line kept
-	lines = slices.Clone(s.lines[max(n-first, 0):])
-	return lines, s.total, s.changed, s.gone
-}
-
-// Logs returns the requests the server answered, one line each ("GET /healthz 200"):
-// its last lines, and with follow those it answers next, until ctx ends, the reader is
-// closed or the server is destroyed. ErrNotFound if there is no such server.
-func (d *Driver) Logs(ctx context.Context, id driver.ServerID, follow bool) (io.ReadCloser, error) {
+// Wait blocks until the server's process ends, or ctx does. ErrNotFound if there is no
+// such server.
+func (d *Driver) Wait(ctx context.Context, id driver.ServerID) (driver.Exit, error) {
 	d.mu.Lock()
 	s := d.servers[id]
 	d.mu.Unlock()
 	if s == nil {
-		return nil, fmt.Errorf("logs of %s: %w", id, driver.ErrNotFound)
+		return driver.Exit{}, fmt.Errorf("waiting for %s: %w", id, driver.ErrNotFound)
 	}
-	lines, n, changed, gone := s.since(0)
-	if !follow {
-		return io.NopCloser(strings.NewReader(join(lines))), nil
+	select {
+	case <-s.proc.done:
+		return s.proc.exit, nil
+	case <-ctx.Done():
+		return driver.Exit{}, ctx.Err()
 	}
-	pr, pw := io.Pipe()
-	closed := make(chan struct{})
-	go func() {
-		for {
-			if len(lines) > 0 {
-				if _, err := io.WriteString(pw, join(lines)); err != nil {
-					return // the reader is closed
-				}
-			}
-			if gone {
-				pw.Close()
-				return
-			}
-			select {
-			case <-ctx.Done():
-				pw.Close()
-				return
-			case <-closed:
-				return
-			case <-changed:
-			}
-			lines, n, changed, gone = s.since(n)
+}
+
+// Close stops the sets' controllers, destroys every server and ends every Watch. The
+// driver is not used afterwards. It always returns nil.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	for ref, st := range d.sets {
+		close(st.stop)
+		delete(d.sets, ref)
+	}
+	d.mu.Unlock()
+	d.wg.Wait()
+	d.mu.Lock()
+	ids := make([]driver.ServerID, 0, len(d.servers))
+	for id := range d.servers {
+		ids = append(ids, id)
+	}
+	d.mu.Unlock()
+	for _, id := range ids {
+		d.Destroy(context.Background(), id)
+	}
+	d.mu.Lock()
+	for ch := range d.watchers {
+		delete(d.watchers, ch)
+		close(ch)
+	}
+	d.mu.Unlock()
+	return nil
+}
+
+// Watch reports the servers' start, die and destroy events. The channel is closed when
+// ctx ends, the driver is closed, or the caller falls 1,024 events behind (the stream
+// breaks, as a runtime's does: callers resync with List).
+func (d *Driver) Watch(ctx context.Context) (<-chan driver.Event, error) {
+	ch := make(chan driver.Event, 1024)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, fmt.Errorf("watching servers: %w", errClosed)
+	}
+	d.watchers[ch] = true
+	context.AfterFunc(ctx, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.watchers[ch] {
+			delete(d.watchers, ch)
+			close(ch)
 		}
-	}()
-	return &follower{PipeReader: pr, closed: closed}, nil
+	})
+	return ch, nil
 }
 
-func join(lines []string) string {
-	if len(lines) == 0 {
-		return ""
+func (d *Driver) emitLocked(s *server, typ driver.EventType, detail string) {
+	ev := driver.Event{Type: typ, ServerID: s.ID, Project: s.Project, Service: s.Service, Detail: detail, Time: time.Now().UTC()}
+	for ch := range d.watchers {
+		select {
+		case ch <- ev:
+		default:
+			delete(d.watchers, ch)
+			close(ch)
+		}
 	}
-	return strings.Join(lines, "\n") + "\n"
-}
-
-// follower is a followed log; Close ends the goroutine that writes it.
-type follower struct {
-	*io.PipeReader
-	once   sync.Once
-	closed chan struct{}
-}
-
-func (f *follower) Close() error {
-	f.once.Do(func() { close(f.closed) })
-	return f.PipeReader.Close()
 }

@@ -1,0 +1,2 @@
+// Package registry is the one list of kiln's drivers: it opens one by name.
+package registry
