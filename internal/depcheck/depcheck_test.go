@@ -29,6 +29,8 @@ var allowed = map[string][]string{
 	// The engine's tests run it on the simulated driver.
 	"internal/engine":    {"internal/api", "internal/secret", "internal/sandbox", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/frontdoor", "internal/rollout", "internal/spec", "internal/store", "internal/driver/simdriver"},
 	"internal/frontdoor": {"internal/api", "internal/proxy", "internal/spec"},
+	"internal/monitor":   {"internal/health", "internal/spec"},
+	"internal/reconcile": {},
 	"internal/rollout":   {"internal/driver", "internal/plan", "internal/spec"},
 	// bake reads docker:// bases and loads images (--load) through dockerimage, so that
 	// the Docker client stays out of it.
