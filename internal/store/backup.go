@@ -95,11 +95,10 @@ func (s *Store) backup(ctx context.Context, version int) (string, error) {
 	stem := strings.TrimSuffix(filepath.Base(s.path), ".db")
 	base := fmt.Sprintf("%s-v%d-%s", stem, version, time.Now().UTC().Format(backupTime))
 	final := filepath.Join(dir, base+".db")
-	for n := 2; ; n++ {
-		if _, err := os.Lstat(final); errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		final = filepath.Join(dir, fmt.Sprintf("%s-%d.db", base, n))
+	// A second backup in the same second is numbered after every one of that second,
+	// pruned ones included, so that names sort as they were taken.
+	if seq := lastSeq(dir, base); seq > 0 {
+		final = filepath.Join(dir, fmt.Sprintf("%s-%d.db", base, seq+1))
 	}
 	tmp := final + ".tmp"
 	// VACUUM INTO accepts an empty file, so it is made first with the mode wanted.
@@ -117,6 +116,26 @@ func (s *Store) backup(ctx context.Context, version int) (string, error) {
 		return final, err
 	}
 	return final, nil
+}
+
+// lastSeq returns the highest number among backups named base (1 for base.db itself,
+// n for base-n.db, base-n.db.tmp), 0 when there is none. Pruned ones are not seen,
+// so the caller's second is not over yet: the newest of it is kept.
+func lastSeq(dir, base string) int {
+	ents, _ := os.ReadDir(dir) // an unreadable directory fails the backup's own create
+	last := 0
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(strings.TrimSuffix(e.Name(), ".tmp"), base)
+		if !ok {
+			continue
+		}
+		if rest == ".db" {
+			last = max(last, 1)
+		} else if n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(rest, "-"), ".db")); err == nil && strings.HasSuffix(rest, ".db") {
+			last = max(last, n)
+		}
+	}
+	return last
 }
 
 func (s *Store) vacuumInto(ctx context.Context, tmp, final string) error {

@@ -124,8 +124,10 @@ func quickCheck(ctx context.Context, db *sql.DB, path string) error {
 		if err := rows.Scan(&p); err != nil {
 			return sqliteDamage(path, err)
 		}
-		if p != "ok" {
-			problems = append(problems, p)
+		for _, line := range strings.Split(p, "\n") {
+			if line != "ok" && line != "*** in database main ***" && line != "" {
+				problems = append(problems, line)
+			}
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -150,48 +152,98 @@ func sqliteDamage(path string, err error) error {
 }
 
 // checkExisting checks the database file at path before anything may write to it: its
-// header, its size, its schema version (from the header), then its pages. The pages
-// are checked through a read-only connection when a WAL is present, so that closing
-// the check cannot checkpoint the WAL into a damaged file; otherwise through db, which
-// has not written anything yet. It reads only.
+// header, its size, its schema version, then its pages. It reads only.
+//
+// Without a WAL the file is the whole database: the header's version is the real one
+// and the pages are checked through db, which has written nothing yet. With a WAL
+// (after a crash, or while another process has it open) the last commits, a newer
+// schema version among them, may be only in the WAL: the version and the pages are
+// then read through a read-only connection, which sees the WAL but cannot checkpoint
+// it into the file when it closes, as closing a read-write one would.
 func checkExisting(ctx context.Context, db *sql.DB, path string) error {
 	h, ok, err := readHeader(path)
-	if err != nil || !ok {
+	if err != nil {
 		return err
 	}
-	wal := hasWAL(path)
-	if !wal {
+	if !hasWAL(path) {
+		if !ok {
+			return nil // a new database
+		}
 		if err := h.checkSize(path); err != nil {
 			return err
 		}
-	}
-	// The header's version is the last checkpointed one: never newer than the real
-	// one, so a header newer than this kiln is refused before SQLite opens the file.
-	if h.version > len(migrations) {
-		return newerSchemaError(path, h.version)
-	}
-	if !wal {
+		if h.version > len(migrations) {
+			return newerSchemaError(path, h.version)
+		}
 		return quickCheck(ctx, db, path)
 	}
 	ro, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(10000)")
 	if err != nil {
 		return fmt.Errorf("opening state database %s: %w", path, err)
 	}
-	err = quickCheck(ctx, ro, path)
+	err = checkReadOnly(ctx, ro, path)
 	if cerr := ro.Close(); err == nil && cerr != nil {
 		return fmt.Errorf("closing the check of state database %s: %w", path, cerr)
 	}
 	return err
 }
 
-// corruptError is ErrCorrupt for path with what is wrong and what to do.
+func checkReadOnly(ctx context.Context, ro *sql.DB, path string) error {
+	var version int
+	if err := ro.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return sqliteDamage(path, err)
+	}
+	if version > len(migrations) {
+		return newerSchemaError(path, version)
+	}
+	return quickCheck(ctx, ro, path)
+}
+
+// refusal is Open's refusal of a file it left as it was: ErrCorrupt or ErrNewerSchema,
+// with what is wrong and, once Open has closed its connection (so that the files it
+// names are those left), what to do.
+type refusal struct {
+	kind       error
+	path       string
+	problem    string
+	maxVersion int // for advice: the newest schema version a backup may have; 0 for any
+	advice     string
+}
+
+func (r *refusal) Error() string {
+	return fmt.Sprintf("%v: %s: %s; kiln did not change the file\n%s", r.kind, r.path, r.problem, r.advice)
+}
+
+func (r *refusal) Unwrap() error { return r.kind }
+
+// corruptError is ErrCorrupt for path with what is wrong.
 func corruptError(path, problem string) error {
-	return fmt.Errorf("%w: %s: %s; kiln did not change the file\n%s", ErrCorrupt, path, problem, advice(path, 0))
+	return &refusal{kind: ErrCorrupt, path: path, problem: problem}
 }
 
 func newerSchemaError(path string, version int) error {
-	return fmt.Errorf("%w: %s has schema version %d, this kiln knows versions up to %d; kiln did not change the file\n  run the newer kiln, or go back to this one with a backup (later changes are lost):\n%s",
-		ErrNewerSchema, path, version, len(migrations), advice(path, len(migrations)))
+	return &refusal{kind: ErrNewerSchema, path: path, maxVersion: len(migrations),
+		problem: fmt.Sprintf("it has schema version %d, this kiln knows versions up to %d", version, len(migrations))}
+}
+
+// advise completes a refusal in err with what to do, from the files as they are now.
+func advise(err error) {
+	var r *refusal
+	if !errors.As(err, &r) {
+		return
+	}
+	r.advice = advice(r.path, r.maxVersion)
+	if r.maxVersion > 0 {
+		r.advice = "  run the newer kiln, or go back to this one with a backup (later changes are not in it):\n" + r.advice
+	}
+}
+
+// shellQuote quotes p for a POSIX shell when it needs it.
+func shellQuote(p string) string {
+	if strings.Trim(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-+:@%=,") == "" {
+		return p
+	}
+	return "'" + strings.ReplaceAll(p, "'", `'\''`) + "'"
 }
 
 // advice says how to put a good database in place of path: restore the newest backup
@@ -199,10 +251,11 @@ func newerSchemaError(path string, version int) error {
 // (maxVersion 0), start empty. The database's -wal and -shm go with it: left beside a
 // restored copy, SQLite would replay the old WAL into it.
 func advice(path string, maxVersion int) string {
-	aside := "mv " + path + " " + path + ".damaged"
+	q := shellQuote
+	aside := "mv " + q(path) + " " + q(path+".damaged")
 	for _, side := range []string{"-wal", "-shm"} {
 		if _, err := os.Lstat(path + side); err == nil {
-			aside += " && mv " + path + side + " " + path + side + ".damaged"
+			aside += " && mv " + q(path+side) + " " + q(path+side+".damaged")
 		}
 	}
 	var lines []string
@@ -212,12 +265,16 @@ func advice(path string, maxVersion int) string {
 			lines = append(lines,
 				fmt.Sprintf("  restore the most recent backup (schema version %d, taken %s before a schema upgrade; later changes are not in it):",
 					bk.Version, bk.Taken.Format("2006-01-02 15:04:05 UTC")),
-				"    "+aside+" && cp "+bk.Path+" "+path)
+				"    "+aside+" && cp "+q(bk.Path)+" "+q(path))
 			break
 		}
 	}
-	if len(lines) == 0 {
-		lines = append(lines, "  there is no backup of it in "+backupDir(path))
+	switch {
+	case len(lines) > 0:
+	case maxVersion == 0:
+		lines = append(lines, "  there is no backup of it in "+backupDir(path)+"/")
+	default:
+		lines = append(lines, fmt.Sprintf("  there is no backup of schema version %d or older in %s/", maxVersion, backupDir(path)))
 	}
 	if maxVersion == 0 {
 		lines = append(lines, "  or move the file away and start with an empty state:", "    "+aside)

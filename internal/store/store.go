@@ -58,6 +58,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		if cerr := db.Close(); cerr != nil {
 			err = fmt.Errorf("%w (closing it: %v)", err, cerr)
 		}
+		advise(err)
 		return nil, err
 	}
 	return s, nil
