@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -375,6 +376,24 @@ func TestDamagedDatabaseIsRefusedUnchanged(t *testing.T) {
 				t.Errorf("second Open: %v", err2)
 			}
 			before.assertSame(t, path)
+
+			// The advice works: its restore command, run as printed, gives a store
+			// that opens with the backup's data.
+			lines := strings.Split(err.Error(), "\n")
+			i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, "restore the most recent backup") })
+			if i < 0 || i+1 >= len(lines) {
+				t.Fatalf("no restore command in %q", err)
+			}
+			if out, err := exec.Command("sh", "-c", strings.TrimSpace(lines[i+1])).CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v: %s", lines[i+1], err, out)
+			}
+			if _, err := os.Stat(path + ".damaged"); err != nil {
+				t.Errorf("the damaged file was not kept aside: %v", err)
+			}
+			s = open(t, path)
+			if revs, err := s.Revisions(context.Background(), "web"); err != nil || len(revs) != 2 {
+				t.Errorf("restored store's revisions: %+v, %v", revs, err)
+			}
 		})
 	}
 }
