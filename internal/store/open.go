@@ -38,8 +38,8 @@ type header struct {
 // readHeader reads path's header with plain file reads: no SQLite connection, so
 // nothing is created or written (a read-only SQLite connection to a WAL database
 // creates its -wal and -shm files when they are missing). It returns ok false, and no
-// error, when the file does not exist or is empty: SQLite makes a new database of it.
-// A damaged header is ErrCorrupt.
+// error, when the file does not exist or is empty (SQLite makes a new database of it,
+// or replays a WAL into it). A damaged header is ErrCorrupt.
 func readHeader(path string) (h header, ok bool, err error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {

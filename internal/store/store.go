@@ -75,7 +75,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return sqliteDamage(s.path, err)
 	}
 	if version > len(migrations) {
-		// The header said otherwise: the newer version was still in the WAL.
+		// checkExisting read an older one: a newer kiln migrated the file since.
 		return newerSchemaError(s.path, version)
 	}
 	var mode string
