@@ -258,7 +258,7 @@ func TestKillDuringCommit(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rnd := rand.New(rand.NewPCG(seed, seed))
 	start := time.Now()
-	duringOpen := 0
+	duringOpen, withWAL := 0, 0 // withWAL: reopens that found a WAL to replay (checked read-only)
 	for i := range kills {
 		// Acknowledgements to wait for before the kill: 0 kills during Open (and, the
 		// first time, during the migrations); the writer keeps writing while the
@@ -274,13 +274,16 @@ func TestKillDuringCommit(t *testing.T) {
 		if err := killOnce(path, wait, delay, a); err != nil {
 			t.Fatalf("kill %d (after %d acknowledgements): %v", i+1, wait, err)
 		}
+		if hasWAL(path) {
+			withWAL++
+		}
 		if err := a.check(ctx, path); err != nil {
 			t.Fatalf("after kill %d: %v", i+1, err)
 		}
 	}
 	t.Logf("%d kills (%d before the first acknowledgement), %d acknowledged writes (%d revisions, %d events, %d rollouts, %d runs) all present, "+
-		"%d records committed but never acknowledged (killed between commit and ack), integrity_check ok after every kill, %v",
-		kills, duringOpen, a.writes, len(a.revisions), len(a.events), len(a.rollouts), len(a.runs), a.unacked, time.Since(start).Round(time.Millisecond))
+		"%d records committed but never acknowledged (killed between commit and ack), %d reopens with a WAL to replay, integrity_check ok after every kill, %v",
+		kills, duringOpen, a.writes, len(a.revisions), len(a.events), len(a.rollouts), len(a.runs), a.unacked, withWAL, time.Since(start).Round(time.Millisecond))
 }
 
 // killOnce starts a writer on path, reads wait acknowledgements, kills it with
