@@ -73,4 +73,11 @@ var migrations = []string{
 		finished_at TEXT,
 		PRIMARY KEY (run_id, name)
 	);`,
+	// 3: events name their subject's kind, and the rollout and step they belong to
+	// and their tone, so a rollout's page is one query. Older rows read as ''/0.
+	`ALTER TABLE events ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+	ALTER TABLE events ADD COLUMN rollout_id INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE events ADD COLUMN step TEXT NOT NULL DEFAULT '';
+	ALTER TABLE events ADD COLUMN tone TEXT NOT NULL DEFAULT '';
+	CREATE INDEX events_rollout ON events (rollout_id, id);`,
 }

@@ -80,7 +80,10 @@ func (s *Store) QueueRun(ctx context.Context, pipeline, commit, message, trigger
 		return err
 	})
 	if err != nil && strings.Contains(err.Error(), "UNIQUE") {
-		existing, _ := s.runByCommit(ctx, pipeline, commit)
+		existing, rerr := s.runByCommit(ctx, pipeline, commit)
+		if rerr != nil {
+			return existing, fmt.Errorf("%w (reading it: %v)", ErrRunExists, rerr)
+		}
 		return existing, ErrRunExists
 	}
 	return r, err
@@ -124,7 +127,9 @@ func (s *Store) InterruptRuns(ctx context.Context) ([]Run, error) {
 		if err := s.FinishRun(ctx, r.ID, "interrupted", "kiln stopped during the run"); err != nil {
 			return nil, err
 		}
-		s.db.ExecContext(ctx, "UPDATE pipeline_stages SET state = 'interrupted', finished_at = ? WHERE run_id = ? AND state = 'running'", now(), r.ID)
+		if _, err := s.db.ExecContext(ctx, "UPDATE pipeline_stages SET state = 'interrupted', finished_at = ? WHERE run_id = ? AND state = 'running'", now(), r.ID); err != nil {
+			return nil, err
+		}
 	}
 	return runs, nil
 }

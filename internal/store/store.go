@@ -20,23 +20,46 @@ var (
 
 // Store is the state database. It is safe for concurrent use.
 type Store struct {
-	db *sql.DB
+	db   *sql.DB
+	path string
 }
 
 // Open opens (creating if needed) the database at path and brings its schema up to
-// date. The file is in WAL mode with synchronous=FULL: a committed change survives a
-// crash of kiln or of the machine.
+// date. It does not block on another kiln beyond SQLite's busy timeout (10 s).
+//
+// Before anything writes to an existing file, Open reads its header and checks its
+// pages (PRAGMA quick_check): a damaged file is ErrCorrupt, a schema newer than this
+// kiln's is ErrNewerSchema, and in both cases the file is left byte for byte as it
+// was (the version is read from the header with plain file reads, so a newer kiln's
+// database is not even opened by SQLite). Before migrating an existing database to a
+// newer schema, Open copies it into backups/ beside it (see Backups) and keeps the
+// last five copies.
+//
+// Durability: WAL mode with synchronous=FULL, so every commit is fsynced before the
+// call that made it returns. With WAL, synchronous=NORMAL would also survive a kill
+// of kiln (the commit is in the OS's page cache), but a power loss or kernel crash
+// could lose the last commits; kiln acts on what it records (a rollout started, a
+// server replaced), so a commit it has acted on must survive the machine too. The
+// cost is one fsync of the WAL per commit: 3.6 ms here (200 single-event commits).
 func Open(ctx context.Context, path string) (*Store, error) {
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_txlock=immediate"
+	// No journal_mode in the DSN: switching to WAL is a write, made only after the checks.
+	dsn := "file:" + path + "?_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("opening state database %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1) // one writer at a time; SQLite serializes anyway
-	s := &Store{db: db}
-	if err := s.migrate(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("state database %s: %w", path, err)
+	s := &Store{db: db, path: path}
+	err = checkExisting(ctx, db, path)
+	if err == nil {
+		err = s.migrate(ctx)
+	}
+	if err != nil {
+		if cerr := db.Close(); cerr != nil {
+			err = fmt.Errorf("%w (closing it: %v)", err, cerr)
+		}
+		advise(err)
+		return nil, err
 	}
 	return s, nil
 }
@@ -44,13 +67,31 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
+// migrate brings the schema to the latest version, each migration in a transaction.
+// An existing database (version above 0) is backed up first.
 func (s *Store) migrate(ctx context.Context) error {
 	var version int
 	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
-		return err
+		return sqliteDamage(s.path, err)
 	}
 	if version > len(migrations) {
-		return fmt.Errorf("schema version %d is newer than this kiln understands (%d): upgrade kiln", version, len(migrations))
+		// checkExisting read an older one: a newer kiln migrated the file since.
+		return newerSchemaError(s.path, version)
+	}
+	var mode string
+	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
+		return fmt.Errorf("state database %s: setting WAL mode: %w", s.path, err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("state database %s: journal mode is %q, not wal", s.path, mode)
+	}
+	if version == len(migrations) {
+		return nil
+	}
+	if version > 0 {
+		if _, err := s.backup(ctx, version); err != nil {
+			return fmt.Errorf("state database %s: backing it up before migrating from schema version %d (nothing migrated): %w", s.path, version, err)
+		}
 	}
 	for i := version; i < len(migrations); i++ {
 		err := s.tx(ctx, func(tx *sql.Tx) error {
@@ -61,7 +102,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("migration %d: %w", i+1, err)
+			return fmt.Errorf("state database %s: migration %d: %w", s.path, i+1, err)
 		}
 	}
 	return nil
@@ -73,10 +114,18 @@ func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 		return err
 	}
 	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
+		return rollback(tx, err)
 	}
 	return tx.Commit()
+}
+
+// rollback ends tx after err, adding the rollback's own failure, if any, to err. A
+// transaction database/sql already ended (its context was cancelled) is not one.
+func rollback(tx *sql.Tx, err error) error {
+	if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+		return errors.Join(err, fmt.Errorf("rolling back: %w", rerr))
+	}
+	return err
 }
 
 const timeFormat = time.RFC3339Nano
@@ -346,21 +395,26 @@ func (s *Store) rollouts(ctx context.Context, q string, args ...any) ([]Rollout,
 	return out, rows.Err()
 }
 
-// Event is something that happened to a service or server.
+// Event is something that happened to a service, a pipeline or one of their servers.
 type Event struct {
-	ID       int64     `json:"id"`
-	Time     time.Time `json:"time"`
-	Service  string    `json:"service"`
-	ServerID string    `json:"server_id,omitempty"`
-	Type     string    `json:"type"`
-	Message  string    `json:"message"`
+	ID        int64     `json:"id"`
+	Time      time.Time `json:"time"`
+	Kind      string    `json:"kind,omitempty"` // the subject's kind: "service" or "pipeline"; "" in events recorded before schema version 3
+	Service   string    `json:"service"`        // the subject's name
+	ServerID  string    `json:"server_id,omitempty"`
+	RolloutID int64     `json:"rollout_id,omitempty"` // the rollout it happened in, 0 for none
+	Step      string    `json:"step,omitempty"`       // the rollout's step, e.g. a wave
+	Tone      string    `json:"tone,omitempty"`       // how it reads: e.g. "good", "bad"; "" for neutral
+	Type      string    `json:"type"`
+	Message   string    `json:"message"`
 }
 
 // AddEvent records an event and returns it with its ID and time.
 func (s *Store) AddEvent(ctx context.Context, e Event) (Event, error) {
 	e.Time = time.Now().UTC()
-	res, err := s.db.ExecContext(ctx, "INSERT INTO events (time, service, server_id, type, message) VALUES (?, ?, ?, ?, ?)",
-		e.Time.Format(timeFormat), e.Service, e.ServerID, e.Type, e.Message)
+	res, err := s.db.ExecContext(ctx, `INSERT INTO events (time, kind, service, server_id, rollout_id, step, tone, type, message)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Time.Format(timeFormat), e.Kind, e.Service, e.ServerID, e.RolloutID, e.Step, e.Tone, e.Type, e.Message)
 	if err != nil {
 		return e, err
 	}
@@ -376,7 +430,7 @@ func (s *Store) Events(ctx context.Context, service string, since int64, limit i
 
 // events returns the events that where (a WHERE clause and what follows) selects.
 func (s *Store) events(ctx context.Context, where string, args ...any) ([]Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, time, service, server_id, type, message FROM events `+where, args...)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, time, kind, service, server_id, rollout_id, step, tone, type, message FROM events `+where, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -385,7 +439,7 @@ func (s *Store) events(ctx context.Context, where string, args ...any) ([]Event,
 	for rows.Next() {
 		var e Event
 		var t string
-		if err := rows.Scan(&e.ID, &t, &e.Service, &e.ServerID, &e.Type, &e.Message); err != nil {
+		if err := rows.Scan(&e.ID, &t, &e.Kind, &e.Service, &e.ServerID, &e.RolloutID, &e.Step, &e.Tone, &e.Type, &e.Message); err != nil {
 			return nil, err
 		}
 		e.Time = parseTime(t)
@@ -396,11 +450,13 @@ func (s *Store) events(ctx context.Context, where string, args ...any) ([]Event,
 
 // EventQuery selects events, newest first.
 type EventQuery struct {
-	Service string    // "" for every service
-	Type    string    // "" for every type
-	After   time.Time // zero for no bound
-	Before  int64     // only events with a smaller ID; 0 for no bound
-	Limit   int
+	Service   string    // "" for every service
+	Kind      string    // "service" or "pipeline"; "" for every kind
+	RolloutID int64     // only the events of this rollout; 0 for any
+	Type      string    // "" for every type
+	After     time.Time // zero for no bound
+	Before    int64     // only events with a smaller ID; 0 for no bound
+	Limit     int
 }
 
 // QueryEvents returns the events q selects, newest first.
@@ -413,8 +469,9 @@ func (s *Store) QueryEvents(ctx context.Context, q EventQuery) ([]Event, error) 
 	if !q.After.IsZero() {
 		after = q.After.UTC().Format(timeFormat)
 	}
-	return s.events(ctx, `WHERE id < ? AND (? = '' OR service = ?) AND (? = '' OR type = ?) AND (? = '' OR time >= ?)
-		ORDER BY id DESC LIMIT ?`, before, q.Service, q.Service, q.Type, q.Type, after, after, q.Limit)
+	return s.events(ctx, `WHERE id < ? AND (? = '' OR service = ?) AND (? = '' OR kind = ?) AND (? = 0 OR rollout_id = ?)
+		AND (? = '' OR type = ?) AND (? = '' OR time >= ?)
+		ORDER BY id DESC LIMIT ?`, before, q.Service, q.Service, q.Kind, q.Kind, q.RolloutID, q.RolloutID, q.Type, q.Type, after, after, q.Limit)
 }
 
 // EventTypes returns the types of the events recorded, sorted.
