@@ -255,10 +255,6 @@ const (
 	EventExec EventType = "exec"
 	// EventChange: the server was altered out of band in another way: renamed,
 	// paused, its limits updated...
-	//
-	// Deprecated form of EventExec: until every consumer acts on EventExec, the Docker
-	// driver follows each EventExec with an EventChange of the same Detail. A consumer
-	// that acts on EventExec ignores an EventChange whose Detail starts with "exec".
 	EventChange EventType = "change"
 )
 

@@ -484,7 +484,7 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 			in := d != nil && d.Has(s.Address)
 			health := "waiting"
 			switch {
-			case cs.failing[s.Address] > 0:
+			case e.monitor.Failures(sv.Name, s.Address) > 0:
 				health = "failing"
 			case in:
 				health = "healthy"

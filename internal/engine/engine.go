@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -13,12 +14,15 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"k8s.io/utils/clock"
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/driver"
 	"github.com/kiln-build/kiln/internal/frontdoor"
 	"github.com/kiln-build/kiln/internal/health"
+	"github.com/kiln-build/kiln/internal/monitor"
+	"github.com/kiln-build/kiln/internal/reconcile"
 	"github.com/kiln-build/kiln/internal/rollout"
 	"github.com/kiln-build/kiln/internal/secret"
 	"github.com/kiln-build/kiln/internal/spec"
@@ -36,6 +40,8 @@ type Options struct {
 	Project string
 	// Resync is the controller's period (DefaultResync when zero).
 	Resync time.Duration
+	// Clock is the controller's and the health monitor's time: real time when nil.
+	Clock clock.WithTicker
 	// StateDir holds the pipelines' source mirrors and checkouts.
 	StateDir string
 	// Secrets seals the secrets kept in the state and digests them; a key of its own,
@@ -59,7 +65,10 @@ type Engine struct {
 	// that an apply sees the doors and rollouts of the one before it.
 	applying sync.Mutex
 
-	doors *frontdoor.Registry
+	doors   *frontdoor.Registry
+	monitor *monitor.Monitor
+	loop    *reconcile.Loop
+	clock   clock.WithTicker
 
 	mu        sync.Mutex
 	ctx       context.Context           // set by Start
@@ -88,6 +97,21 @@ func New(opts Options) *Engine {
 		measure, count := e.metrics.middleware(service), e.traffic.middleware(service)
 		return func(h http.Handler) http.Handler { return measure(count(frontdoor.WithoutSession(h))) }
 	})
+	if e.clock = opts.Clock; e.clock == nil {
+		e.clock = clock.RealClock{}
+	}
+	e.monitor = monitor.New(monitor.Options{
+		Services: e.probed,
+		Unhealthy: func(service, addr string, n int, err error) {
+			e.unhealthy(e.base(context.Background()), service, addr, n, err)
+		},
+		Probed: func(service string, took time.Duration) {
+			e.metrics.probes.WithLabelValues(service).Observe(took.Seconds())
+		},
+		Clock: e.clock,
+	})
+	e.loop = reconcile.New(healer{e}, reconcile.Options{Keys: e.serviceNames, Resync: cmp.Or(opts.Resync, DefaultResync),
+		Clock: e.clock, Log: e.log})
 	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy,
 		Event: func(service, id, typ, msg string) { e.event(service, id, typ, "%s", msg) }}
 	return e
@@ -148,15 +172,11 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 		}()
 	}
-	e.work.Add(2)
-	go func() {
-		defer e.work.Done()
-		e.control(ctx)
-	}()
-	go func() {
-		defer e.work.Done()
-		e.traffic.run(ctx)
-	}()
+	// The controller: runtime events, the health monitor and the reconcile loop.
+	e.work.Go(func() { e.watch(ctx) })
+	e.work.Go(func() { e.monitor.Start(ctx) })
+	e.work.Go(func() { e.loop.Start(ctx) })
+	e.work.Go(func() { e.traffic.run(ctx) })
 	if err := e.resumePipelines(ctx); err != nil {
 		e.log.Error("starting pipelines", "err", err)
 	}
@@ -180,6 +200,7 @@ func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
 		st.cancelHeal() // a heal of the revision being replaced is not waited for
 	}
 	e.mu.Unlock()
+	defer e.loop.Enqueue(svc.Name) // a pass skipped while the service was changing
 	st.lock.Lock()
 	defer st.lock.Unlock()
 	t, err := e.target(svc, rev.Number)

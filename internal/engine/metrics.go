@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,20 +79,9 @@ func (m *metrics) middleware(service string) func(http.Handler) http.Handler {
 	}
 }
 
-// replaced counts a replacement, classified from its reason.
-func (m *metrics) replaced(service, why string) {
-	reason := "other"
-	for _, r := range []struct{ substr, reason string }{
-		{"exited", "exited"}, {"never started", "exited"}, {"unreachable", "unreachable"},
-		{"health", "unhealthy"}, {"drift", "drift"}, {"from outside", "drift"}, {"missing", "missing"},
-		{"more than", "surplus"}, {"altered", "drift"},
-	} {
-		if strings.Contains(why, r.substr) {
-			reason = r.reason
-			break
-		}
-	}
-	m.replacements.WithLabelValues(service, reason).Inc()
+// replaced counts a replacement of the service's server for reason kind.
+func (m *metrics) replaced(service string, kind reasonKind) {
+	m.replacements.WithLabelValues(service, kind.label()).Inc()
 }
 
 // serversCollector reports servers by service and state, as the runtime reports them at

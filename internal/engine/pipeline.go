@@ -699,7 +699,7 @@ func (e *Engine) deployRun(ctx context.Context, def api.Pipeline, run store.Run,
 			fmt.Fprintf(log, "waiting for the rollout in progress: %v\n", err)
 			waited = true
 		}
-		sleep(ctx, time.Second) // a pipeline waits its turn rather than fail
+		e.sleep(ctx, time.Second) // a pipeline waits its turn rather than fail
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -33,11 +33,27 @@ const (
 )
 
 // Change is one action on one server. Old is the observed server (nil for Create).
+// Cause classifies it; Reasons explain it to people.
 type Change struct {
 	Action  Action
 	Old     *driver.Server
+	Cause   Cause
 	Reasons []string
 }
+
+// Cause is why a change is planned: what callers act on and count, never the wording
+// of Reasons.
+type Cause string
+
+const (
+	CauseMissing     Cause = "missing"     // a replica is missing (Create)
+	CauseRemoved     Cause = "removed"     // the service is not in the spec
+	CauseNotRunning  Cause = "not_running" // the server exited or never started
+	CauseUnreachable Cause = "unreachable" // the runtime published no address for it
+	CauseSurplus     Cause = "surplus"     // more servers than replicas
+	CauseAltered     Cause = "altered"     // its recorded spec does not match its identity
+	CauseChanged     Cause = "changed"     // its spec is not the desired one
+)
 
 // Service is the plan of one service.
 type Service struct {
@@ -129,7 +145,7 @@ func Compute(desired []Desired, observed []driver.Server) Plan {
 		}
 		sp := Service{Service: name}
 		for _, s := range sortServers(byService[name]) {
-			sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Reasons: []string{"service is not in the spec"}})
+			sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Cause: CauseRemoved, Reasons: []string{"service is not in the spec"}})
 		}
 		p.Services = append(p.Services, sp)
 	}
@@ -147,9 +163,9 @@ func computeService(d Desired, observed []driver.Server) Service {
 	for _, s := range sortServers(observed) {
 		switch {
 		case s.State != driver.StateRunning: // a server that is not running is not serving
-			sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Reasons: []string{"server is " + stateWord(s)}})
+			sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Cause: CauseNotRunning, Reasons: []string{"server is " + stateWord(s)}})
 		case s.Address == "": // nor is one that cannot be reached
-			sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Reasons: []string{"server is unreachable (no published address)"}})
+			sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Cause: CauseUnreachable, Reasons: []string{"server is unreachable (no published address)"}})
 		case s.SpecHash == hash && s.Spec.Hash() == hash:
 			matching = append(matching, s)
 		default:
@@ -161,23 +177,34 @@ func computeService(d Desired, observed []driver.Server) Service {
 			sp.Keep = append(sp.Keep, s)
 			continue
 		}
-		sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Reasons: []string{fmt.Sprintf("more than %d replicas", d.Replicas)}})
+		sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Cause: CauseSurplus, Reasons: []string{fmt.Sprintf("more than %d replicas", d.Replicas)}})
 	}
 	need := d.Replicas - len(sp.Keep)
 	for _, s := range stale {
 		if need > 0 {
 			need--
-			sp.Changes = append(sp.Changes, Change{Action: Replace, Old: &s, Reasons: Reasons(s, spec)})
+			sp.Changes = append(sp.Changes, Change{Action: Replace, Old: &s, Cause: staleCause(s), Reasons: Reasons(s, spec)})
 			continue
 		}
 		reasons := append([]string{fmt.Sprintf("more than %d replicas", d.Replicas)}, Reasons(s, spec)...)
-		sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Reasons: reasons})
+		sp.Changes = append(sp.Changes, Change{Action: Destroy, Old: &s, Cause: CauseSurplus, Reasons: reasons})
 	}
 	for ; need > 0; need-- {
-		sp.Changes = append(sp.Changes, Change{Action: Create})
+		sp.Changes = append(sp.Changes, Change{Action: Create, Cause: CauseMissing})
 	}
 	return sp
 }
+
+// staleCause is the cause of replacing s, which does not match the desired spec.
+func staleCause(s driver.Server) Cause {
+	if altered(s) {
+		return CauseAltered
+	}
+	return CauseChanged
+}
+
+// altered reports whether s's recorded spec does not match the identity it carries.
+func altered(s driver.Server) bool { return s.SpecHash != "" && s.Spec.Hash() != s.SpecHash }
 
 func stateWord(s driver.Server) string {
 	switch s.State {
@@ -206,7 +233,7 @@ func sortServers(servers []driver.Server) []driver.Server {
 // values are never shown, only the names of the variables, since they may be secrets.
 func Reasons(s driver.Server, spec driver.ServerSpec) []string {
 	old := s.Spec
-	if s.SpecHash != "" && old.Hash() != s.SpecHash {
+	if altered(s) {
 		return []string{"server was altered after it was created (its recorded spec does not match its identity)"}
 	}
 	var r []string

@@ -304,22 +304,6 @@ func TestToEvent(t *testing.T) {
 	}
 }
 
-// An exec is reported as EventExec, then as the EventChange of the same detail that
-// consumers predating EventExec act on; other events once.
-func TestLegacyExecEvent(t *testing.T) {
-	exec := driver.Event{Type: driver.EventExec, ServerID: "c1", Service: "web", Detail: "exec_start: sh"}
-	got := withLegacy(exec)
-	legacy := exec
-	legacy.Type = driver.EventChange
-	if len(got) != 2 || got[0] != exec || got[1] != legacy {
-		t.Errorf("withLegacy(exec) = %+v, want the exec then its EventChange", got)
-	}
-	rename := driver.Event{Type: driver.EventChange, ServerID: "c1", Detail: "rename"}
-	if got := withLegacy(rename); len(got) != 1 || got[0] != rename {
-		t.Errorf("withLegacy(rename) = %+v, want it alone", got)
-	}
-}
-
 // Open takes the driver's options by name and refuses others; an engine that does not
 // answer is ErrUnavailable.
 func TestOpen(t *testing.T) {

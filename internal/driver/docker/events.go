@@ -42,12 +42,10 @@ func (d *Driver) Watch(ctx context.Context) (<-chan driver.Event, error) {
 				if !ok {
 					continue
 				}
-				for _, ev := range withLegacy(ev) {
-					select {
-					case out <- ev:
-					case <-ctx.Done():
-						return
-					}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
 				}
 			}
 		}
@@ -88,17 +86,6 @@ func toEvent(m events.Message) (driver.Event, bool) {
 		return driver.Event{}, false
 	}
 	return ev, true
-}
-
-// withLegacy is ev, and after an EventExec the EventChange of the same detail that
-// consumers predating EventExec act on (see driver.EventChange).
-func withLegacy(ev driver.Event) []driver.Event {
-	if ev.Type != driver.EventExec {
-		return []driver.Event{ev}
-	}
-	legacy := ev
-	legacy.Type = driver.EventChange
-	return []driver.Event{ev, legacy}
 }
 
 // Logs returns what the container printed, stdout and stderr interleaved in one
