@@ -15,9 +15,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/internal/api"
-	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/driver"
 	"github.com/kiln-build/kiln/internal/health"
+	"github.com/kiln-build/kiln/internal/imagestore"
 	"github.com/kiln-build/kiln/internal/rollout"
 	"github.com/kiln-build/kiln/internal/secret"
 	"github.com/kiln-build/kiln/internal/spec"
@@ -27,7 +27,7 @@ import (
 // Options configure an Engine.
 type Options struct {
 	State  *store.Store
-	Images *bake.Store
+	Images *imagestore.Store
 	Driver driver.Driver
 	// Owner names this process in rollout records, e.g. "kiln serve (pid 42)".
 	Owner string
