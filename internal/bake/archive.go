@@ -287,7 +287,7 @@ func (b *Baker) importImage(src v1.Image) (v1.Image, error) {
 	if len(layers) != len(cf.RootFS.DiffIDs) {
 		return nil, fmt.Errorf("it has %d layers and its configuration names %d", len(layers), len(cf.RootFS.DiffIDs))
 	}
-	cfgDigest, err := b.store.writeBytes(rawCfg)
+	cfgDigest, err := b.store.WriteBytes(rawCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -320,11 +320,11 @@ func (b *Baker) importImage(src v1.Image) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := b.store.writeBytes(raw)
+	h, err := b.store.WriteBytes(raw)
 	if err != nil {
 		return nil, err
 	}
-	return b.store.imageByDigest(h)
+	return b.store.Image(h)
 }
 
 // boundedReader fails once more than left bytes were read.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kiln-build/kiln/internal/imagestore"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
@@ -117,20 +117,22 @@ func (e *StepError) Unwrap() error { return e.Err }
 
 // Baker bakes images into a store.
 type Baker struct {
-	store *Store
+	store *imagestore.Store
 	cache *cache
 	tmp   string
 	opts  Options
 	mu    sync.Mutex // serializes index updates
 }
 
-// NewBaker returns a Baker for the store in stateDir.
-func NewBaker(store *Store, opts Options) (*Baker, error) {
-	c, err := newCache(store.root)
+// NewBaker returns a Baker that writes into store, keeping its step cache (and the Go
+// caches of sandboxed builds) in the store's state directory. The caller holds the
+// store's lock while it bakes.
+func NewBaker(store *imagestore.Store, opts Options) (*Baker, error) {
+	c, err := newCache(store.StateDir())
 	if err != nil {
 		return nil, fmt.Errorf("creating build cache: %w", err)
 	}
-	tmp := filepath.Join(store.root, "tmp")
+	tmp := store.TempDir()
 	if err := os.MkdirAll(tmp, dirPerm); err != nil {
 		return nil, err
 	}
@@ -141,7 +143,7 @@ func NewBaker(store *Store, opts Options) (*Baker, error) {
 		return nil, errors.New("a confined bake needs Options.Root, the directory it may read")
 	}
 	if opts.Confine || opts.Sandbox {
-		if err := store.goCaches(); err != nil {
+		if err := makeGoCaches(store.StateDir()); err != nil {
 			return nil, err
 		}
 		if opts.BuildCache != "" {
@@ -290,7 +292,7 @@ func (b *Baker) bakeImage(ctx context.Context, h *hostFiles, img *spec.Image, do
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: err}
 	}
-	desc, err := b.store.putImage(oimg)
+	desc, err := b.store.PutImage(oimg)
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: fmt.Errorf("storing image: %w", err)}
 	}
@@ -306,19 +308,19 @@ func (b *Baker) bakeImage(ctx context.Context, h *hostFiles, img *spec.Image, do
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: err}
 	}
-	sbomDigest, err := b.store.writeBytes(sbom)
+	sbomDigest, err := b.store.WriteBytes(sbom)
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: fmt.Errorf("storing SBOM: %w", err)}
 	}
 	if !b.opts.DryRun {
 		b.mu.Lock()
-		err = b.store.record(img.Name, desc, sbomDigest, time.Now())
+		err = b.store.Record(img.Name, desc, sbomDigest, time.Now())
 		b.mu.Unlock()
 	}
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: fmt.Errorf("recording image in the store: %w", err)}
 	}
-	stored, err := b.store.imageByDigest(desc.Digest)
+	stored, err := b.store.Image(desc.Digest)
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +339,7 @@ func (b *Baker) inventory(h v1.Hash, bs base) (osInventory, error) {
 	if err != nil {
 		return osInventory{}, err
 	}
-	stored, err := b.store.imageByDigest(h)
+	stored, err := b.store.Image(h)
 	if err != nil {
 		return osInventory{}, err
 	}
@@ -390,7 +392,7 @@ func (b *Baker) runStep(ctx context.Context, h *hostFiles, img *spec.Image, st s
 	if err != nil {
 		return nil, false, err
 	}
-	layer, err := b.store.writeLayer(entries, time.Unix(epoch, 0).UTC())
+	layer, err := writeLayer(b.store, entries, time.Unix(epoch, 0).UTC())
 	if err != nil {
 		return nil, false, fmt.Errorf("writing layer: %w", err)
 	}
@@ -406,7 +408,7 @@ func (b *Baker) goSandbox(h *hostFiles) *goSandbox {
 	if !b.opts.Confine && !b.opts.Sandbox {
 		return nil
 	}
-	sb := &goSandbox{caches: b.store.goCacheDirs()}
+	sb := &goSandbox{caches: goCacheDirs(b.store.StateDir())}
 	if b.opts.BuildCache != "" {
 		sb.caches.Build = b.opts.BuildCache
 	}

@@ -19,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
+	"github.com/kiln-build/kiln/internal/imagestore"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
@@ -71,7 +72,7 @@ func writeFile(t *testing.T, path, content string) {
 
 type bakeRun struct {
 	results []*Result
-	store   *Store
+	store   *imagestore.Store
 	events  []Event
 }
 
@@ -98,7 +99,7 @@ func bakeWith(t *testing.T, dir string, epoch int64, vars map[string]string, opt
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	store, err := OpenStore(filepath.Join(dir, ".kiln"))
+	store, err := imagestore.Open(filepath.Join(dir, ".kiln"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +438,7 @@ func TestGoCompileErrorNamesTheBlock(t *testing.T) {
 		t.Errorf("error points at %s, want the go block (kiln.hcl line 17)", se.Range)
 	}
 	// The store still holds the last good image, intact.
-	store, _ := OpenStore(filepath.Join(dir, ".kiln"))
+	store, _ := imagestore.Open(filepath.Join(dir, ".kiln"))
 	e, err := store.Find("hello")
 	if err != nil || e.Digest != good {
 		t.Fatalf("after a failed bake the store has %v, %v; want %s", e.Digest, err, good)
@@ -453,7 +454,7 @@ func TestPrune(t *testing.T) {
 	old := mustBake(t, dir, testEpoch).result("hello")
 	writeFile(t, filepath.Join(dir, "static", "index.html"), "<p>v2</p>\n")
 	cur := mustBake(t, dir, testEpoch).result("hello")
-	store, _ := OpenStore(filepath.Join(dir, ".kiln"))
+	store, _ := imagestore.Open(filepath.Join(dir, ".kiln"))
 	entries, _ := store.Entries()
 	if len(entries) != 2 {
 		t.Fatalf("want both bakes in the store, got %d", len(entries))
@@ -537,7 +538,7 @@ func TestRelativeStateDir(t *testing.T) {
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	store, err := OpenStore("state") // relative to the working directory, not the spec
+	store, err := imagestore.Open("state") // relative to the working directory, not the spec
 	if err != nil {
 		t.Fatal(err)
 	}

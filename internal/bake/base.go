@@ -354,7 +354,7 @@ func (b *Baker) storeLayer(l v1.Layer) (layerDesc, error) {
 	if err != nil {
 		return layerDesc{}, err
 	}
-	if err := b.store.writeBlob(d, l.Compressed); err != nil {
+	if err := b.store.WriteBlob(d, l.Compressed); err != nil {
 		return layerDesc{}, err
 	}
 	size, err := l.Size()
@@ -373,7 +373,7 @@ func (b *Baker) registryBase(ctx context.Context, ref string, p spec.Platform) (
 	}
 	if d, ok := r.(name.Digest); ok {
 		if h, err := v1.NewHash(d.DigestStr()); err == nil {
-			if img, err := b.store.imageByDigest(h); err == nil {
+			if img, err := b.store.Image(h); err == nil {
 				return base{img: img, name: r.Name(), digest: h}, nil
 			}
 		}
@@ -399,69 +399,6 @@ func RegistryError(what, registry string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
-
-// imageByDigest reads an image manifest from the store's blobs, whether or not the
-// index lists it.
-func (s *Store) imageByDigest(h v1.Hash) (v1.Image, error) {
-	raw, err := s.readBlob(h)
-	if err != nil {
-		return nil, err
-	}
-	m, err := v1.ParseManifest(bytes.NewReader(raw))
-	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", h, err)
-	}
-	if !m.MediaType.IsImage() && m.MediaType != "" {
-		return nil, fmt.Errorf("%s is a %s, not an image", h, m.MediaType)
-	}
-	return partial.CompressedToImage(&storedImage{s: s, raw: raw, m: m})
-}
-
-func (s *Store) readBlob(h v1.Hash) ([]byte, error) {
-	r, err := s.Blob(h)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	return io.ReadAll(r)
-}
-
-// storedImage is an image whose manifest, config and layers are blobs in the store.
-type storedImage struct {
-	s   *Store
-	raw []byte
-	m   *v1.Manifest
-}
-
-func (i *storedImage) MediaType() (types.MediaType, error) {
-	if i.m.MediaType == "" {
-		return types.OCIManifestSchema1, nil
-	}
-	return i.m.MediaType, nil
-}
-func (i *storedImage) RawManifest() ([]byte, error)   { return i.raw, nil }
-func (i *storedImage) RawConfigFile() ([]byte, error) { return i.s.readBlob(i.m.Config.Digest) }
-func (i *storedImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
-	for _, l := range i.m.Layers {
-		if l.Digest == h {
-			return &storedBlob{s: i.s, d: l}, nil
-		}
-	}
-	if i.m.Config.Digest == h {
-		return &storedBlob{s: i.s, d: i.m.Config}, nil
-	}
-	return nil, fmt.Errorf("blob %s is not part of this image", h)
-}
-
-type storedBlob struct {
-	s *Store
-	d v1.Descriptor
-}
-
-func (b *storedBlob) Digest() (v1.Hash, error)            { return b.d.Digest, nil }
-func (b *storedBlob) Size() (int64, error)                { return b.d.Size, nil }
-func (b *storedBlob) MediaType() (types.MediaType, error) { return b.d.MediaType, nil }
-func (b *storedBlob) Compressed() (io.ReadCloser, error)  { return b.s.Blob(b.d.Digest) }
 
 // describe names the base in the history of the layers it adds.
 func (bs base) describe() string {

@@ -10,6 +10,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/internal/atomicfile"
+	"github.com/kiln-build/kiln/internal/imagestore"
 )
 
 // cacheVersion is part of every cache key: bump it when a change to kiln would make a
@@ -34,8 +35,25 @@ type fileRecord struct {
 	Size   int64  `json:"size"`
 }
 
+// bake's files in the state directory (the step cache, the OS inventories, build
+// outputs) are its owner's only, as the store's are: a cache entry names the files of
+// an image, and a build output is one.
+const (
+	dirPerm  os.FileMode = 0o700
+	filePerm os.FileMode = 0o600
+)
+
+// newCache opens the step cache in stateDir/cache/layers, creating it if needed, and
+// makes a cache an older kiln left readable by others private.
 func newCache(stateDir string) (*cache, error) {
-	dir := filepath.Join(stateDir, "cache", "layers")
+	top := filepath.Join(stateDir, "cache")
+	dir := filepath.Join(top, "layers")
+	if err := os.Chmod(top, dirPerm); err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	if err := imagestore.PrivateTree(dir); err != nil {
+		return nil, err
+	}
 	return &cache{dir: dir}, os.MkdirAll(dir, dirPerm)
 }
 
@@ -52,7 +70,7 @@ func key(inputs any) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func (c *cache) get(s *Store, key string) (*built, bool) {
+func (c *cache) get(s *imagestore.Store, key string) (*built, bool) {
 	b, err := os.ReadFile(filepath.Join(c.dir, key+".json"))
 	if err != nil {
 		return nil, false
@@ -85,7 +103,7 @@ func (c *cache) basePath(key string) string {
 
 // getBase returns the stored image of a base, while the store still holds all of it
 // (a prune removes the blobs of bases no stored image is built on).
-func (c *cache) getBase(s *Store, key string) (v1.Image, bool) {
+func (c *cache) getBase(s *imagestore.Store, key string) (v1.Image, bool) {
 	b, err := os.ReadFile(c.basePath(key))
 	if err != nil {
 		return nil, false
@@ -94,7 +112,7 @@ func (c *cache) getBase(s *Store, key string) (v1.Image, bool) {
 	if json.Unmarshal(b, &e) != nil || e.Key != key {
 		return nil, false
 	}
-	img, err := s.imageByDigest(e.Manifest)
+	img, err := s.Image(e.Manifest)
 	if err != nil {
 		return nil, false
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/kiln-build/kiln/internal/imagestore"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
@@ -277,7 +278,7 @@ func TestSandboxedBuildIsIsolated(t *testing.T) {
 	writeFile(t, filepath.Join(goroot, "bin", "go"), string(mustRead(t, exe)))
 	os.Chmod(filepath.Join(goroot, "bin", "go"), 0o755)
 
-	store, err := OpenStore(filepath.Dir(filepath.Dir(filepath.Dir(checkout))))
+	store, err := imagestore.Open(filepath.Dir(filepath.Dir(filepath.Dir(checkout))))
 	if err != nil {
 		t.Fatal(err)
 	}

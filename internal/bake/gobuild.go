@@ -76,6 +76,26 @@ type goCaches struct {
 	Path  string `json:"GOPATH"`
 }
 
+// goCacheDirs are the go command's caches for sandboxed builds, in the state directory:
+// never the caller's own, which a sandboxed build must not write.
+func goCacheDirs(stateDir string) goCaches {
+	d := filepath.Join(stateDir, "cache", "go")
+	return goCaches{Mod: filepath.Join(d, "mod"), Build: filepath.Join(d, "build"), Path: filepath.Join(d, "path")}
+}
+
+// makeGoCaches creates the sandboxed builds' caches. The module cache is read by the
+// sandbox's user, so it is not dirPerm; the state directory above keeps others out.
+func makeGoCaches(stateDir string) error {
+	c := goCacheDirs(stateDir)
+	if err := os.MkdirAll(c.Mod, 0o755); err != nil {
+		return fmt.Errorf("creating the Go module cache: %w", err)
+	}
+	if err := os.MkdirAll(c.Build, dirPerm); err != nil {
+		return fmt.Errorf("creating the Go build cache: %w", err)
+	}
+	return nil
+}
+
 // userGoCaches are the caller's own, for unsandboxed builds: a local bake shares them
 // with the user's other builds.
 var userGoCaches = sync.OnceValues(func() (goCaches, error) {

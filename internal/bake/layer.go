@@ -13,6 +13,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/kiln-build/kiln/internal/imagestore"
 )
 
 // entry is one file, directory or symlink of a layer, with the owner, mode and content
@@ -49,10 +51,11 @@ type layerDesc struct {
 // writeLayer writes entries as a reproducible gzip-compressed tar into the store: entries
 // sorted by path, every missing parent directory added (root-owned, 0755), every
 // timestamp set to mtime, no user or group names, and gzip at a fixed level with no name
-// or time in its header. The same entries and mtime give the same bytes.
-func (s *Store) writeLayer(entries []entry, mtime time.Time) (layerDesc, error) {
+// or time in its header. The same entries and mtime give the same bytes. The caller
+// holds the store's lock.
+func writeLayer(s *imagestore.Store, entries []entry, mtime time.Time) (layerDesc, error) {
 	entries = withParents(entries)
-	w, err := s.newBlobWriter()
+	w, err := s.NewBlobWriter()
 	if err != nil {
 		return layerDesc{}, err
 	}
@@ -145,7 +148,7 @@ func withParents(entries []entry) []entry {
 
 // storedLayer is a v1.Layer whose compressed bytes are a blob in the store.
 type storedLayer struct {
-	s *Store
+	s *imagestore.Store
 	d layerDesc
 }
 

@@ -10,8 +10,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-
-	"github.com/kiln-build/kiln/internal/dockerimage"
 )
 
 // Push uploads img to repo/NAME by digest (never by tag: what was baked is what is
@@ -34,18 +32,4 @@ func Push(ctx context.Context, img v1.Image, repo, imageName string) (name.Diges
 		return name.Digest{}, RegistryError("pushing "+imageName+" to "+ref.Context().Name(), ref.Context().RegistryStr(), err)
 	}
 	return ref, nil
-}
-
-// DockerTag is the tag --load gives an image in the Docker engine.
-func DockerTag(imageName string) string { return "kiln/" + imageName + ":latest" }
-
-// Load makes img available to the Docker engine (found as the docker CLI finds it:
-// DOCKER_HOST, else the local socket) under tag.
-func Load(ctx context.Context, img v1.Image, tag string) error {
-	c, err := dockerimage.New()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return c.Load(ctx, img, tag)
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/kiln-build/kiln/internal/imagestore"
 )
 
 // startRegistry runs go-containerregistry's registry, which speaks the real distribution
@@ -163,7 +165,7 @@ func TestEmbeddedFilesAreGoInputs(t *testing.T) {
 func TestSBOM(t *testing.T) {
 	dir := example(t)
 	res := mustBake(t, dir, testEpoch).result("hello")
-	store, _ := OpenStore(filepath.Join(dir, ".kiln"))
+	store, _ := imagestore.Open(filepath.Join(dir, ".kiln"))
 	e, err := store.Find("hello")
 	if err != nil {
 		t.Fatal(err)
@@ -171,10 +173,7 @@ func TestSBOM(t *testing.T) {
 	if e.SBOM != res.SBOM || e.SBOM == (v1.Hash{}) {
 		t.Fatalf("index SBOM %s, result %s", e.SBOM, res.SBOM)
 	}
-	raw, err := store.readBlob(e.SBOM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := readBlob(t, store, e.SBOM)
 	var bom struct {
 		BOMFormat   string `json:"bomFormat"`
 		SpecVersion string `json:"specVersion"`

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kiln-build/kiln/internal/imagestore"
 )
 
 func git(t *testing.T, dir string, args ...string) string {
@@ -52,8 +54,8 @@ func TestDirtyTreeIsMarked(t *testing.T) {
 				t.Errorf("%s: history %q has comment %q", what, h.CreatedBy, h.Comment)
 			}
 		}
-		store, _ := OpenStore(filepath.Join(dir, ".kiln"))
-		sbom, _ := store.readBlob(r.SBOM)
+		store, _ := imagestore.Open(filepath.Join(dir, ".kiln"))
+		sbom := readBlob(t, store, r.SBOM)
 		if !bytes.Contains(sbom, []byte(`"value": "`+want+`"`)) {
 			t.Errorf("%s: the SBOM does not name revision %s:\n%s", what, want, sbom)
 		}

@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/bake"
+	"github.com/kiln-build/kiln/internal/driver/docker"
+	"github.com/kiln-build/kiln/internal/imagestore"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
@@ -76,7 +78,7 @@ func runBake(cmd *cobra.Command, g *globals, o bakeOptions, names []string) erro
 	if err != nil {
 		return err
 	}
-	store, err := bake.OpenStore(stateDir)
+	store, err := imagestore.Open(stateDir)
 	if err != nil {
 		return err
 	}
@@ -104,6 +106,13 @@ func runBake(cmd *cobra.Command, g *globals, o bakeOptions, names []string) erro
 		return g.bakeError(cfg, err)
 	}
 
+	var loader *docker.Driver // for --load: only the Docker driver loads images into Docker
+	if o.load {
+		if loader, err = docker.New(docker.Options{}); err != nil {
+			return err
+		}
+		defer loader.Close()
+	}
 	enc := json.NewEncoder(g.stdout)
 	for _, r := range results {
 		out := bakeResult{Type: "result", Image: r.Name, Digest: r.Digest.String(), SBOM: r.SBOM.String(), Cached: r.Cached}
@@ -115,8 +124,8 @@ func runBake(cmd *cobra.Command, g *globals, o bakeOptions, names []string) erro
 			out.Pushed = ref.String()
 		}
 		if o.load {
-			tag := bake.DockerTag(r.Name)
-			if err := bake.Load(ctx, r.Image, tag); err != nil {
+			tag := dockerTag(r.Name)
+			if err := loader.LoadTagged(ctx, r.Image, tag); err != nil {
 				return err
 			}
 			out.Loaded = tag
@@ -135,6 +144,9 @@ func runBake(cmd *cobra.Command, g *globals, o bakeOptions, names []string) erro
 	}
 	return nil
 }
+
+// dockerTag is the tag --load gives an image in the Docker engine.
+func dockerTag(imageName string) string { return "kiln/" + imageName + ":latest" }
 
 // bakeError shows a failed step at its place in the spec, like a spec diagnostic.
 func (g *globals) bakeError(cfg *spec.Config, err error) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/imagestore"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
@@ -57,7 +58,7 @@ func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Wri
 	if err != nil {
 		return nil, err
 	}
-	store, err := bake.OpenStore(stateDir)
+	store, err := imagestore.Open(stateDir)
 	if err != nil {
 		return nil, err
 	}

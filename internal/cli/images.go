@@ -13,7 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
-	"github.com/kiln-build/kiln/internal/bake"
+	"github.com/kiln-build/kiln/internal/imagestore"
 	state "github.com/kiln-build/kiln/internal/store"
 )
 
@@ -78,7 +78,7 @@ type entryJSON struct {
 	SBOM     string    `json:"sbom,omitempty"`
 }
 
-func writeEntriesJSON(g *globals, entries []bake.Entry) error {
+func writeEntriesJSON(g *globals, entries []imagestore.Entry) error {
 	out := []entryJSON{}
 	for _, e := range entries {
 		j := entryJSON{Name: e.Name, Digest: e.Digest.String(), Current: e.Current, Size: e.Size,
@@ -132,12 +132,12 @@ therefore always finds its image.`,
 
 // openStore opens the image store of the spec here, without requiring the spec to be
 // valid: listing images must work while the spec is being edited.
-func (g *globals) openStore() (*bake.Store, error) {
+func (g *globals) openStore() (*imagestore.Store, error) {
 	dir, err := g.state(nil)
 	if err != nil {
 		return nil, err
 	}
-	return bake.OpenStore(dir)
+	return imagestore.Open(dir)
 }
 
 // keptImages are the digests the deployment state needs: those of recent and current

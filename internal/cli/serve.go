@@ -18,9 +18,9 @@ import (
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/atomicfile"
-	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/driver/docker"
 	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/imagestore"
 	"github.com/kiln-build/kiln/internal/secret"
 	"github.com/kiln-build/kiln/internal/server"
 	"github.com/kiln-build/kiln/internal/store"
@@ -161,7 +161,7 @@ func startDaemonClaimed(ctx context.Context, o daemonOptions, addrFile string) (
 		ln.Close()
 		return nil, err
 	}
-	images, err := bake.OpenStore(stateDir)
+	images, err := imagestore.Open(stateDir)
 	if err != nil {
 		ln.Close()
 		st.Close()

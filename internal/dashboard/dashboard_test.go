@@ -20,6 +20,7 @@ import (
 	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/driver/simdriver"
 	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/imagestore"
 	"github.com/kiln-build/kiln/internal/server"
 	"github.com/kiln-build/kiln/internal/spec"
 	"github.com/kiln-build/kiln/internal/store"
@@ -46,7 +47,7 @@ func startDaemon(t *testing.T) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	images, err := bake.OpenStore(dir)
+	images, err := imagestore.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

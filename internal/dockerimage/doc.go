@@ -1,3 +1,3 @@
-// Package dockerimage moves images between kiln and the local Docker engine: it reads
-// the bases a spec names as docker://REF and loads baked images for `kiln bake --load`.
+// Package dockerimage reads images out of the local Docker engine, for the bases a spec
+// names as docker://REF; loading images into the engine is the Docker driver's.
 package dockerimage

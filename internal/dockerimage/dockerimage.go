@@ -1,21 +1,17 @@
 package dockerimage
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/moby/moby/client"
 )
 
-// Errors that Inspect, Save and Load wrap, for errors.Is.
+// Errors that Inspect and Save wrap, for errors.Is.
 var (
 	// ErrNotFound means the engine has no image by that reference or ID.
 	ErrNotFound = errors.New("the Docker engine has no such image")
@@ -103,41 +99,6 @@ func (c *Client) Save(ctx context.Context, id v1.Hash, w io.Writer) error {
 	defer rc.Close()
 	if _, err := io.Copy(w, rc); err != nil {
 		return fmt.Errorf("exporting %s from the Docker engine: %w", id, err)
-	}
-	return nil
-}
-
-// Load makes img available to the engine under tag, streaming it as a `docker save`
-// tarball.
-func (c *Client) Load(ctx context.Context, img v1.Image, tag string) error {
-	t, err := name.NewTag(tag)
-	if err != nil {
-		return err
-	}
-	if err := c.Ping(ctx); err != nil {
-		return err
-	}
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(tarball.Write(t, img, pw)) }()
-	resp, err := c.cli.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(true))
-	if err != nil {
-		pr.CloseWithError(err)
-		return fmt.Errorf("loading %s into Docker: %w", tag, c.check(err))
-	}
-	defer resp.Close()
-	// The engine answers with a JSON message stream; a failure arrives as a message.
-	sc := bufio.NewScanner(resp)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var msg struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(sc.Bytes(), &msg) == nil && msg.Error != "" {
-			return fmt.Errorf("loading %s into Docker: %s", tag, msg.Error)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("loading %s into Docker: %w", tag, err)
 	}
 	return nil
 }

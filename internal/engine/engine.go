@@ -17,10 +17,10 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kiln-build/kiln/internal/api"
-	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/driver"
 	"github.com/kiln-build/kiln/internal/frontdoor"
 	"github.com/kiln-build/kiln/internal/health"
+	"github.com/kiln-build/kiln/internal/imagestore"
 	"github.com/kiln-build/kiln/internal/monitor"
 	"github.com/kiln-build/kiln/internal/reconcile"
 	"github.com/kiln-build/kiln/internal/rollout"
@@ -32,7 +32,7 @@ import (
 // Options configure an Engine.
 type Options struct {
 	State  *store.Store
-	Images *bake.Store
+	Images *imagestore.Store
 	Driver driver.Driver
 	// Owner names this process in rollout records, e.g. "kiln serve (pid 42)".
 	Owner string

@@ -11,6 +11,7 @@ import (
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/driver/simdriver"
+	"github.com/kiln-build/kiln/internal/imagestore"
 	"github.com/kiln-build/kiln/internal/spec"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -21,7 +22,7 @@ type simDaemon struct {
 	t      *testing.T
 	dir    string
 	state  *store.Store
-	images *bake.Store
+	images *imagestore.Store
 	drv    *simdriver.Driver
 	digest string // of a stored image
 	log    *slog.Logger
@@ -35,7 +36,7 @@ func newSimDaemon(t *testing.T) *simDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	images, err := bake.OpenStore(dir)
+	images, err := imagestore.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

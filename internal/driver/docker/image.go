@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/moby/client"
 
@@ -63,6 +64,41 @@ func (d *Driver) EnsureImage(ctx context.Context, digest string, open func() (v1
 	}
 	if err := d.load(ctx, tag, img); err != nil {
 		return fmt.Errorf("loading image %s: %w", digest, err)
+	}
+	return nil
+}
+
+// LoadTagged is `kiln bake --load`: it makes img available to the engine as
+// EnsureImage does (loaded unless the engine has it, without the layers the engine
+// holds, checked to be there after), then tags it tag as well, moving tag from any
+// image it named before, so that `docker run TAG` runs it. It blocks until the engine
+// has answered, and is idempotent. An engine that does not answer is an error wrapping
+// driver.ErrUnavailable that says what to do.
+func (d *Driver) LoadTagged(ctx context.Context, img v1.Image, tag string) error {
+	if _, err := name.NewTag(tag); err != nil {
+		return err
+	}
+	// Not d.Ping: that also sweeps the daemon's secret files, which is not a bake's to do.
+	if _, err := d.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		if client.IsErrConnectionFailed(err) || errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("%w: cannot reach the Docker engine at %s (is it running? start it with `sudo systemctl start docker`, or point DOCKER_HOST at it): %v",
+				driver.ErrUnavailable, d.cli.DaemonHost(), err)
+		}
+		return d.check(err)
+	}
+	h, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	if err := d.EnsureImage(ctx, h.String(), func() (v1.Image, error) { return img, nil }); err != nil {
+		return err
+	}
+	src, err := imageTag(h.String())
+	if err != nil {
+		return err
+	}
+	if _, err := d.cli.ImageTag(ctx, client.ImageTagOptions{Source: src, Target: tag}); err != nil {
+		return fmt.Errorf("tagging image %s as %s: %w", h, tag, d.check(err))
 	}
 	return nil
 }
