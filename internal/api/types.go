@@ -161,12 +161,19 @@ type Message struct {
 
 // Event is something that happened to a service or a server.
 type Event struct {
-	ID       int64     `json:"id"`
-	Time     time.Time `json:"time"`
-	Service  string    `json:"service"`
-	ServerID string    `json:"server_id,omitempty"`
-	Type     string    `json:"type"`
-	Message  string    `json:"message"`
+	ID   int64     `json:"id"`
+	Time time.Time `json:"time"`
+	// Kind is the subject's kind (SubjectService, SubjectPipeline) and Service its name.
+	Kind     string `json:"kind,omitempty"`
+	Service  string `json:"service"`
+	ServerID string `json:"server_id,omitempty"`
+	// RolloutID is the rollout the event is a step of, 0 for none.
+	RolloutID int64  `json:"rollout_id,omitempty"`
+	Type      string `json:"type"` // one of the Event* types
+	// Step names the event as a rollout's step, Tone its colour (see EventTypeInfo).
+	Step    string `json:"step,omitempty"`
+	Tone    string `json:"tone,omitempty"`
+	Message string `json:"message"`
 }
 
 // Result is the outcome of an apply, rollback or destroy.

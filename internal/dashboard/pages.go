@@ -178,10 +178,6 @@ type stepCount struct {
 
 const maxSteps = 40
 
-// rolloutSteps are the event types that make up a rollout's steps.
-var rolloutSteps = map[string]bool{"rollout": true, "created": true, "admitted": true, "gated": true, "draining": true, "destroyed": true,
-	"switched": true, "deployed": true, "failed": true, "rollback": true, "rolled_back": true, "resumed": true}
-
 func (d *Dashboard) service(r *http.Request, s *session) (view, error) {
 	ctx := r.Context()
 	name := r.PathValue("name")
@@ -299,16 +295,25 @@ func pathByte(b byte) bool {
 
 func (d *Dashboard) rolloutView(ctx context.Context, ro store.Rollout) (*rolloutView, error) {
 	v := &rolloutView{Rollout: ro, Running: ro.State == store.RolloutRunning}
-	evs, err := d.eng.QueryEvents(ctx, store.EventQuery{Service: ro.Service, After: ro.Started.Add(-time.Second), Limit: 500})
+	evs, err := d.eng.QueryEvents(ctx, store.EventQuery{Kind: api.SubjectService, RolloutID: ro.ID, Limit: 500})
 	if err != nil {
 		return nil, err
 	}
+	inWindow := func(api.Event) bool { return true }
+	if len(evs) == 0 {
+		// Recorded before events named their rollout: the service's events of its time.
+		evs, err = d.eng.QueryEvents(ctx, store.EventQuery{Service: ro.Service, After: ro.Started.Add(-time.Second), Limit: 500})
+		if err != nil {
+			return nil, err
+		}
+		inWindow = func(ev api.Event) bool {
+			return ev.Kind != api.SubjectPipeline && !ev.Time.Before(ro.Started.Add(-500*time.Millisecond)) &&
+				(ro.Finished.IsZero() || !ev.Time.After(ro.Finished.Add(500*time.Millisecond)))
+		}
+	}
 	for i := len(evs) - 1; i >= 0; i-- {
 		ev := evs[i]
-		if !rolloutSteps[ev.Type] || ev.Time.Before(ro.Started.Add(-500*time.Millisecond)) {
-			continue
-		}
-		if !ro.Finished.IsZero() && ev.Time.After(ro.Finished.Add(500*time.Millisecond)) {
+		if api.EventTypeInfo(ev.Type).Step == "" || !inWindow(ev) {
 			continue
 		}
 		v.Steps = append(v.Steps, ev)

@@ -61,24 +61,12 @@ func sorthead(u *url.URL, sort, key, label string) sortHead {
 	return sortHead{URL: u, Sort: sort, Key: key, Label: label, Next: next}
 }
 
-// step names a rollout event as a step.
+// step names a rollout event as a step (see api.EventTypeInfo).
 func step(typ string) string {
-	switch typ {
-	case "rollout":
-		return "start"
-	case "created":
-		return "surge: server created"
-	case "admitted", "gated":
-		return "health gate passed"
-	case "draining":
-		return "drain"
-	case "switched":
-		return "front door switched"
-	case "deployed":
-		return "done"
-	default:
-		return strings.ReplaceAll(typ, "_", " ")
+	if st := api.EventTypeInfo(typ).Step; st != "" {
+		return st
 	}
+	return strings.ReplaceAll(typ, "_", " ")
 }
 
 // ago says how long before now t was: "4s", "3m", "2h", "5d".
@@ -142,16 +130,15 @@ func size(n int64) string {
 // tone is the colour class of a state or event word: good, in progress, bad, or
 // neutral ("").
 func tone(word string) string {
-	switch word {
-	case "healthy", "running", "deployed", "succeeded", "admitted", "gated", "switched", "current", "newest":
+	switch word { // states; event types have theirs in api.EventTypeInfo
+	case "healthy", "running", "succeeded", "current", "newest":
 		return "ok"
-	case "rolling out", "healing", "waiting", "queued", "pending", "created", "superseded", "rollout", "rollback",
-		"resumed", "draining", "heal":
+	case "rolling out", "healing", "waiting", "queued", "pending", "superseded":
 		return "busy"
-	case "failed", "rolled_back", "error", "drift", "degraded", "failing", "interrupted", "exited", "unhealthy":
+	case "failing", "interrupted", "exited":
 		return "bad"
 	default:
-		return ""
+		return api.EventTypeInfo(word).Tone
 	}
 }
 

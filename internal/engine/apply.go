@@ -289,6 +289,7 @@ func (e *Engine) goRollout(r store.Rollout, rev store.Revision) func() api.Servi
 // auto_rollback it rolls back to the revision the rollout started from.
 func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revision) api.ServiceResult {
 	res := api.ServiceResult{Service: r.Service, Revision: rev.Number, Changed: true}
+	defer e.inRollout(r)()
 	start := time.Now()
 	defer func() {
 		if res.Outcome != string(store.OutcomePending) {
@@ -564,7 +565,10 @@ func (e *Engine) Events(ctx context.Context, service string, since int64) ([]api
 	}
 	out := []api.Event{}
 	for _, ev := range evs {
-		out = append(out, api.Event{ID: ev.ID, Time: ev.Time, Service: ev.Service, ServerID: ev.ServerID, Type: ev.Type, Message: ev.Message})
+		if service != "" && ev.Kind == api.SubjectPipeline {
+			continue // a pipeline of the service's name is another subject
+		}
+		out = append(out, apiEvent(ev))
 	}
 	return out, nil
 }

@@ -76,13 +76,15 @@ type Engine struct {
 	states    map[string]*serviceState
 	pipelines map[string]*pipelineWorker
 	subs      map[chan api.Event]bool
+	rollouts  map[string]int64 // the rollout running for each service, by ID
 	work      sync.WaitGroup
 }
 
 // New returns an engine; it starts nothing until Start.
 func New(opts Options) *Engine {
 	e := &Engine{opts: opts, targets: map[string]rollout.Target{},
-		states: map[string]*serviceState{}, pipelines: map[string]*pipelineWorker{}, subs: map[chan api.Event]bool{}, log: opts.Log}
+		states: map[string]*serviceState{}, pipelines: map[string]*pipelineWorker{}, subs: map[chan api.Event]bool{},
+		rollouts: map[string]int64{}, log: opts.Log}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -225,6 +227,7 @@ func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
 
 // finishRollback completes a rollback that a stop interrupted.
 func (e *Engine) finishRollback(ctx context.Context, r store.Rollout, current store.Revision) {
+	defer e.inRollout(r)()
 	err := e.converge(ctx, current)
 	if ctx.Err() != nil {
 		return
@@ -307,17 +310,29 @@ func (e *Engine) ensureImage(ctx context.Context, digest string) error {
 	return l.EnsureImage(ctx, digest, func() (v1.Image, error) { return e.opts.Images.Image(h) })
 }
 
-// event records an event and passes it to subscribers.
+// event records an event and passes it to subscribers. Its subject kind, step and
+// tone come from its type (api.EventTypeInfo); a service's event while a rollout of the
+// service runs carries the rollout's ID.
 func (e *Engine) event(service, serverID, typ, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	ev, err := e.opts.State.AddEvent(context.Background(), store.Event{Service: service, ServerID: serverID, Type: typ, Message: msg})
+	info := api.EventTypeInfo(typ)
+	var rollout int64
+	if info.Subject == api.SubjectService {
+		e.mu.Lock()
+		rollout = e.rollouts[service]
+		e.mu.Unlock()
+	}
+	rec := store.Event{Kind: info.Subject, Service: service, ServerID: serverID, RolloutID: rollout, Step: info.Step, Tone: info.Tone,
+		Type: typ, Message: msg}
+	ev, err := e.opts.State.AddEvent(context.Background(), rec)
 	if err != nil {
 		// Still logged below and passed to subscribers: only its record is lost.
 		e.stateWriteFailed("event", err, "service", service, "event", typ, "message", msg)
-		ev = store.Event{Time: time.Now(), Service: service, ServerID: serverID, Type: typ, Message: msg}
+		ev = rec
+		ev.Time = e.clock.Now()
 	}
 	e.log.Info(msg, "service", service, "server_id", serverID, "event", typ)
-	ae := api.Event{ID: ev.ID, Time: ev.Time, Service: service, ServerID: serverID, Type: typ, Message: msg}
+	ae := apiEvent(ev)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for ch := range e.subs {
@@ -325,6 +340,27 @@ func (e *Engine) event(service, serverID, typ, format string, args ...any) {
 		case ch <- ae:
 		default: // a slow subscriber misses events rather than stalling rollouts
 		}
+	}
+}
+
+// apiEvent is a recorded event as the API shows it.
+func apiEvent(ev store.Event) api.Event {
+	return api.Event{ID: ev.ID, Time: ev.Time, Kind: ev.Kind, Service: ev.Service, ServerID: ev.ServerID, RolloutID: ev.RolloutID,
+		Type: ev.Type, Step: ev.Step, Tone: ev.Tone, Message: ev.Message}
+}
+
+// inRollout marks the service's events as steps of rollout r until the returned
+// function is called.
+func (e *Engine) inRollout(r store.Rollout) (done func()) {
+	e.mu.Lock()
+	e.rollouts[r.Service] = r.ID
+	e.mu.Unlock()
+	return func() {
+		e.mu.Lock()
+		if e.rollouts[r.Service] == r.ID {
+			delete(e.rollouts, r.Service)
+		}
+		e.mu.Unlock()
 	}
 }
 

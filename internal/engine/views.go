@@ -97,7 +97,7 @@ func (e *Engine) QueryEvents(ctx context.Context, q store.EventQuery) ([]api.Eve
 	}
 	out := make([]api.Event, 0, len(evs))
 	for _, ev := range evs {
-		out = append(out, api.Event{ID: ev.ID, Time: ev.Time, Service: ev.Service, ServerID: ev.ServerID, Type: ev.Type, Message: ev.Message})
+		out = append(out, apiEvent(ev))
 	}
 	return out, nil
 }

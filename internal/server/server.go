@@ -205,7 +205,7 @@ func (s *Server) stream(w http.ResponseWriter, services []string, op func() (api
 	for {
 		select {
 		case ev := <-events:
-			if len(want) == 0 || want[ev.Service] {
+			if ev.Kind != api.SubjectPipeline && (len(want) == 0 || want[ev.Service]) {
 				send(api.Message{Type: "event", Event: &ev})
 			}
 		case o := <-done:
@@ -216,7 +216,7 @@ func (s *Server) stream(w http.ResponseWriter, services []string, op func() (api
 			for drained := false; !drained; { // events recorded before the result
 				select {
 				case ev := <-events:
-					if len(want) == 0 || want[ev.Service] {
+					if ev.Kind != api.SubjectPipeline && (len(want) == 0 || want[ev.Service]) {
 						send(api.Message{Type: "event", Event: &ev})
 					}
 				default:
@@ -328,7 +328,7 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache")
 	flusher, _ := w.(http.Flusher)
 	send := func(ev api.Event) {
-		if ev.ID <= since || (service != "" && ev.Service != service) {
+		if ev.ID <= since || (service != "" && (ev.Service != service || ev.Kind == api.SubjectPipeline)) {
 			return
 		}
 		since = ev.ID

@@ -74,8 +74,10 @@ var migrations = []string{
 		PRIMARY KEY (run_id, name)
 	);`,
 	// 3: events name their subject's kind, and the rollout and step they belong to
-	// and their tone, so a rollout's page is one query. Older rows read as ''/0.
+	// and their tone, so a rollout's page is one query. Older rows get their kind
+	// (pipeline events were the type "pipeline") and read as ''/0 for the rest.
 	`ALTER TABLE events ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+	UPDATE events SET kind = CASE WHEN type = 'pipeline' THEN 'pipeline' ELSE 'service' END;
 	ALTER TABLE events ADD COLUMN rollout_id INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE events ADD COLUMN step TEXT NOT NULL DEFAULT '';
 	ALTER TABLE events ADD COLUMN tone TEXT NOT NULL DEFAULT '';

@@ -182,7 +182,7 @@ func TestMigrationFromSchema2BacksUpAndKeepsEveryRow(t *testing.T) {
 		t.Fatalf("events %+v, %v", evs, err)
 	}
 	if e := evs[0]; e.Service != "web" || e.ServerID != "web-1" || e.Type != "server_created" || e.Message != "server web-1 created" ||
-		e.Kind != "" || e.RolloutID != 0 || e.Step != "" || e.Tone != "" {
+		e.Kind != "service" || e.RolloutID != 0 || e.Step != "" || e.Tone != "" {
 		t.Errorf("first event reads back as %+v", e)
 	}
 	if evs[2].Service != "api" || evs[2].Type != "drift" {

@@ -399,7 +399,7 @@ func (s *Store) rollouts(ctx context.Context, q string, args ...any) ([]Rollout,
 type Event struct {
 	ID        int64     `json:"id"`
 	Time      time.Time `json:"time"`
-	Kind      string    `json:"kind,omitempty"` // the subject's kind: "service" or "pipeline"; "" in events recorded before schema version 3
+	Kind      string    `json:"kind,omitempty"` // the subject's kind: "service" or "pipeline"
 	Service   string    `json:"service"`        // the subject's name
 	ServerID  string    `json:"server_id,omitempty"`
 	RolloutID int64     `json:"rollout_id,omitempty"` // the rollout it happened in, 0 for none
