@@ -68,8 +68,9 @@ func (e *Engine) state(service string) *serviceState {
 type healer struct{ e *Engine }
 
 // Reconcile heals one service: see Engine.heal. A service whose servers are being
-// changed (a rollout, a re-adoption, a destroy) is left alone: whoever changes it
-// enqueues it again when done.
+// changed (a rollout, a re-adoption, a destroy) is left alone: the change converges it
+// from what the runtime lists, and the next resync looks again (a server that died
+// meanwhile stays flagged until then).
 func (h healer) Reconcile(ctx context.Context, service string, full bool) (time.Duration, error) {
 	e := h.e
 	st := e.state(service)

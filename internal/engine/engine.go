@@ -202,7 +202,6 @@ func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
 		st.cancelHeal() // a heal of the revision being replaced is not waited for
 	}
 	e.mu.Unlock()
-	defer e.loop.Enqueue(svc.Name) // a pass skipped while the service was changing
 	st.lock.Lock()
 	defer st.lock.Unlock()
 	t, err := e.target(svc, rev.Number)
