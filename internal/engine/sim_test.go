@@ -71,8 +71,15 @@ func newSimDaemon(t *testing.T) *simDaemon {
 }
 
 // start runs an engine until stop is called (or the test ends).
-func (d *simDaemon) start() (e *Engine, stop func()) {
-	e = New(Options{State: d.state, Images: d.images, Driver: d.drv, Project: "sim", StateDir: d.dir, Log: d.log})
+func (d *simDaemon) start() (e *Engine, stop func()) { return d.startWith(nil) }
+
+// startWith is start with the engine's options changed by set (nil for none).
+func (d *simDaemon) startWith(set func(*Options)) (e *Engine, stop func()) {
+	opts := Options{State: d.state, Images: d.images, Driver: d.drv, Project: "sim", StateDir: d.dir, Log: d.log}
+	if set != nil {
+		set(&opts)
+	}
+	e = New(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
