@@ -17,15 +17,20 @@ const module = "github.com/kiln-build/kiln"
 // CLI.
 var allowed = map[string][]string{
 	"cmd/kiln":        {"internal/cli", "internal/sandbox"},
-	"internal/cli":    {"internal/spec", "internal/bake", "internal/atomicfile", "internal/api", "internal/engine", "internal/server", "internal/store", "internal/statedir", "internal/secret", "internal/driver/docker"},
-	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/httpguard", "internal/plan", "internal/spec", "internal/store", "internal/driver/simdriver"},
+	"internal/cli":    {"internal/spec", "internal/bake", "internal/atomicfile", "internal/api", "internal/engine", "internal/pipeline", "internal/resolve", "internal/server", "internal/store", "internal/statedir", "internal/secret", "internal/driver/docker"},
+	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/pipeline", "internal/httpguard", "internal/plan", "internal/spec", "internal/store", "internal/driver/simdriver"},
 	// The dashboard's tests run it behind the real server (which imports it), on the
 	// simulated driver.
-	"internal/dashboard":        {"internal/api", "internal/engine", "internal/store", "internal/server", "internal/driver/simdriver", "internal/bake", "internal/spec"},
+	"internal/dashboard":        {"internal/api", "internal/engine", "internal/pipeline", "internal/store", "internal/server", "internal/driver/simdriver", "internal/bake", "internal/spec"},
 	"internal/driver/simdriver": {"internal/driver"},
 	// The engine's tests run it on the simulated driver.
-	"internal/engine":  {"internal/api", "internal/secret", "internal/sandbox", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/proxy", "internal/rollout", "internal/spec", "internal/store", "internal/driver/simdriver"},
-	"internal/rollout": {"internal/driver", "internal/plan", "internal/spec"},
+	"internal/engine": {"internal/api", "internal/secret", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/proxy", "internal/resolve", "internal/rollout", "internal/spec", "internal/store", "internal/driver/simdriver"},
+	// pipeline reaches the engine only through its Engine interface; its tests run the
+	// two together on the simulated driver.
+	"internal/pipeline":  {"internal/api", "internal/bake", "internal/driver", "internal/gitsource", "internal/health", "internal/resolve", "internal/sandbox", "internal/secret", "internal/spec", "internal/store", "internal/engine", "internal/driver/simdriver"},
+	"internal/gitsource": {},
+	"internal/resolve":   {"internal/api", "internal/bake", "internal/spec"},
+	"internal/rollout":   {"internal/driver", "internal/plan", "internal/spec"},
 	// bake reads docker:// bases and loads images (--load) through dockerimage, so that
 	// the Docker client stays out of it.
 	"internal/bake":              {"internal/spec", "internal/atomicfile", "internal/sandbox", "internal/dockerimage"},
@@ -54,6 +59,13 @@ var allowed = map[string][]string{
 const dockerClient = "github.com/moby/moby/client"
 
 var dockerClients = map[string]bool{"internal/driver/docker": true, "internal/dockerimage": true}
+
+// goGit is go-git, and gitSource the one package that may import it (its packages),
+// tests included: a pipeline's git source.
+const (
+	goGit     = "github.com/go-git/go-git/v5"
+	gitSource = "internal/gitsource"
+)
 
 func TestImports(t *testing.T) {
 	out, err := exec.Command("go", "list", "-json", "-test", module+"/...").Output()
@@ -85,6 +97,9 @@ func TestImports(t *testing.T) {
 		for _, imp := range p.Imports {
 			if imp == dockerClient && !test && !dockerClients[pkg] {
 				t.Errorf("%s imports the Docker client, which only %v may", pkg, dockerClients)
+			}
+			if (imp == goGit || strings.HasPrefix(imp, goGit+"/")) && pkg != gitSource {
+				t.Errorf("%s imports %s, which only %s may", pkg, imp, gitSource)
 			}
 			dep, isKiln := strings.CutPrefix(imp, module+"/")
 			if !isKiln {

@@ -63,7 +63,7 @@ type Engine struct {
 	doors     map[string]*door
 	targets   map[string]rollout.Target // each service's current target, for the health monitor
 	states    map[string]*serviceState
-	pipelines map[string]*pipelineWorker
+	pipelines Pipelines // records an apply's pipelines (SetPipelines)
 	subs      map[chan api.Event]bool
 	work      sync.WaitGroup
 }
@@ -71,7 +71,7 @@ type Engine struct {
 // New returns an engine; it starts nothing until Start.
 func New(opts Options) *Engine {
 	e := &Engine{opts: opts, doors: map[string]*door{}, targets: map[string]rollout.Target{},
-		states: map[string]*serviceState{}, pipelines: map[string]*pipelineWorker{}, subs: map[chan api.Event]bool{}, log: opts.Log}
+		states: map[string]*serviceState{}, subs: map[chan api.Event]bool{}, log: opts.Log}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -151,9 +151,6 @@ func (e *Engine) Start(ctx context.Context) error {
 		defer e.work.Done()
 		e.traffic.run(ctx)
 	}()
-	if err := e.resumePipelines(ctx); err != nil {
-		e.log.Error("starting pipelines", "err", err)
-	}
 	<-ctx.Done()
 	e.work.Wait()
 	e.mu.Lock()
