@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/bake"
@@ -65,11 +66,14 @@ func (m *Manager) bakeCommit(ctx context.Context, w *worker, run store.Run, log 
 		return nil, err
 	}
 	defer unlock()
+	var logMu sync.Mutex // the steps of a bake report from goroutines of their own
 	baker, err := bake.NewBaker(m.opts.Images, bake.Options{Source: src, Confine: true, Root: dir,
 		// The pipeline's own: nothing its commits' builds write reaches another pipeline.
 		BuildCache: filepath.Join(filepath.Dir(dir), "gocache"),
 		Progress: func(ev bake.Event) {
 			if ev.Step != "" && ev.State != bake.StateStart {
+				logMu.Lock()
+				defer logMu.Unlock()
 				fmt.Fprintf(log, "%s: %s (%s)\n", ev.Image, ev.Step, ev.State)
 			}
 		}})
