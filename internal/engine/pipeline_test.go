@@ -17,7 +17,8 @@ func mustJSON(v any) string {
 // before any revision is recorded: its pipelines are not silently dropped.
 func TestApplyOfPipelinesNeedsARecorder(t *testing.T) {
 	d := newSimDaemon(t)
-	e, _ := d.start()
+	// Not started: the refusal needs nothing of Start.
+	e := New(Options{State: d.state, Images: d.images, Driver: d.drv, Project: "sim", StateDir: d.dir, Log: d.log})
 	_, err := e.Apply(t.Context(), api.ApplyRequest{Services: []api.Service{d.service("web", 1)},
 		Pipelines: []api.Pipeline{{Name: "site", Branch: "main", Services: []string{"web"}}}, User: "test"})
 	if !errors.Is(err, ErrNoPipelines) {

@@ -71,7 +71,8 @@ func TestApplyRecordsPipelines(t *testing.T) {
 		t.Errorf("revisions recorded by a refused apply: %+v", revs)
 	}
 	good := bad
-	good.Pipelines = []api.Pipeline{{Name: "site", Repo: "https://user:t0ken@example.com/site.git", Branch: "main",
+	// Its worker's fetch is refused at once: the test reaches no network.
+	good.Pipelines = []api.Pipeline{{Name: "site", Repo: "https://user:t0ken@127.0.0.1:1/site.git", Branch: "main",
 		Services: []string{"web"}, WebhookSecret: "s3cret"}}
 	if res, err := e.Apply(ctx, good); err != nil || !res.OK {
 		t.Fatalf("apply: %v %+v", err, res)
