@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-build/kiln/internal/bake"
 	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/imagestore"
+	"github.com/kiln-build/kiln/internal/resolve"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
@@ -62,43 +63,34 @@ func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Wri
 	if err != nil {
 		return nil, err
 	}
-	var imageNames []string
-	for _, s := range services {
-		if s.Image.Image != "" {
-			imageNames = append(imageNames, s.Image.Image)
-		}
-	}
-	baked := map[string]*bake.Result{}
 	src, err := bake.ReadSource(ctx, cfg.Dir, nil)
 	if err != nil {
 		return nil, err
 	}
-	if len(imageNames) > 0 {
-		images, err := bake.Select(cfg, imageNames)
-		if err != nil {
-			return nil, err
-		}
+	images, err := resolve.Images(cfg, services)
+	if err != nil {
+		return nil, err
+	}
+	var baker resolve.Baker
+	done := func() {}
+	if len(images) > 0 {
 		unlock, err := store.Lock(ctx)
 		if err != nil {
 			return nil, err
 		}
 		prog := newProgress(progressTo, false, images)
+		done = func() { prog.stop(); unlock() } // before an error is printed
 		opts := g.bakeOptions(cfg, src, prog.event)
 		opts.DryRun = dryRun
-		baker, err := bake.NewBaker(store, opts)
-		if err != nil {
-			unlock()
+		if baker, err = bake.NewBaker(store, opts); err != nil {
+			done()
 			return nil, err
 		}
-		results, err := baker.Bake(ctx, images)
-		prog.stop()
-		unlock()
-		if err != nil {
-			return nil, g.bakeError(cfg, err)
-		}
-		for _, r := range results {
-			baked[r.Name] = r
-		}
+	}
+	resolved, baked, err := resolve.Services(ctx, cfg, services, baker, store)
+	done()
+	if err != nil {
+		return nil, g.bakeError(cfg, err)
 	}
 	source, _ := os.ReadFile(cfg.Filename)
 	commit := src.Revision
@@ -126,19 +118,7 @@ func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Wri
 		ap.Sensitive, ap.Secrets = cfg.Sensitive, d.secrets
 		d.pipelines = append(d.pipelines, ap)
 	}
-	for _, s := range services {
-		svc := engine.ServiceFromSpec(s)
-		if r := baked[s.Image.Image]; r != nil {
-			svc.Image, svc.ImageName = r.Digest.String(), r.Name
-		} else {
-			e, err := store.Find(s.Image.Digest)
-			if err != nil {
-				return nil, fmt.Errorf("service %s: image %s: %w", s.Name, s.Image.Digest, err)
-			}
-			svc.Image, svc.ImageName = e.Digest.String(), e.Name
-		}
-		d.services = append(d.services, svc)
-	}
+	d.services = resolved
 	return d, nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-build/kiln/internal/driver/docker"
 	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/imagestore"
+	"github.com/kiln-build/kiln/internal/pipeline"
 	"github.com/kiln-build/kiln/internal/secret"
 	"github.com/kiln-build/kiln/internal/server"
 	"github.com/kiln-build/kiln/internal/store"
@@ -169,10 +170,15 @@ func startDaemonClaimed(ctx context.Context, o daemonOptions, addrFile string) (
 	}
 	log := slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: o.Level}))
 	eng := engine.New(engine.Options{State: st, Images: images, Driver: drv, Owner: fmt.Sprintf("kiln (pid %d)", os.Getpid()), Project: project, StateDir: stateDir, Secrets: key, Log: log})
+	pipes := pipeline.New(pipeline.Options{Engine: eng, Metrics: eng, State: st, Images: images, Driver: drv, Project: project, StateDir: stateDir, Secrets: key, Log: log})
+	eng.SetPipelines(pipes)
 	ctx, cancel := context.WithCancel(ctx)
-	d := &daemon{addr: "http://" + ln.Addr().String(), eng: eng, errc: make(chan error, 2), cancel: cancel, state: st}
+	d := &daemon{addr: "http://" + ln.Addr().String(), eng: eng, errc: make(chan error, 3), cancel: cancel, state: st}
 	go func() { d.errc <- eng.Start(ctx) }()
-	go func() { d.errc <- server.New(eng, server.Tokens{Admin: token, ReadOnly: readOnly}, log).Serve(ctx, ln) }()
+	go func() { d.errc <- pipes.Start(ctx) }()
+	go func() {
+		d.errc <- server.New(eng, pipes, server.Tokens{Admin: token, ReadOnly: readOnly}, log).Serve(ctx, ln)
+	}()
 	if err := atomicfile.Write(addrFile, []byte(d.addr+"\n"), 0o600); err != nil {
 		cancel()
 		return nil, err
@@ -185,7 +191,7 @@ func startDaemonClaimed(ctx context.Context, o daemonOptions, addrFile string) (
 func (d *daemon) wait() error {
 	err := <-d.errc
 	d.cancel()
-	err = errors.Join(err, <-d.errc)
+	err = errors.Join(err, <-d.errc, <-d.errc) // the engine, the pipelines and the API
 	for _, f := range d.files {
 		os.Remove(f)
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/pipeline"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
@@ -43,6 +44,8 @@ const (
 // Options configure a dashboard.
 type Options struct {
 	Engine *engine.Engine
+	// Pipelines serves the pipelines' pages.
+	Pipelines *pipeline.Manager
 	// AdminToken signs in a session that may change things. Both tokens key the
 	// session signatures, so a new token ends every session.
 	AdminToken string

@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-build/kiln/internal/driver/simdriver"
 	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/imagestore"
+	"github.com/kiln-build/kiln/internal/pipeline"
 	"github.com/kiln-build/kiln/internal/server"
 	"github.com/kiln-build/kiln/internal/spec"
 	"github.com/kiln-build/kiln/internal/store"
@@ -73,14 +74,19 @@ func startDaemon(t *testing.T) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{}, 2)
+	pipes := pipeline.New(pipeline.Options{Engine: eng, Metrics: eng, State: st, Images: images, Driver: drv, Project: "dash", StateDir: dir,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	eng.SetPipelines(pipes)
+	done := make(chan struct{}, 3)
 	go func() { eng.Start(ctx); done <- struct{}{} }()
+	go func() { pipes.Start(ctx); done <- struct{}{} }()
 	go func() {
-		server.New(eng, server.Tokens{Admin: adminToken, ReadOnly: readOnlyToken}, nil).Serve(ctx, ln)
+		server.New(eng, pipes, server.Tokens{Admin: adminToken, ReadOnly: readOnlyToken}, nil).Serve(ctx, ln)
 		done <- struct{}{}
 	}()
 	t.Cleanup(func() {
 		cancel()
+		<-done
 		<-done
 		<-done
 		drv.Close()

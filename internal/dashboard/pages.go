@@ -375,7 +375,7 @@ func (d *Dashboard) events(r *http.Request, s *session) (view, error) {
 	for _, ss := range st.Services {
 		data.Services = append(data.Services, ss.Name)
 	}
-	if ps, err := d.eng.Pipelines(ctx); err == nil {
+	if ps, err := d.opts.Pipelines.Pipelines(ctx); err == nil {
 		for _, p := range ps {
 			data.Services = append(data.Services, p.Name)
 		}
@@ -406,20 +406,20 @@ type pipelineRows struct {
 
 func (d *Dashboard) pipelines(r *http.Request, s *session) (view, error) {
 	ctx := r.Context()
-	ps, err := d.eng.Pipelines(ctx)
+	ps, err := d.opts.Pipelines.Pipelines(ctx)
 	if err != nil {
 		return view{}, err
 	}
 	data := pipelinesData{URL: r.URL}
 	for _, p := range ps {
-		runs, err := d.eng.Runs(ctx, p.Name)
+		runs, err := d.opts.Pipelines.Runs(ctx, p.Name)
 		if err != nil {
 			return view{}, err
 		}
 		pr := pipelineRows{Pipeline: p}
 		pr.Runs, pr.Pager = paginateBy(runs, r.URL, 20, "page-"+p.Name)
 		for i, run := range pr.Runs { // with their stages, for the summary
-			if sts, err := d.eng.RunStages(ctx, run.ID); err == nil {
+			if sts, err := d.opts.Pipelines.RunStages(ctx, run.ID); err == nil {
 				pr.Runs[i].Stages = sts
 			}
 		}
@@ -433,7 +433,7 @@ func (d *Dashboard) run(r *http.Request, s *session) (view, error) {
 	if err != nil {
 		return view{}, httpError{http.StatusNotFound, "a run is named by its number"}
 	}
-	run, err := d.eng.Run(r.Context(), id)
+	run, err := d.opts.Pipelines.Run(r.Context(), id)
 	if err != nil {
 		return view{}, err
 	}
@@ -578,7 +578,7 @@ func (d *Dashboard) destroy(w http.ResponseWriter, r *http.Request, s *session) 
 
 func (d *Dashboard) confirmTrigger(r *http.Request, s *session) (view, error) {
 	name := r.PathValue("name")
-	ps, err := d.eng.Pipelines(r.Context())
+	ps, err := d.opts.Pipelines.Pipelines(r.Context())
 	if err != nil {
 		return view{}, err
 	}
@@ -591,7 +591,7 @@ func (d *Dashboard) confirmTrigger(r *http.Request, s *session) (view, error) {
 }
 
 func (d *Dashboard) trigger(w http.ResponseWriter, r *http.Request, s *session) (string, error) {
-	run, err := d.eng.Trigger(context.WithoutCancel(r.Context()), r.PathValue("name"), "", "manual (dashboard)")
+	run, err := d.opts.Pipelines.Trigger(context.WithoutCancel(r.Context()), r.PathValue("name"), "", "manual (dashboard)")
 	switch {
 	case errors.Is(err, store.ErrRunExists) && run.ID == 0:
 		return "/pipelines", nil // the head commit has its run already

@@ -21,21 +21,27 @@ const module = "github.com/kiln-build/kiln"
 // names a concrete driver; plan does no I/O and imports only driver; nothing imports the
 // CLI.
 var allowed = map[string][]string{
-	"cmd/kiln":        {"internal/cli", "internal/sandbox"},
-	"internal/cli":    {"internal/spec", "internal/bake", "internal/imagestore", "internal/atomicfile", "internal/api", "internal/engine", "internal/server", "internal/store", "internal/statedir", "internal/secret", "internal/driver/docker"},
-	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/httpguard", "internal/plan", "internal/spec", "internal/store", "internal/driver/simdriver"},
+	"cmd/kiln": {"internal/cli", "internal/sandbox"},
+	// The CLI's tests run a daemon's engine and pipelines on the simulated driver.
+	"internal/cli":    {"internal/spec", "internal/bake", "internal/imagestore", "internal/atomicfile", "internal/api", "internal/engine", "internal/pipeline", "internal/resolve", "internal/server", "internal/store", "internal/statedir", "internal/secret", "internal/driver/docker", "internal/driver/simdriver"},
+	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/pipeline", "internal/httpguard", "internal/plan", "internal/spec", "internal/store", "internal/driver/simdriver"},
 	// The dashboard's tests run it behind the real server (which imports it), on the
 	// simulated driver.
-	"internal/dashboard": {"internal/api", "internal/engine", "internal/store", "internal/server", "internal/driver/simdriver", "internal/bake", "internal/imagestore", "internal/spec"},
+	"internal/dashboard": {"internal/api", "internal/engine", "internal/pipeline", "internal/store", "internal/server", "internal/driver/simdriver", "internal/bake", "internal/imagestore", "internal/spec"},
 	// The simulated driver passes the conformance suite in its tests.
 	"internal/driver/simdriver": {"internal/driver", "internal/driver/drivertest"},
 	// The one list of the concrete drivers.
 	"internal/driver/registry": {"internal/driver", "internal/driver/docker", "internal/driver/simdriver"},
 	// The engine's tests run it on the simulated driver.
-	"internal/engine":    {"internal/api", "internal/secret", "internal/sandbox", "internal/bake", "internal/imagestore", "internal/driver", "internal/health", "internal/plan", "internal/frontdoor", "internal/monitor", "internal/reconcile", "internal/rollout", "internal/spec", "internal/store", "internal/driver/simdriver"},
+	"internal/engine":    {"internal/api", "internal/secret", "internal/bake", "internal/imagestore", "internal/driver", "internal/health", "internal/plan", "internal/frontdoor", "internal/monitor", "internal/reconcile", "internal/resolve", "internal/rollout", "internal/spec", "internal/store", "internal/driver/simdriver"},
 	"internal/frontdoor": {"internal/api", "internal/proxy", "internal/spec"},
 	"internal/monitor":   {"internal/health", "internal/spec"},
 	"internal/reconcile": {},
+	// pipeline reaches the engine only through its Engine interface; its tests run the
+	// two together on the simulated driver.
+	"internal/pipeline":  {"internal/api", "internal/bake", "internal/imagestore", "internal/driver", "internal/gitsource", "internal/health", "internal/resolve", "internal/sandbox", "internal/secret", "internal/spec", "internal/store", "internal/engine", "internal/driver/simdriver"},
+	"internal/gitsource": {},
+	"internal/resolve":   {"internal/api", "internal/bake", "internal/imagestore", "internal/spec"},
 	"internal/rollout":   {"internal/driver", "internal/plan", "internal/spec"},
 	// bake reads docker:// bases through dockerimage, so that the Docker client stays out
 	// of it, and writes the images it bakes into imagestore.
@@ -72,6 +78,13 @@ var dockerClients = map[string]bool{"internal/driver/docker": true, "internal/do
 // for docker:// bases, and the Docker driver. Whatever allowed says, no other may.
 var dockerimageUsers = map[string]bool{"internal/bake": true, "internal/driver/docker": true}
 
+// goGit is go-git, and gitSource the one package that may import it (its packages),
+// tests included: a pipeline's git source.
+const (
+	goGit     = "github.com/go-git/go-git/v5"
+	gitSource = "internal/gitsource"
+)
+
 func TestImports(t *testing.T) {
 	out, err := exec.Command("go", "list", "-json", "-test", module+"/...").Output()
 	if err != nil {
@@ -102,6 +115,9 @@ func TestImports(t *testing.T) {
 		for _, imp := range p.Imports {
 			if imp == dockerClient && !test && !dockerClients[pkg] {
 				t.Errorf("%s imports the Docker client, which only %v may", pkg, dockerClients)
+			}
+			if (imp == goGit || strings.HasPrefix(imp, goGit+"/")) && pkg != gitSource {
+				t.Errorf("%s imports %s, which only %s may", pkg, imp, gitSource)
 			}
 			dep, isKiln := strings.CutPrefix(imp, module+"/")
 			if !isKiln {

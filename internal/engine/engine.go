@@ -74,7 +74,7 @@ type Engine struct {
 	ctx       context.Context           // set by Start
 	targets   map[string]rollout.Target // each service's current target, for the health monitor
 	states    map[string]*serviceState
-	pipelines map[string]*pipelineWorker
+	pipelines Pipelines // records an apply's pipelines (SetPipelines)
 	subs      map[chan api.Event]bool
 	rollouts  map[string]int64 // the rollout running for each service, by ID
 	work      sync.WaitGroup
@@ -82,9 +82,8 @@ type Engine struct {
 
 // New returns an engine; it starts nothing until Start.
 func New(opts Options) *Engine {
-	e := &Engine{opts: opts, targets: map[string]rollout.Target{},
-		states: map[string]*serviceState{}, pipelines: map[string]*pipelineWorker{}, subs: map[chan api.Event]bool{},
-		rollouts: map[string]int64{}, log: opts.Log}
+	e := &Engine{opts: opts, targets: map[string]rollout.Target{}, states: map[string]*serviceState{},
+		subs: map[chan api.Event]bool{}, rollouts: map[string]int64{}, log: opts.Log}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -179,9 +178,6 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.work.Go(func() { e.monitor.Start(ctx) })
 	e.work.Go(func() { e.loop.Start(ctx) })
 	e.work.Go(func() { e.traffic.run(ctx) })
-	if err := e.resumePipelines(ctx); err != nil {
-		e.log.Error("starting pipelines", "err", err)
-	}
 	<-ctx.Done()
 	e.work.Wait()
 	e.doors.CloseAll()

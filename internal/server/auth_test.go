@@ -19,6 +19,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/driver/simdriver"
 	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/pipeline"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
@@ -43,8 +44,11 @@ func startServer(t *testing.T, tune func(*limits)) *testServer {
 	}
 	drv := simdriver.New()
 	quiet := slog.New(slog.DiscardHandler)
-	eng := engine.New(engine.Options{State: st, Driver: drv, Project: "auth", StateDir: t.TempDir(), Log: quiet})
-	s := New(eng, Tokens{Admin: adminToken, ReadOnly: readOnlyToken}, quiet)
+	stateDir := t.TempDir()
+	eng := engine.New(engine.Options{State: st, Driver: drv, Project: "auth", StateDir: stateDir, Log: quiet})
+	pipes := pipeline.New(pipeline.Options{Engine: eng, Metrics: eng, State: st, Driver: drv, Project: "auth", StateDir: stateDir, Log: quiet})
+	eng.SetPipelines(pipes)
+	s := New(eng, pipes, Tokens{Admin: adminToken, ReadOnly: readOnlyToken}, quiet)
 	if tune != nil {
 		tune(&s.limits)
 	}
@@ -322,7 +326,7 @@ func TestRoutesOnlyFromTheTable(t *testing.T) {
 // TestMountRefuses: a route that declares no access, or that would let the read-only
 // token change something, is not served.
 func TestMountRefuses(t *testing.T) {
-	s := New(nil, Tokens{Admin: "a"}, slog.New(slog.DiscardHandler))
+	s := New(nil, nil, Tokens{Admin: "a"}, slog.New(slog.DiscardHandler))
 	for _, rt := range []route{
 		{pattern: "GET /x", handler: func(http.ResponseWriter, *http.Request) {}},
 		{pattern: "POST /x", access: reader, handler: func(http.ResponseWriter, *http.Request) {}},

@@ -149,7 +149,7 @@ func TestMaxConns(t *testing.T) {
 // TestStreamsOutliveWriteTimeout: an ordinary answer is cut at the write timeout, a
 // stream is not, as long as its client reads.
 func TestStreamsOutliveWriteTimeout(t *testing.T) {
-	s := New(nil, Tokens{Admin: adminToken}, slog.New(slog.DiscardHandler))
+	s := New(nil, nil, Tokens{Admin: adminToken}, slog.New(slog.DiscardHandler))
 	s.limits.write, s.limits.streamWrite = 300*time.Millisecond, 300*time.Millisecond
 	ticks := func(w http.ResponseWriter, r *http.Request) {
 		for i := range 10 {
@@ -206,7 +206,7 @@ func TestStreamsOutliveWriteTimeout(t *testing.T) {
 
 func TestPanicRecovered(t *testing.T) {
 	var logs bytes.Buffer
-	s := New(nil, Tokens{Admin: adminToken}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	s := New(nil, nil, Tokens{Admin: adminToken}, slog.New(slog.NewJSONHandler(&logs, nil)))
 	srv := &http.Server{Handler: s.mount([]route{
 		{pattern: "GET /v1/boom/{name}", access: admin, handler: func(http.ResponseWriter, *http.Request) { panic("handler bug") }},
 		{pattern: "GET /healthz", access: public, handler: func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }},

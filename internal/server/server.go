@@ -19,14 +19,16 @@ import (
 	"github.com/kiln-build/kiln/internal/dashboard"
 	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/httpguard"
+	"github.com/kiln-build/kiln/internal/pipeline"
 	"github.com/kiln-build/kiln/internal/plan"
 	"github.com/kiln-build/kiln/internal/spec"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
-// Server serves the API and the dashboard of one engine.
+// Server serves the API and the dashboard of one engine and its pipelines.
 type Server struct {
 	eng    *engine.Engine
+	pipes  *pipeline.Manager
 	tokens Tokens
 	log    *slog.Logger
 	dash   *dashboard.Dashboard
@@ -40,13 +42,14 @@ type Tokens struct {
 	ReadOnly string
 }
 
-// New returns a server; which credential each route needs is in routes.go.
-func New(eng *engine.Engine, tokens Tokens, log *slog.Logger) *Server {
+// New returns a server; which credential each route needs is in routes.go. The
+// pipelines' routes are served by pipes.
+func New(eng *engine.Engine, pipes *pipeline.Manager, tokens Tokens, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{eng: eng, tokens: tokens, log: log, limits: defaultLimits,
-		dash: dashboard.New(dashboard.Options{Engine: eng, AdminToken: tokens.Admin, ReadOnlyToken: tokens.ReadOnly, Log: log})}
+	return &Server{eng: eng, pipes: pipes, tokens: tokens, log: log, limits: defaultLimits,
+		dash: dashboard.New(dashboard.Options{Engine: eng, Pipelines: pipes, AdminToken: tokens.Admin, ReadOnlyToken: tokens.ReadOnly, Log: log})}
 }
 
 // Serve answers on ln until ctx ends, then shuts down gracefully.
@@ -382,7 +385,7 @@ func (f flushWriter) Flush() {
 }
 
 func (s *Server) pipelines(w http.ResponseWriter, r *http.Request) {
-	ps, err := s.eng.Pipelines(r.Context())
+	ps, err := s.pipes.Pipelines(r.Context())
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err)
 		return
@@ -397,7 +400,7 @@ func (s *Server) runs(w http.ResponseWriter, r *http.Request) {
 	if !validQuery(w, r, "pipeline") {
 		return
 	}
-	runs, err := s.eng.Runs(r.Context(), r.URL.Query().Get("pipeline"))
+	runs, err := s.pipes.Runs(r.Context(), r.URL.Query().Get("pipeline"))
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err)
 		return
@@ -411,7 +414,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("a run is named by its number"))
 		return
 	}
-	run, err := s.eng.Run(r.Context(), id)
+	run, err := s.pipes.Run(r.Context(), id)
 	if err != nil {
 		writeError(w, errorCode(err), err)
 		return
@@ -425,7 +428,7 @@ func (s *Server) trigger(w http.ResponseWriter, r *http.Request) {
 		writeBodyError(w, err)
 		return
 	}
-	run, err := s.eng.Trigger(r.Context(), r.PathValue("name"), req.Commit, "manual")
+	run, err := s.pipes.Trigger(r.Context(), r.PathValue("name"), req.Commit, "manual")
 	if err != nil && !errors.Is(err, store.ErrRunExists) {
 		writeError(w, errorCode(err), err)
 		return
@@ -439,9 +442,9 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 		writeBodyError(w, err)
 		return
 	}
-	run, relevant, err := s.eng.Webhook(r.Context(), r.PathValue("name"), body, r.Header.Get("X-Hub-Signature-256"))
+	run, relevant, err := s.pipes.Webhook(r.Context(), r.PathValue("name"), body, r.Header.Get("X-Hub-Signature-256"))
 	switch {
-	case errors.Is(err, engine.ErrBadSignature):
+	case errors.Is(err, pipeline.ErrBadSignature):
 		writeError(w, http.StatusUnauthorized, err)
 	case errors.Is(err, store.ErrRunExists):
 		writeJSON(w, http.StatusOK, run) // a redelivery: the commit already has its run

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kiln-build/kiln/internal/engine"
+	"github.com/kiln-build/kiln/internal/pipeline"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
@@ -19,7 +20,7 @@ func TestAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	srv := httptest.NewServer(New(engine.New(engine.Options{State: st}), Tokens{Admin: "s3cret", ReadOnly: "look"}, nil).Handler())
+	srv := httptest.NewServer(New(engine.New(engine.Options{State: st}), pipeline.New(pipeline.Options{State: st}), Tokens{Admin: "s3cret", ReadOnly: "look"}, nil).Handler())
 	defer srv.Close()
 
 	get := func(path, token string) int {

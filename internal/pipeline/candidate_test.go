@@ -1,4 +1,4 @@
-package engine
+package pipeline
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 func TestServiceNamedLikeACandidate(t *testing.T) {
 	ctx := context.Background()
 	d := newSimDaemon(t)
-	e, stop := d.start()
+	e, _, stop := d.start()
 	res, err := e.Apply(ctx, api.ApplyRequest{Services: []api.Service{d.service("web-candidate", 1)}, User: "test"})
 	if err != nil || !res.OK {
 		t.Fatalf("apply: %v %+v", err, res)
@@ -40,7 +40,7 @@ func TestServiceNamedLikeACandidate(t *testing.T) {
 	}
 	stop()
 
-	_, stop = d.start()
+	_, _, stop = d.start()
 	defer stop()
 	eventually(t, 10*time.Second, "the candidate to be removed", func() bool {
 		left, _ := d.drv.List(ctx, driver.Selector{Project: "sim", Role: driver.RoleCandidate})

@@ -1,4 +1,4 @@
-package engine
+package gitsource
 
 import (
 	"errors"
@@ -12,25 +12,22 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/storage"
-
-	"github.com/kiln-build/kiln/internal/api"
 )
 
-// mirrorWith makes a pipeline's mirror holding one commit of the tree built by entries,
-// written object by object as `git mktree` would (no checks), and returns the engine,
-// the pipeline and the commit.
-func mirrorWith(t *testing.T, build func(s storage.Storer) plumbing.Hash) (*Engine, api.Pipeline, string) {
+// mirrorWith makes a mirror holding one commit of the tree built by entries, written
+// object by object as `git mktree` would (no checks), and returns the mirror and the
+// commit.
+func mirrorWith(t *testing.T, build func(s storage.Storer) plumbing.Hash) (*Mirror, string) {
 	t.Helper()
-	state := t.TempDir()
-	def := api.Pipeline{Name: "p", Branch: "main"}
-	repo, err := git.PlainInit(filepath.Join(state, "pipelines", def.Name, "mirror"), true)
+	dir := filepath.Join(t.TempDir(), "mirror")
+	repo, err := git.PlainInit(dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tree := build(repo.Storer)
 	sig := object.Signature{Name: "a", Email: "a@example.com", When: time.Unix(1e9, 0)}
 	c := &object.Commit{Author: sig, Committer: sig, Message: "crafted", TreeHash: tree}
-	return &Engine{opts: Options{StateDir: state}}, def, putObject(t, repo.Storer, c).String()
+	return New(dir, "", "main"), putObject(t, repo.Storer, c).String()
 }
 
 func putObject(t *testing.T, s storage.Storer, o interface {
@@ -67,7 +64,7 @@ func blob(t *testing.T, s storage.Storer, content string) plumbing.Hash {
 // checkout.
 func TestCheckoutRefusesLinkAndDirectoryOfOneName(t *testing.T) {
 	outside := t.TempDir()
-	e, def, commit := mirrorWith(t, func(s storage.Storer) plumbing.Hash {
+	m, commit := mirrorWith(t, func(s storage.Storer) plumbing.Hash {
 		inner := putObject(t, s, &object.Tree{Entries: []object.TreeEntry{
 			{Name: "pwned", Mode: filemode.Regular, Hash: blob(t, s, "written outside\n")},
 		}})
@@ -78,7 +75,7 @@ func TestCheckoutRefusesLinkAndDirectoryOfOneName(t *testing.T) {
 		}})
 	})
 	dir := t.TempDir()
-	_, err := e.checkout(def, commit, dir)
+	_, err := m.Checkout(commit, dir)
 	if _, statErr := os.Stat(filepath.Join(outside, "pwned")); statErr == nil {
 		t.Fatal("the checkout wrote a file outside its directory")
 	}
@@ -91,12 +88,12 @@ func TestCheckoutRefusesLinkAndDirectoryOfOneName(t *testing.T) {
 // a link, never followed.
 func TestCheckoutEntryNames(t *testing.T) {
 	for _, name := range []string{"..", ".", ".git", ".GIT", "a/b", ""} {
-		e, def, commit := mirrorWith(t, func(s storage.Storer) plumbing.Hash {
+		m, commit := mirrorWith(t, func(s storage.Storer) plumbing.Hash {
 			return putObject(t, s, &object.Tree{Entries: []object.TreeEntry{
 				{Name: name, Mode: filemode.Regular, Hash: blob(t, s, "x")},
 			}})
 		})
-		_, err := e.checkout(def, commit, t.TempDir())
+		_, err := m.Checkout(commit, t.TempDir())
 		if name == "" && err != nil {
 			continue // go-git refuses to read such a tree at all
 		}
@@ -106,7 +103,7 @@ func TestCheckoutEntryNames(t *testing.T) {
 	}
 
 	outside := t.TempDir()
-	e, def, commit := mirrorWith(t, func(s storage.Storer) plumbing.Hash {
+	m, commit := mirrorWith(t, func(s storage.Storer) plumbing.Hash {
 		sub := putObject(t, s, &object.Tree{Entries: []object.TreeEntry{
 			{Name: "run.sh", Mode: filemode.Executable, Hash: blob(t, s, "#!/bin/sh\n")},
 		}})
@@ -116,7 +113,7 @@ func TestCheckoutEntryNames(t *testing.T) {
 		}})
 	})
 	dir := t.TempDir()
-	if _, err := e.checkout(def, commit, dir); err != nil {
+	if _, err := m.Checkout(commit, dir); err != nil {
 		t.Fatal(err)
 	}
 	if link, err := os.Readlink(filepath.Join(dir, "out")); err != nil || link != outside {
@@ -124,26 +121,5 @@ func TestCheckoutEntryNames(t *testing.T) {
 	}
 	if info, err := os.Stat(filepath.Join(dir, "scripts", "run.sh")); err != nil || info.Mode().Perm()&0o100 == 0 {
 		t.Errorf("the executable was not written executable: %v, %v", info, err)
-	}
-}
-
-// A commit's kiln.hcl that is a link to a host file (the daemon's token) is not read:
-// its content would show in the run's diagnostics, which the read-only token reads.
-func TestSpecIsReadInsideTheCheckout(t *testing.T) {
-	outside := filepath.Join(t.TempDir(), "token")
-	os.WriteFile(outside, []byte("admin-token"), 0o600)
-	dir := t.TempDir()
-	os.Symlink(outside, filepath.Join(dir, "kiln.hcl"))
-	if b, err := readSpec(dir, "kiln.hcl"); err == nil {
-		t.Fatalf("read %q through a link out of the checkout", b)
-	}
-	os.Remove(filepath.Join(dir, "kiln.hcl"))
-	os.WriteFile(filepath.Join(dir, "kiln.hcl"), []byte(`image "x" { from = "scratch" }`), 0o644)
-	if _, err := readSpec(dir, "kiln.hcl"); err != nil {
-		t.Fatal(err)
-	}
-	os.Mkdir(filepath.Join(dir, "d"), 0o755)
-	if _, err := readSpec(dir, "d"); err == nil {
-		t.Error("a directory was read as the spec")
 	}
 }

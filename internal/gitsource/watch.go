@@ -1,4 +1,4 @@
-package engine
+package gitsource
 
 import (
 	"context"
@@ -8,11 +8,12 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// watchLocal watches a pipeline's local repository for a change of branch (a commit,
-// a reset, a fetch into it): the returned channel receives when the branch's ref or
-// the packed refs change. It returns nil when repo is a URL or cannot be watched; the
-// pipeline's polling goes on either way, so a missed notification only waits a poll.
-func watchLocal(ctx context.Context, repo, branch string) <-chan struct{} {
+// Watch watches a local repository for a change of branch (a commit, a reset, a fetch
+// into it): the returned channel receives when the branch's ref or the packed refs
+// change. It returns nil when repo is a URL or cannot be watched; a caller that polls
+// too only waits a poll for a missed notification. It does not block: the watch runs
+// in a goroutine of its own until ctx ends.
+func Watch(ctx context.Context, repo, branch string) <-chan struct{} {
 	if !filepath.IsAbs(repo) {
 		return nil // a URL
 	}

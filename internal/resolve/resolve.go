@@ -1,0 +1,108 @@
+package resolve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/bake"
+	"github.com/kiln-build/kiln/internal/imagestore"
+	"github.com/kiln-build/kiln/internal/spec"
+)
+
+// Baker bakes images; *bake.Baker is one. Bake returns one result per image.
+type Baker interface {
+	Bake(ctx context.Context, images []*spec.Image) ([]*bake.Result, error)
+}
+
+// Finder finds a stored image by digest (or NAME@DIGEST); *imagestore.Store is one.
+type Finder interface {
+	Find(ref string) (imagestore.Entry, error)
+}
+
+// ErrNoBaker means Services was given no baker for services whose images must be baked.
+var ErrNoBaker = errors.New("the services' images must be baked, and no baker was given")
+
+// Images returns the images services run that must be baked, with the images they are
+// based on, in the spec's order; none when every service runs an image by digest.
+func Images(cfg *spec.Config, services []*spec.Service) ([]*spec.Image, error) {
+	var names []string
+	for _, s := range services {
+		if s.Image.Image != "" {
+			names = append(names, s.Image.Image)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil // bake.Select(cfg, nil) would be every image
+	}
+	return bake.Select(cfg, names)
+}
+
+// Services bakes the images services run (Images) with baker, which may be nil when
+// there are none, and returns the services as the daemon takes them: each with its
+// image's digest and name (an image run by digest is named as the store names it),
+// its secrets as templates still to resolve. It also returns the bake's results. A
+// bake's error is returned as the baker gave it.
+func Services(ctx context.Context, cfg *spec.Config, services []*spec.Service, baker Baker, store Finder) ([]api.Service, []*bake.Result, error) {
+	images, err := Images(cfg, services)
+	if err != nil {
+		return nil, nil, err
+	}
+	var results []*bake.Result
+	if len(images) > 0 {
+		if baker == nil {
+			return nil, nil, ErrNoBaker
+		}
+		if results, err = baker.Bake(ctx, images); err != nil {
+			return nil, nil, err
+		}
+	}
+	baked := map[string]*bake.Result{}
+	for _, r := range results {
+		baked[r.Name] = r
+	}
+	out := make([]api.Service, 0, len(services))
+	for _, s := range services {
+		svc := Service(s)
+		if r := baked[s.Image.Image]; r != nil {
+			svc.Image, svc.ImageName = r.Digest.String(), r.Name
+		} else {
+			e, err := store.Find(s.Image.Digest)
+			if err != nil {
+				return nil, nil, fmt.Errorf("service %s: image %s: %w", s.Name, s.Image.Digest, err)
+			}
+			svc.Image, svc.ImageName = e.Digest.String(), e.Name
+		}
+		out = append(out, svc)
+	}
+	return out, results, nil
+}
+
+// Service is a service block as the API takes it, without its image (Services adds
+// it).
+func Service(s *spec.Service) api.Service {
+	return api.Service{
+		Name: s.Name, Replicas: s.Replicas, Port: s.Port, Listen: s.Listen, Drift: s.Drift,
+		Command: s.Command, Args: s.Args, Env: s.Env, Writable: s.Writable, User: s.User,
+		Init: s.Init, StopSignal: s.StopSignal, StopTimeout: s.StopTimeout,
+		SecretEnv: templates(s.SecretEnv), SecretFiles: templates(s.SecretFiles),
+		Resources: api.Resources{CPUs: s.Resources.CPUs, MemoryBytes: s.Resources.MemoryBytes, PIDs: s.Resources.PIDs},
+		Health: api.Health{HTTP: s.Health.HTTP, TCP: s.Health.TCP, Interval: s.Health.Interval, Timeout: s.Health.Timeout,
+			StartPeriod: s.Health.StartPeriod, HealthyThreshold: s.Health.HealthyThreshold, UnhealthyThreshold: s.Health.UnhealthyThreshold,
+			FailureThreshold: s.Health.FailureThreshold},
+		Update: api.Update{Strategy: s.Update.Strategy, MaxSurge: s.Update.MaxSurge, MaxUnavailable: s.Update.MaxUnavailable,
+			MinHealthy: s.Update.MinHealthy, ProgressDeadline: s.Update.ProgressDeadline, AutoRollback: s.Update.AutoRollback, KeepOld: s.Update.KeepOld},
+	}
+}
+
+func templates(m map[string]string) map[string]api.SecretValue {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]api.SecretValue, len(m))
+	for k, t := range m {
+		out[k] = api.SecretValue{Template: t}
+	}
+	return out
+}
