@@ -23,9 +23,12 @@ var allowed = map[string][]string{
 	// simulated driver.
 	"internal/dashboard":        {"internal/api", "internal/engine", "internal/store", "internal/server", "internal/driver/simdriver", "internal/bake", "internal/spec"},
 	"internal/driver/simdriver": {"internal/driver"},
+	// The fault injector's tests wrap the simulated driver.
+	"internal/driver/faultdriver": {"internal/driver", "internal/driver/simdriver"},
 	// The engine's tests run it on the simulated driver.
-	"internal/engine":  {"internal/api", "internal/secret", "internal/sandbox", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/proxy", "internal/rollout", "internal/spec", "internal/store", "internal/driver/simdriver"},
-	"internal/rollout": {"internal/driver", "internal/plan", "internal/spec"},
+	"internal/engine": {"internal/api", "internal/secret", "internal/sandbox", "internal/bake", "internal/driver", "internal/health", "internal/plan", "internal/proxy", "internal/rollout", "internal/spec", "internal/store", "internal/driver/simdriver", "internal/driver/faultdriver"},
+	// The rollout's tests run it on the simulated driver through the fault injector.
+	"internal/rollout": {"internal/driver", "internal/plan", "internal/spec", "internal/driver/simdriver", "internal/driver/faultdriver", "internal/health"},
 	// bake reads docker:// bases and loads images (--load) through dockerimage, so that
 	// the Docker client stays out of it.
 	"internal/bake":              {"internal/spec", "internal/atomicfile", "internal/sandbox", "internal/dockerimage"},
