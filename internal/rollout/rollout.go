@@ -184,7 +184,7 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
 	if t.Settings.Strategy == "blue-green" {
 		return e.blueGreen(ctx, door, t, spec, need, old)
 	}
-	return e.rolling(ctx, door, t, spec, need, old)
+	return e.rolling(ctx, door, t, spec, len(sp.Keep), need, old)
 }
 
 // Replace replaces one server with a fresh one from t, creating the new server first
@@ -202,8 +202,9 @@ func (e *Executor) Replace(ctx context.Context, door Door, t Target, old driver.
 
 // rolling replaces old servers batch by batch: start up to max_surge new ones, admit
 // them as they pass the health gate, then drain and destroy as many old ones. With
-// max_surge 0 it first drains max_unavailable old servers to make room.
-func (e *Executor) rolling(ctx context.Context, door Door, t Target, spec driver.ServerSpec, need int, old []driver.Server) error {
+// max_surge 0 it first drains max_unavailable old servers to make room. have is how
+// many servers of t there are already (in rotation).
+func (e *Executor) rolling(ctx context.Context, door Door, t Target, spec driver.ServerSpec, have, need int, old []driver.Server) error {
 	surge, unavail := t.Settings.MaxSurge, t.Settings.MaxUnavailable
 	for need > 0 || len(old) > 0 {
 		if need == 0 { // only surplus left
@@ -227,11 +228,21 @@ func (e *Executor) rolling(ctx context.Context, door Door, t Target, spec driver
 				old = old[1:]
 			}
 		}
+		// Servers a stopped rollout left (new ones kept, old ones not yet retired) count
+		// against max_surge: retire old ones first to make room, which leaves at least
+		// the replicas serving.
+		for surge > 0 && len(old) > 0 && have+len(old)+batch > t.Replicas+surge {
+			if err := e.retire(ctx, door, t.Service, old[0], "replaced by revision "+itoa(t.Revision)); err != nil {
+				return err
+			}
+			old = old[1:]
+		}
 		created, err := e.startBatch(ctx, door, t, spec, batch)
 		if err != nil {
 			return e.fail(ctx, door, t, created, err)
 		}
 		need -= len(created)
+		have += len(created)
 		if surge > 0 {
 			for i := 0; i < len(created) && len(old) > 0; i++ {
 				if err := e.retire(ctx, door, t.Service, old[0], "replaced by revision "+itoa(t.Revision)); err != nil {

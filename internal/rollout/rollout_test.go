@@ -391,3 +391,29 @@ func TestBlueGreenKeepOld(t *testing.T) {
 		t.Errorf("after keep_old, servers by revision = %v", got)
 	}
 }
+
+// A rollout stopped half-way left a new server beside all the old ones: running it
+// again counts that server against max_surge and retires an old one before creating.
+func TestResumedRolloutKeepsSurge(t *testing.T) {
+	ctx := t.Context()
+	r := newRig(t)
+	s := Settings{Strategy: "rolling", MaxSurge: 1}
+	if err := r.exec.Run(ctx, r.door, target(1, 3, s)); err != nil {
+		t.Fatal(err)
+	}
+	left := target(2, 3, s).Spec
+	left.Revision = 2
+	if _, err := r.sim.Create(ctx, left); err != nil {
+		t.Fatal(err)
+	}
+	r.arm()
+	if err := r.exec.Run(ctx, r.door, target(2, 3, s)); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.servers(); got[2] != 3 || len(got) != 1 {
+		t.Errorf("servers by revision (-1: out of rotation) = %v", got)
+	}
+	if r.most > 4 || r.door.fewest < 3 {
+		t.Errorf("at worst %d servers listed and %d in rotation; bounds 4 and 3", r.most, r.door.fewest)
+	}
+}

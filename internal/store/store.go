@@ -76,7 +76,7 @@ func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 		tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	return s.commit(ctx, tx)
 }
 
 const timeFormat = time.RFC3339Nano
