@@ -69,6 +69,7 @@ const (
 // engine on the same state file and the same servers: at no time more than 11 servers
 // or fewer than 10 healthy ones, and at the end no orphan and no lost record.
 func TestCrashAtEveryStep(t *testing.T) {
+	leakCheck(t)
 	clean := crashRun(t, 0)
 	total := clean.k
 	t.Logf("a clean run has %d points (state commits and driver calls)", total)

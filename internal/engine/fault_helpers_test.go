@@ -97,4 +97,3 @@ func (f *fleet) worst() (most, fewest int) {
 	defer f.mu.Unlock()
 	return f.most, f.fewest
 }
-
