@@ -33,16 +33,19 @@ var allowed = map[string][]string{
 	// The one list of the concrete drivers.
 	"internal/driver/registry": {"internal/driver", "internal/driver/docker", "internal/driver/simdriver"},
 	// The engine's tests run it on the simulated driver.
-	"internal/engine":    {"internal/api", "internal/secret", "internal/bake", "internal/imagestore", "internal/driver", "internal/health", "internal/plan", "internal/frontdoor", "internal/monitor", "internal/reconcile", "internal/resolve", "internal/rollout", "internal/spec", "internal/store", "internal/driver/simdriver"},
-	"internal/frontdoor": {"internal/api", "internal/proxy", "internal/spec"},
-	"internal/monitor":   {"internal/health", "internal/spec"},
-	"internal/reconcile": {},
+	"internal/engine": {"internal/api", "internal/secret", "internal/bake", "internal/imagestore", "internal/driver", "internal/health", "internal/plan", "internal/frontdoor", "internal/monitor", "internal/reconcile", "internal/resolve", "internal/rollout", "internal/spec", "internal/store", "internal/driver/simdriver", "internal/driver/faultdriver"},
+	// The fault injector's tests wrap the simulated driver.
+	"internal/driver/faultdriver": {"internal/driver", "internal/driver/simdriver"},
+	"internal/frontdoor":          {"internal/api", "internal/proxy", "internal/spec"},
+	"internal/monitor":            {"internal/health", "internal/spec"},
+	"internal/reconcile":          {},
 	// pipeline reaches the engine only through its Engine interface; its tests run the
 	// two together on the simulated driver.
 	"internal/pipeline":  {"internal/api", "internal/bake", "internal/imagestore", "internal/driver", "internal/gitsource", "internal/health", "internal/resolve", "internal/sandbox", "internal/secret", "internal/spec", "internal/store", "internal/engine", "internal/driver/simdriver"},
 	"internal/gitsource": {},
 	"internal/resolve":   {"internal/api", "internal/bake", "internal/imagestore", "internal/spec"},
-	"internal/rollout":   {"internal/driver", "internal/plan", "internal/spec"},
+	// The rollout's tests run it on the simulated driver through the fault injector.
+	"internal/rollout": {"internal/driver", "internal/plan", "internal/spec", "internal/driver/simdriver", "internal/driver/faultdriver", "internal/health"},
 	// bake reads docker:// bases through dockerimage, so that the Docker client stays out
 	// of it, and writes the images it bakes into imagestore.
 	"internal/bake":        {"internal/spec", "internal/atomicfile", "internal/sandbox", "internal/dockerimage", "internal/imagestore"},

@@ -308,9 +308,11 @@ func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revi
 		return res
 	}
 	if err == nil {
+		// The event first: a stop before the rollout is recorded as finished resumes it
+		// (and records the event again) rather than lose it.
+		e.event(r.Service, "", "deployed", "revision %d is deployed", rev.Number)
 		e.setOutcome(ctx, r.Service, rev.Number, store.OutcomeDeployed, "")
 		e.finishRollout(ctx, r, store.RolloutSucceeded, "")
-		e.event(r.Service, "", "deployed", "revision %d is deployed", rev.Number)
 		e.recovered(r.Service)
 		res.Outcome = string(store.OutcomeDeployed)
 		return res

@@ -139,6 +139,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		resumed[r.Service] = r
 	}
 	for _, sv := range services {
+		e.failUnstarted(ctx, sv, resumed[sv.Name])
 		rev, err := e.opts.State.Revision(ctx, sv.Name, sv.Current)
 		if err != nil {
 			return err
@@ -182,6 +183,22 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.work.Wait()
 	e.doors.CloseAll()
 	return nil
+}
+
+// failUnstarted records as failed the revisions of sv that a stop left pending with no
+// rollout: recorded by an apply that stopped before it started their rollout (the
+// apply failed), they will never be rolled out.
+func (e *Engine) failUnstarted(ctx context.Context, sv store.Service, running store.Rollout) {
+	revs, err := e.opts.State.Revisions(ctx, sv.Name)
+	if err != nil {
+		e.log.Error("reading revisions", "service", sv.Name, "err", err)
+		return
+	}
+	for _, r := range revs {
+		if r.Outcome == store.OutcomePending && r.Number != sv.Current && r.Number != running.To {
+			e.setOutcome(ctx, sv.Name, r.Number, store.OutcomeFailed, "not rolled out: kiln stopped before its rollout started")
+		}
+	}
 }
 
 // converge brings a service to rev: the work of a rollout, and of re-adopting servers

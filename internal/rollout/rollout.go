@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
+
+	"k8s.io/utils/clock"
 
 	"github.com/kiln-build/kiln/internal/driver"
 	"github.com/kiln-build/kiln/internal/plan"
@@ -49,8 +52,20 @@ type Executor struct {
 	// min_healthy), or fails it: ctx ends (the progress deadline), the server answers
 	// that it is not healthy, or its process exits.
 	Healthy func(ctx context.Context, t Target, s driver.Server) error
-	// Event, if set, records what happens; called from several goroutines.
+	// Event, if set, records what happens; called from several goroutines. A "retry"
+	// event is recorded once the wait before the retry has started on Clock.
 	Event func(service, serverID, typ, message string)
+	// Clock is the time of progress deadlines, keep_old, driver call timeouts and
+	// retry backoff; the real clock when nil.
+	Clock clock.Clock
+	// CallTimeout bounds each driver call (DefaultCallTimeout when zero); a Destroy
+	// gets the server's stop timeout on top.
+	CallTimeout time.Duration
+	// Attempts is how many times a failed driver call is made before the step fails
+	// (DefaultAttempts when zero); the waits between grow from Backoff
+	// (DefaultBackoff when zero), doubling up to MaxBackoff, with jitter.
+	Attempts int
+	Backoff  time.Duration
 
 	mu       sync.Mutex
 	addrs    map[driver.ServerID]string // where servers this executor admitted listen
@@ -83,6 +98,17 @@ func (e *Executor) remember(s driver.Server) {
 	}
 }
 
+// Defaults of the executor's bounds on driver calls.
+const (
+	DefaultCallTimeout = 2 * time.Minute
+	DefaultAttempts    = 3
+	DefaultBackoff     = 500 * time.Millisecond
+	MaxBackoff         = 10 * time.Second
+)
+
+// ErrDriverTimeout means a driver call did not return within its timeout.
+var ErrDriverTimeout = errors.New("the runtime did not answer in time")
+
 // ErrNoProgress means new servers did not become healthy within the progress deadline.
 var ErrNoProgress = errors.New("new servers did not become healthy within the progress deadline")
 
@@ -113,7 +139,11 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
 		bg.Wait()
 		err = errors.Join(err, bgErr)
 	}()
-	observed, err := e.Driver.List(ctx, driver.Selector{Project: t.Spec.Project, Service: t.Service})
+	var observed []driver.Server
+	err = e.retry(ctx, t.Service, "listing servers", e.callTimeout(), func(ctx context.Context) (err error) {
+		observed, err = e.Driver.List(ctx, driver.Selector{Project: t.Spec.Project, Service: t.Service})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("listing servers of %s: %w", t.Service, err)
 	}
@@ -154,7 +184,7 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
 	if t.Settings.Strategy == "blue-green" {
 		return e.blueGreen(ctx, door, t, spec, need, old)
 	}
-	return e.rolling(ctx, door, t, spec, need, old)
+	return e.rolling(ctx, door, t, spec, len(sp.Keep), need, old)
 }
 
 // Replace replaces one server with a fresh one from t, creating the new server first
@@ -172,8 +202,9 @@ func (e *Executor) Replace(ctx context.Context, door Door, t Target, old driver.
 
 // rolling replaces old servers batch by batch: start up to max_surge new ones, admit
 // them as they pass the health gate, then drain and destroy as many old ones. With
-// max_surge 0 it first drains max_unavailable old servers to make room.
-func (e *Executor) rolling(ctx context.Context, door Door, t Target, spec driver.ServerSpec, need int, old []driver.Server) error {
+// max_surge 0 it first drains max_unavailable old servers to make room. have is how
+// many servers of t there are already (in rotation).
+func (e *Executor) rolling(ctx context.Context, door Door, t Target, spec driver.ServerSpec, have, need int, old []driver.Server) error {
 	surge, unavail := t.Settings.MaxSurge, t.Settings.MaxUnavailable
 	for need > 0 || len(old) > 0 {
 		if need == 0 { // only surplus left
@@ -197,11 +228,21 @@ func (e *Executor) rolling(ctx context.Context, door Door, t Target, spec driver
 				old = old[1:]
 			}
 		}
+		// Servers a stopped rollout left (new ones kept, old ones not yet retired) count
+		// against max_surge: retire old ones first to make room, which leaves at least
+		// the replicas serving.
+		for surge > 0 && len(old) > 0 && have+len(old)+batch > t.Replicas+surge {
+			if err := e.retire(ctx, door, t.Service, old[0], "replaced by revision "+itoa(t.Revision)); err != nil {
+				return err
+			}
+			old = old[1:]
+		}
 		created, err := e.startBatch(ctx, door, t, spec, batch)
 		if err != nil {
 			return e.fail(ctx, door, t, created, err)
 		}
 		need -= len(created)
+		have += len(created)
 		if surge > 0 {
 			for i := 0; i < len(created) && len(old) > 0; i++ {
 				if err := e.retire(ctx, door, t.Service, old[0], "replaced by revision "+itoa(t.Revision)); err != nil {
@@ -239,7 +280,7 @@ func (e *Executor) blueGreen(ctx context.Context, door Door, t Target, spec driv
 	e.event(t.Service, "", "switched", "front door switched to revision %d (%d servers)", t.Revision, len(created))
 	if len(old) > 0 && t.Settings.KeepOld > 0 {
 		select {
-		case <-time.After(t.Settings.KeepOld):
+		case <-e.clock().After(t.Settings.KeepOld):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -295,9 +336,13 @@ func (e *Executor) create(ctx context.Context, t Target, spec driver.ServerSpec,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			start := time.Now()
-			s, err := e.Driver.Create(ctx, spec)
-			took := time.Since(start).Round(time.Millisecond)
+			start := e.clock().Now()
+			var s driver.Server
+			err := e.retry(ctx, t.Service, "creating a server", e.callTimeout(), func(ctx context.Context) (err error) {
+				s, err = e.Driver.Create(ctx, spec)
+				return err
+			})
+			took := e.clock().Since(start).Round(time.Millisecond)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -323,7 +368,7 @@ func (e *Executor) gate(ctx context.Context, t Target, servers []driver.Server) 
 	if deadline <= 0 {
 		deadline = time.Minute
 	}
-	dctx, cancel := context.WithTimeout(ctx, deadline)
+	dctx, cancel := e.withTimeout(ctx, deadline, nil)
 	defer cancel()
 	gctx, stop := context.WithCancelCause(dctx)
 	defer stop(nil)
@@ -378,8 +423,10 @@ func (e *Executor) retire(ctx context.Context, door Door, service string, s driv
 	}
 	e.retiring[s.ID] = true
 	e.mu.Unlock()
-	start := time.Now()
-	err := e.Driver.Destroy(ctx, s.ID)
+	start := e.clock().Now()
+	err := e.retry(ctx, service, "destroying "+s.Name, e.callTimeout()+s.Spec.StopTimeout, func(ctx context.Context) error {
+		return e.Driver.Destroy(ctx, s.ID)
+	})
 	e.mu.Lock()
 	delete(e.retiring, s.ID)
 	delete(e.addrs, s.ID)
@@ -389,7 +436,7 @@ func (e *Executor) retire(ctx context.Context, door Door, service string, s driv
 	}
 	// How long it took says whether the server stops when asked (or waits to be
 	// killed: a program that ignores SIGTERM as PID 1 wants init = true).
-	e.event(service, string(s.ID), "destroyed", "server %s destroyed (stopped in %s): %s", s.Name, time.Since(start).Round(10*time.Millisecond), why)
+	e.event(service, string(s.ID), "destroyed", "server %s destroyed (stopped in %s): %s", s.Name, e.clock().Since(start).Round(10*time.Millisecond), why)
 	return nil
 }
 
@@ -397,7 +444,7 @@ func (e *Executor) retire(ctx context.Context, door Door, service string, s driv
 // err. Servers still serving are not touched.
 func (e *Executor) fail(ctx context.Context, door Door, t Target, created []driver.Server, err error) error {
 	// Clean up even if ctx was cancelled: a failed rollout must not leave servers behind.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	cctx, cancel := e.withTimeout(context.WithoutCancel(ctx), time.Minute, ErrDriverTimeout)
 	defer cancel()
 	for _, s := range created {
 		if rerr := e.retire(cctx, door, t.Service, s, "its rollout failed"); rerr != nil {
@@ -408,3 +455,96 @@ func (e *Executor) fail(ctx context.Context, door Door, t Target, created []driv
 }
 
 func itoa(n int64) string { return fmt.Sprint(n) }
+
+func (e *Executor) clock() clock.Clock {
+	if e.Clock == nil {
+		return clock.RealClock{}
+	}
+	return e.Clock
+}
+
+func (e *Executor) callTimeout() time.Duration {
+	if e.CallTimeout > 0 {
+		return e.CallTimeout
+	}
+	return DefaultCallTimeout
+}
+
+// withTimeout is context.WithTimeoutCause on the executor's clock: the context ends
+// after d with cause (context.DeadlineExceeded when nil; else wrapping it), or when
+// cancel is called. On the real clock it is context.WithTimeoutCause itself, so the
+// context has a Deadline.
+func (e *Executor) withTimeout(parent context.Context, d time.Duration, cause error) (context.Context, context.CancelFunc) {
+	if cause == nil {
+		cause = context.DeadlineExceeded
+	} else {
+		cause = fmt.Errorf("%w (%s): %w", cause, d, context.DeadlineExceeded)
+	}
+	if e.Clock == nil {
+		return context.WithTimeoutCause(parent, d, cause)
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	timer := e.clock().NewTimer(d)
+	done := make(chan struct{})
+	var once sync.Once
+	go func() {
+		select {
+		case <-timer.C():
+			cancel(cause)
+		case <-ctx.Done():
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		once.Do(func() {
+			timer.Stop()
+			close(done)
+			cancel(nil)
+		})
+	}
+}
+
+// retry makes a driver call, each attempt bounded by timeout, up to Attempts times
+// while it fails, waiting an exponential backoff with jitter between attempts. It stops
+// when ctx ends. A call that times out fails with ErrDriverTimeout.
+func (e *Executor) retry(ctx context.Context, service, what string, timeout time.Duration, call func(ctx context.Context) error) error {
+	attempts := e.Attempts
+	if attempts <= 0 {
+		attempts = DefaultAttempts
+	}
+	backoff := e.Backoff
+	if backoff <= 0 {
+		backoff = DefaultBackoff
+	}
+	for n := 1; ; n++ {
+		cctx, cancel := e.withTimeout(ctx, timeout, ErrDriverTimeout)
+		err := call(cctx)
+		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(cctx), ErrDriverTimeout) && !errors.Is(err, ErrDriverTimeout) {
+			err = fmt.Errorf("%w (%s): %w", ErrDriverTimeout, timeout, err)
+		}
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if errors.Is(err, driver.ErrImageNotFound) {
+			return err // not transient: the caller must load the image first
+		}
+		if n >= attempts {
+			if attempts > 1 {
+				return fmt.Errorf("%s, %d attempts: %w", what, n, err)
+			}
+			return err
+		}
+		// Full jitter on the upper half: the waits of servers created together spread.
+		wait := min(backoff<<(n-1), MaxBackoff)
+		wait = wait/2 + rand.N(wait/2+1)
+		timer := e.clock().NewTimer(wait)
+		e.event(service, "", "retry", "%s failed (attempt %d of %d), retrying in %s: %v", what, n, attempts, wait.Round(time.Millisecond), err)
+		select {
+		case <-timer.C():
+		case <-ctx.Done():
+			timer.Stop()
+			return err
+		}
+	}
+}

@@ -116,7 +116,7 @@ func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	if err := fn(tx); err != nil {
 		return rollback(tx, err)
 	}
-	return tx.Commit()
+	return s.commit(ctx, tx)
 }
 
 // rollback ends tx after err, adding the rollback's own failure, if any, to err. A

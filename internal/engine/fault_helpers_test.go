@@ -1,0 +1,99 @@
+package engine
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/kiln-build/kiln/internal/driver"
+)
+
+// leakCheck fails the test if a goroutine started during it outlives it, but for the
+// HTTP client's idle connections to servers that are gone (health probes, front
+// doors) and the SQLite driver's background work.
+func leakCheck(t *testing.T) {
+	opts := []goleak.Option{goleak.IgnoreCurrent(),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	}
+	t.Cleanup(func() {
+		http.DefaultClient.CloseIdleConnections()
+		goleak.VerifyNone(t, opts...)
+	})
+}
+
+// startOn runs an engine of d on drv until stop is called; tune may change the engine
+// before it starts. cancel ends its context without waiting; stop also waits for Start
+// to return.
+func (d *simDaemon) startOn(drv driver.Driver, tune func(*Engine)) (e *Engine, cancel context.CancelFunc, stop func()) {
+	e = New(Options{State: d.state, Images: d.images, Driver: drv, Project: "sim", StateDir: d.dir, Log: d.log, Resync: time.Hour})
+	if tune != nil {
+		tune(e)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		if err := e.Start(ctx); err != nil {
+			d.t.Errorf("Start: %v", err)
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-ch
+		})
+	}
+	d.t.Cleanup(stop)
+	return e, cancel, stop
+}
+
+// fleet samples a service's servers as the simulated runtime lists them.
+type fleet struct {
+	d       *simDaemon
+	service string
+	mu      sync.Mutex
+	most    int // most servers listed at once
+	fewest  int // fewest of them answering HTTP at once
+}
+
+func newFleet(d *simDaemon, service string) *fleet {
+	return &fleet{d: d, service: service, fewest: 1 << 30}
+}
+
+var probeClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// sample lists the servers and probes each; it uses the simulated driver itself, never
+// the fault injector.
+func (f *fleet) sample() {
+	servers, err := f.d.drv.List(context.Background(), driver.Selector{Project: "sim", Service: f.service})
+	if err != nil {
+		f.d.t.Error(err)
+		return
+	}
+	healthy := 0
+	for _, s := range servers {
+		resp, err := probeClient.Get("http://" + s.Address + "/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				healthy++
+			}
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.most = max(f.most, len(servers))
+	f.fewest = min(f.fewest, healthy)
+}
+
+func (f *fleet) worst() (most, fewest int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.most, f.fewest
+}

@@ -1,0 +1,452 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"go.uber.org/goleak"
+	testclock "k8s.io/utils/clock/testing"
+
+	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/driver/faultdriver"
+	"github.com/kiln-build/kiln/internal/driver/simdriver"
+	"github.com/kiln-build/kiln/internal/health"
+)
+
+func TestMain(m *testing.M) {
+	// The health probes' HTTP client keeps connections to servers that are gone
+	// until its idle timeout; nothing of the executor's own may outlive a test.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"))
+}
+
+// door is a front door in memory: the set of addresses in rotation. It records the
+// fewest servers it had in rotation once armed.
+type door struct {
+	mu       sync.Mutex
+	in       map[string]bool
+	armed    bool
+	fewest   int
+	onUpdate func()
+}
+
+func newDoor() *door { return &door{in: map[string]bool{}, fewest: 1 << 30} }
+
+func (d *door) Update(ctx context.Context, add, remove []string) error {
+	d.mu.Lock()
+	for _, a := range add {
+		d.in[a] = true
+	}
+	for _, a := range remove {
+		delete(d.in, a)
+	}
+	if d.armed {
+		d.fewest = min(d.fewest, len(d.in))
+	}
+	f := d.onUpdate
+	d.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	return ctx.Err()
+}
+
+func (d *door) Has(addr string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.in[addr]
+}
+
+func (d *door) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.in)
+}
+
+func (d *door) arm() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.armed, d.fewest = true, len(d.in)
+}
+
+// rig is an executor on simdriver through the fault injector, on a fake clock, with
+// a front door; it samples the servers the driver lists at every driver call.
+type rig struct {
+	t      *testing.T
+	sim    *simdriver.Driver
+	inj    *faultdriver.Injector
+	clock  *testclock.FakeClock
+	door   *door
+	exec   *Executor
+	mu     sync.Mutex
+	most   int // most servers listed at once, once armed
+	armed  bool
+	events []string
+	// unhealthy, when set, is the health gate of the servers of a revision: a fake that
+	// forces a failure, the simulated servers being always healthy.
+	unhealthy map[int64]func(ctx context.Context) error
+	onCall    func(c faultdriver.Call)
+}
+
+const callTimeout = 30 * time.Second
+
+func newRig(t *testing.T) *rig {
+	r := &rig{t: t, sim: simdriver.New(), clock: testclock.NewFakeClock(time.Unix(1e9, 0)), door: newDoor()}
+	t.Cleanup(func() { r.sim.Close() })
+	loadImages(t, r.sim)
+	r.inj = faultdriver.New(r.sim, 1)
+	r.inj.OnCall(func(ctx context.Context, c faultdriver.Call) error {
+		r.sample()
+		r.mu.Lock()
+		f := r.onCall
+		r.mu.Unlock()
+		if f != nil {
+			f(c)
+		}
+		return nil
+	})
+	r.door.onUpdate = r.sample
+	r.exec = &Executor{Driver: r.inj.Driver(), Clock: r.clock, CallTimeout: callTimeout, Healthy: r.healthy,
+		Event: func(service, serverID, typ, message string) {
+			r.mu.Lock()
+			r.events = append(r.events, typ+": "+message)
+			r.mu.Unlock()
+			if typ == "retry" {
+				// The wait before a retry has started: let it pass at once.
+				r.clock.Step(MaxBackoff)
+			}
+		}}
+	return r
+}
+
+// healthy is the real health gate: HTTP probes of the simulated server.
+func (r *rig) healthy(ctx context.Context, t Target, s driver.Server) error {
+	r.mu.Lock()
+	f := r.unhealthy[s.Revision]
+	r.mu.Unlock()
+	if f != nil {
+		return f(ctx)
+	}
+	return health.WaitHealthy(ctx, s.Address, health.Check{HTTPPath: "/", Timeout: time.Second}, 10*time.Millisecond, 0, 0, 1)
+}
+
+func (r *rig) sample() {
+	servers, err := r.sim.List(context.Background(), driver.Selector{Project: "p", Service: "web"})
+	if err != nil {
+		r.t.Error(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.armed {
+		r.most = max(r.most, len(servers))
+	}
+}
+
+func (r *rig) arm() {
+	r.door.arm()
+	r.mu.Lock()
+	r.armed = true
+	r.mu.Unlock()
+}
+
+func (r *rig) servers() map[int64]int {
+	servers, err := r.sim.List(context.Background(), driver.Selector{Project: "p", Service: "web"})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	by := map[int64]int{}
+	for _, s := range servers {
+		by[s.Revision]++
+		if !r.door.Has(s.Address) {
+			by[-1]++ // listed but out of rotation
+		}
+	}
+	return by
+}
+
+func (r *rig) eventCount(typ string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.events {
+		if strings.HasPrefix(e, typ+": ") {
+			n++
+		}
+	}
+	return n
+}
+
+func target(rev int64, replicas int, s Settings) Target {
+	if s.ProgressDeadline == 0 {
+		s.ProgressDeadline = time.Minute
+	}
+	return Target{Service: "web", Revision: rev, Replicas: replicas, Settings: s,
+		Spec: driver.ServerSpec{Project: "p", Service: "web", Image: revisionImage(rev).digest, Port: 8080}}
+}
+
+// testImage is an image of one revision: an empty image whose config names it, so
+// that every revision has its own digest.
+type testImage struct {
+	img    v1.Image
+	digest string
+}
+
+func revisionImage(rev int64) testImage {
+	img, err := mutate.Config(empty.Image, v1.Config{Env: []string{fmt.Sprintf("REVISION=%d", rev)}})
+	if err != nil {
+		panic(err)
+	}
+	h, err := img.Digest()
+	if err != nil {
+		panic(err)
+	}
+	return testImage{img, h.String()}
+}
+
+// loadImages gives the simulated runtime the images of the revisions tests use.
+func loadImages(t *testing.T, sim *simdriver.Driver) {
+	for rev := int64(1); rev <= 3; rev++ {
+		im := revisionImage(rev)
+		if err := sim.EnsureImage(context.Background(), im.digest, func() (v1.Image, error) { return im.img, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+var errBoom = errors.New("boom")
+
+// The strategies keep within their bounds: never more than replicas + max_surge
+// servers, never fewer than replicas - max_unavailable in rotation.
+func TestStrategies(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		replicas int
+		s        Settings
+		most     int
+		fewest   int
+	}{
+		{"rolling surge 1", 4, Settings{Strategy: "rolling", MaxSurge: 1}, 5, 4},
+		{"rolling surge 2", 5, Settings{Strategy: "rolling", MaxSurge: 2}, 7, 5},
+		{"rolling unavailable 1", 4, Settings{Strategy: "rolling", MaxUnavailable: 1}, 4, 3},
+		{"rolling unavailable 2", 5, Settings{Strategy: "rolling", MaxUnavailable: 2}, 5, 3},
+		{"rolling surge 1 unavailable 1", 4, Settings{Strategy: "rolling", MaxSurge: 1, MaxUnavailable: 1}, 5, 3},
+		{"blue-green", 3, Settings{Strategy: "blue-green"}, 6, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			r := newRig(t)
+			if err := r.exec.Run(ctx, r.door, target(1, tc.replicas, tc.s)); err != nil {
+				t.Fatalf("first rollout: %v", err)
+			}
+			r.arm()
+			if err := r.exec.Run(ctx, r.door, target(2, tc.replicas, tc.s)); err != nil {
+				t.Fatalf("rollout to revision 2: %v", err)
+			}
+			if got := r.servers(); got[2] != tc.replicas || len(got) != 1 {
+				t.Errorf("servers by revision (-1: out of rotation) = %v, want %d of revision 2, all in rotation", got, tc.replicas)
+			}
+			if r.most > tc.most || r.door.fewest < tc.fewest {
+				t.Errorf("at worst %d servers listed and %d in rotation; bounds %d and %d", r.most, r.door.fewest, tc.most, tc.fewest)
+			}
+			// Level-based: running it again changes nothing.
+			calls := r.inj.Calls()
+			if err := r.exec.Run(ctx, r.door, target(2, tc.replicas, tc.s)); err != nil || r.inj.Calls() != calls+1 {
+				t.Errorf("a converged Run: %v, %d driver calls (want 1 List)", err, r.inj.Calls()-calls)
+			}
+		})
+	}
+}
+
+// A step that fails destroys the servers it created and leaves the old ones serving;
+// the caller's rollback (Run back to the old target) converges.
+func TestFaults(t *testing.T) {
+	rolling := Settings{Strategy: "rolling", MaxSurge: 1}
+	for _, tc := range []struct {
+		name  string
+		s     Settings
+		setup func(r *rig)
+		want  error // what Run to revision 2 fails with; nil: it converges
+		// retries is how many retry events Run records.
+		retries int
+	}{
+		{name: "no progress (rolling)", s: rolling, want: ErrNoProgress, setup: func(r *rig) {
+			r.unhealthy = map[int64]func(context.Context) error{2: func(ctx context.Context) error {
+				r.clock.Step(time.Minute) // past the progress deadline
+				<-ctx.Done()
+				return context.Cause(ctx)
+			}}
+		}},
+		{name: "no progress (blue-green)", s: Settings{Strategy: "blue-green"}, want: ErrNoProgress, setup: func(r *rig) {
+			r.unhealthy = map[int64]func(context.Context) error{2: func(ctx context.Context) error {
+				r.clock.Step(time.Minute)
+				<-ctx.Done()
+				return context.Cause(ctx)
+			}}
+		}},
+		{name: "server fails its check", s: rolling, want: ErrServerFailed, setup: func(r *rig) {
+			r.unhealthy = map[int64]func(context.Context) error{2: func(ctx context.Context) error {
+				return fmt.Errorf("%w: HTTP 500", health.ErrDefinitive)
+			}}
+		}},
+		{name: "create fails", s: rolling, want: errBoom, retries: DefaultAttempts - 1, setup: func(r *rig) {
+			r.inj.Set(faultdriver.OpCreate, faultdriver.Fault{Err: errBoom})
+		}},
+		{name: "create fails once", s: rolling, retries: 1, setup: func(r *rig) {
+			r.inj.Set(faultdriver.OpCreate, faultdriver.Fault{Err: errBoom})
+			r.onCall = func(c faultdriver.Call) {
+				if c.Op == faultdriver.OpCreate {
+					r.inj.Set(faultdriver.OpCreate) // only the first Create fails
+				}
+			}
+		}},
+		{name: "create hangs", s: rolling, want: ErrDriverTimeout, retries: DefaultAttempts - 1, setup: func(r *rig) {
+			r.inj.Set(faultdriver.OpCreate, faultdriver.Fault{Hang: true})
+			r.onCall = func(c faultdriver.Call) {
+				if c.Op == faultdriver.OpCreate {
+					r.clock.Step(callTimeout) // the call's timeout has started: it passes
+				}
+			}
+		}},
+		{name: "destroy hangs", s: rolling, want: ErrDriverTimeout, retries: DefaultAttempts - 1, setup: func(r *rig) {
+			r.inj.Set(faultdriver.OpDestroy, faultdriver.Fault{Hang: true})
+			r.onCall = func(c faultdriver.Call) {
+				if c.Op == faultdriver.OpDestroy {
+					r.clock.Step(callTimeout)
+				}
+			}
+		}},
+		{name: "list fails", s: rolling, want: errBoom, retries: DefaultAttempts - 1, setup: func(r *rig) {
+			r.inj.Set(faultdriver.OpList, faultdriver.Fault{Err: errBoom})
+		}},
+		{name: "list fails once", s: rolling, retries: 1, setup: func(r *rig) {
+			r.inj.Set(faultdriver.OpList, faultdriver.Fault{Err: errBoom})
+			r.onCall = func(c faultdriver.Call) {
+				if c.Op == faultdriver.OpList {
+					r.inj.Set(faultdriver.OpList)
+				}
+			}
+		}},
+		{name: "a third of the calls fail", s: rolling, setup: func(r *rig) {
+			// Seeded: the calls this picks fail once or twice, never three times running.
+			r.inj.Set(faultdriver.OpCreate, faultdriver.Fault{P: 0.3, Err: errBoom})
+			r.inj.Set(faultdriver.OpDestroy, faultdriver.Fault{P: 0.3, Err: errBoom})
+		}, retries: -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			r := newRig(t)
+			const replicas = 3
+			if err := r.exec.Run(ctx, r.door, target(1, replicas, tc.s)); err != nil {
+				t.Fatalf("first rollout: %v", err)
+			}
+			r.arm()
+			r.mu.Lock()
+			tc.setup(r)
+			r.mu.Unlock()
+			err := r.exec.Run(ctx, r.door, target(2, replicas, tc.s))
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("rollout to revision 2: %v, want %v", err, tc.want)
+			}
+			if n := r.eventCount("retry"); tc.retries >= 0 && n != tc.retries {
+				t.Errorf("%d retries, want %d", n, tc.retries)
+			}
+			most := replicas + 1
+			if tc.s.Strategy == "blue-green" {
+				most = 2 * replicas
+			}
+			if r.most > most || r.door.fewest < replicas {
+				t.Errorf("at worst %d servers listed and %d in rotation; bounds %d and %d", r.most, r.door.fewest, most, replicas)
+			}
+			got := r.servers()
+			if tc.want == nil {
+				if got[2] != replicas || len(got) != 1 {
+					t.Errorf("servers by revision (-1: out of rotation) = %v, want %d of revision 2 in rotation", got, replicas)
+				}
+				return
+			}
+			if got[1] < replicas && tc.want != ErrDriverTimeout || got[2] > 1 || tc.want != ErrDriverTimeout && got[2] > 0 {
+				t.Errorf("after the failure, servers by revision (-1: out of rotation) = %v", got)
+			}
+			// The caller rolls back: Run to the old target, faults gone.
+			r.mu.Lock()
+			r.unhealthy, r.onCall = nil, nil
+			r.mu.Unlock()
+			r.inj.Set(faultdriver.OpCreate)
+			r.inj.Set(faultdriver.OpDestroy)
+			r.inj.Set(faultdriver.OpList)
+			if err := r.exec.Run(ctx, r.door, target(1, replicas, tc.s)); err != nil {
+				t.Fatalf("rolling back: %v", err)
+			}
+			if got := r.servers(); got[1] != replicas || len(got) != 1 || r.door.count() != replicas {
+				t.Errorf("after the rollback, servers by revision (-1: out of rotation) = %v, %d in rotation", got, r.door.count())
+			}
+		})
+	}
+}
+
+// keep_old holds the old set for its time on the executor's clock before destroying it.
+func TestBlueGreenKeepOld(t *testing.T) {
+	ctx := t.Context()
+	r := newRig(t)
+	s := Settings{Strategy: "blue-green", KeepOld: time.Hour}
+	if err := r.exec.Run(ctx, r.door, target(1, 2, s)); err != nil {
+		t.Fatal(err)
+	}
+	switched := r.eventCount("switched")
+	done := make(chan error, 1)
+	go func() { done <- r.exec.Run(ctx, r.door, target(2, 2, s)) }()
+	// Switched, the old set waits out keep_old: once its timer is the one waiter, the
+	// old servers are still there, out of rotation.
+	for r.eventCount("switched") == switched || !r.clock.HasWaiters() {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned before keep_old: %v", err)
+		default:
+		}
+		time.Sleep(time.Millisecond) // polling a condition, not waiting for time
+	}
+	if got := r.servers(); got[1] != 2 || got[2] != 2 || got[-1] != 2 {
+		t.Errorf("during keep_old, servers by revision (-1: out of rotation) = %v, want 2 old out of rotation and 2 new", got)
+	}
+	r.clock.Step(time.Hour)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := r.servers(); got[2] != 2 || len(got) != 1 {
+		t.Errorf("after keep_old, servers by revision = %v", got)
+	}
+}
+
+// A rollout stopped half-way left a new server beside all the old ones: running it
+// again counts that server against max_surge and retires an old one before creating.
+func TestResumedRolloutKeepsSurge(t *testing.T) {
+	ctx := t.Context()
+	r := newRig(t)
+	s := Settings{Strategy: "rolling", MaxSurge: 1}
+	if err := r.exec.Run(ctx, r.door, target(1, 3, s)); err != nil {
+		t.Fatal(err)
+	}
+	left := target(2, 3, s).Spec
+	left.Revision = 2
+	if _, err := r.sim.Create(ctx, left); err != nil {
+		t.Fatal(err)
+	}
+	r.arm()
+	if err := r.exec.Run(ctx, r.door, target(2, 3, s)); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.servers(); got[2] != 3 || len(got) != 1 {
+		t.Errorf("servers by revision (-1: out of rotation) = %v", got)
+	}
+	if r.most > 4 || r.door.fewest < 3 {
+		t.Errorf("at worst %d servers listed and %d in rotation; bounds 4 and 3", r.most, r.door.fewest)
+	}
+}
