@@ -25,7 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/kiln-build/kiln/internal/dockerimage"
+	"github.com/kiln-build/kiln/internal/driver/docker/dockerimage"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 

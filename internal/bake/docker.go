@@ -12,7 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"github.com/kiln-build/kiln/internal/dockerimage"
+	"github.com/kiln-build/kiln/internal/driver/docker/dockerimage"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 

@@ -15,127 +15,153 @@ import (
 
 const module = "github.com/kiln-build/kiln"
 
-// allowed lists, for each kiln package, the kiln packages it may import. A package not
-// listed may import none. spec, driver, api, store, health and httpguard are leaves;
-// proxy imports only httpguard; drivers import only driver; the CLI is the one place that
-// names a concrete driver; plan does no I/O and imports only driver; nothing imports the
-// CLI.
+// allowed lists, for each kiln package, the kiln packages its code may import (tests
+// aside: see testAllowed). A package not listed may import none. spec, driver, api,
+// store, health and httpguard are leaves; proxy imports only httpguard; drivers import
+// only driver; plan does no I/O and imports only driver; the engine names no concrete
+// driver; nothing imports the CLI.
 var allowed = map[string][]string{
 	"cmd/kiln": {"internal/cli", "internal/sandbox"},
-	// The CLI's tests run a daemon's engine and pipelines on the simulated driver.
-	"internal/cli":    {"internal/spec", "internal/bake", "internal/imagestore", "internal/atomicfile", "internal/api", "internal/engine", "internal/pipeline", "internal/resolve", "internal/server", "internal/store", "internal/statedir", "internal/secret", "internal/driver/docker", "internal/driver/simdriver"},
-	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/pipeline", "internal/httpguard", "internal/plan", "internal/spec", "internal/store", "internal/driver/simdriver"},
-	// The dashboard's tests run it behind the real server (which imports it), on the
-	// simulated driver.
-	"internal/dashboard": {"internal/api", "internal/engine", "internal/pipeline", "internal/store", "internal/server", "internal/driver/simdriver", "internal/bake", "internal/imagestore", "internal/spec"},
-	// The simulated driver passes the conformance suite in its tests.
-	"internal/driver/simdriver": {"internal/driver", "internal/driver/drivertest"},
-	// The one list of the concrete drivers.
-	"internal/driver/registry": {"internal/driver", "internal/driver/docker", "internal/driver/simdriver"},
-	// The engine's tests run it on the simulated driver.
-	"internal/engine": {"internal/api", "internal/secret", "internal/bake", "internal/imagestore", "internal/driver", "internal/health", "internal/plan", "internal/frontdoor", "internal/monitor", "internal/reconcile", "internal/resolve", "internal/rollout", "internal/spec", "internal/store", "internal/driver/simdriver", "internal/driver/faultdriver"},
-	// The fault injector's tests wrap the simulated driver.
-	"internal/driver/faultdriver": {"internal/driver", "internal/driver/simdriver"},
-	"internal/frontdoor":          {"internal/api", "internal/proxy", "internal/spec"},
-	"internal/monitor":            {"internal/health", "internal/spec"},
-	"internal/reconcile":          {},
-	// pipeline reaches the engine only through its Engine interface; its tests run the
-	// two together on the simulated driver.
-	"internal/pipeline":  {"internal/api", "internal/bake", "internal/imagestore", "internal/driver", "internal/gitsource", "internal/health", "internal/resolve", "internal/sandbox", "internal/secret", "internal/spec", "internal/store", "internal/engine", "internal/driver/simdriver"},
+	// The CLI names the Docker driver (the daemon's runtime, and `kiln bake --load`).
+	"internal/cli":       {"internal/api", "internal/atomicfile", "internal/bake", "internal/driver/docker", "internal/engine", "internal/imagestore", "internal/pipeline", "internal/resolve", "internal/secret", "internal/server", "internal/spec", "internal/statedir", "internal/store"},
+	"internal/server":    {"internal/api", "internal/dashboard", "internal/engine", "internal/httpguard", "internal/pipeline", "internal/plan", "internal/spec", "internal/store"},
+	"internal/dashboard": {"internal/api", "internal/engine", "internal/pipeline", "internal/store"},
+	// The engine keeps the use cases; its parts (front doors, health monitor,
+	// reconcile loop, rollouts) are packages of their own, and it reads the image store.
+	"internal/engine":    {"internal/api", "internal/driver", "internal/frontdoor", "internal/health", "internal/imagestore", "internal/monitor", "internal/plan", "internal/reconcile", "internal/resolve", "internal/rollout", "internal/secret", "internal/spec", "internal/store"},
+	"internal/frontdoor": {"internal/api", "internal/proxy", "internal/spec"},
+	"internal/monitor":   {"internal/health", "internal/spec"},
+	"internal/reconcile": {},
+	"internal/rollout":   {"internal/driver", "internal/plan", "internal/spec"},
+	// pipeline reaches the engine only through its Engine interface.
+	"internal/pipeline":  {"internal/api", "internal/bake", "internal/driver", "internal/gitsource", "internal/health", "internal/imagestore", "internal/resolve", "internal/sandbox", "internal/secret", "internal/spec", "internal/store"},
 	"internal/gitsource": {},
 	"internal/resolve":   {"internal/api", "internal/bake", "internal/imagestore", "internal/spec"},
-	// The rollout's tests run it on the simulated driver through the fault injector.
-	"internal/rollout": {"internal/driver", "internal/plan", "internal/spec", "internal/driver/simdriver", "internal/driver/faultdriver", "internal/health"},
-	// bake reads docker:// bases through dockerimage, so that the Docker client stays out
-	// of it, and writes the images it bakes into imagestore.
-	"internal/bake":        {"internal/spec", "internal/atomicfile", "internal/sandbox", "internal/dockerimage", "internal/imagestore"},
-	"internal/dockerimage": {},
+	// bake reads docker:// bases through the Docker driver's dockerimage, so that the
+	// Docker client stays out of it, and writes the images it bakes into imagestore.
+	"internal/bake": {"internal/atomicfile", "internal/driver/docker/dockerimage", "internal/imagestore", "internal/sandbox", "internal/spec"},
 	// The image store imports no driver and no engine: everything reads it, bake writes it.
-	"internal/imagestore":        {"internal/atomicfile"},
-	"internal/plan":              {"internal/driver"},
-	"internal/driver/docker":     {"internal/driver", "internal/driver/drivertest"},
-	"internal/driver/drivertest": {"internal/driver"},
-	"internal/driver":            {},
-	"internal/spec":              {},
-	"internal/api":               {},
-	"internal/store":             {},
-	"internal/health":            {},
-	"internal/proxy":             {"internal/httpguard"},
-	"internal/httpguard":         {},
-	"internal/atomicfile":        {},
-	"internal/statedir":          {},
-	"internal/secret":            {"internal/atomicfile"},
-	"internal/sandbox":           {},
-	"internal/depcheck":          {},
-	"test/e2e":                   {},
+	"internal/imagestore":                {"internal/atomicfile"},
+	"internal/plan":                      {"internal/driver"},
+	"internal/driver":                    {},
+	"internal/driver/docker":             {"internal/driver"},
+	"internal/driver/docker/dockerimage": {},
+	"internal/driver/simdriver":          {"internal/driver"},
+	"internal/driver/faultdriver":        {"internal/driver"},
+	"internal/driver/drivertest":         {"internal/driver"},
+	// The one list of the concrete drivers.
+	"internal/driver/registry": {"internal/driver", "internal/driver/docker", "internal/driver/simdriver"},
+	"internal/spec":            {},
+	"internal/api":             {},
+	"internal/store":           {},
+	"internal/health":          {},
+	"internal/proxy":           {"internal/httpguard"},
+	"internal/httpguard":       {},
+	"internal/atomicfile":      {},
+	"internal/statedir":        {},
+	"internal/secret":          {"internal/atomicfile"},
+	"internal/sandbox":         {},
+	"internal/depcheck":        {},
+	"test/e2e":                 {},
 }
 
-// dockerClient is the Docker Engine client, and dockerClients the packages whose code
-// (tests aside) may import it: the driver (which alone loads images into the engine),
-// and dockerimage, which reads images out of the engine for bake.
-const dockerClient = "github.com/moby/moby/client"
+// testAllowed lists what a package's tests may import besides what its code may: the
+// simulated driver (and the fault injector over it) to run the core without Docker,
+// the conformance suite, and the parts a test assembles around the package.
+var testAllowed = map[string][]string{
+	"internal/cli":                {"internal/driver/simdriver"},
+	"internal/server":             {"internal/driver/simdriver"},
+	"internal/dashboard":          {"internal/bake", "internal/driver/simdriver", "internal/imagestore", "internal/server", "internal/spec"},
+	"internal/engine":             {"internal/bake", "internal/driver/faultdriver", "internal/driver/simdriver"},
+	"internal/pipeline":           {"internal/driver/simdriver", "internal/engine"},
+	"internal/rollout":            {"internal/driver/faultdriver", "internal/driver/simdriver", "internal/health"},
+	"internal/driver/docker":      {"internal/driver/drivertest"},
+	"internal/driver/simdriver":   {"internal/driver/drivertest"},
+	"internal/driver/faultdriver": {"internal/driver/simdriver"},
+}
 
-var dockerClients = map[string]bool{"internal/driver/docker": true, "internal/dockerimage": true}
-
-// dockerimageUsers are the packages that may import dockerimage, tests included: bake,
-// for docker:// bases, and the Docker driver. Whatever allowed says, no other may.
-var dockerimageUsers = map[string]bool{"internal/bake": true, "internal/driver/docker": true}
-
-// goGit is go-git, and gitSource the one package that may import it (its packages),
-// tests included: a pipeline's git source.
+// dockerClient is the Docker Engine client: only the Docker driver's packages import
+// it (internal/driver/docker, and its dockerimage, which reads images out of the engine
+// for bake's docker:// bases), and the end-to-end tests; loading images into the
+// engine is the driver's alone.
 const (
-	goGit     = "github.com/go-git/go-git/v5"
-	gitSource = "internal/gitsource"
+	dockerClient = "github.com/moby/moby/client"
+	dockerDriver = "internal/driver/docker"
+	dockerimage  = "internal/driver/docker/dockerimage"
+	goGit        = "github.com/go-git/go-git/v5"
+	gitSource    = "internal/gitsource"
 )
 
+// dockerimageUsers are the packages that may import dockerimage, tests included: bake,
+// for docker:// bases, and the Docker driver.
+var dockerimageUsers = map[string]bool{"internal/bake": true, dockerDriver: true}
+
+// TestImports checks each package's imports against allowed, and its tests' against
+// allowed and testAllowed together; and that only the Docker driver imports the
+// Docker client and only the git source imports go-git, tests included.
 func TestImports(t *testing.T) {
-	out, err := exec.Command("go", "list", "-json", "-test", module+"/...").Output()
+	out, err := exec.Command("go", "list", "-json", module+"/...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
+	seen := 0
 	for {
 		var p struct {
-			ImportPath string
-			Imports    []string
-			ForTest    string
+			ImportPath                         string
+			Imports, TestImports, XTestImports []string
 		}
 		if err := dec.Decode(&p); err == io.EOF {
 			break
 		} else if err != nil {
 			t.Fatal(err)
 		}
+		seen++
 		pkg := strings.TrimPrefix(p.ImportPath, module+"/")
-		test := p.ForTest != "" || strings.HasSuffix(p.ImportPath, ".test")
-		if i := strings.IndexAny(pkg, " ."); i >= 0 { // "x [x.test]" and "x.test" variants
-			pkg = pkg[:i]
+		if _, listed := allowed[pkg]; !listed {
+			t.Errorf("%s is not in allowed: say what it may import", pkg)
 		}
-		pkg = strings.TrimSuffix(pkg, "_test")
-		ok := map[string]bool{pkg: true, pkg + "_test": true}
-		for _, a := range allowed[pkg] {
-			ok[a] = true
+		check := func(imports []string, test bool) {
+			ok := map[string]bool{pkg: true}
+			for _, a := range allowed[pkg] {
+				ok[a] = true
+			}
+			if test {
+				for _, a := range testAllowed[pkg] {
+					ok[a] = true
+				}
+			}
+			what := "code"
+			if test {
+				what = "tests"
+			}
+			for _, imp := range imports {
+				if imp == dockerClient || strings.HasPrefix(imp, dockerClient+"/") {
+					// End-to-end tests drive the real engine as a user would.
+					if pkg != dockerDriver && !strings.HasPrefix(pkg, dockerDriver+"/") && pkg != "test/e2e" {
+						t.Errorf("%s's %s import the Docker client, which only %s may", pkg, what, dockerDriver)
+					}
+				}
+				if (imp == goGit || strings.HasPrefix(imp, goGit+"/")) && pkg != gitSource {
+					t.Errorf("%s's %s import %s, which only %s may", pkg, what, imp, gitSource)
+				}
+				dep, isKiln := strings.CutPrefix(imp, module+"/")
+				if !isKiln {
+					continue
+				}
+				if !ok[dep] {
+					t.Errorf("%s's %s import %s, which they may not (see allowed and testAllowed in depcheck_test.go)", pkg, what, dep)
+				}
+				if dep == dockerimage && !dockerimageUsers[pkg] {
+					t.Errorf("%s imports dockerimage, which only %v may", pkg, dockerimageUsers)
+				}
+			}
 		}
-		for _, imp := range p.Imports {
-			if imp == dockerClient && !test && !dockerClients[pkg] {
-				t.Errorf("%s imports the Docker client, which only %v may", pkg, dockerClients)
-			}
-			if (imp == goGit || strings.HasPrefix(imp, goGit+"/")) && pkg != gitSource {
-				t.Errorf("%s imports %s, which only %s may", pkg, imp, gitSource)
-			}
-			dep, isKiln := strings.CutPrefix(imp, module+"/")
-			if !isKiln {
-				continue
-			}
-			if i := strings.IndexAny(dep, " "); i >= 0 {
-				dep = dep[:i]
-			}
-			if !ok[dep] {
-				t.Errorf("%s imports %s, which it may not (see allowed in depcheck_test.go)", pkg, dep)
-			}
-			if dep == "internal/dockerimage" && !dockerimageUsers[pkg] {
-				t.Errorf("%s imports dockerimage, which only %v may", pkg, dockerimageUsers)
-			}
-		}
+		check(p.Imports, false)
+		check(append(p.TestImports, p.XTestImports...), true)
+	}
+	if seen < 20 {
+		t.Fatalf("go list listed %d packages: the check saw too little to mean anything", seen)
 	}
 }
 
