@@ -131,26 +131,26 @@ func TestImports(t *testing.T) {
 					ok[a] = true
 				}
 			}
-			what := "code"
+			what := "code imports"
 			if test {
-				what = "tests"
+				what = "tests import"
 			}
 			for _, imp := range imports {
 				if imp == dockerClient || strings.HasPrefix(imp, dockerClient+"/") {
 					// End-to-end tests drive the real engine as a user would.
 					if pkg != dockerDriver && !strings.HasPrefix(pkg, dockerDriver+"/") && pkg != "test/e2e" {
-						t.Errorf("%s's %s import the Docker client, which only %s may", pkg, what, dockerDriver)
+						t.Errorf("%s's %s the Docker client, which only %s may", pkg, what, dockerDriver)
 					}
 				}
 				if (imp == goGit || strings.HasPrefix(imp, goGit+"/")) && pkg != gitSource {
-					t.Errorf("%s's %s import %s, which only %s may", pkg, what, imp, gitSource)
+					t.Errorf("%s's %s %s, which only %s may", pkg, what, imp, gitSource)
 				}
 				dep, isKiln := strings.CutPrefix(imp, module+"/")
 				if !isKiln {
 					continue
 				}
 				if !ok[dep] {
-					t.Errorf("%s's %s import %s, which they may not (see allowed and testAllowed in depcheck_test.go)", pkg, what, dep)
+					t.Errorf("%s's %s %s, which is not allowed (see allowed and testAllowed in depcheck_test.go)", pkg, what, dep)
 				}
 				if dep == dockerimage && !dockerimageUsers[pkg] {
 					t.Errorf("%s imports dockerimage, which only %v may", pkg, dockerimageUsers)
