@@ -120,8 +120,8 @@ func (e *Engine) serviceNames(ctx context.Context) ([]string, error) {
 // ends.
 func (e *Engine) watch(ctx context.Context) {
 	w, ok := e.opts.Driver.(driver.Watcher)
-	if !ok {
-		return
+	if !ok || !e.caps.Events {
+		return // resyncs alone find what happens
 	}
 	for ctx.Err() == nil {
 		events, err := w.Watch(ctx)

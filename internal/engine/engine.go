@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,6 +66,7 @@ type Engine struct {
 	// that an apply sees the doors and rollouts of the one before it.
 	applying sync.Mutex
 
+	caps    driver.Capabilities // what the runtime claims (driver.CapabilitiesOf)
 	doors   *frontdoor.Registry
 	monitor *monitor.Monitor
 	loop    *reconcile.Loop
@@ -98,6 +100,7 @@ func New(opts Options) *Engine {
 		measure, count := e.metrics.middleware(service), e.traffic.middleware(service)
 		return func(h http.Handler) http.Handler { return measure(count(frontdoor.WithoutSession(h))) }
 	})
+	e.caps = driver.CapabilitiesOf(opts.Driver)
 	if e.clock = opts.Clock; e.clock == nil {
 		e.clock = clock.RealClock{}
 	}
@@ -126,6 +129,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.mu.Lock()
 	e.ctx = ctx
 	e.mu.Unlock()
+	if lacks := unenforced(e.caps); len(lacks) > 0 {
+		e.log.Warn("the runtime does not enforce every default of kiln's servers", "runtime", e.opts.Driver.Name(), "not_enforced", strings.Join(lacks, ", "))
+	}
 	services, err := e.opts.State.Services(ctx)
 	if err != nil {
 		return err
@@ -199,6 +205,25 @@ func (e *Engine) failUnstarted(ctx context.Context, sv store.Service, running st
 			e.setOutcome(ctx, sv.Name, r.Number, store.OutcomeFailed, "not rolled out: kiln stopped before its rollout started")
 		}
 	}
+}
+
+// unenforced names the security defaults of servers that a runtime with caps does not
+// enforce: kiln still runs servers there, and says so.
+func unenforced(caps driver.Capabilities) []string {
+	var out []string
+	for _, c := range []struct {
+		has  bool
+		what string
+	}{
+		{caps.ReadOnlyRoot, "read-only root filesystem"}, {caps.Tmpfs, "private tmpfs for writable paths"},
+		{caps.PIDsLimit, "PIDs limit"}, {caps.MemoryLimit, "memory limit"}, {caps.CPULimit, "CPU limit"},
+		{caps.NoPrivileges, "no privileges"}, {caps.ProjectNetwork, "a network per project"}, {caps.SecretFiles, "secrets kept off the runtime's records"},
+	} {
+		if !c.has {
+			out = append(out, c.what)
+		}
+	}
+	return out
 }
 
 // converge brings a service to rev: the work of a rollout, and of re-adopting servers
@@ -287,7 +312,7 @@ func (e *Engine) healthy(ctx context.Context, t rollout.Target, s driver.Server)
 	check := health.Check{HTTPPath: h.HTTP, TCP: h.TCP, Timeout: h.Timeout, FailAfter: h.FailureThreshold}
 	gctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if w, ok := e.opts.Driver.(driver.Waiter); ok && s.ID != "" {
+	if w, ok := e.opts.Driver.(driver.Waiter); ok && e.caps.Wait && s.ID != "" {
 		go func() {
 			x, err := w.Wait(gctx, s.ID)
 			if err == nil {

@@ -41,7 +41,7 @@ func (e *ExitError) Error() string {
 func (e *Engine) exited(ctx context.Context, s driver.Server, x driver.Exit) *ExitError {
 	out := &ExitError{Server: s.Name, Exit: x}
 	l, ok := e.opts.Driver.(driver.Logger)
-	if !ok {
+	if !ok || !e.caps.Logs {
 		return out
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)

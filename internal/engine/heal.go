@@ -65,6 +65,7 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 	}
 	e.mu.Unlock()
 	differ, canDiff := e.opts.Driver.(driver.Differ)
+	canDiff = canDiff && (e.caps.ConfigDiff || e.caps.FileDiff)
 	for _, s := range sp.Keep {
 		why, isFlagged := flagged[s.ID]
 		switch {

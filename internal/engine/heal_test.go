@@ -39,6 +39,13 @@ func (d *driftDriver) set(id driver.ServerID, drift ...driver.Drift) {
 	d.drift[id] = drift
 }
 
+// Capabilities are the simulated driver's, with the file drift it now reports.
+func (d *driftDriver) Capabilities() driver.Capabilities {
+	caps := d.Driver.Capabilities()
+	caps.FileDiff = true
+	return caps
+}
+
 var _ driver.Differ = (*driftDriver)(nil)
 
 // healHarness is an engine on the simulated driver with a fake clock.

@@ -179,6 +179,14 @@ type core struct{ i *Injector }
 
 func (c core) Name() string { return c.i.inner.Name() }
 
+// Capabilities are the wrapped driver's, but sets: the wrapper does not forward
+// driver.SetDriver, so it does not claim it.
+func (c core) Capabilities() driver.Capabilities {
+	caps := driver.CapabilitiesOf(c.i.inner)
+	caps.Sets = false
+	return caps
+}
+
 func (c core) Create(ctx context.Context, spec driver.ServerSpec) (driver.Server, error) {
 	if err := c.i.before(ctx, OpCreate); err != nil {
 		return driver.Server{}, err
