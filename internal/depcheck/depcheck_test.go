@@ -12,12 +12,15 @@ const module = "github.com/kiln-build/kiln"
 
 // allowed lists, for each kiln package, the kiln packages it may import. A package not
 // listed may import none. spec, driver, api, store, health and httpguard are leaves;
-// proxy imports only httpguard; drivers import only driver; the CLI is the one place that
-// names a concrete driver; plan does no I/O and imports only driver; nothing imports the
+// proxy imports only httpguard; drivers import only driver; the daemon is the one place
+// that names a concrete driver; plan does no I/O and imports only driver; nothing imports the
 // CLI.
 var allowed = map[string][]string{
-	"cmd/kiln":        {"internal/cli", "internal/sandbox"},
-	"internal/cli":    {"internal/spec", "internal/bake", "internal/atomicfile", "internal/api", "internal/engine", "internal/server", "internal/store", "internal/statedir", "internal/secret", "internal/driver/docker"},
+	"cmd/kiln":     {"internal/cli", "internal/sandbox"},
+	"internal/cli": {"internal/spec", "internal/bake", "internal/atomicfile", "internal/api", "internal/engine", "internal/server", "internal/store", "internal/statedir", "internal/daemon"},
+	// The daemon is the one place that names a concrete driver; its tests run it on the
+	// simulated one.
+	"internal/daemon": {"internal/api", "internal/atomicfile", "internal/bake", "internal/driver", "internal/driver/docker", "internal/engine", "internal/secret", "internal/server", "internal/store", "internal/driver/simdriver", "internal/spec"},
 	"internal/server": {"internal/api", "internal/dashboard", "internal/engine", "internal/httpguard", "internal/plan", "internal/spec", "internal/store", "internal/driver/simdriver"},
 	// The dashboard's tests run it behind the real server (which imports it), on the
 	// simulated driver.
