@@ -69,8 +69,9 @@ var ErrStarted = errors.New("the daemon was started already")
 // New claims the state directory (its PID file, locked while the daemon lives), reads
 // or creates the API tokens, the project id and the secret key, opens the API's
 // listener, the driver (and checks that its runtime answers), the state store and the
-// image store, and makes the engine and the API server. It starts no goroutine: a
-// request to the API waits in the listener's backlog until Start. It fails with an
+// image store, makes the engine and the API server, and writes the API's address to
+// .kiln/api.addr. It starts no goroutine: a client that finds the daemon waits in the
+// listener's backlog until Start. It fails with an
 // error wrapping ErrRunning when another daemon serves the state directory; on any
 // error nothing is left open or claimed.
 func New(ctx context.Context, o Options) (*Daemon, error) {
@@ -152,6 +153,10 @@ func (d *Daemon) open(ctx context.Context, o Options) error {
 	d.eng = engine.New(engine.Options{State: d.state, Images: images, Driver: d.drv, Owner: fmt.Sprintf("kiln (pid %d)", os.Getpid()),
 		Project: project, StateDir: stateDir, Secrets: key, Log: log})
 	d.api = server.New(d.eng, server.Tokens{Admin: token, ReadOnly: readOnly}, log)
+	// Last: once it is there, clients find the daemon (and wait for Start).
+	if err := atomicfile.Write(d.addrFile, []byte(d.addr+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing the API's address: %w", err)
+	}
 	return nil
 }
 
@@ -161,15 +166,15 @@ func (d *Daemon) Addr() string { return d.addr }
 // Token is the API's admin bearer token (.kiln/token).
 func (d *Daemon) Token() string { return d.token }
 
-// Start runs the daemon and blocks until ctx ends or a part fails: it writes the API's
-// address to .kiln/api.addr and starts the engine (front doors, rollouts resumed,
-// controller, pipelines) and the API server. Then it stops them in order: the API
-// stops accepting requests; the engine stops (a rollout's step in flight ends, its
-// servers removed when it was cut short, and the rollout stays running in the store to
-// resume on the next start); the requests in flight end; the driver is closed (if it
-// has Close() error), then the state store; api.addr and the PID file are removed and
-// the lock released. It returns the first error of a part, nil when ctx ended. It may
-// be called once; Close need not be called after it.
+// Start runs the daemon and blocks until ctx ends or a part fails: it starts the
+// engine (front doors, rollouts resumed, controller, pipelines) and the API server.
+// Then it stops them in order: the API stops accepting requests; the engine stops (a
+// rollout's step in flight ends, its servers removed when it was cut short, and the
+// rollout stays running in the store to resume on the next start); the requests in
+// flight end; the driver is closed (if it has Close() error), then the state store;
+// api.addr and the PID file are removed and the lock released. It returns the first
+// error of a part, nil when ctx ended. It may be called once; Close need not be called
+// after it.
 func (d *Daemon) Start(ctx context.Context) error {
 	err := ErrStarted
 	d.startOnce.Do(func() { err = d.run(ctx) })
@@ -181,9 +186,6 @@ func (d *Daemon) run(ctx context.Context) error {
 		return ErrStarted
 	}
 	defer d.Close()
-	if err := atomicfile.Write(d.addrFile, []byte(d.addr+"\n"), 0o600); err != nil {
-		return fmt.Errorf("writing the API's address: %w", err)
-	}
 	// Each part has a context of its own, ended in the stop order below; ctx's values
 	// reach them, its end does not.
 	parts := context.WithoutCancel(ctx)

@@ -177,6 +177,10 @@ func TestStopOrder(t *testing.T) {
 	if pid, _, err := Running(dir); pid != os.Getpid() || err != nil {
 		t.Fatalf("after New, Running says %d %v; want this process", pid, err)
 	}
+	// Clients find it from New on: the verbs print its address once New returns.
+	if b, err := os.ReadFile(filepath.Join(dir, api.AddrFile)); err != nil || string(b) != d.Addr()+"\n" {
+		t.Errorf("after New, api.addr holds %q (%v), want %s", b, err, d.Addr())
+	}
 	stop := start(d)
 	c := api.New(d.Addr(), d.Token())
 	res, err := c.Apply(context.Background(), api.ApplyRequest{Services: []api.Service{svc}, User: "test", Detach: true}, nil)
@@ -262,9 +266,7 @@ func TestSecondDaemonRefused(t *testing.T) {
 	drv := newOrderDriver(t, false)
 	d := newDaemon(t, dir, drv)
 	stop := start(d)
-	// Start writes api.addr; the refusal names it once it is there.
-	c := api.New(d.Addr(), d.Token())
-	if _, err := c.Status(context.Background()); err != nil {
+	if _, err := api.New(d.Addr(), d.Token()).Status(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	_, err := New(context.Background(), Options{StateDir: dir, Listen: "127.0.0.1:0", Driver: newOrderDriver(t, false)})
