@@ -182,14 +182,23 @@ func TestStopOrder(t *testing.T) {
 		t.Errorf("after New, api.addr holds %q (%v), want %s", b, err, d.Addr())
 	}
 	stop := start(d)
-	c := api.New(d.Addr(), d.Token())
-	res, err := c.Apply(context.Background(), api.ApplyRequest{Services: []api.Service{svc}, User: "test", Detach: true}, nil)
-	if err != nil || !res.OK {
-		t.Fatalf("apply: %v %+v", err, res)
+	type answer struct {
+		res api.Result
+		err error
 	}
+	applied := make(chan answer, 1)
+	go func() {
+		res, err := api.New(d.Addr(), d.Token()).Apply(context.Background(), api.ApplyRequest{Services: []api.Service{svc}, User: "test"}, nil)
+		applied <- answer{res, err}
+	}()
 	<-drv.created // the first step is in flight
 	if err := stop(); err != nil {
 		t.Fatalf("Start returned %v after its context ended, want nil", err)
+	}
+	// The request in flight was answered before the daemon went: the rollout is pending.
+	a := <-applied
+	if a.err != nil || len(a.res.Services) != 1 || a.res.Services[0].Outcome != string(store.OutcomePending) {
+		t.Errorf("the apply in flight got %+v %v, want its rollout pending", a.res, a.err)
 	}
 	if len(drv.late) > 0 {
 		t.Errorf("driver calls after the driver was closed (the engine had not returned): %v", drv.late)
