@@ -134,6 +134,33 @@ func TestSignalServe(t *testing.T) {
 	}
 }
 
+// TestSignalUp: Ctrl-C to kiln up while its first rollout's servers wait out their
+// health gate stops it with 130, removes those servers and releases the state
+// directory; the next kiln serve resumes the rollout to 4 servers.
+func TestSignalUp(t *testing.T) {
+	d := newDeployment(t)
+	slowRollout(t, d, "4s")
+	d.startDaemon("created from revision 1", "up")
+	start := time.Now()
+	d.daemon.Process.Signal(syscall.SIGINT)
+	code, took := exited(t, d.daemon, d.logs, start)
+	d.daemon = nil
+	t.Logf("kiln up exited %d, %s after SIGINT; containers then: %v", code, took.Round(time.Millisecond), d.containers())
+	if code != 130 {
+		t.Errorf("kiln up exited %d after SIGINT, want 130:\n%s", code, d.logs.String())
+	}
+	if !strings.Contains(d.logs.String(), "Press Ctrl-C again to exit at once") {
+		t.Errorf("kiln up does not say what a second Ctrl-C does:\n%s", d.logs.String())
+	}
+	released(t, d)
+	if cs := d.containers(); len(cs) != 0 {
+		t.Errorf("the interrupted step's servers outlive the stop: %v", cs)
+	}
+	d.startDaemon("API on", "serve")
+	waitOutput(t, d.logs, "resuming the rollout to revision 1")
+	waitRevision(t, d, 1, 4)
+}
+
 // TestSignalUpTwice: two Ctrl-Cs to kiln up mid-rollout exit at once with 130; the
 // next kiln serve resumes the rollout and converges to 4 servers, with no orphan.
 func TestSignalUpTwice(t *testing.T) {
