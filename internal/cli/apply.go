@@ -21,7 +21,9 @@ changing them): rolling or blue-green, admitting each new server only once it is
 healthy. If new servers do not become healthy within the progress deadline, the
 rollout reverts to the previous revision (auto_rollback, on by default).
 
-Apply waits until the outcome is known and exits non-zero if a rollout failed.
+Apply waits until the outcome is known and exits non-zero if a rollout failed. Ctrl-C
+while it waits stops following the rollout, not the rollout: the daemon carries on with
+it (exit status 130).
 
 A service rolled back with kiln rollback stays at that rollback until the spec is
 applied over it on purpose: if the spec would replace such a revision, apply says so
@@ -52,8 +54,14 @@ and changes nothing, unless -auto-approve is given (on a terminal it asks, and o
 			if len(services) == 0 {
 				return nil // every service is kept at its rollback
 			}
+			// From here the rollouts are the daemon's: Ctrl-C only stops following them.
+			noteInterrupt(ctx, "stopped following the rollout; it goes on in the daemon (kiln status, kiln events -f)")
 			res, err := c.Apply(ctx, api.ApplyRequest{Services: services, Secrets: d.secrets, Pipelines: d.pipelines, Prune: prune, Source: d.source,
 				Commit: d.commit, User: currentUser(), Detach: detach}, func(e api.Event) { printEvent(g.stderr, e) })
+			if err != nil && interrupted(ctx) {
+				fmt.Fprintln(g.stderr, "kiln apply: interrupted; the rollout goes on in the daemon: follow it with `kiln status` or `kiln events -f`")
+				return exitError{130}
+			}
 			if err != nil {
 				return err
 			}

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
@@ -38,6 +41,84 @@ type globals struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 }
+
+// ErrInterrupted is the cause of the context of a verb the user stopped with Ctrl-C
+// (SIGINT); ErrTerminated of one asked to stop by SIGTERM (as kiln stop sends).
+var (
+	ErrInterrupted = errors.New("interrupted")
+	ErrTerminated  = errors.New("terminated")
+)
+
+// Signals returns the context kiln's verbs run under. The first SIGINT or SIGTERM ends
+// it, with ErrInterrupted or ErrTerminated as its cause, and prints to stderr what the
+// verb does about it (see noteInterrupt) and that a second Ctrl-C exits at once; a
+// second signal exits the process at once, with 130 (SIGINT) or 143 (SIGTERM). stop
+// ends the handling, and does not block.
+func Signals(ctx context.Context, stderr io.Writer) (_ context.Context, stop func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, done := handleSignals(ctx, stderr, sigs, os.Exit)
+	return ctx, func() { signal.Stop(sigs); done() }
+}
+
+// handleSignals is Signals on a channel of signals, exiting with exit.
+func handleSignals(ctx context.Context, stderr io.Writer, sigs <-chan os.Signal, exit func(int)) (context.Context, func()) {
+	note := &interruptNote{text: "stopping"}
+	ctx = context.WithValue(ctx, interruptNoteKey{}, note)
+	ctx, cancel := context.WithCancelCause(ctx)
+	quit := make(chan struct{})
+	var once sync.Once
+	go func() {
+		for n := 0; ; n++ {
+			var sig os.Signal
+			select {
+			case sig = <-sigs:
+			case <-quit:
+				return
+			}
+			code, cause := 130, ErrInterrupted
+			if sig == syscall.SIGTERM {
+				code, cause = 143, ErrTerminated
+			}
+			if n > 0 {
+				fmt.Fprintf(stderr, "\nkiln: %s again: exiting at once\n", cause)
+				exit(code)
+				return
+			}
+			fmt.Fprintf(stderr, "\nkiln: %s: %s. Press Ctrl-C again to exit at once.\n", cause, note.get())
+			cancel(cause)
+		}
+	}()
+	return ctx, func() { once.Do(func() { close(quit); cancel(context.Canceled) }) }
+}
+
+// interruptNote says what the running verb does when interrupted.
+type interruptNote struct {
+	mu   sync.Mutex
+	text string
+}
+
+type interruptNoteKey struct{}
+
+func (n *interruptNote) get() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.text
+}
+
+// noteInterrupt sets what the first Ctrl-C will say the verb does from now on, e.g.
+// "stopped following the rollout; it goes on in the daemon". It does nothing to a
+// context Signals did not make.
+func noteInterrupt(ctx context.Context, text string) {
+	if n, ok := ctx.Value(interruptNoteKey{}).(*interruptNote); ok {
+		n.mu.Lock()
+		n.text = text
+		n.mu.Unlock()
+	}
+}
+
+// interrupted reports whether ctx ended because of Ctrl-C (SIGINT).
+func interrupted(ctx context.Context) bool { return errors.Is(context.Cause(ctx), ErrInterrupted) }
 
 // Execute runs kiln with args and returns the process exit status.
 func Execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/daemon"
 )
 
 func newStopCmd(g *globals) *cobra.Command {
@@ -35,13 +36,13 @@ succeeds.`,
 			if err != nil {
 				return err
 			}
-			pid, stale, err := runningDaemon(dir)
+			pid, stale, err := daemon.Running(dir)
 			if err != nil {
 				return err
 			}
 			if pid == 0 {
 				if stale {
-					fmt.Fprintf(g.stdout, "No kiln daemon is running for this spec (removed a stale %s).\n", filepath.Join(dir, PIDFile))
+					fmt.Fprintf(g.stdout, "No kiln daemon is running for this spec (removed a stale %s).\n", filepath.Join(dir, daemon.PIDFile))
 				} else {
 					fmt.Fprintln(g.stdout, "No kiln daemon is running for this spec.")
 				}
@@ -62,7 +63,7 @@ succeeds.`,
 			tick := time.NewTicker(50 * time.Millisecond)
 			defer tick.Stop()
 			for {
-				if still, _, err := runningDaemon(dir); err == nil && still == 0 && !answers(addr) {
+				if still, _, err := daemon.Running(dir); err == nil && still == 0 && !answers(addr) {
 					break
 				}
 				if time.Since(start) > timeout {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -8,10 +9,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/daemon"
 )
 
 func newUpCmd(g *globals) *cobra.Command {
-	var listen string
+	var opts daemon.Options
 	var co consentOptions
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -20,6 +22,9 @@ func newUpCmd(g *globals) *cobra.Command {
 images, applies its services (rolling out only what changed), prints each service's
 URL, and keeps serving until Ctrl-C. Servers keep running after kiln stops; the next
 kiln up or kiln serve re-adopts them; kiln stop stops a daemon started elsewhere.
+
+Ctrl-C stops the daemon as it stops kiln serve: a rollout's step in flight ends and the
+rollout resumes on the next start. A second Ctrl-C exits at once. Exit status 130.
 
 Like apply, up does not silently undo a rollback made with kiln rollback: if the spec
 would replace one, it says so and stops, unless -auto-approve (apply the spec anyway)
@@ -33,22 +38,30 @@ or -keep-rollback (serve, and leave those services at their rollback) is given.`
 				return err
 			}
 			// The events are printed as they happen; the daemon logs only what goes wrong.
-			d, err := startDaemon(ctx, daemonOptions{StateDir: dir, Listen: listen, Log: g.stderr, Level: slog.LevelWarn, Notes: g.stderr})
+			opts.StateDir, opts.Log, opts.Level, opts.Notes = dir, g.stderr, slog.LevelWarn, g.stderr
+			d, err := daemon.New(ctx, opts)
 			if err != nil {
+				return err
+			}
+			noteInterrupt(ctx, daemonStopping)
+			// runCtx also ends when up fails before serving.
+			runCtx, stopDaemon := context.WithCancel(ctx)
+			defer stopDaemon()
+			done := make(chan error, 1)
+			go func() { done <- d.Start(runCtx) }()
+			fail := func(err error) error {
+				stopDaemon()
+				<-done
 				return err
 			}
 			dep, err := g.resolve(ctx, nil, g.stderr, false)
 			if err != nil {
-				d.cancel()
-				d.wait()
-				return err
+				return fail(err)
 			}
-			c := api.New(d.addr, mustToken(dir))
+			c := api.New(d.Addr(), d.Token())
 			services, err := g.consent(ctx, c, dep.services, dep.secrets, co)
 			if err != nil {
-				d.cancel()
-				d.wait()
-				return err
+				return fail(err)
 			}
 			if len(services) > 0 {
 				res, err := c.Apply(ctx, api.ApplyRequest{Services: services, Secrets: dep.secrets, Pipelines: dep.pipelines, Source: dep.source, Commit: dep.commit, User: currentUser()},
@@ -56,17 +69,19 @@ or -keep-rollback (serve, and leave those services at their rollback) is given.`
 				if err == nil {
 					err = printResult(g.stdout, res)
 				}
-				if err != nil {
+				if err != nil && ctx.Err() == nil {
 					fmt.Fprintf(g.stderr, "kiln up: %v\n", err)
 				}
 			}
-			fmt.Fprintf(g.stderr, "dashboard: %s/ (sign in with the token in %s)\n", d.addr, filepath.Join(dir, api.TokenFile))
-			fmt.Fprintf(g.stderr, "kiln is serving (API %s). Ctrl-C stops kiln; servers keep running (kiln destroy SERVICE removes them).\n", d.addr)
-			return d.wait()
+			if ctx.Err() == nil {
+				fmt.Fprintf(g.stderr, "dashboard: %s/ (sign in with the token in %s)\n", d.Addr(), filepath.Join(dir, api.TokenFile))
+				fmt.Fprintf(g.stderr, "kiln is serving (API %s). Ctrl-C stops kiln; servers keep running (kiln destroy SERVICE removes them).\n", d.Addr())
+			}
+			return daemonExit(ctx, g, <-done)
 		},
 	}
 	addVarFlag(g, cmd.Flags())
 	addConsentFlags(&co, cmd.Flags())
-	cmd.Flags().StringVar(&listen, "listen", "", listenUsage)
+	addDaemonFlags(&opts, cmd.Flags())
 	return cmd
 }

@@ -22,8 +22,10 @@ const module = "github.com/kiln-build/kiln"
 // driver; nothing imports the CLI.
 var allowed = map[string][]string{
 	"cmd/kiln": {"internal/cli", "internal/sandbox"},
-	// The CLI names the Docker driver (the daemon's runtime, and `kiln bake --load`).
-	"internal/cli":       {"internal/api", "internal/atomicfile", "internal/bake", "internal/driver/docker", "internal/engine", "internal/imagestore", "internal/pipeline", "internal/resolve", "internal/secret", "internal/server", "internal/spec", "internal/statedir", "internal/store"},
+	// The CLI names the Docker driver only for `kiln bake --load`.
+	"internal/cli": {"internal/api", "internal/atomicfile", "internal/bake", "internal/daemon", "internal/driver/docker", "internal/engine", "internal/imagestore", "internal/resolve", "internal/server", "internal/spec", "internal/statedir", "internal/store"},
+	// The daemon's wiring: it opens the runtime's driver through the registry.
+	"internal/daemon":    {"internal/api", "internal/atomicfile", "internal/driver", "internal/driver/registry", "internal/engine", "internal/imagestore", "internal/pipeline", "internal/secret", "internal/server", "internal/store"},
 	"internal/server":    {"internal/api", "internal/dashboard", "internal/engine", "internal/httpguard", "internal/pipeline", "internal/plan", "internal/spec", "internal/store"},
 	"internal/dashboard": {"internal/api", "internal/engine", "internal/pipeline", "internal/store"},
 	// The engine keeps the use cases; its parts (front doors, health monitor,
@@ -69,7 +71,8 @@ var allowed = map[string][]string{
 // simulated driver (and the fault injector over it) to run the core without Docker,
 // the conformance suite, and the parts a test assembles around the package.
 var testAllowed = map[string][]string{
-	"internal/cli":                {"internal/driver/simdriver"},
+	"internal/cli":                {"internal/driver/simdriver", "internal/pipeline"},
+	"internal/daemon":             {"internal/bake", "internal/driver/simdriver", "internal/spec"},
 	"internal/server":             {"internal/driver/simdriver"},
 	"internal/dashboard":          {"internal/bake", "internal/driver/simdriver", "internal/imagestore", "internal/server", "internal/spec"},
 	"internal/engine":             {"internal/bake", "internal/driver/faultdriver", "internal/driver/simdriver"},

@@ -52,7 +52,8 @@ func New(eng *engine.Engine, pipes *pipeline.Manager, tokens Tokens, log *slog.L
 		dash: dashboard.New(dashboard.Options{Engine: eng, Pipelines: pipes, AdminToken: tokens.Admin, ReadOnlyToken: tokens.ReadOnly, Log: log})}
 }
 
-// Serve answers on ln until ctx ends, then shuts down gracefully.
+// Serve answers on ln until ctx ends, then shuts down gracefully: it closes ln and
+// returns once the requests in flight have ended, or after 5 s.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	l := s.limits
 	srv := &http.Server{
@@ -65,7 +66,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes: l.maxHeader,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	shutDown := make(chan struct{})
 	go func() {
+		defer close(shutDown)
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -76,6 +79,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := srv.Serve(conns.Listener(ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	<-shutDown // the requests in flight have ended (or had 5 s)
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package cli
+package daemon
 
 import (
 	"fmt"
@@ -63,5 +63,3 @@ func listenAPI(stateDir, flag string, notes io.Writer) (net.Listener, error) {
 	}
 	return ln, nil
 }
-
-const listenUsage = "the API's and the dashboard's `ADDRESS` (loopback; default: the address it had last time (.kiln/" + ListenFile + "), else " + DefaultListen + ", else a free port)"

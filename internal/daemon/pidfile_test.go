@@ -1,4 +1,4 @@
-package cli
+package daemon
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 
 func TestPIDFile(t *testing.T) {
 	dir := t.TempDir()
-	if pid, stale, err := runningDaemon(dir); pid != 0 || stale || err != nil {
+	if pid, stale, err := Running(dir); pid != 0 || stale || err != nil {
 		t.Fatalf("no PID file: %d %v %v, want none running", pid, stale, err)
 	}
 	p, _, stale, err := claimPIDFile(dir)
@@ -27,10 +27,10 @@ func TestPIDFile(t *testing.T) {
 		t.Errorf("PID file holds %q, want %d", b, os.Getpid())
 	}
 	// The lock is per open file: a second claim, even from this process, is refused.
-	if _, holder, _, err := claimPIDFile(dir); !errors.Is(err, errDaemonRunning) || holder != os.Getpid() {
-		t.Errorf("second claim: %v, holder %d; want errDaemonRunning by %d", err, holder, os.Getpid())
+	if _, holder, _, err := claimPIDFile(dir); !errors.Is(err, ErrRunning) || holder != os.Getpid() {
+		t.Errorf("second claim: %v, holder %d; want ErrRunning by %d", err, holder, os.Getpid())
 	}
-	if pid, _, err := runningDaemon(dir); pid != os.Getpid() || err != nil {
+	if pid, _, err := Running(dir); pid != os.Getpid() || err != nil {
 		t.Errorf("running daemon: %d %v, want %d", pid, err, os.Getpid())
 	}
 	p.release()
@@ -40,7 +40,7 @@ func TestPIDFile(t *testing.T) {
 
 	// A file left by a daemon that died (no lock held) is stale, whatever PID it names.
 	os.WriteFile(path, []byte("1\n"), 0o600)
-	if pid, stale, err := runningDaemon(dir); pid != 0 || !stale || err != nil {
+	if pid, stale, err := Running(dir); pid != 0 || !stale || err != nil {
 		t.Errorf("stale file: %d %v %v, want none running, stale", pid, stale, err)
 	}
 	os.WriteFile(path, []byte("1\n"), 0o600)

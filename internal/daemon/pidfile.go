@@ -1,4 +1,4 @@
-package cli
+package daemon
 
 import (
 	"errors"
@@ -13,8 +13,8 @@ import (
 // PIDFile is the file in the state directory that names the running daemon's process.
 const PIDFile = "kiln.pid"
 
-// errDaemonRunning means another process holds the state directory's PID file.
-var errDaemonRunning = errors.New("a kiln daemon is running")
+// ErrRunning means another daemon holds the state directory: New's error wraps it.
+var ErrRunning = errors.New("a kiln daemon is already running")
 
 // pidFile is the daemon's claim on a state directory: kiln.pid (0600) holds its PID and
 // stays flock-ed while it runs. The lock, not the PID, says whether a daemon runs: the
@@ -26,7 +26,7 @@ type pidFile struct {
 }
 
 // claimPIDFile takes the state directory's PID file for this process. It fails with
-// errDaemonRunning (and the holder's PID, 0 if unreadable) when a daemon holds it.
+// ErrRunning (and the holder's PID, 0 if unreadable) when a daemon holds it.
 // A stale file is taken over; stale reports that one was found.
 func claimPIDFile(stateDir string) (p *pidFile, holder int, stale bool, err error) {
 	path := filepath.Join(stateDir, PIDFile)
@@ -41,7 +41,7 @@ func claimPIDFile(stateDir string) (p *pidFile, holder int, stale bool, err erro
 			f.Close()
 			if errors.Is(err, syscall.EWOULDBLOCK) {
 				pid, _ := readPID(path)
-				return nil, pid, false, errDaemonRunning
+				return nil, pid, false, ErrRunning
 			}
 			return nil, 0, false, fmt.Errorf("locking the PID file: %w", err)
 		}
@@ -74,10 +74,10 @@ func (p *pidFile) release() {
 	p.f.Close()
 }
 
-// runningDaemon reports the PID of the daemon that holds stateDir's PID file: 0 and
-// no error when none runs (a file left behind by a daemon that died is removed, and
-// stale says so).
-func runningDaemon(stateDir string) (pid int, stale bool, err error) {
+// Running reports the PID of the daemon that holds stateDir's PID file: 0 and no error
+// when none runs (a file left behind by a daemon that died is removed, and stale says
+// so). It does not block.
+func Running(stateDir string) (pid int, stale bool, err error) {
 	path := filepath.Join(stateDir, PIDFile)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
