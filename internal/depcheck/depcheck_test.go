@@ -46,6 +46,9 @@ var allowed = map[string][]string{
 	"internal/sandbox":           {},
 	"internal/depcheck":          {},
 	"test/e2e":                   {},
+	// The benchmark harness drives a daemon through its API client, like the CLI.
+	"bench/harness":        {"internal/api"},
+	"bench/cmd/kiln-bench": {"bench/harness"},
 }
 
 // dockerClient is the Docker Engine client, and dockerClients the packages whose code
