@@ -11,7 +11,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -37,37 +39,44 @@ func init() { benchSink = benchMarker }
 
 var markerLine = regexp.MustCompile(`(?m)^var benchMarker = "kiln-bench-\d+"$`)
 
-// baker is one tool of the bake scenario.
+// baker is one tool of the bake scenario. build runs one build with env (the shared
+// environment, SOURCE_DATE_EPOCH left out when the reproducibility check asks) and
+// returns the digest it made: the manifest digest kiln and ko print, the image ID
+// (config digest) for docker, which has no manifest without a registry.
 type baker struct {
 	name  string
 	dir   string
-	build func(ctx context.Context) error
+	build func(ctx context.Context, env []string) (string, error)
 	clean func(ctx context.Context) error
 }
 
 // Bake builds the example's server image with kiln, ko and go build + docker build, in
-// the same run, in three cases: cold (the tool's own state removed, Go's build cache
-// warm), noop (nothing changed) and edit (one line of main.go changed).
+// the same run, in four cases: cold (the tool's own state removed, Go's build cache
+// warm), cold-go (Go's build cache emptied too), noop (nothing changed) and edit (one
+// line of main.go changed); then checks that each tool's digest is reproducible.
 func Bake(ctx context.Context, e *Env, o Options) (*Result, error) {
 	r := e.newResult(ctx, "bake", "kiln bake vs ko build vs docker build", o)
 	r.Notes = []string{
 		"Wall-clock seconds of one build of the example (examples/hello); one untimed warm-up before each cell. The three tools share a private, warm Go build cache (`GOCACHE` in the scratch directory), `CGO_ENABLED=0` and `SOURCE_DATE_EPOCH`; each has its own copy of the example.",
 		"*cold*: before each run the tool's own state is removed: kiln's `.kiln/`, ko's OCI layout, docker's images (by label) and the built binary (the legacy builder has no cache to empty; with BuildKit the cold build runs with `--no-cache`). *noop*: nothing changed. *edit*: one line of main.go changed, a new value every run (a marker kept in the binary).",
 		"kiln: `kiln bake` (built once from ./cmd/kiln). ko " + koVersion + ": `ko build --bare --push=false --oci-layout-path DIR .`, ldflags through .ko.yaml, static/ as kodata/, its base a zero-layer image in a local `crane registry serve`. docker: `go build -trimpath` then `docker build -q --iidfile` of a `FROM scratch` Dockerfile mirroring kiln.hcl.",
-		"Not ported from bench/bake.sh: the cold-go case (Go's build cache emptied too) and the digest reproducibility check.",
+		"*cold-go*: as cold, and the shared Go build cache emptied too (no warm-up): the standard library and net/http are compiled again, as on a fresh machine or CI runner.",
+		"*same digest twice*: after the timings, each tool builds the unchanged example twice, each time from a clean tool state, with SOURCE_DATE_EPOCH set and then unset; 1 when the two digests are equal (they are listed below). Digests: the manifest digest kiln and ko print; docker's image ID (the config digest) from `--iidfile`: the legacy builder stamps the build time into the config.",
 		"The machine is shared with other engineers running tests: a concurrent `go test` easily doubles a build's time.",
 	}
-	env := []string{"GOCACHE=" + filepath.Join(e.Work, "gocache"), "CGO_ENABLED=0", "SOURCE_DATE_EPOCH=" + sourceDateEpoch, "GOFLAGS="}
+	gocache := filepath.Join(e.Work, "gocache")
+	base := []string{"GOCACHE=" + gocache, "CGO_ENABLED=0", "GOFLAGS="}
+	env := append(base, "SOURCE_DATE_EPOCH="+sourceDateEpoch)
 	var tools []baker
 	if o.want("kiln") {
-		t, err := e.kilnBaker(ctx, env)
+		t, err := e.kilnBaker(ctx)
 		if err != nil {
 			return nil, err
 		}
 		tools = append(tools, t)
 	}
 	if o.want("ko") {
-		t, stop, err := e.koBaker(ctx, env)
+		t, stop, err := e.koBaker(ctx)
 		if err != nil {
 			r.Failf("ko: %v", err)
 		} else {
@@ -76,7 +85,7 @@ func Bake(ctx context.Context, e *Env, o Options) (*Result, error) {
 		}
 	}
 	if o.want("docker") {
-		t, stop, err := e.dockerBaker(ctx, env)
+		t, stop, err := e.dockerBaker(ctx)
 		if err != nil {
 			r.Failf("docker: %v", err)
 		} else {
@@ -87,21 +96,33 @@ func Bake(ctx context.Context, e *Env, o Options) (*Result, error) {
 	edits := 0
 	cases := []struct {
 		name    string
+		warm    bool
 		prepare func(ctx context.Context, t baker) error
 	}{
-		{"cold", func(ctx context.Context, t baker) error { return t.clean(ctx) }},
-		{"noop", func(context.Context, baker) error { return nil }},
-		{"edit", func(_ context.Context, t baker) error {
+		{"cold", true, func(ctx context.Context, t baker) error { return t.clean(ctx) }},
+		{"cold-go", false, func(ctx context.Context, t baker) error {
+			return errors.Join(t.clean(ctx), os.RemoveAll(gocache))
+		}},
+		{"noop", true, func(context.Context, baker) error { return nil }},
+		{"edit", true, func(_ context.Context, t baker) error {
 			edits++
 			return editMarker(t.dir, edits)
 		}},
 	}
 	for _, c := range cases {
+		if !o.wantCase(c.name) {
+			continue
+		}
 		// Tools run one after another for each case, so slow drift of the machine is
-		// spread over all of them.
+		// spread over all of them. Every case starts from the baseline source.
 		for _, t := range tools {
-			if err := c.prepare(ctx, t); err == nil {
-				err = t.build(ctx) // warm-up
+			if err := editMarker(t.dir, 0); err != nil {
+				return nil, err
+			}
+			if c.warm { // fills Go's cache for the tool's flags and leaves a baked state
+				if err := c.prepare(ctx, t); err == nil {
+					t.build(ctx, env)
+				}
 			}
 			for run := 1; run <= o.Runs; run++ {
 				if err := c.prepare(ctx, t); err != nil {
@@ -109,7 +130,7 @@ func Bake(ctx context.Context, e *Env, o Options) (*Result, error) {
 					continue
 				}
 				t0 := time.Now()
-				if err := t.build(ctx); err != nil {
+				if _, err := t.build(ctx, env); err != nil {
 					r.Failf("%s %s run %d: %v", t.name, c.name, run, err)
 					continue
 				}
@@ -120,6 +141,41 @@ func Bake(ctx context.Context, e *Env, o Options) (*Result, error) {
 		}
 		for _, peer := range []string{"ko", "docker"} {
 			r.AddRatio(fmt.Sprintf("kiln / %s, %s", peer, c.name), "kiln", peer, c.name)
+		}
+	}
+	// Reproducibility: two builds of the baseline source, each from a clean tool
+	// state, with SOURCE_DATE_EPOCH set and then unset. Not timed.
+	for _, sde := range []struct {
+		name string
+		env  []string
+	}{{"SOURCE_DATE_EPOCH set", env}, {"SOURCE_DATE_EPOCH unset", base}} {
+		for _, t := range tools {
+			if err := editMarker(t.dir, 0); err != nil {
+				return nil, err
+			}
+			var d [2]string
+			var err error
+			for i := range d {
+				if err = t.clean(ctx); err == nil {
+					d[i], err = t.build(ctx, sde.env)
+				}
+				if err != nil {
+					break
+				}
+				if t.name == "docker" {
+					time.Sleep(1100 * time.Millisecond) // let wall-clock timestamps tick
+				}
+			}
+			if err != nil {
+				r.Failf("%s reproducibility, %s: %v", t.name, sde.name, err)
+				continue
+			}
+			same := 0.0
+			if d[0] == d[1] {
+				same = 1
+			}
+			r.Add(t.name, "same digest twice, "+sde.name+" (1 = yes)", "", same)
+			r.Notes = append(r.Notes, fmt.Sprintf("%s digests, %s: `%s` / `%s`", t.name, sde.name, d[0], d[1]))
 		}
 	}
 	return e.finish(ctx, r), nil
@@ -147,7 +203,10 @@ func appendMarker(dir string) error {
 	return errors.Join(err, f.Close())
 }
 
-func (e *Env) kilnBaker(ctx context.Context, env []string) (baker, error) {
+var kilnDigest = regexp.MustCompile(`(?m)^[^@\s]+@(sha256:[0-9a-f]{64})$`)
+var anyDigest = regexp.MustCompile(`sha256:[0-9a-f]{64}`)
+
+func (e *Env) kilnBaker(ctx context.Context) (baker, error) {
 	p, err := e.Project(ctx, "bake-kiln", "bench-bake-hello", ServiceOptions{Name: e.ID + "-bake", Replicas: 1, Interval: "1s", Port: 1})
 	if err != nil {
 		return baker{}, err
@@ -156,9 +215,16 @@ func (e *Env) kilnBaker(ctx context.Context, env []string) (baker, error) {
 		return baker{}, err
 	}
 	return baker{name: "kiln", dir: p.Dir,
-		build: func(ctx context.Context) error {
-			_, err := e.Run(ctx, p.Dir, env, e.Kiln, "bake")
-			return err
+		build: func(ctx context.Context, env []string) (string, error) {
+			out, err := e.Run(ctx, p.Dir, env, e.Kiln, "bake")
+			if err != nil {
+				return "", err
+			}
+			m := kilnDigest.FindStringSubmatch(out)
+			if m == nil {
+				return "", fmt.Errorf("kiln bake printed no NAME@sha256:… line: %s", tail(out, 300))
+			}
+			return m[1], nil
 		},
 		clean: func(context.Context) error { return os.RemoveAll(filepath.Join(p.Dir, ".kiln")) },
 	}, nil
@@ -179,7 +245,7 @@ func (e *Env) tool(ctx context.Context, name, pkg, version string) (string, erro
 	return path, nil
 }
 
-func (e *Env) koBaker(ctx context.Context, env []string) (baker, func(), error) {
+func (e *Env) koBaker(ctx context.Context) (baker, func(), error) {
 	ko, err := e.tool(ctx, "ko", "github.com/google/ko", koVersion)
 	if err != nil {
 		return baker{}, nil, err
@@ -229,13 +295,20 @@ func (e *Env) koBaker(ctx context.Context, env []string) (baker, func(), error) 
 		stop()
 		return baker{}, nil, err
 	}
-	koEnv := append(env, "KO_DEFAULTBASEIMAGE="+addr+"/scratch:latest", "KO_DOCKER_REPO="+addr+"/hello")
+	koEnv := []string{"KO_DEFAULTBASEIMAGE=" + addr + "/scratch:latest", "KO_DOCKER_REPO=" + addr + "/hello"}
 	return baker{name: "ko", dir: dir,
-		build: func(ctx context.Context) error {
+		build: func(ctx context.Context, env []string) (string, error) {
 			// A relative layout path: ko turns it into an image reference, which must be
 			// lower case, and the absolute scratch path may not be.
-			_, err := e.Run(ctx, dir, koEnv, ko, "build", "--bare", "--push=false", "--oci-layout-path", "../layout", ".")
-			return err
+			out, err := e.Run(ctx, dir, append(slices.Clone(env), koEnv...), ko, "build", "--bare", "--push=false", "--oci-layout-path", "../layout", ".")
+			if err != nil {
+				return "", err
+			}
+			all := anyDigest.FindAllString(out, -1)
+			if len(all) == 0 {
+				return "", fmt.Errorf("ko build printed no digest: %s", tail(out, 300))
+			}
+			return all[len(all)-1], nil
 		},
 		clean: func(context.Context) error { return os.RemoveAll(filepath.Join(dir, "..", "layout")) },
 	}, stop, nil
@@ -269,7 +342,7 @@ func scratchLayout(dir string) (string, error) {
 	return dir, os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
 }
 
-func (e *Env) dockerBaker(ctx context.Context, env []string) (baker, func(), error) {
+func (e *Env) dockerBaker(ctx context.Context) (baker, func(), error) {
 	if _, err := e.Docker(ctx, "info"); err != nil {
 		return baker{}, nil, err
 	}
@@ -303,9 +376,9 @@ ENTRYPOINT ["/app/hello"]
 	if _, err := e.Docker(ctx, "buildx", "version"); err == nil {
 		buildkit = true
 	}
-	denv := append(env, "DOCKER_BUILDKIT=0")
+	builder := "DOCKER_BUILDKIT=0"
 	if buildkit {
-		denv = append(env, "DOCKER_BUILDKIT=1")
+		builder = "DOCKER_BUILDKIT=1"
 	}
 	cold := false
 	remove := func(ctx context.Context) error {
@@ -316,17 +389,21 @@ ENTRYPOINT ["/app/hello"]
 		return err
 	}
 	return baker{name: "docker", dir: dir,
-			build: func(ctx context.Context) error {
+			build: func(ctx context.Context, env []string) (string, error) {
 				if _, err := e.Run(ctx, dir, env, "go", "build", "-trimpath", "-ldflags="+goLDFlags, "-o", "hello.bin", "."); err != nil {
-					return err
+					return "", err
 				}
 				args := []string{"build", "-q", "--iidfile", "../iid", "--label", label, "-t", e.ID + "-bake/hello:latest"}
 				if cold && buildkit {
 					args = append(args, "--no-cache")
 				}
 				cold = false
-				_, err := e.Run(ctx, dir, denv, "docker", append(args, ".")...)
-				return err
+				os.Remove(filepath.Join(dir, "..", "iid"))
+				if _, err := e.Run(ctx, dir, append(slices.Clone(env), builder), "docker", append(args, ".")...); err != nil {
+					return "", err
+				}
+				iid, err := os.ReadFile(filepath.Join(dir, "..", "iid"))
+				return strings.TrimSpace(string(iid)), err
 			},
 			clean: func(ctx context.Context) error {
 				cold = true

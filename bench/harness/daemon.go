@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -19,6 +24,7 @@ type Daemon struct {
 	Client  *api.Client
 	cmd     *exec.Cmd
 	done    chan error
+	why     []string // the heal scenario's heal events, in order
 }
 
 // Up runs `kiln up` in the project (version 1 of the image) and returns once the API
@@ -138,4 +144,58 @@ func (d *Daemon) Stop(ctx context.Context) {
 			d.Project.env.Docker(ctx, append([]string{"rm", "-f"}, f...)...)
 		}
 	}
+}
+
+// Metrics reads the daemon's Prometheus metrics (`GET /metrics`, which the API
+// client does not wrap) and returns the samples without labels, by name.
+func (d *Daemon) Metrics(ctx context.Context) (map[string]float64, error) {
+	state := filepath.Join(d.Project.Dir, ".kiln")
+	addr, err := os.ReadFile(filepath.Join(state, api.AddrFile))
+	if err != nil {
+		return nil, err
+	}
+	token, err := os.ReadFile(filepath.Join(state, api.TokenFile))
+	if err != nil {
+		return nil, err
+	}
+	base, client := strings.TrimSpace(string(addr)), http.DefaultClient
+	if path, ok := strings.CutPrefix(base, "unix://"); ok {
+		base, client = "http://kiln", &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", path)
+		}}}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	return parseMetrics(string(b)), nil
+}
+
+// parseMetrics reads the unlabelled samples of Prometheus's text format.
+func parseMetrics(text string) map[string]float64 {
+	m := map[string]float64{}
+	for _, l := range strings.Split(text, "\n") {
+		f := strings.Fields(l)
+		if len(f) != 2 || strings.HasPrefix(l, "#") || strings.Contains(f[0], "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+			m[f[0]] = v
+		}
+	}
+	return m
 }

@@ -132,3 +132,30 @@ func TestServiceSpec(t *testing.T) {
 }
 
 func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }
+
+func TestParseMetrics(t *testing.T) {
+	m := parseMetrics("# HELP go_goroutines Number of goroutines.\n# TYPE go_goroutines gauge\ngo_goroutines 126\ngo_memstats_heap_inuse_bytes 5.1e+06\nkiln_requests_total{service=\"web\"} 7\n")
+	if len(m) != 2 || m["go_goroutines"] != 126 || m["go_memstats_heap_inuse_bytes"] != 5.1e6 {
+		t.Errorf("parseMetrics = %v", m)
+	}
+}
+
+func TestCPUTicksOfThisProcess(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	n, err := cpuTicks(os.Getpid())
+	if err != nil || n < 0 {
+		t.Fatalf("cpuTicks = %d, %v", n, err)
+	}
+	if rssMiB(os.Getpid()) <= 0 {
+		t.Error("rssMiB of this process is not positive")
+	}
+}
+
+func TestParseKV(t *testing.T) {
+	m := parseKV("answer_ms 1712.4\ndetect_ms -\nnew_server 3f2a\nrecovered_ms 1720\n")
+	if len(m) != 2 || m["answer_ms"] != 1712.4 || m["recovered_ms"] != 1720 {
+		t.Errorf("parseKV = %v", m)
+	}
+}

@@ -25,7 +25,7 @@ const (
 func Idle(ctx context.Context, e *Env, o Options) (*Result, error) {
 	r := e.newResult(ctx, "idle", "The controller idle with 50 servers", o)
 	r.Notes = []string{
-		fmt.Sprintf("One service of %d servers (`resources { memory = \"32MiB\" }`, health check every 1s), all healthy; %s after the last became healthy, the `kiln up` process is read from `/proc/PID/stat` (utime + stime) every %s over windows of %s, one window a run; *kiln CPU* is a window's CPU time over its length, as %% of one core; *busiest 5 s* the busiest sample of the window; *RSS* `/proc/PID/status` VmRSS at the window's end.", idleReplicas, idleSettle, idleSample, idleWindow),
+		fmt.Sprintf("One service of %d servers (`resources { memory = \"32MiB\" }`, health check every 1s), all healthy; %s after the last became healthy, the `kiln up` process is read from `/proc/PID/stat` (utime + stime) every %s over windows of %s, one window a run; *kiln CPU* is a window's CPU time over its length, as %% of one core; *busiest 5 s* the busiest sample of the window; *RSS* `/proc/PID/status` VmRSS at the window's end and its maximum over the samples; *Go heap in use* and *goroutines* from kiln's `/metrics` (go_memstats_heap_inuse_bytes, go_goroutines) at the window's end.", idleReplicas, idleSettle, idleSample, idleWindow),
 		"What the controller does meanwhile: a health probe of every server every 1s, and every 5 s a resync that lists the containers and compares each with its spec through the Docker API: *dockerd CPU* is the engine's side of that (and of anything else running on the machine). *events* counts the events kiln recorded during the window (0: the fleet stayed healthy); every run checks through the API that all 50 servers are still healthy.",
 		"The machine is shared with other engineers running tests: other work shows in dockerd's CPU and in the load average.",
 	}
@@ -44,7 +44,12 @@ func Idle(ctx context.Context, e *Env, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer d.Stop(context.WithoutCancel(ctx))
+	stopped := false
+	defer func() {
+		if !stopped {
+			d.Stop(context.WithoutCancel(ctx))
+		}
+	}()
 	r.Add("kiln", "deploy 50 servers (kiln up to all healthy)", "s", time.Since(t0).Seconds())
 	evs := streamEvents(ctx, d.Client, svc.Name)
 	defer evs.stop()
@@ -54,7 +59,7 @@ func Idle(ctx context.Context, e *Env, o Options) (*Result, error) {
 		start := time.Now()
 		k0, _ := cpuTicks(d.PID())
 		d0, _ := cpuTicks(dockerd)
-		busiest, prev, prevT := 0.0, k0, start
+		busiest, prev, prevT, rssMax := 0.0, k0, start, 0.0
 		for time.Since(start) < idleWindow {
 			select {
 			case <-ctx.Done():
@@ -67,6 +72,7 @@ func Idle(ctx context.Context, e *Env, o Options) (*Result, error) {
 			}
 			now := time.Now()
 			busiest = max(busiest, percent(k-prev, now.Sub(prevT)))
+			rssMax = max(rssMax, rssMiB(d.PID()))
 			prev, prevT = k, now
 		}
 		elapsed := time.Since(start)
@@ -78,13 +84,25 @@ func Idle(ctx context.Context, e *Env, o Options) (*Result, error) {
 		}
 		r.Add("kiln", "kiln CPU", "% of a core", percent(k1-k0, elapsed))
 		r.Add("kiln", "busiest 5 s", "% of a core", busiest)
-		r.Add("kiln", "RSS", "MiB", rssMiB(d.PID()))
+		r.Add("kiln", "RSS at the end", "MiB", rssMiB(d.PID()))
+		r.Add("kiln", "RSS max", "MiB", rssMax)
+		if m, err := d.Metrics(ctx); err != nil {
+			r.Failf("run %d: reading /metrics: %v", run, err)
+		} else {
+			r.Add("kiln", "Go heap in use", "MiB", m["go_memstats_heap_inuse_bytes"]/(1<<20))
+			r.Add("kiln", "goroutines", "", m["go_goroutines"])
+		}
 		if dockerd > 0 {
 			r.Add("kiln", "dockerd CPU", "% of a core", percent(d1-d0, elapsed))
 		}
 		r.Add("kiln", "events", "", float64(evs.count(start)))
 		e.Log.Info("idle", "run", run, "cpu_percent", percent(k1-k0, elapsed))
 	}
+	evs.stop()
+	t1 := time.Now()
+	d.Stop(ctx)
+	stopped = true
+	r.Add("kiln", "destroy 50 servers and stop kiln", "s", time.Since(t1).Seconds())
 	if m, ok := r.Median("kiln", "kiln CPU"); ok {
 		r.AddGoal("idle CPU with 50 servers < 2% of a core", m, "%", 2, true)
 	}

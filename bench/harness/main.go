@@ -27,7 +27,7 @@ var Scenarios = map[string]Scenario{
 }
 
 const usage = `usage:
-  kiln-bench SCENARIO [-runs N] [-out DIR] [-systems "a b"] [-keep]
+  kiln-bench SCENARIO [-runs N] [-out DIR] [-systems "a b"] [-cases "a b"] [-keep]
   kiln-bench render FILE.json...
 
 scenarios: %s
@@ -68,6 +68,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	runs := fs.Int("runs", 3, "runs per series")
 	out := fs.String("out", "bench/results", "where results are written")
 	systems := fs.String("systems", "", "only these systems of the scenario (space-separated)")
+	cases := fs.String("cases", "", "only these cases of the scenario (space-separated; bake: cold cold-go noop edit)")
 	keep := fs.Bool("keep", false, "keep the scratch directory")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -86,7 +87,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	e.Keep = *keep
 	defer e.Close()
-	r, err := run(ctx, e, Options{Runs: *runs, Systems: strings.Fields(*systems)})
+	r, err := run(ctx, e, Options{Runs: *runs, Systems: strings.Fields(*systems), Cases: strings.Fields(*cases)})
 	if err != nil {
 		return err
 	}

@@ -13,8 +13,9 @@ import (
 // Options are the settings every scenario takes.
 type Options struct {
 	Runs int
-	// Systems, if set, limits a scenario to these of its systems (by name).
-	Systems []string
+	// Systems, if set, limits a scenario to these of its systems (by name), and Cases
+	// to these of its cases.
+	Systems, Cases []string
 }
 
 func (o Options) want(system string) bool {
@@ -268,7 +269,7 @@ func (e *Env) swarmRolled(ctx context.Context, name, image string) error {
 
 // events collects a service's events from the daemon's event stream.
 type events struct {
-	stop func()
+	stop func() // ends the stream; idempotent
 	mu   sync.Mutex
 	all  []api.Event
 }
@@ -285,7 +286,7 @@ func streamEvents(ctx context.Context, c *api.Client, svc string) *events {
 			ev.mu.Unlock()
 		})
 	}()
-	ev.stop = func() { cancel(); <-done }
+	ev.stop = sync.OnceFunc(func() { cancel(); <-done })
 	return ev
 }
 
@@ -325,4 +326,18 @@ func (ev *events) count(since time.Time) int {
 		}
 	}
 	return n
+}
+
+// wantCase reports whether a case (of the bake scenario) is asked for: all of them
+// unless -cases names some.
+func (o Options) wantCase(c string) bool {
+	if len(o.Cases) == 0 {
+		return true
+	}
+	for _, x := range o.Cases {
+		if x == c {
+			return true
+		}
+	}
+	return false
 }
