@@ -2,7 +2,9 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,7 +24,7 @@ func Heal(ctx context.Context, e *Env, o Options) (*Result, error) {
 	r := e.newResult(ctx, "heal", "Healing: kiln vs Docker Swarm", o)
 	r.Notes = []string{
 		fmt.Sprintf("`docker kill` of one of %d servers, the clock started just before it; kill *i* hits service *i* of %d services of %d servers in one `kiln up` (kiln backs a service off after 3 heals within a minute, which repeated kills of one service would measure).", healReplicas, o.Runs, healReplicas),
-		"kiln *replacement in rotation*: polled every 20 ms through the API client (`GET /v1/status`): the killed server gone, 4 servers running, healthy and in rotation, one of them new; then one request through the front door answered 2xx. *action returned*: the `docker kill` (or exec) command returned; *target no longer listed*: the first poll that no longer lists it; *heal noticed*, *replacement created* and *replacement admitted* are the first `heal`, `created` and `admitted` events after the kill, from the event stream (their messages, which say what triggered each heal, are listed below).",
+		"kiln *replacement in rotation*: the later of *status recovered* (polled every 20 ms through the API client, `GET /v1/status`: the killed server gone, 4 servers running, healthy and in rotation, one of them new) and *front door answered from the new server* (the door requested continuously; the example names its container in every answer), as bench/heal.sh measured it. *action returned*: the `docker kill` (or exec) command returned; *target no longer listed*: the first poll that no longer lists it; *heal noticed*, *replacement created* and *replacement admitted* are the first `heal`, `created` and `admitted` events after the kill, from the event stream (their messages, which say what triggered each heal, are listed below).",
 		"kiln drift: `docker exec <server> /app/hello` (an exec into a server is drift for kiln), after the kills, on server *i* of service *i* again (2 heals per service); *exec'd server replaced*: the exec'd server gone and 4 healthy servers in rotation, one new, as for a kill. Swarm does not watch for drift.",
 		"kiln *failed requests*: 150 requests/s through the service's front door, from 1 s before the kill to 1 s after recovery: transport errors + answers outside 2xx.",
 		"Swarm: `docker service create --replicas 4 --publish mode=host,target=8080 --no-resolve-image --health-interval 1s --health-timeout 1s --health-retries 3 [--restart-delay 0s]` on the kiln-baked image with a static health-check binary and an exec-form HEALTHCHECK (the image has no shell); timed by bench/probe (`probe heal -system swarm -health`, polling the Docker Engine API every 20 ms, the kill included): recovered when 4 tasks run (what `docker service ps` shows), none of them the killed container, and the new task's container is `healthy` and answers `GET /` on its own published port; the other Swarm rows are when probe saw each step (the killed task no longer running, the new task, its container's start, healthy, answering). swarm keeps Swarm's default restart delay (5 s), swarm-d0 sets it to 0 s. No load: the routing mesh needs IPVS, which this kernel lacks.",
@@ -114,7 +116,7 @@ func (e *Env) healKiln(ctx context.Context, r *Result, o Options) error {
 			}
 			r.Add(c.system, "failed requests", "", float64(counts.Failed()))
 			if counts.Failed() > 0 {
-				r.Failf("%s run %d: %d failed requests of %d (not a failed run), e.g. %v", c.system, run, counts.Failed(), counts.Sent, counts.Samples)
+				r.Notes = append(r.Notes, fmt.Sprintf("%s run %d: %d failed requests of %d, e.g. %v", c.system, run, counts.Failed(), counts.Sent, counts.Samples))
 			}
 			e.Log.Info("heal", "system", c.system, "run", run, "seconds", rec.Seconds(), "failed", counts.Failed(), "sent", counts.Sent)
 		}
@@ -139,6 +141,20 @@ func (e *Env) healKilnOnce(ctx context.Context, d *Daemon, svc ServiceOptions, d
 	}
 	target := s.Servers[len(s.Servers)/2]
 	t0 := time.Now()
+	// The front door, requested continuously: when it first answers from a server that
+	// was not there before (the example names its container in every answer).
+	dctx, stopDoor := context.WithCancel(ctx)
+	defer stopDoor()
+	doorNew := make(chan time.Duration, 1)
+	go func() {
+		for dctx.Err() == nil {
+			if id := doorServer(dctx, door); id != "" && !shortIn(id, before) {
+				doorNew <- time.Since(t0)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
 	if err := act(ctx, target.ID); err != nil {
 		return 0, nil, err
 	}
@@ -156,12 +172,15 @@ func (e *Env) healKilnOnce(ctx context.Context, d *Daemon, svc ServiceOptions, d
 	if err != nil {
 		return 0, nil, err
 	}
-	if resp, err := http.Get(door); err != nil {
-		return 0, nil, err
-	} else if resp.Body.Close(); resp.StatusCode/100 != 2 {
-		return 0, nil, fmt.Errorf("the front door answered %d after recovery", resp.StatusCode)
-	}
 	rec := time.Since(t0)
+	detail["status recovered"] = rec
+	select {
+	case dn := <-doorNew:
+		detail["front door answered from the new server"] = dn
+		rec = max(rec, dn)
+	case <-time.After(30 * time.Second):
+		return 0, nil, errors.New("the front door did not answer from a new server within 30 s of recovery")
+	}
 	time.Sleep(200 * time.Millisecond) // the event stream is a little behind the status
 	if ev, ok := evs.first("heal", t0); ok && ev.Service == svc.Name {
 		detail["heal noticed"] = ev.Time.Sub(t0)
@@ -175,6 +194,37 @@ func (e *Env) healKilnOnce(ctx context.Context, d *Daemon, svc ServiceOptions, d
 		detail["replacement admitted"] = ev.Time.Sub(t0)
 	}
 	return rec, detail, nil
+}
+
+// doorServer asks door once and returns the server its answer names ("server: ID",
+// the container's short ID), or "".
+func doorServer(ctx context.Context, door string) string {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, door, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if id, ok := strings.CutPrefix(l, "server: "); ok {
+			return strings.TrimSpace(id)
+		}
+	}
+	return ""
+}
+
+// shortIn reports whether a short container ID is the prefix of one of ids.
+func shortIn(short string, ids map[string]bool) bool {
+	for id := range ids {
+		if strings.HasPrefix(id, short) {
+			return true
+		}
+	}
+	return false
 }
 
 // listed reports whether service lists server id.

@@ -169,8 +169,10 @@ func (e *Env) rolloutKiln(ctx context.Context, r *Result, o Options, sys rollout
 		load := StartLoad(ctx, door, 500)
 		time.Sleep(time.Second)
 		t0 := time.Now()
-		_, err := p.Kiln(ctx, v, "apply")
+		actx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		_, err := p.Kiln(actx, v, "apply")
 		dt := time.Since(t0)
+		cancel()
 		if err == nil {
 			err = e.kilnRolled(ctx, d, svc)
 		}
@@ -187,7 +189,7 @@ func (e *Env) rolloutKiln(ctx context.Context, r *Result, o Options, sys rollout
 		r.Add(sys.name, "failed requests", "", float64(counts.Failed()))
 		r.Add(sys.name, "requests sent", "", float64(counts.Sent))
 		if counts.Failed() > 0 {
-			r.Failf("%s run %d: %d failed requests (not a failed run), e.g. %v", sys.name, run, counts.Failed(), counts.Samples)
+			r.Notes = append(r.Notes, fmt.Sprintf("%s run %d: %d failed requests, e.g. %v", sys.name, run, counts.Failed(), counts.Samples))
 		}
 		e.Log.Info("rollout", "system", sys.name, "run", run, "seconds", dt.Seconds(), "failed", counts.Failed(), "sent", counts.Sent)
 	}
