@@ -24,7 +24,6 @@ type Daemon struct {
 	Client  *api.Client
 	cmd     *exec.Cmd
 	done    chan error
-	why     []string // the heal scenario's heal events, in order
 }
 
 // Up runs `kiln up` in the project (version 1 of the image) and returns once the API

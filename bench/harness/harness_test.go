@@ -1,7 +1,11 @@
 package harness
 
 import (
+	"context"
+	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,5 +161,19 @@ func TestParseKV(t *testing.T) {
 	m := parseKV("answer_ms 1712.4\ndetect_ms -\nnew_server 3f2a\nrecovered_ms 1720\n")
 	if len(m) != 2 || m["answer_ms"] != 1712.4 || m["recovered_ms"] != 1720 {
 		t.Errorf("parseKV = %v", m)
+	}
+}
+
+func TestDoorServer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "Hello from kiln!\nversion: 2\nserver: 3f2a9c1b7d4e\n")
+	}))
+	defer srv.Close()
+	id := doorServer(context.Background(), srv.URL)
+	if id != "3f2a9c1b7d4e" {
+		t.Fatalf("doorServer = %q", id)
+	}
+	if !shortIn(id, map[string]bool{"3f2a9c1b7d4e5566778899": true}) || shortIn(id, map[string]bool{"aaaa": true}) {
+		t.Error("shortIn")
 	}
 }

@@ -103,7 +103,7 @@ func (e *Env) healKiln(ctx context.Context, r *Result, o Options) error {
 			door := fmt.Sprintf("http://127.0.0.1:%d/", svc.Port)
 			load := StartLoad(ctx, door, 150)
 			time.Sleep(time.Second)
-			rec, detail, err := e.healKilnOnce(ctx, d, svc, door, evs, c.act)
+			rec, detail, why, err := e.healKilnOnce(ctx, d, svc, door, evs, c.act)
 			time.Sleep(time.Second)
 			counts := load.Stop()
 			if err != nil {
@@ -111,8 +111,13 @@ func (e *Env) healKiln(ctx context.Context, r *Result, o Options) error {
 				continue
 			}
 			r.Add(c.system, c.metric, "s", rec.Seconds())
-			for k, v := range detail {
-				r.Add(c.system, k, "s", v.Seconds())
+			for _, k := range healSteps {
+				if v, ok := detail[k]; ok {
+					r.Add(c.system, k, "s", v.Seconds())
+				}
+			}
+			if why != "" {
+				r.Notes = append(r.Notes, fmt.Sprintf("%s run %d: kiln's heal event: %q", c.system, run, why))
 			}
 			r.Add(c.system, "failed requests", "", float64(counts.Failed()))
 			if counts.Failed() > 0 {
@@ -121,18 +126,21 @@ func (e *Env) healKiln(ctx context.Context, r *Result, o Options) error {
 			e.Log.Info("heal", "system", c.system, "run", run, "seconds", rec.Seconds(), "failed", counts.Failed(), "sent", counts.Sent)
 		}
 	}
-	for i, why := range d.why {
-		r.Notes = append(r.Notes, fmt.Sprintf("kiln's heal event %d: %q", i+1, why))
-	}
 	return nil
 }
 
+// healSteps are the steps of a kiln heal that healKilnOnce times, in the order a
+// heal goes through them.
+var healSteps = []string{"action returned", "heal noticed", "target no longer listed", "replacement created",
+	"replacement admitted", "status recovered", "front door answered from the new server"}
+
 // healKilnOnce acts on one server of svc (kill, exec) and times until a replacement
-// is in rotation and the front door answers.
-func (e *Env) healKilnOnce(ctx context.Context, d *Daemon, svc ServiceOptions, door string, evs *events, act func(context.Context, string) error) (time.Duration, map[string]time.Duration, error) {
+// is in rotation and the front door answers from it; it returns the time, the steps
+// (healSteps) and the message of the heal event.
+func (e *Env) healKilnOnce(ctx context.Context, d *Daemon, svc ServiceOptions, door string, evs *events, act func(context.Context, string) error) (time.Duration, map[string]time.Duration, string, error) {
 	st, err := d.Client.Status(ctx)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, "", err
 	}
 	s, _ := service(st, svc.Name)
 	before := map[string]bool{}
@@ -156,7 +164,7 @@ func (e *Env) healKilnOnce(ctx context.Context, d *Daemon, svc ServiceOptions, d
 		}
 	}()
 	if err := act(ctx, target.ID); err != nil {
-		return 0, nil, err
+		return 0, nil, "", err
 	}
 	detail := map[string]time.Duration{"action returned": time.Since(t0)}
 	err = waitFor(ctx, time.Minute, 20*time.Millisecond, "a replacement in rotation", func() (bool, error) {
@@ -170,22 +178,22 @@ func (e *Env) healKilnOnce(ctx context.Context, d *Daemon, svc ServiceOptions, d
 		return recovered(st, svc.Name, target.ID, before), nil
 	})
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, "", err
 	}
 	rec := time.Since(t0)
 	detail["status recovered"] = rec
+	why := ""
 	select {
 	case dn := <-doorNew:
 		detail["front door answered from the new server"] = dn
 		rec = max(rec, dn)
 	case <-time.After(30 * time.Second):
-		return 0, nil, errors.New("the front door did not answer from a new server within 30 s of recovery")
+		return 0, nil, "", errors.New("the front door did not answer from a new server within 30 s of recovery")
 	}
 	time.Sleep(200 * time.Millisecond) // the event stream is a little behind the status
 	if ev, ok := evs.first("heal", t0); ok && ev.Service == svc.Name {
 		detail["heal noticed"] = ev.Time.Sub(t0)
-		e.Log.Info("heal event", "service", svc.Name, "message", ev.Message)
-		d.why = append(d.why, ev.Message)
+		why = ev.Message
 	}
 	if ev, ok := evs.first("created", t0); ok && ev.Service == svc.Name {
 		detail["replacement created"] = ev.Time.Sub(t0)
@@ -193,7 +201,7 @@ func (e *Env) healKilnOnce(ctx context.Context, d *Daemon, svc ServiceOptions, d
 	if ev, ok := evs.first("admitted", t0); ok && ev.Service == svc.Name {
 		detail["replacement admitted"] = ev.Time.Sub(t0)
 	}
-	return rec, detail, nil
+	return rec, detail, why, nil
 }
 
 // doorServer asks door once and returns the server its answer names ("server: ID",
