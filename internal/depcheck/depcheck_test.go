@@ -65,6 +65,11 @@ var allowed = map[string][]string{
 	"internal/sandbox":         {},
 	"internal/depcheck":        {},
 	"test/e2e":                 {},
+	// The benchmarks drive kiln through its API, as a user's tools would.
+	"bench/harness":        {"internal/api"},
+	"bench/cmd/kiln-bench": {"bench/harness"},
+	"bench/loadgen":        {},
+	"bench/probe":          {},
 }
 
 // testAllowed lists what a package's tests may import besides what its code may: the
@@ -78,6 +83,7 @@ var testAllowed = map[string][]string{
 	"internal/engine":             {"internal/bake", "internal/driver/faultdriver", "internal/driver/simdriver"},
 	"internal/pipeline":           {"internal/driver/simdriver", "internal/engine"},
 	"internal/rollout":            {"internal/driver/faultdriver", "internal/driver/simdriver", "internal/health"},
+	"internal/plan":               {},
 	"internal/driver/docker":      {"internal/driver/drivertest"},
 	"internal/driver/simdriver":   {"internal/driver/drivertest"},
 	"internal/driver/faultdriver": {"internal/driver/simdriver"},

@@ -1,0 +1,200 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/api"
+)
+
+// Daemon is a `kiln up` of a project, running in the background, and its API client.
+type Daemon struct {
+	Project *Project
+	Client  *api.Client
+	cmd     *exec.Cmd
+	done    chan error
+}
+
+// Up runs `kiln up` in the project (version 1 of the image) and returns once the API
+// answers and every service has all its servers healthy, or when timeout passes.
+func (p *Project) Up(ctx context.Context, timeout time.Duration) (*Daemon, error) {
+	out, err := p.logFile("up.log")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(p.env.Kiln, "up")
+	cmd.Dir = p.Dir
+	cmd.Env = append(os.Environ(), "KILN_VAR_version=1")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("starting kiln up: %w", err)
+	}
+	d := &Daemon{Project: p, cmd: cmd, done: make(chan error, 1)}
+	go func() { d.done <- cmd.Wait(); out.Close() }()
+	err = waitFor(ctx, timeout, 100*time.Millisecond, "kiln up's API", func() (bool, error) {
+		if d.exited() {
+			return false, errors.New("kiln up exited; see " + filepath.Join(p.Dir, "up.log"))
+		}
+		c, err := api.Discover(filepath.Join(p.Dir, ".kiln"))
+		if err != nil {
+			return false, err
+		}
+		if _, err := c.Status(ctx); err != nil {
+			return false, err
+		}
+		d.Client = c
+		return true, nil
+	})
+	if err == nil {
+		err = d.WaitSettled(ctx, timeout)
+	}
+	if err != nil {
+		d.Stop(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) exited() bool {
+	select {
+	case err := <-d.done:
+		d.done <- err
+		return true
+	default:
+		return false
+	}
+}
+
+// PID is the daemon's process.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
+// Settled reports whether every service of the project is deployed: its replicas
+// healthy and in rotation, no rollout running.
+func (d *Daemon) Settled(ctx context.Context) (bool, error) {
+	st, err := d.Client.Status(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, want := range d.Project.Services {
+		s, ok := service(st, want.Name)
+		if !ok || s.Rollout != "" || s.Healthy != want.Replicas || len(s.Servers) != want.Replicas {
+			return false, fmt.Errorf("service %s: %d/%d healthy, %d servers, rollout %q", want.Name, s.Healthy, want.Replicas, len(s.Servers), s.Rollout)
+		}
+	}
+	return true, nil
+}
+
+// WaitSettled polls Settled every 100 ms until it is true or timeout passes.
+func (d *Daemon) WaitSettled(ctx context.Context, timeout time.Duration) error {
+	return waitFor(ctx, timeout, 100*time.Millisecond, "every server healthy", func() (bool, error) {
+		if d.exited() {
+			return false, errors.New("kiln up exited")
+		}
+		return d.Settled(ctx)
+	})
+}
+
+func service(st api.Status, name string) (api.ServiceStatus, bool) {
+	for _, s := range st.Services {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return api.ServiceStatus{}, false
+}
+
+// Stop destroys the project's services through the API, stops the daemon (SIGINT,
+// then SIGKILL after 15 s) and removes any container of the services that is left.
+// It is safe to call on a daemon that already exited.
+func (d *Daemon) Stop(ctx context.Context) {
+	if d.Client != nil && !d.exited() {
+		for _, s := range d.Project.Services {
+			dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			if _, err := d.Client.Destroy(dctx, s.Name, nil); err != nil {
+				d.Project.env.Log.Warn("destroying a service", "service", s.Name, "err", err)
+			}
+			cancel()
+		}
+	}
+	if !d.exited() {
+		d.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-d.done:
+		case <-time.After(15 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.done
+		}
+	}
+	for _, s := range d.Project.Services {
+		ids, _ := d.Project.env.Docker(ctx, "ps", "-aq", "--filter", "label=dev.kiln.service="+s.Name)
+		if f := fields(ids); len(f) > 0 {
+			d.Project.env.Docker(ctx, append([]string{"rm", "-f"}, f...)...)
+		}
+	}
+}
+
+// Metrics reads the daemon's Prometheus metrics (`GET /metrics`, which the API
+// client does not wrap) and returns the samples without labels, by name.
+func (d *Daemon) Metrics(ctx context.Context) (map[string]float64, error) {
+	state := filepath.Join(d.Project.Dir, ".kiln")
+	addr, err := os.ReadFile(filepath.Join(state, api.AddrFile))
+	if err != nil {
+		return nil, err
+	}
+	token, err := os.ReadFile(filepath.Join(state, api.TokenFile))
+	if err != nil {
+		return nil, err
+	}
+	base, client := strings.TrimSpace(string(addr)), http.DefaultClient
+	if path, ok := strings.CutPrefix(base, "unix://"); ok {
+		base, client = "http://kiln", &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", path)
+		}}}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	return parseMetrics(string(b)), nil
+}
+
+// parseMetrics reads the unlabelled samples of Prometheus's text format.
+func parseMetrics(text string) map[string]float64 {
+	m := map[string]float64{}
+	for _, l := range strings.Split(text, "\n") {
+		f := strings.Fields(l)
+		if len(f) != 2 || strings.HasPrefix(l, "#") || strings.Contains(f[0], "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+			m[f[0]] = v
+		}
+	}
+	return m
+}
