@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/driver/faultdriver"
 	"github.com/kiln-build/kiln/internal/driver/simdriver"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -53,16 +55,18 @@ type healHarness struct {
 	t     *testing.T
 	d     *simDaemon
 	e     *Engine
-	clk   *clocktesting.FakeClock
-	drift *driftDriver
+	clk    *clocktesting.FakeClock
+	drift  *driftDriver
+	faults *faultdriver.Injector // over drift, over the simulated driver
 }
 
 func newHealHarness(t *testing.T) *healHarness {
 	d := newSimDaemon(t)
 	h := &healHarness{t: t, d: d, clk: clocktesting.NewFakeClock(time.Now()), drift: &driftDriver{Driver: d.drv, drift: map[driver.ServerID][]driver.Drift{}}}
+	h.faults = faultdriver.New(h.drift, 1)
 	h.e, _ = d.startWith(func(o *Options) {
 		o.Clock = h.clk
-		o.Driver = h.drift
+		o.Driver = h.faults.Driver()
 	})
 	return h
 }
@@ -123,6 +127,30 @@ func TestControllerReplacesADestroyedServer(t *testing.T) {
 	}
 	if got := testutilCount(t, h.e, "missing"); got != 1 {
 		t.Errorf("kiln_replacements_total{reason=missing} = %v, want 1", got)
+	}
+}
+
+// A destroy whose event is missed is found at the next resync; a resync whose List
+// fails heals nothing and the next one does.
+func TestControllerMissedEventsAndListErrors(t *testing.T) {
+	h := newHealHarness(t)
+	h.apply(h.d.service("web", 2))
+	h.faults.Set(faultdriver.OpEvent, faultdriver.Fault{P: 1}) // every event dropped
+	victim := h.servers("web")[0]
+	if err := h.d.drv.Destroy(context.Background(), victim.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.faults.Set(faultdriver.OpList, faultdriver.Fault{P: 1, Err: errors.New("runtime unavailable")})
+	h.resync()
+	eventually(t, 10*time.Second, "the failed pass", func() bool { return h.faults.Injected(faultdriver.OpList) > 0 })
+	if n := len(h.servers("web")); n != 1 {
+		t.Fatalf("%d servers while the runtime cannot list, want the 1 left", n)
+	}
+	h.faults.Set(faultdriver.OpList) // the runtime answers again
+	h.resync()
+	eventually(t, 10*time.Second, "the replacement", func() bool { return len(h.servers("web")) == 2 })
+	if errs := h.events("web", api.EventError); len(errs) == 0 || !strings.Contains(errs[0], "runtime unavailable") {
+		t.Errorf("error events %q, want the failed list", errs)
 	}
 }
 
