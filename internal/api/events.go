@@ -11,26 +11,27 @@ const (
 // of a rollout, the step's name and a tone (see EventTypeInfo); no behaviour depends
 // on an event's message.
 const (
-	EventRevision   = "revision"    // a revision was recorded
-	EventRollout    = "rollout"     // a rollout started
-	EventCreated    = "created"     // a server was created
-	EventAdmitted   = "admitted"    // a server passed the health gate and is in rotation
-	EventGated      = "gated"       // a blue-green batch passed the health gate
-	EventSwitched   = "switched"    // the front door switched to a new batch
-	EventDraining   = "draining"    // a server is out of rotation, draining
-	EventDestroyed  = "destroyed"   // a server or a service was destroyed
-	EventDeployed   = "deployed"    // a rollout succeeded
-	EventFailed     = "failed"      // a rollout or rollback failed
-	EventRollback   = "rollback"    // a rollback started
-	EventRolledBack = "rolled_back" // a revision was rolled back
-	EventResumed    = "resumed"     // a rollout interrupted by a stop was resumed
-	EventHeal       = "heal"        // the controller replaces or creates a server
-	EventUnhealthy  = "unhealthy"   // a server failed its health checks in rotation
-	EventDrift      = "drift"       // a server differs from its spec
-	EventDegraded   = "degraded"    // a service is crash-looping or its revision failed
-	EventRecovered  = "recovered"   // a degraded service is healthy again
-	EventError      = "error"       // something failed that no other type names
-	EventPipeline   = "pipeline"    // a pipeline's run was queued, started, or ended
+	EventRevision    = "revision"    // a revision was recorded
+	EventRollout     = "rollout"     // a rollout started
+	EventCreated     = "created"     // a server was created
+	EventAdmitted    = "admitted"    // a server passed the health gate and is in rotation
+	EventGated       = "gated"       // a blue-green batch passed the health gate
+	EventSwitched    = "switched"    // the front door switched to a new batch
+	EventDraining    = "draining"    // a server is out of rotation, draining
+	EventDestroyed   = "destroyed"   // a server or a service was destroyed
+	EventDeployed    = "deployed"    // a rollout succeeded
+	EventFailed      = "failed"      // a rollout or rollback failed
+	EventRollback    = "rollback"    // a rollback started
+	EventRolledBack  = "rolled_back" // a revision was rolled back
+	EventInterrupted = "interrupted" // a rollout was interrupted by a stop of kiln
+	EventResumed     = "resumed"     // a rollout interrupted by a stop was resumed
+	EventHeal        = "heal"        // the controller replaces or creates a server
+	EventUnhealthy   = "unhealthy"   // a server failed its health checks in rotation
+	EventDrift       = "drift"       // a server differs from its spec
+	EventDegraded    = "degraded"    // a service is crash-looping or its revision failed
+	EventRecovered   = "recovered"   // a degraded service is healthy again
+	EventError       = "error"       // something failed that no other type names
+	EventPipeline    = "pipeline"    // a pipeline's run was queued, started, or ended
 )
 
 // Tones: the colour class of an event.
@@ -49,26 +50,27 @@ type EventInfo struct {
 }
 
 var eventTypes = map[string]EventInfo{
-	EventRevision:   {SubjectService, "", ""},
-	EventRollout:    {SubjectService, "start", ToneBusy},
-	EventCreated:    {SubjectService, "surge: server created", ToneBusy},
-	EventAdmitted:   {SubjectService, "health gate passed", ToneOK},
-	EventGated:      {SubjectService, "health gate passed", ToneOK},
-	EventSwitched:   {SubjectService, "front door switched", ToneOK},
-	EventDraining:   {SubjectService, "drain", ToneBusy},
-	EventDestroyed:  {SubjectService, "destroyed", ""},
-	EventDeployed:   {SubjectService, "done", ToneOK},
-	EventFailed:     {SubjectService, "failed", ToneBad},
-	EventRollback:   {SubjectService, "rollback", ToneBusy},
-	EventRolledBack: {SubjectService, "rolled back", ToneBad},
-	EventResumed:    {SubjectService, "resumed", ToneBusy},
-	EventHeal:       {SubjectService, "", ToneBusy},
-	EventUnhealthy:  {SubjectService, "", ToneBad},
-	EventDrift:      {SubjectService, "", ToneBad},
-	EventDegraded:   {SubjectService, "", ToneBad},
-	EventRecovered:  {SubjectService, "", ""},
-	EventError:      {SubjectService, "", ToneBad},
-	EventPipeline:   {SubjectPipeline, "", ""},
+	EventRevision:    {SubjectService, "", ""},
+	EventRollout:     {SubjectService, "start", ToneBusy},
+	EventCreated:     {SubjectService, "surge: server created", ToneBusy},
+	EventAdmitted:    {SubjectService, "health gate passed", ToneOK},
+	EventGated:       {SubjectService, "health gate passed", ToneOK},
+	EventSwitched:    {SubjectService, "front door switched", ToneOK},
+	EventDraining:    {SubjectService, "drain", ToneBusy},
+	EventDestroyed:   {SubjectService, "destroyed", ""},
+	EventDeployed:    {SubjectService, "done", ToneOK},
+	EventFailed:      {SubjectService, "failed", ToneBad},
+	EventRollback:    {SubjectService, "rollback", ToneBusy},
+	EventRolledBack:  {SubjectService, "rolled back", ToneBad},
+	EventInterrupted: {SubjectService, "interrupted", ToneBad},
+	EventResumed:     {SubjectService, "resumed", ToneBusy},
+	EventHeal:        {SubjectService, "", ToneBusy},
+	EventUnhealthy:   {SubjectService, "", ToneBad},
+	EventDrift:       {SubjectService, "", ToneBad},
+	EventDegraded:    {SubjectService, "", ToneBad},
+	EventRecovered:   {SubjectService, "", ""},
+	EventError:       {SubjectService, "", ToneBad},
+	EventPipeline:    {SubjectPipeline, "", ""},
 }
 
 // EventTypeInfo returns what kind of event typ is; an unknown type is a service's

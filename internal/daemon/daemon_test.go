@@ -224,9 +224,15 @@ func TestStopOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	running, err := st.RunningRollouts(context.Background())
-	st.Close()
 	if err != nil || len(running) != 1 || running[0].Service != svc.Name || running[0].To != 1 {
+		st.Close()
 		t.Fatalf("running rollouts after the stop: %+v %v; want web's to revision 1", running, err)
+	}
+	// The interruption is recorded, as a step of the rollout.
+	evs, err := st.QueryEvents(context.Background(), store.EventQuery{Type: api.EventInterrupted, RolloutID: running[0].ID, Limit: 10})
+	st.Close()
+	if err != nil || len(evs) != 1 {
+		t.Errorf("interrupted events of the rollout: %+v %v; want one", evs, err)
 	}
 
 	// The next daemon resumes the rollout and converges.

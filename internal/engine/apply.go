@@ -305,6 +305,7 @@ func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revi
 	if ctx.Err() != nil {
 		// kiln is stopping: the rollout stays "running" and resumes on the next start.
 		res.Outcome, res.Detail = string(store.OutcomePending), "interrupted: kiln stopped; it resumes when kiln starts"
+		e.event(r.Service, "", api.EventInterrupted, "the rollout to revision %d was interrupted by a stop: it resumes when kiln starts", rev.Number)
 		return res
 	}
 	if err == nil {

@@ -52,9 +52,9 @@ var _ driver.Differ = (*driftDriver)(nil)
 
 // healHarness is an engine on the simulated driver with a fake clock.
 type healHarness struct {
-	t     *testing.T
-	d     *simDaemon
-	e     *Engine
+	t      *testing.T
+	d      *simDaemon
+	e      *Engine
 	clk    *clocktesting.FakeClock
 	drift  *driftDriver
 	faults *faultdriver.Injector // over drift, over the simulated driver
