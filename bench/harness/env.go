@@ -20,9 +20,10 @@ import (
 // Env is one run of kiln-bench: the repository, a scratch directory, and the kiln
 // binary built once for every scenario of the run.
 type Env struct {
-	Root string // the repository's root
-	Work string // scratch directory, removed by Close unless Keep
-	Kiln string // the kiln binary
+	Root   string // the repository's root
+	Source string // the checkout kiln is built from: Root, or KILN_BENCH_SOURCE
+	Work   string // scratch directory, removed by Close unless Keep
+	Kiln   string // the kiln binary
 	// ID names everything the run creates outside Work (containers, images, Swarm
 	// services): "bench-<pid>".
 	ID   string
@@ -42,8 +43,14 @@ func Setup(ctx context.Context, root string, log *slog.Logger) (*Env, error) {
 		return nil, fmt.Errorf("creating the scratch directory: %w", err)
 	}
 	e.Work, e.Kiln = w, filepath.Join(w, "bin", "kiln")
-	log.Info("building kiln", "from", filepath.Join(root, "cmd", "kiln"))
-	if _, err := e.Run(ctx, root, nil, "go", "build", "-o", e.Kiln, "./cmd/kiln"); err != nil {
+	// KILN_BENCH_SOURCE names another checkout of kiln to build and measure (an earlier
+	// commit, to compare); the scenarios' projects still come from root.
+	e.Source = root
+	if src := os.Getenv("KILN_BENCH_SOURCE"); src != "" {
+		e.Source = src
+	}
+	log.Info("building kiln", "from", filepath.Join(e.Source, "cmd", "kiln"))
+	if _, err := e.Run(ctx, e.Source, nil, "go", "build", "-o", e.Kiln, "./cmd/kiln"); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("building kiln: %w", err)
 	}

@@ -32,7 +32,7 @@ func (o Options) want(system string) bool {
 
 // newResult starts the result of a scenario: the machine and kiln are described now.
 func (e *Env) newResult(ctx context.Context, scenario, title string, o Options) *Result {
-	return &Result{Scenario: scenario, Title: title, Date: time.Now().UTC(), Machine: Describe(ctx), Kiln: DescribeKiln(ctx, e.Root), Runs: o.Runs}
+	return &Result{Scenario: scenario, Title: title, Date: time.Now().UTC(), Machine: Describe(ctx), Kiln: DescribeKiln(ctx, e.Source), Runs: o.Runs}
 }
 
 func (e *Env) finish(ctx context.Context, r *Result) *Result {
