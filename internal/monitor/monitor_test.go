@@ -73,6 +73,19 @@ func TestOneProbeInFlightPerServer(t *testing.T) {
 		}
 		clk.Step(time.Second)
 	}
+	// settled waits until no probe is in flight in the monitor: an answered probe is
+	// done only once the monitor has counted it.
+	settled := func() {
+		for {
+			m.mu.Lock()
+			n := len(m.inFlight)
+			m.mu.Unlock()
+			if n == 0 {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	step()
 	if got := <-fp.started; got != "a" {
 		t.Fatalf("probed %q", got)
@@ -82,6 +95,7 @@ func TestOneProbeInFlightPerServer(t *testing.T) {
 		step()
 	}
 	fp.answers <- errors.New("refused") // first failure
+	settled()
 	step()
 	<-fp.started
 	fp.answers <- errors.New("refused") // second: unhealthy
@@ -95,6 +109,7 @@ func TestOneProbeInFlightPerServer(t *testing.T) {
 	if n := m.Failures("web", "a"); n != 0 {
 		t.Fatalf("Failures after Forget = %d", n)
 	}
+	settled()
 	step()
 	<-fp.started // a probe in flight when the daemon stops
 	cancel()
