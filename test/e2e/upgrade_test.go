@@ -615,10 +615,11 @@ func (p *prober) answeredSince(t time.Time) int {
 	return n
 }
 
-// report logs what the front door answered from the upgrade's start: its gap, from the
-// last request answered before the first failure to the first answered after the last
-// one; the failures after the new daemon's API was on; and the slowest answers before
-// and after the re-adoption (a door with no server in rotation yet holds requests).
+// report logs what the front door answered from the upgrade's start: the requests
+// that failed (and how many of them after the new daemon's API was on); its gap, from
+// the last request answered before the first failure to the arrival of the first
+// answer after the last one (a door with no server in rotation yet holds requests);
+// and the slowest answers during the switch and after the re-adoption.
 func (p *prober) report(t *testing.T, service string, stopping, apiOn, readopted time.Time) {
 	t.Helper()
 	p.mu.Lock()
@@ -637,20 +638,21 @@ func (p *prober) report(t *testing.T, service string, stopping, apiOn, readopted
 			}
 		}
 	}
-	slow := fmt.Sprintf("slowest answer during the switch %s (sent %s after the stop began), after the re-adoption %s",
+	slow := fmt.Sprintf("the slowest answer during the switch took %s (sent %s after the stop began), after the re-adoption %s",
 		slowest.took.Round(time.Millisecond), slowest.at.Sub(stopping).Round(time.Millisecond), slowestAfter.took.Round(time.Millisecond))
 	if len(p.bad) == 0 {
 		t.Logf("%s's front door: %d requests answered, none failed; %s", service, len(p.ok), slow)
 		return
 	}
 	first, last := p.bad[0].at, p.bad[len(p.bad)-1].at
-	from, to := first, last
+	from, back := first, last
 	for _, a := range p.ok {
 		if a.at.Before(first) {
 			from = a.at
 		}
-		if a.at.After(last) && to == last {
-			to = a.at
+		if a.at.After(last) {
+			back = a.at.Add(a.took)
+			break
 		}
 	}
 	kinds := map[string]int{}
@@ -661,9 +663,9 @@ func (p *prober) report(t *testing.T, service string, stopping, apiOn, readopted
 			afterAPI++
 		}
 	}
-	t.Logf("%s's front door: %d requests answered, %d failed (%v), %d of them sent after the new API was on; unavailable for %s, from %s to %s after the stop began; %s",
-		service, len(p.ok), len(p.bad), kinds, afterAPI, to.Sub(from).Round(time.Millisecond),
-		from.Sub(stopping).Round(time.Millisecond), to.Sub(stopping).Round(time.Millisecond), slow)
+	t.Logf("%s's front door: %d requests answered, %d failed (%v), %d of them sent after the new API was on; failing from %s to %s after the stop began, answering again at %s (a gap of %s); %s",
+		service, len(p.ok), len(p.bad), kinds, afterAPI, first.Sub(stopping).Round(time.Millisecond), last.Sub(stopping).Round(time.Millisecond),
+		back.Sub(stopping).Round(time.Millisecond), back.Sub(from).Round(time.Millisecond), slow)
 }
 
 // errorKind is a failure's error without its addresses, to count failures by kind.
