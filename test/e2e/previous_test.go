@@ -53,6 +53,10 @@ func previousKiln(t *testing.T) (bin, commit string) {
 	if err != nil {
 		skipShort(t, "the previous release %s is not in this clone's history (a shallow clone?): %v", rev, err)
 	}
+	root, err := git("rev-parse", "--show-toplevel")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cache, err := os.UserCacheDir()
 	if err != nil {
 		cache = os.TempDir()
@@ -67,7 +71,8 @@ func previousKiln(t *testing.T) (bin, commit string) {
 	}
 	src := t.TempDir()
 	tree := filepath.Join(src, "tree.tar")
-	if _, err := git("archive", "--format=tar", "-o", tree, commit); err != nil {
+	// From the top: in a subdirectory, git archive writes only that subdirectory's tree.
+	if _, err := git("-C", root, "archive", "--format=tar", "-o", tree, commit); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.CommandContext(ctx, "tar", "-xf", tree, "-C", src).CombinedOutput(); err != nil {

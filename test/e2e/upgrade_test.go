@@ -77,10 +77,11 @@ func TestUpgradeReplacesNothing(t *testing.T) {
 	t.Logf("the previous daemon stopped in %s; this build's API was on %s after, and every server re-adopted and in rotation %s after its start",
 		stopped.Sub(stopping).Round(time.Millisecond), apiOn.Sub(stopped).Round(time.Millisecond), readopted.Sub(stopped).Round(time.Millisecond))
 
-	// Two resyncs: the reconcile loop makes a full pass at its start and then one every
-	// controllerResync. Nothing announces a pass, so this is a window in which every
-	// change is looked for, and the first one fails the test at once.
-	window := stopped.Add(2*controllerResync + 2*time.Second)
+	// Two resyncs after the re-adoption: the reconcile loop makes a full pass every
+	// controllerResync (a pass at its start finds the services being re-adopted and
+	// leaves them). Nothing announces a pass, so this is a window in which every change
+	// is looked for, and the first one fails the test at once.
+	window := readopted.Add(2*controllerResync + 1500*time.Millisecond)
 	for time.Now().Before(window) {
 		if after := u.servers(); !sameServers(before, after) {
 			t.Errorf("the servers changed %s after the new daemon started:\n%s", time.Since(stopped).Round(time.Millisecond), diffServers(before, after))
@@ -114,7 +115,11 @@ func TestUpgradeReplacesNothing(t *testing.T) {
 	t.Logf("%d events recorded after the upgrade", len(events))
 
 	// Status: every service healthy, every server in rotation and without drift.
-	for _, s := range u.status(kiln).Services {
+	st := u.status(kiln)
+	if len(st.Services) != len(u.services) {
+		t.Errorf("after the upgrade kiln status lists %d services, want %d: %+v", len(st.Services), len(u.services), st)
+	}
+	for _, s := range st.Services {
 		if s.State != "healthy" || s.Healthy != 2 || s.Drift != "" {
 			t.Errorf("after the upgrade %s is %s, %d healthy, drift %q (cause %q)", s.Name, s.State, s.Healthy, s.Drift, s.Cause)
 		}
