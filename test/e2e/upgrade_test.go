@@ -220,6 +220,9 @@ secret "greeting" {
 
 image "hello" {`)
 	editSpec(t, dir, `service "hello"`, `service "`+first+`"`)
+	// The secret is in an environment value, not a file: the mount point of a secret
+	// file (/run/secrets/... on the scratch image) is file drift to the docker driver
+	// of both releases, and such servers are replaced at every resync, upgrade or not.
 	editSpec(t, dir, `  writable = ["/tmp"]`, `  writable = ["/tmp"]
   env = {
     LOG_LEVEL = "info"
