@@ -66,6 +66,10 @@ type Executor struct {
 	// (DefaultBackoff when zero), doubling up to MaxBackoff, with jitter.
 	Attempts int
 	Backoff  time.Duration
+	// OneByOne makes the executor create and destroy servers one by one even on a
+	// driver that claims sets: for a caller whose heals do not yet account for members
+	// the runtime replaces of its own.
+	OneByOne bool
 
 	mu       sync.Mutex
 	addrs    map[driver.ServerID]string // where servers this executor admitted listen

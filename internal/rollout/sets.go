@@ -18,9 +18,12 @@ import (
 // ones; runtime events wake it sooner when the driver reports them.
 const memberPoll = time.Second
 
-// setDriver is the driver's SetDriver if it claims sets, else nil: a wrapper may have
-// the methods of a runtime that lacks them.
+// setDriver is the driver's SetDriver if it claims sets and OneByOne is not set, else
+// nil: a wrapper may have the methods of a runtime that lacks them.
 func (e *Executor) setDriver() driver.SetDriver {
+	if e.OneByOne {
+		return nil
+	}
 	if sd, ok := e.Driver.(driver.SetDriver); ok && driver.CapabilitiesOf(e.Driver).Sets {
 		return sd
 	}

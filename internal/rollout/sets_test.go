@@ -584,18 +584,24 @@ func TestSetHealMissing(t *testing.T) {
 	}
 }
 
-// A driver that has the set methods but does not claim sets is run one by one.
+// A driver that has the set methods but does not claim sets is run one by one, as is
+// one that does when the executor is told OneByOne.
 func TestSetsNeedTheClaim(t *testing.T) {
-	ctx := t.Context()
-	r, f := newSetRig(t)
-	f.sets = false
-	s := Settings{Strategy: "rolling", MaxSurge: 1}
-	for rev := int64(1); rev <= 2; rev++ {
-		if err := r.exec.Run(ctx, r.door, target(rev, 2, s)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := f.callsOf(opEnsureSet, opEvict, opMembers, opSets, opDeleteSet); n != 0 || len(r.setSizes()) != 0 || r.servers()[2] != 2 {
-		t.Errorf("%d set calls, sets %v, servers %v; want none, none, 2 of revision 2", n, r.setSizes(), r.servers())
+	for _, oneByOne := range []bool{false, true} {
+		t.Run(fmt.Sprintf("one by one %v", oneByOne), func(t *testing.T) {
+			ctx := t.Context()
+			r, f := newSetRig(t)
+			f.sets = oneByOne // claimed only when the executor is told not to use it
+			r.exec.OneByOne = oneByOne
+			s := Settings{Strategy: "rolling", MaxSurge: 1}
+			for rev := int64(1); rev <= 2; rev++ {
+				if err := r.exec.Run(ctx, r.door, target(rev, 2, s)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := f.callsOf(opEnsureSet, opEvict, opMembers, opSets, opDeleteSet); n != 0 || len(r.setSizes()) != 0 || r.servers()[2] != 2 {
+				t.Errorf("%d set calls, sets %v, servers %v; want none, none, 2 of revision 2", n, r.setSizes(), r.servers())
+			}
+		})
 	}
 }
