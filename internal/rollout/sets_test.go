@@ -366,14 +366,11 @@ func TestSetFaults(t *testing.T) {
 			}
 		}},
 		{name: "events missed", s: Settings{Strategy: "rolling", MaxSurge: 1, ProgressDeadline: time.Hour}, setup: func(r *rig, f *setFaults) {
-			// Every event dropped: the new members are found by polling alone. The long
-			// deadline leaves the simulated runtime real time to start them.
+			// Every event dropped: new members not there at the first listing are found
+			// by polling alone (without the poll the wait never ends). The long deadline
+			// leaves the simulated runtime real time to start them.
 			r.inj.Set(faultdriver.OpEvent, faultdriver.Fault{})
 			r.onCall = polls(r)
-		}, after: func(t *testing.T, r *rig) {
-			if r.inj.Injected(faultdriver.OpEvent) == 0 {
-				t.Error("no event was dropped")
-			}
 		}},
 		{name: "a third of the calls fail", s: rolling, retries: -1, setup: func(r *rig, f *setFaults) {
 			// Seeded: the calls this picks fail once or twice, never three times running.
