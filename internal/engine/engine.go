@@ -116,7 +116,7 @@ func New(opts Options) *Engine {
 	})
 	e.loop = reconcile.New(healer{e}, reconcile.Options{Keys: e.serviceNames, Resync: cmp.Or(opts.Resync, DefaultResync),
 		Clock: e.clock, Log: e.log})
-	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy,
+	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy, OneByOne: true, // heals count only kiln's own replacements
 		Event: func(service, id, typ, msg string) { e.event(service, id, typ, "%s", msg) }}
 	return e
 }

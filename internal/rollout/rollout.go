@@ -66,6 +66,10 @@ type Executor struct {
 	// (DefaultBackoff when zero), doubling up to MaxBackoff, with jitter.
 	Attempts int
 	Backoff  time.Duration
+	// OneByOne makes the executor create and destroy servers one by one even on a
+	// driver that claims sets: for a caller whose heals do not yet account for members
+	// the runtime replaces of its own.
+	OneByOne bool
 
 	mu       sync.Mutex
 	addrs    map[driver.ServerID]string // where servers this executor admitted listen
@@ -129,7 +133,16 @@ func (e *Executor) event(service, id, typ, format string, args ...any) {
 //
 // On failure, the new servers that did not become healthy are destroyed and the
 // servers that were serving are left serving; the caller decides whether to roll back.
+//
+// On a driver that claims sets (driver.SetDriver), servers are not created one by one:
+// the revision's set is scaled, its new members are waited for and gated, old servers
+// are evicted and the old revisions' sets deleted, with the same bounds and events (see
+// runSets). On failure the failed members are evicted and the new set brought back to
+// the members that serve, deleted if none does.
 func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
+	if sd := e.setDriver(); sd != nil {
+		return e.runSets(ctx, door, sd, t)
+	}
 	// Servers that already stopped are removed in the background, off the critical
 	// path of their replacements; Run returns only once they are gone.
 	var bg sync.WaitGroup
@@ -189,10 +202,14 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
 
 // Replace replaces one server with a fresh one from t, creating the new server first
 // and admitting it once healthy, then draining and destroying the old one (if it is in
-// rotation). On failure the new server is destroyed and the old one left as it is.
+// rotation). On failure the new server is destroyed and the old one left as it is. On
+// a driver of sets, the revision's set grows by one and the old server is evicted.
 func (e *Executor) Replace(ctx context.Context, door Door, t Target, old driver.Server, why string) error {
 	spec := t.Spec
 	spec.Service, spec.Revision = t.Service, t.Revision
+	if sd := e.setDriver(); sd != nil {
+		return e.replaceInSet(ctx, door, sd, t, spec, old, why)
+	}
 	created, err := e.startBatch(ctx, door, t, spec, 1)
 	if err != nil {
 		return e.fail(ctx, door, t, created, err)
@@ -425,7 +442,7 @@ func (e *Executor) retire(ctx context.Context, door Door, service string, s driv
 	e.mu.Unlock()
 	start := e.clock().Now()
 	err := e.retry(ctx, service, "destroying "+s.Name, e.callTimeout()+s.Spec.StopTimeout, func(ctx context.Context) error {
-		return e.Driver.Destroy(ctx, s.ID)
+		return e.remove(ctx, s.ID)
 	})
 	e.mu.Lock()
 	delete(e.retiring, s.ID)
@@ -526,8 +543,8 @@ func (e *Executor) retry(ctx context.Context, service, what string, timeout time
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		if errors.Is(err, driver.ErrImageNotFound) {
-			return err // not transient: the caller must load the image first
+		if errors.Is(err, driver.ErrImageNotFound) || errors.Is(err, driver.ErrSetConflict) {
+			return err // not transient: the caller must load the image first, or fix the set
 		}
 		if n >= attempts {
 			if attempts > 1 {
