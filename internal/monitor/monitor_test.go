@@ -66,24 +66,23 @@ func TestOneProbeInFlightPerServer(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- m.Start(ctx) }()
 
-	// tick steps the clock until the monitor's ticker is waited on, then one interval.
+	// step steps the clock one interval once the monitor waits on its ticker.
 	step := func() {
 		for !clk.HasWaiters() {
 			time.Sleep(time.Millisecond)
 		}
 		clk.Step(time.Second)
 	}
-	// settled waits until no probe is in flight in the monitor: an answered probe is
-	// done only once the monitor has counted it.
-	settled := func() {
+	// nextProbe steps the clock until the monitor starts a probe. (A round may come
+	// from a tick the ticker held while the last probe was in flight.)
+	nextProbe := func() string {
 		for {
-			m.mu.Lock()
-			n := len(m.inFlight)
-			m.mu.Unlock()
-			if n == 0 {
-				return
+			select {
+			case addr := <-fp.started:
+				return addr
+			case <-time.After(time.Millisecond):
+				clk.Step(time.Second)
 			}
-			time.Sleep(time.Millisecond)
 		}
 	}
 	step()
@@ -95,9 +94,7 @@ func TestOneProbeInFlightPerServer(t *testing.T) {
 		step()
 	}
 	fp.answers <- errors.New("refused") // first failure
-	settled()
-	step()
-	<-fp.started
+	nextProbe()
 	fp.answers <- errors.New("refused") // second: unhealthy
 	if f := <-failures; f.addr != "a" || f.n != 2 {
 		t.Fatalf("unhealthy = %+v, want a after 2", f)
@@ -109,9 +106,7 @@ func TestOneProbeInFlightPerServer(t *testing.T) {
 	if n := m.Failures("web", "a"); n != 0 {
 		t.Fatalf("Failures after Forget = %d", n)
 	}
-	settled()
-	step()
-	<-fp.started // a probe in flight when the daemon stops
+	nextProbe() // a probe in flight when the daemon stops
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
