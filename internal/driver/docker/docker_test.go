@@ -676,3 +676,17 @@ func TestPingSweepsSecretFiles(t *testing.T) {
 		t.Errorf("the live server's secret files went: %v", err)
 	}
 }
+
+// A secret file's mount point and its parents are the engine's, not drift; another
+// file beside it is.
+func TestSecretMountIsNotDrift(t *testing.T) {
+	spec := driver.ServerSpec{Digests: map[string]string{"file:/run/secrets/greeting": "d", "env:TOKEN": "e"}}
+	for p, want := range map[string]bool{
+		"/run": true, "/run/secrets": true, "/run/secrets/greeting": true,
+		"/run/secrets/other": false, "/run/secrets/greeting/x": false, "/etc/passwd": false, "/TOKEN": false,
+	} {
+		if got := secretMount(spec, p); got != want {
+			t.Errorf("secretMount(%q) = %v, want %v", p, got, want)
+		}
+	}
+}

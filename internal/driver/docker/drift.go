@@ -97,7 +97,7 @@ func (d *Driver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, err
 	}
 	n := 0
 	for _, ch := range changes.Changes {
-		if writable(spec.Writable, ch.Path) {
+		if writable(spec.Writable, ch.Path) || secretMount(spec, ch.Path) {
 			continue
 		}
 		if n++; n > maxFileDrifts {
@@ -120,6 +120,22 @@ func writable(paths []string, p string) bool {
 		}
 	}
 	return p == "/etc" || p == "/etc/hostname" || p == "/etc/hosts" || p == "/etc/resolv.conf" || p == "/dev" || path.Dir(p) == "/dev" || p == "/proc" || p == "/sys"
+}
+
+// secretMount reports whether p is one of the spec's secret files or one of their
+// parents: the engine creates each as the mount point of its read-only bind mount, in
+// the container's own layer. Another file beside a secret is drift.
+func secretMount(spec driver.ServerSpec, p string) bool {
+	for key := range spec.Digests {
+		file, ok := strings.CutPrefix(key, "file:")
+		if !ok {
+			continue
+		}
+		if p == file || strings.HasPrefix(file, strings.TrimSuffix(p, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func changeWord(k container.ChangeType) string {
