@@ -107,14 +107,8 @@ func (e *Engine) check(ctx context.Context, services []api.Service) (_ map[strin
 		if _, err := e.opts.Images.Image(h); err != nil {
 			return nil, fmt.Errorf("service %s: image %s is not in the image store: bake it first (kiln bake), or use a digest that `kiln images` lists", svc.Name, svc.Image)
 		}
-		if svc.Replicas < 0 || svc.Port < 1 || svc.Port > 65535 || svc.Listen == "" {
-			return nil, fmt.Errorf("service %s: invalid settings (replicas %d, port %d, listen %q)", svc.Name, svc.Replicas, svc.Port, svc.Listen)
-		}
-		if svc.Update.Strategy != "rolling" && svc.Update.Strategy != "blue-green" {
-			return nil, fmt.Errorf("service %s: unknown update strategy %q", svc.Name, svc.Update.Strategy)
-		}
-		if svc.Update.Strategy == "rolling" && svc.Update.MaxSurge == 0 && svc.Update.MaxUnavailable == 0 {
-			return nil, fmt.Errorf("service %s: max_surge and max_unavailable are both 0: a rolling update could never proceed", svc.Name)
+		if err := validateService(svc); err != nil {
+			return nil, err
 		}
 		if r, err := e.opts.State.RunningRollout(ctx, svc.Name); err == nil {
 			return nil, fmt.Errorf("%w: service %s, revision %d → %d, started %s by %s; wait for it (kiln status) and apply again",
