@@ -250,6 +250,19 @@ type Revision struct {
 	Outcome   string    `json:"outcome"`
 	Detail    string    `json:"detail,omitempty"`
 	Current   bool      `json:"current"`
+	// Rollback is set on a revision a rollback recorded: which revision it went back
+	// to, and who rolled back.
+	Rollback *RollbackRecord `json:"rollback,omitempty"`
+	// RollbackTarget marks the revision a rollback with no revision given (kiln
+	// rollback SERVICE, RollbackRequest.To 0) goes back to: at most one revision of a
+	// history, none when there is nothing to roll back to.
+	RollbackTarget bool `json:"rollback_target,omitempty"`
+}
+
+// RollbackRecord is what a revision recorded by a rollback says of it.
+type RollbackRecord struct {
+	To int64  `json:"to"` // the revision it went back to
+	By string `json:"by"` // who rolled back (RollbackRequest.User)
 }
 
 // Error is the body of every non-2xx answer.

@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -31,24 +29,10 @@ type heldRollback struct {
 	Replaced int64     // the revision applying the spec would record
 }
 
-// rollbackBy matches the applied_by of a revision recorded by a rollback; the engine
-// writes it as "USER (rollback to revision N)" (Engine.Rollback).
-var rollbackBy = regexp.MustCompile(`^(.*) \(rollback to revision (\d+)\)$`)
-
-// parseRollback reports whether applied_by names a rollback, and by whom, to which
-// revision.
-func parseRollback(appliedBy string) (user string, to int64, ok bool) {
-	m := rollbackBy.FindStringSubmatch(appliedBy)
-	if m == nil {
-		return "", 0, false
-	}
-	to, err := strconv.ParseInt(m[2], 10, 64)
-	return m[1], to, err == nil
-}
-
 // heldRollbacks returns the services of services whose current revision was made by a
-// rollback and which the spec would change: applying it would silently undo the
-// rollback. A service the daemon does not know yet has no history and is skipped.
+// rollback (as its history says: api.Revision.Rollback) and which the spec would
+// change: applying it would silently undo the rollback. A service the daemon does not
+// know yet has no history and is skipped.
 func heldRollbacks(ctx context.Context, c *api.Client, services []api.Service, secrets []api.SecretSource) ([]heldRollback, error) {
 	var held []heldRollback
 	var planned []api.Service
@@ -62,14 +46,11 @@ func heldRollbacks(ctx context.Context, c *api.Client, services []api.Service, s
 			return nil, fmt.Errorf("reading %s's history: %w", svc.Name, err)
 		}
 		i := slices.IndexFunc(revs, func(r api.Revision) bool { return r.Current })
-		if i < 0 {
+		if i < 0 || revs[i].Rollback == nil {
 			continue
 		}
-		user, to, ok := parseRollback(revs[i].AppliedBy)
-		if !ok {
-			continue
-		}
-		held = append(held, heldRollback{Service: svc.Name, Current: revs[i].Number, To: to, By: user, At: revs[i].Created})
+		rb := revs[i].Rollback
+		held = append(held, heldRollback{Service: svc.Name, Current: revs[i].Number, To: rb.To, By: rb.By, At: revs[i].Created})
 		planned = append(planned, svc)
 	}
 	if len(held) == 0 {

@@ -143,7 +143,7 @@ pipeline "site" {
 		t.Fatalf("runs: %+v, %v", runs, err)
 	}
 	run, err := pipes.Run(ctx, runs[0].ID)
-	if err != nil || run.State != "succeeded" || run.Commit != d.commit {
+	if err != nil || run.State != string(store.RunSucceeded) || run.Commit != d.commit {
 		t.Fatalf("run of %s (applied %s): %s %v\n%s", run.Commit, d.commit, run.State, err, stageLogs(run))
 	}
 	for _, want := range d.services {

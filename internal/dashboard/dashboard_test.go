@@ -226,6 +226,50 @@ func TestSignIn(t *testing.T) {
 	}
 }
 
+// TestRollbackOffered: the rollback the service page offers, and the one its
+// confirmation page proposes when no revision is given, are the one the engine makes
+// when given none. Revision 2 has the current settings (revision 3 failed in between),
+// so the engine goes back to revision 1.
+func TestRollbackOffered(t *testing.T) {
+	d := startDaemon(t)
+	ctx := context.Background()
+	d.apply(t, d.service("web", 1, "zero"))
+	d.apply(t, d.service("web", 1, "one"))
+	broken := d.service("web", 1, "broken")
+	broken.Env["PORT"] = "none" // the server exits at once
+	broken.Update.AutoRollback = false
+	if res, err := d.eng.Apply(ctx, api.ApplyRequest{Services: []api.Service{broken}, User: "test"}); err != nil || res.OK {
+		t.Fatalf("apply of a broken revision: %v %+v; want it to fail", err, res)
+	}
+	d.apply(t, d.service("web", 1, "one"))
+
+	admin := newBrowser(t, d.url)
+	admin.signIn(adminToken)
+	_, page := admin.do("GET", "/services/web", nil)
+	offered := regexp.MustCompile(`href="/services/web/rollback\?to=(\d+)">Roll back to revision`).FindAllStringSubmatch(page, -1)
+	if len(offered) != 1 {
+		t.Fatalf("the service page offers %d plain rollbacks, want one:\n%s", len(offered), page)
+	}
+	resp, confirm := admin.do("GET", "/services/web/rollback", nil)
+	proposed := regexp.MustCompile(`name="to" value="(\d+)"`).FindStringSubmatch(confirm)
+	if resp.StatusCode != http.StatusOK || proposed == nil {
+		t.Fatalf("confirmation page without a revision: %d\n%s", resp.StatusCode, confirm)
+	}
+
+	// What the engine does when given no revision.
+	if res, err := d.eng.Rollback(ctx, "web", api.RollbackRequest{User: "test"}); err != nil || !res.OK {
+		t.Fatalf("rollback: %v %+v", err, res)
+	}
+	h, err := d.eng.History(ctx, "web")
+	if err != nil || !h[0].Current || h[0].Rollback == nil {
+		t.Fatalf("history after the rollback: %+v, %v", h, err)
+	}
+	went := strconv.FormatInt(h[0].Rollback.To, 10)
+	if went != "1" || offered[0][1] != went || proposed[1] != went {
+		t.Errorf("the engine rolled back to revision %s; the service page offered %s, the confirmation proposed %s; want all 1", went, offered[0][1], proposed[1])
+	}
+}
+
 // TestChanges checks that a change needs the session's CSRF token, its own origin and
 // the admin token, and that a rollback from the page happens.
 func TestChanges(t *testing.T) {

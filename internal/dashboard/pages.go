@@ -150,7 +150,7 @@ type serviceData struct {
 	Filter     string
 	Rollout    *rolloutView
 	History    []api.Revision
-	RollbackTo int64 // the revision a plain rollback goes to; 0 if none
+	RollbackTo int64 // the revision a plain rollback goes to (History's RollbackTarget); 0 if none
 	Drift      []api.Event
 	Cause      string // why the service is degraded or healing, if known
 	Logs       []string
@@ -209,13 +209,7 @@ func (d *Dashboard) service(r *http.Request, s *session) (view, error) {
 			"age":      func(a, b api.Server) int { return b.Created.Compare(a.Created) },
 		})
 		data.Servers, data.Pager = paginate(servers, r.URL, perPage)
-		cur := data.Status.Revision
-		for _, rev := range data.History {
-			if rev.Number < cur && rev.Outcome == "deployed" {
-				data.RollbackTo = rev.Number
-				break
-			}
-		}
+		data.RollbackTo = rollbackTarget(data.History)
 		data.Cause = d.cause(ctx, *data.Status)
 		data.HideChecks = !showChecks(r.URL.Query())
 		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -525,17 +519,23 @@ func (d *Dashboard) confirmRollback(r *http.Request, s *session) (view, error) {
 	}
 	data.To, _ = strconv.ParseInt(r.URL.Query().Get("to"), 10, 64)
 	if data.To == 0 {
-		for _, rev := range hist {
-			if rev.Number < data.From && rev.Outcome == "deployed" {
-				data.To = rev.Number
-				break
-			}
-		}
+		data.To = rollbackTarget(hist)
 	}
 	if data.To == 0 {
 		return view{}, httpError{http.StatusConflict, fmt.Sprintf("service %s has no earlier deployed revision to roll back to", name)}
 	}
 	return view{Template: "confirm", Title: "Roll back " + name, Data: data}, nil
+}
+
+// rollbackTarget is the revision the engine rolls back to when given none, as the
+// history marks it; 0 if none.
+func rollbackTarget(hist []api.Revision) int64 {
+	for _, rev := range hist {
+		if rev.RollbackTarget {
+			return rev.Number
+		}
+	}
+	return 0
 }
 
 func (d *Dashboard) rollback(w http.ResponseWriter, r *http.Request, s *session) (string, error) {

@@ -107,14 +107,8 @@ func (e *Engine) check(ctx context.Context, services []api.Service) (_ map[strin
 		if _, err := e.opts.Images.Image(h); err != nil {
 			return nil, fmt.Errorf("service %s: image %s is not in the image store: bake it first (kiln bake), or use a digest that `kiln images` lists", svc.Name, svc.Image)
 		}
-		if svc.Replicas < 0 || svc.Port < 1 || svc.Port > 65535 || svc.Listen == "" {
-			return nil, fmt.Errorf("service %s: invalid settings (replicas %d, port %d, listen %q)", svc.Name, svc.Replicas, svc.Port, svc.Listen)
-		}
-		if svc.Update.Strategy != "rolling" && svc.Update.Strategy != "blue-green" {
-			return nil, fmt.Errorf("service %s: unknown update strategy %q", svc.Name, svc.Update.Strategy)
-		}
-		if svc.Update.Strategy == "rolling" && svc.Update.MaxSurge == 0 && svc.Update.MaxUnavailable == 0 {
-			return nil, fmt.Errorf("service %s: max_surge and max_unavailable are both 0: a rolling update could never proceed", svc.Name)
+		if err := validateService(svc); err != nil {
+			return nil, err
 		}
 		if r, err := e.opts.State.RunningRollout(ctx, svc.Name); err == nil {
 			return nil, fmt.Errorf("%w: service %s, revision %d → %d, started %s by %s; wait for it (kiln status) and apply again",
@@ -143,12 +137,18 @@ func closeDoors(doors map[string]*frontdoor.Door) {
 // known. A service whose settings did not change is converged (healed) if its servers
 // drifted, without a new revision.
 func (e *Engine) Apply(ctx context.Context, req api.ApplyRequest) (api.Result, error) {
+	return e.apply(ctx, req, nil)
+}
+
+// apply is Apply; a new revision it records says it was made by rb when rb is not nil
+// (a rollback applies one service).
+func (e *Engine) apply(ctx context.Context, req api.ApplyRequest, rb *api.RollbackRecord) (api.Result, error) {
 	services, err := e.resolveSecrets(ctx, req.Secrets, req.Services, true)
 	if err != nil {
 		return api.Result{}, err
 	}
 	req.Services = services
-	wait, err := e.startApply(ctx, req)
+	wait, err := e.startApply(ctx, req, rb)
 	if err != nil {
 		return api.Result{}, err
 	}
@@ -157,8 +157,9 @@ func (e *Engine) Apply(ctx context.Context, req api.ApplyRequest) (api.Result, e
 
 // startApply checks req, records it and starts its rollouts, returning a function that
 // waits for each outcome. A front door it opened is in use only once its service's
-// revision is recorded: a request that fails leaves no other listening.
-func (e *Engine) startApply(ctx context.Context, req api.ApplyRequest) ([]func() api.ServiceResult, error) {
+// revision is recorded: a request that fails leaves no other listening. The revisions
+// it records say they were made by rb when it is not nil.
+func (e *Engine) startApply(ctx context.Context, req api.ApplyRequest, rb *api.RollbackRecord) ([]func() api.ServiceResult, error) {
 	e.applying.Lock()
 	defer e.applying.Unlock()
 	pending, err := e.check(ctx, req.Services)
@@ -196,9 +197,12 @@ func (e *Engine) startApply(ctx context.Context, req api.ApplyRequest) ([]func()
 			wait = append(wait, e.goRollout(r, prev))
 			continue
 		}
-		b, _ := json.Marshal(svc)
+		spec, err := encodeSpec(svc, rb)
+		if err != nil {
+			return nil, err
+		}
 		rev, err := e.opts.State.CreateRevision(ctx, store.Revision{
-			Service: svc.Name, Image: svc.Image, ImageName: svc.ImageName, Spec: string(b),
+			Service: svc.Name, Image: svc.Image, ImageName: svc.ImageName, Spec: spec,
 			Source: req.Source, AppliedBy: req.User, Commit: req.Commit,
 		})
 		if err != nil {
@@ -355,8 +359,10 @@ func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revi
 	return res
 }
 
-// Rollback records a new revision with the settings of revision to (or of the last
-// deployed revision before the current one, when to is 0) and rolls it out.
+// Rollback records a new revision with the settings of revision req.To (or, when it is
+// 0, of rollbackTarget's: the last deployed revision before the current one with other
+// settings) and rolls it out. The revision records the rollback (History's
+// Revision.Rollback).
 func (e *Engine) Rollback(ctx context.Context, service string, req api.RollbackRequest) (api.Result, error) {
 	cur, ok := e.currentRevision(ctx, service)
 	if !ok {
@@ -374,13 +380,9 @@ func (e *Engine) Rollback(ctx context.Context, service string, req api.RollbackR
 		if err != nil {
 			return api.Result{}, err
 		}
-		i := slices.IndexFunc(revs, func(r store.Revision) bool {
-			return r.Number < cur.Number && r.Outcome == store.OutcomeDeployed && r.Spec != cur.Spec
-		})
-		if i < 0 {
-			return api.Result{}, fmt.Errorf("service %s: %w to roll back to (see kiln history %s)", service, errNoPrevious, service)
+		if to, err = rollbackTarget(revs, cur); err != nil {
+			return api.Result{}, fmt.Errorf("service %s: %w to roll back to (see kiln history %s)", service, err, service)
 		}
-		to = revs[i]
 	}
 	svc, err := decodeService(to)
 	if err != nil {
@@ -390,8 +392,9 @@ func (e *Engine) Rollback(ctx context.Context, service string, req api.RollbackR
 	if _, err := e.opts.Images.Image(h); err != nil {
 		return api.Result{}, fmt.Errorf("revision %d's image %s is no longer in the image store (it was pruned): bake it again", to.Number, short(svc.Image))
 	}
-	return e.Apply(ctx, api.ApplyRequest{Services: []api.Service{svc}, Source: to.Source, Commit: to.Commit,
-		User: fmt.Sprintf("%s (rollback to revision %d)", req.User, to.Number), Detach: req.Detach})
+	rb := api.RollbackRecord{To: to.Number, By: req.User}
+	return e.apply(ctx, api.ApplyRequest{Services: []api.Service{svc}, Source: to.Source, Commit: to.Commit,
+		User: rollbackAppliedBy(rb), Detach: req.Detach}, &rb)
 }
 
 // Destroy removes a service: its servers (drained first), its front door, and its
@@ -525,7 +528,8 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 	return st, nil
 }
 
-// History returns a service's revisions, newest first.
+// History returns a service's revisions, newest first, the revision a rollback with no
+// revision given goes back to marked (none once the service is destroyed).
 func (e *Engine) History(ctx context.Context, service string) ([]api.Revision, error) {
 	sv, err := e.opts.State.Service(ctx, service)
 	current := int64(-1)
@@ -539,10 +543,17 @@ func (e *Engine) History(ctx context.Context, service string) ([]api.Revision, e
 	if len(revs) == 0 {
 		return nil, fmt.Errorf("service %q has no revisions: %w", service, store.ErrNotFound)
 	}
+	target := int64(0)
+	if i := slices.IndexFunc(revs, func(r store.Revision) bool { return r.Number == current }); i >= 0 {
+		if t, err := rollbackTarget(revs, revs[i]); err == nil {
+			target = t.Number
+		}
+	}
 	out := []api.Revision{}
 	for _, r := range revs {
 		out = append(out, api.Revision{Number: r.Number, Image: r.Image, ImageName: r.ImageName, Created: r.Created,
-			AppliedBy: r.AppliedBy, Commit: r.Commit, Outcome: string(r.Outcome), Detail: r.Detail, Current: r.Number == current})
+			AppliedBy: r.AppliedBy, Commit: r.Commit, Outcome: string(r.Outcome), Detail: r.Detail, Current: r.Number == current,
+			Rollback: rollbackOf(r), RollbackTarget: r.Number == target})
 	}
 	return out, nil
 }

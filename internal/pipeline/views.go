@@ -107,9 +107,9 @@ func (m *Manager) RunStages(ctx context.Context, id int64) ([]api.Stage, error) 
 // apiRun is a run as the API shows it.
 func apiRun(r store.Run) api.Run {
 	out := api.Run{ID: r.ID, Pipeline: r.Pipeline, Commit: r.Commit, Message: r.Message, Trigger: r.Trigger,
-		State: r.State, Detail: r.Detail, Created: r.Created, Started: r.Started, Finished: r.Finished}
+		State: string(r.State), Detail: r.Detail, Created: r.Created, Started: r.Started, Finished: r.Finished}
 	for _, st := range r.Stages {
-		out.Stages = append(out.Stages, api.Stage{Name: st.Name, State: st.State, Log: st.Log, Started: st.Started, Finished: st.Finished})
+		out.Stages = append(out.Stages, api.Stage{Name: st.Name, State: string(st.State), Log: st.Log, Started: st.Started, Finished: st.Finished})
 	}
 	return out
 }

@@ -93,8 +93,8 @@ func (m *Manager) execute(ctx context.Context, w *worker, run store.Run) {
 		if p := recover(); p != nil {
 			m.log.Error("a pipeline run panicked", "pipeline", def.Name, "run", run.ID, "panic", p, "stack", string(debug.Stack()))
 			detail := fmt.Sprintf("internal error: %v", p)
-			m.finishRun(ctx, run, "failed", detail)
-			m.metrics.RunEnded(def.Name, "failed")
+			m.finishRun(ctx, run, store.RunFailed, detail)
+			m.metrics.RunEnded(def.Name, string(store.RunFailed))
 			m.event(def.Name, "run %d of %s failed: %s", run.ID, shortSHA(run.Commit), detail)
 		}
 	}()
@@ -126,17 +126,17 @@ func (m *Manager) execute(ctx context.Context, w *worker, run store.Run) {
 	if ctx.Err() != nil {
 		return // InterruptRuns marks it on the next start
 	}
-	state, detail := "succeeded", ""
+	state, detail := store.RunSucceeded, ""
 	if err != nil {
-		state, detail = "failed", redactErr(def, err).Error()
+		state, detail = store.RunFailed, redactErr(def, err).Error()
 	}
 	m.finishRun(ctx, run, state, detail)
-	m.metrics.RunEnded(def.Name, state)
+	m.metrics.RunEnded(def.Name, string(state))
 	m.event(def.Name, "run %d of %s %s%s", run.ID, shortSHA(run.Commit), state, suffix(detail))
 }
 
 // finishRun records the end of a run; a failure is logged and counted.
-func (m *Manager) finishRun(ctx context.Context, run store.Run, state, detail string) {
+func (m *Manager) finishRun(ctx context.Context, run store.Run, state store.RunState, detail string) {
 	if err := m.opts.State.FinishRun(context.WithoutCancel(ctx), run.ID, state, detail); err != nil {
 		m.metrics.StateWriteFailed("run", err, "pipeline", run.Pipeline, "run", run.ID, "state", state, "detail", detail)
 	}
@@ -175,9 +175,9 @@ func (m *Manager) stage(ctx context.Context, run store.Run, name string, fn func
 		}()
 		return fn(&log)
 	}()
-	state := "succeeded"
+	state := store.StageSucceeded
 	if err != nil {
-		state = "failed"
+		state = store.StageFailed
 		fmt.Fprintf(&log, "error: %v\n", err)
 	}
 	if err := m.opts.State.FinishStage(context.WithoutCancel(ctx), run.ID, name, state, log.String()); err != nil {

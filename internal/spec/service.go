@@ -1,8 +1,9 @@
 package spec
 
 import (
+	"math"
 	"net"
-	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -176,20 +177,22 @@ func (d *decoder) service(b *hcl.Block) *Service {
 		Name: b.Labels[0], Replicas: 1, DeclRange: b.DefRange, StopTimeout: DefaultStopTimeout,
 		Resources: DefaultResources, Health: DefaultHealth, Update: DefaultUpdate, Drift: DriftReplace,
 	}
+	// where is the range of each attribute and block written, by ValidateService's
+	// names, for its problems.
+	where := map[string]hcl.Range{}
+	note(where, "", a)
 	if attr, ok := a["image"]; ok {
 		s.Image = d.imageRef(attr)
 	}
-	if n, ok := d.integer(a, "replicas", 0, 1000); ok {
+	if n, ok := d.wholeNumber(a, "", "replicas"); ok {
 		s.Replicas = n
 	}
-	if n, ok := d.integer(a, "port", 1, 65535); ok {
+	if n, ok := d.wholeNumber(a, "", "port"); ok {
 		s.Port = n
 	}
 	if v, ok := d.str(a, "listen"); ok {
-		host, port, err := net.SplitHostPort(v)
-		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
-			d.errorf(a["listen"].Expr.Range().Ptr(), "Invalid listen address", "%q is not a host:port address, like \"127.0.0.1:8080\" or \":8080\".", v)
-		} else {
+		s.Listen = v // as written when invalid: ValidateService says so
+		if host, port, err := net.SplitHostPort(v); err == nil && validListen(v) {
 			if host == "" {
 				host = "0.0.0.0"
 			}
@@ -246,26 +249,72 @@ func (d *decoder) service(b *hcl.Block) *Service {
 			continue
 		}
 		seen[sb.Type] = sb.DefRange
+		where[sb.Type] = sb.DefRange
 		switch sb.Type {
 		case "resources":
 			d.resources(sb, &s.Resources)
 		case "health":
-			d.health(sb, &s.Health)
+			d.health(sb, &s.Health, where)
 		case "update":
-			d.update(sb, &s.Update)
+			d.update(sb, &s.Update, where)
 		case "drift":
 			content, diags := sb.Body.Content(driftSchema)
 			d.add(diags)
+			note(where, "drift", content.Attributes)
 			if v, ok := d.str(content.Attributes, "action"); ok {
-				if v != DriftReplace && v != DriftReport {
-					d.errorf(content.Attributes["action"].Expr.Range().Ptr(), "Invalid drift action", "action = %q: use %q (replace drifted servers) or %q (only record the drift).", v, DriftReplace, DriftReport)
-				} else {
-					s.Drift = v
-				}
+				s.Drift = v
 			}
 		}
 	}
+	for _, p := range ValidateService(s) {
+		rng, ok := where[p.Attribute]
+		if !ok {
+			block, _, _ := strings.Cut(p.Attribute, ".")
+			if rng, ok = where[block]; !ok {
+				rng = s.DeclRange
+			}
+		}
+		d.errorf(&rng, p.Summary, "%s", p.Detail)
+	}
 	return s
+}
+
+// note records in where the range of each attribute of a block (prefix its type, ""
+// for the service block), as "prefix.name".
+func note(where map[string]hcl.Range, prefix string, attrs hcl.Attributes) {
+	for name, a := range attrs {
+		if prefix != "" {
+			name = prefix + "." + name
+		}
+		where[name] = a.Expr.Range()
+	}
+}
+
+// wholeNumber decodes one of ValidateService's whole-number attributes (in block
+// prefix, "" for the service block). It reports a value that is not a whole number;
+// ValidateService, one out of bounds.
+func (d *decoder) wholeNumber(a hcl.Attributes, prefix, name string) (int, bool) {
+	attribute := name
+	if prefix != "" {
+		attribute = prefix + "." + name
+	}
+	i := slices.IndexFunc(wholeNumbers, func(n numberRule) bool { return n.attribute == attribute })
+	attr, ok := a[name]
+	if !ok || i < 0 {
+		return 0, false
+	}
+	v, ok := d.eval(attr, cty.Number)
+	if !ok {
+		return 0, false
+	}
+	bf := v.AsBigFloat()
+	n, acc := bf.Int64()
+	if !bf.IsInt() || acc != 0 || n < math.MinInt32 || n > math.MaxInt32 {
+		p := wholeNumberProblem(attribute, wholeNumbers[i].lo, wholeNumbers[i].hi)
+		d.errorf(attr.Expr.Range().Ptr(), p.Summary, "%s", p.Detail)
+		return 0, false
+	}
+	return int(n), true
 }
 
 // imageRef decodes a service's image: image.NAME, or an image of the store named by
@@ -353,20 +402,15 @@ func (d *decoder) resources(b *hcl.Block, r *Resources) {
 	}
 }
 
-func (d *decoder) health(b *hcl.Block, h *Health) {
+func (d *decoder) health(b *hcl.Block, h *Health, where map[string]hcl.Range) {
 	content, diags := b.Body.Content(healthSchema)
 	d.add(diags)
 	a := content.Attributes
+	note(where, "health", a)
 	if p, ok := d.str(a, "http"); ok {
-		if !path.IsAbs(p) {
-			d.errorf(a["http"].Expr.Range().Ptr(), "Invalid health check path", "http = %q must be a path starting with \"/\", like \"/healthz\".", p)
-		}
 		h.HTTP = p
 	}
 	h.TCP = d.boolean(a, "tcp")
-	if (h.HTTP == "") == !h.TCP {
-		d.errorf(b.DefRange.Ptr(), "Invalid health check", "Give exactly one of http = \"/path\" or tcp = true.")
-	}
 	if v, ok := d.duration(a, "interval", 100*time.Millisecond); ok {
 		h.Interval = v
 	}
@@ -376,10 +420,10 @@ func (d *decoder) health(b *hcl.Block, h *Health) {
 	if v, ok := d.duration(a, "start_period", 0); ok {
 		h.StartPeriod = v
 	}
-	if n, ok := d.integer(a, "healthy_threshold", 1, 100); ok {
+	if n, ok := d.wholeNumber(a, "health", "healthy_threshold"); ok {
 		h.HealthyThreshold = n
 	}
-	if n, ok := d.integer(a, "unhealthy_threshold", 1, 100); ok {
+	if n, ok := d.wholeNumber(a, "health", "unhealthy_threshold"); ok {
 		h.UnhealthyThreshold = n
 	}
 	if n, ok := d.integer(a, "failure_threshold", 1, 100); ok {
@@ -387,25 +431,19 @@ func (d *decoder) health(b *hcl.Block, h *Health) {
 	}
 }
 
-func (d *decoder) update(b *hcl.Block, u *Update) {
+func (d *decoder) update(b *hcl.Block, u *Update, where map[string]hcl.Range) {
 	content, diags := b.Body.Content(updateSchema)
 	d.add(diags)
 	a := content.Attributes
+	note(where, "update", a)
 	if s, ok := d.str(a, "strategy"); ok {
-		if s != StrategyRolling && s != StrategyBlueGreen {
-			d.errorf(a["strategy"].Expr.Range().Ptr(), "Invalid update strategy", "strategy = %q: use %q or %q.", s, StrategyRolling, StrategyBlueGreen)
-		} else {
-			u.Strategy = s
-		}
+		u.Strategy = s
 	}
-	if n, ok := d.integer(a, "max_surge", 0, 1000); ok {
+	if n, ok := d.wholeNumber(a, "update", "max_surge"); ok {
 		u.MaxSurge = n
 	}
-	if n, ok := d.integer(a, "max_unavailable", 0, 1000); ok {
+	if n, ok := d.wholeNumber(a, "update", "max_unavailable"); ok {
 		u.MaxUnavailable = n
-	}
-	if u.Strategy == StrategyRolling && u.MaxSurge == 0 && u.MaxUnavailable == 0 {
-		d.errorf(b.DefRange.Ptr(), "Invalid update settings", "max_surge and max_unavailable are both 0, so a rolling update could never replace a server: raise one of them (max_surge = 1 keeps full capacity).")
 	}
 	if v, ok := d.duration(a, "min_healthy", 0); ok {
 		u.MinHealthy = v
@@ -429,8 +467,8 @@ func (d *decoder) checkServices(cfg *Config) {
 		if s.Image.Image != "" && cfg.Image(s.Image.Image) == nil {
 			d.errorf(s.Image.Range.Ptr(), "Reference to undeclared image", "There is no image block named %q in this spec.%s", s.Image.Image, didYouMean(s.Image.Image, imageNames(cfg)))
 		}
-		if s.Listen == "" {
-			continue
+		if !validListen(s.Listen) {
+			continue // reported as invalid
 		}
 		if other, dup := listens[s.Listen]; dup {
 			d.errorf(s.DeclRange.Ptr(), "Duplicate listen address", "Services %q and %q both listen on %s; give each service its own front door.", other, s.Name, s.Listen)

@@ -41,7 +41,7 @@ type Run struct {
 	Commit   string
 	Message  string
 	Trigger  string
-	State    string
+	State    RunState
 	Detail   string
 	Created  time.Time
 	Started  time.Time
@@ -49,10 +49,32 @@ type Run struct {
 	Stages   []Stage
 }
 
+// RunState is where a pipeline run is.
+type RunState string
+
+const (
+	RunQueued      RunState = "queued"
+	RunRunning     RunState = "running"
+	RunSucceeded   RunState = "succeeded"
+	RunFailed      RunState = "failed"
+	RunSuperseded  RunState = "superseded"  // a newer commit was queued before it ran
+	RunInterrupted RunState = "interrupted" // kiln stopped during the run
+)
+
+// StageState is where a stage of a run is.
+type StageState string
+
+const (
+	StageRunning     StageState = "running"
+	StageSucceeded   StageState = "succeeded"
+	StageFailed      StageState = "failed"
+	StageInterrupted StageState = "interrupted"
+)
+
 // Stage is one stage of a run.
 type Stage struct {
 	Name     string
-	State    string
+	State    StageState
 	Log      string
 	Started  time.Time
 	Finished time.Time
@@ -65,7 +87,7 @@ var ErrRunExists = errors.New("the commit already has a run")
 // ErrRunExists, with the existing run): one run per commit, however often it is
 // triggered. Older queued runs of the pipeline are marked superseded.
 func (s *Store) QueueRun(ctx context.Context, pipeline, commit, message, trigger string) (Run, error) {
-	r := Run{Pipeline: pipeline, Commit: commit, Message: message, Trigger: trigger, State: "queued", Created: time.Now().UTC()}
+	r := Run{Pipeline: pipeline, Commit: commit, Message: message, Trigger: trigger, State: RunQueued, Created: time.Now().UTC()}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO pipeline_runs (pipeline, commit_sha, message, trigger, state, created_at)
 			VALUES (?, ?, ?, ?, ?, ?)`, pipeline, commit, message, trigger, r.State, r.Created.Format(timeFormat))
@@ -75,8 +97,8 @@ func (s *Store) QueueRun(ctx context.Context, pipeline, commit, message, trigger
 		if r.ID, err = res.LastInsertId(); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE pipeline_runs SET state = 'superseded', detail = ?, finished_at = ?
-			WHERE pipeline = ? AND state = 'queued' AND id < ?`, fmt.Sprintf("superseded by the run of %s", shortSHA(commit)), now(), pipeline, r.ID)
+		_, err = tx.ExecContext(ctx, `UPDATE pipeline_runs SET state = ?, detail = ?, finished_at = ?
+			WHERE pipeline = ? AND state = ? AND id < ?`, RunSuperseded, fmt.Sprintf("superseded by the run of %s", shortSHA(commit)), now(), pipeline, RunQueued, r.ID)
 		return err
 	})
 	if err != nil && strings.Contains(err.Error(), "UNIQUE") {
@@ -97,12 +119,12 @@ func (s *Store) NextRun(ctx context.Context, pipeline string) (Run, error) {
 	var r Run
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		r, err = scanRun(tx.QueryRowContext(ctx, "SELECT "+runColumns+" FROM pipeline_runs WHERE pipeline = ? AND state = 'queued' ORDER BY id LIMIT 1", pipeline))
+		r, err = scanRun(tx.QueryRowContext(ctx, "SELECT "+runColumns+" FROM pipeline_runs WHERE pipeline = ? AND state = ? ORDER BY id LIMIT 1", pipeline, RunQueued))
 		if err != nil {
 			return err
 		}
-		r.State, r.Started = "running", time.Now().UTC()
-		_, err = tx.ExecContext(ctx, "UPDATE pipeline_runs SET state = 'running', started_at = ? WHERE id = ?", r.Started.Format(timeFormat), r.ID)
+		r.State, r.Started = RunRunning, time.Now().UTC()
+		_, err = tx.ExecContext(ctx, "UPDATE pipeline_runs SET state = ?, started_at = ? WHERE id = ?", r.State, r.Started.Format(timeFormat), r.ID)
 		return err
 	})
 	if errors.Is(err, sql.ErrNoRows) {
@@ -112,22 +134,22 @@ func (s *Store) NextRun(ctx context.Context, pipeline string) (Run, error) {
 }
 
 // FinishRun records how a run ended.
-func (s *Store) FinishRun(ctx context.Context, id int64, state, detail string) error {
+func (s *Store) FinishRun(ctx context.Context, id int64, state RunState, detail string) error {
 	_, err := s.db.ExecContext(ctx, "UPDATE pipeline_runs SET state = ?, detail = ?, finished_at = ? WHERE id = ?", state, detail, now(), id)
 	return err
 }
 
 // InterruptRuns marks runs left running by a stop as interrupted, and returns them.
 func (s *Store) InterruptRuns(ctx context.Context) ([]Run, error) {
-	runs, err := s.runs(ctx, "SELECT "+runColumns+" FROM pipeline_runs WHERE state = 'running'")
+	runs, err := s.runs(ctx, "SELECT "+runColumns+" FROM pipeline_runs WHERE state = ?", RunRunning)
 	if err != nil {
 		return nil, err
 	}
 	for _, r := range runs {
-		if err := s.FinishRun(ctx, r.ID, "interrupted", "kiln stopped during the run"); err != nil {
+		if err := s.FinishRun(ctx, r.ID, RunInterrupted, "kiln stopped during the run"); err != nil {
 			return nil, err
 		}
-		if _, err := s.db.ExecContext(ctx, "UPDATE pipeline_stages SET state = 'interrupted', finished_at = ? WHERE run_id = ? AND state = 'running'", now(), r.ID); err != nil {
+		if _, err := s.db.ExecContext(ctx, "UPDATE pipeline_stages SET state = ?, finished_at = ? WHERE run_id = ? AND state = ?", StageInterrupted, now(), r.ID, StageRunning); err != nil {
 			return nil, err
 		}
 	}
@@ -136,11 +158,11 @@ func (s *Store) InterruptRuns(ctx context.Context) ([]Run, error) {
 
 // StartStage and FinishStage record a stage of a run.
 func (s *Store) StartStage(ctx context.Context, run int64, name string) error {
-	_, err := s.db.ExecContext(ctx, "INSERT OR REPLACE INTO pipeline_stages (run_id, name, state, started_at) VALUES (?, ?, 'running', ?)", run, name, now())
+	_, err := s.db.ExecContext(ctx, "INSERT OR REPLACE INTO pipeline_stages (run_id, name, state, started_at) VALUES (?, ?, ?, ?)", run, name, StageRunning, now())
 	return err
 }
 
-func (s *Store) FinishStage(ctx context.Context, run int64, name, state, log string) error {
+func (s *Store) FinishStage(ctx context.Context, run int64, name string, state StageState, log string) error {
 	_, err := s.db.ExecContext(ctx, "UPDATE pipeline_stages SET state = ?, log = ?, finished_at = ? WHERE run_id = ? AND name = ?", state, log, now(), run, name)
 	return err
 }
