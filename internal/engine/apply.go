@@ -265,7 +265,13 @@ func (e *Engine) currentRevision(ctx context.Context, service string) (store.Rev
 }
 
 func (e *Engine) startRollout(ctx context.Context, service string, from, to int64, strategy string) (store.Rollout, error) {
-	return e.opts.State.StartRollout(ctx, store.Rollout{Service: service, From: from, To: to, Strategy: strategy, Owner: e.opts.Owner})
+	r, err := e.opts.State.StartRollout(ctx, store.Rollout{Service: service, From: from, To: to, Strategy: strategy, Owner: e.opts.Owner})
+	if err == nil {
+		e.mu.Lock()
+		e.own[r.ID] = true // not one for Start to resume (see resume)
+		e.mu.Unlock()
+	}
+	return r, err
 }
 
 // goRollout runs a recorded rollout in the background, under the engine's context, and

@@ -179,6 +179,16 @@ func crashRun(t *testing.T, k int) crashRow {
 	row.most, row.fewest = fl.worst()
 	row.orphans, row.servers = crashOrphans(t, d, e2, svc2)
 	row.lost = crashLost(t, d)
+	if row.lost > 0 { // what the state holds, to tell why
+		revs, _ := d.state.Revisions(ctx, "web")
+		for _, r := range revs {
+			t.Logf("revision %d: outcome %s (%q), applied by %q", r.Number, r.Outcome, r.Detail, r.AppliedBy)
+		}
+		evs, _ := d.state.Events(ctx, "web", 0, 1000)
+		for _, ev := range evs {
+			t.Logf("event %s: %s", ev.Type, ev.Message)
+		}
+	}
 	if row.most > crashReplicas+crashSurge || row.fewest < crashReplicas-crashUnavail || row.orphans > 0 || row.lost > 0 || row.servers != crashReplicas {
 		t.Errorf("K=%d (%s): at worst %d servers listed and %d healthy (bounds %d, %d); at the end %d servers, %d orphans, %d lost records",
 			k, row.point, row.most, row.fewest, crashReplicas+crashSurge, crashReplicas-crashUnavail, row.servers, row.orphans, row.lost)

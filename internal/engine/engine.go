@@ -79,13 +79,15 @@ type Engine struct {
 	pipelines Pipelines // records an apply's pipelines (SetPipelines)
 	subs      map[chan api.Event]bool
 	rollouts  map[string]int64 // the rollout running for each service, by ID
+	own       map[int64]bool   // the rollouts this engine started (by ID)
+	ready     chan struct{}    // closed once Start has resumed what a stop interrupted
 	work      sync.WaitGroup
 }
 
 // New returns an engine; it starts nothing until Start.
 func New(opts Options) *Engine {
 	e := &Engine{opts: opts, targets: map[string]rollout.Target{}, states: map[string]*serviceState{},
-		subs: map[chan api.Event]bool{}, rollouts: map[string]int64{}, log: opts.Log}
+		subs: map[chan api.Event]bool{}, rollouts: map[string]int64{}, own: map[int64]bool{}, ready: make(chan struct{}), log: opts.Log}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -132,6 +134,47 @@ func (e *Engine) Start(ctx context.Context) error {
 	if lacks := unenforced(e.caps); len(lacks) > 0 {
 		e.log.Warn("the runtime does not enforce every default of kiln's servers", "runtime", e.opts.Driver.Name(), "not_enforced", strings.Join(lacks, ", "))
 	}
+	// No apply until what a stop interrupted is resumed: one that came in between
+	// reading the services and the running rollouts would be taken for a rollback.
+	err := e.resume(ctx)
+	close(e.ready)
+	if err != nil {
+		return err
+	}
+	// The controller: runtime events, the health monitor and the reconcile loop.
+	e.work.Go(func() { e.watch(ctx) })
+	e.work.Go(func() { e.monitor.Start(ctx) })
+	e.work.Go(func() { e.loop.Start(ctx) })
+	e.work.Go(func() { e.traffic.run(ctx) })
+	<-ctx.Done()
+	e.work.Wait()
+	e.doors.CloseAll()
+	return nil
+}
+
+// failUnstarted records as failed the revisions of sv that a stop left pending with no
+// rollout: recorded by an apply that stopped before it started their rollout (the
+// apply failed), they will never be rolled out.
+func (e *Engine) failUnstarted(ctx context.Context, sv store.Service, running store.Rollout) {
+	revs, err := e.opts.State.Revisions(ctx, sv.Name)
+	if err != nil {
+		e.log.Error("reading revisions", "service", sv.Name, "err", err)
+		return
+	}
+	for _, r := range revs {
+		if r.Outcome == store.OutcomePending && r.Number != sv.Current && r.Number != running.To {
+			e.setOutcome(ctx, sv.Name, r.Number, store.OutcomeFailed, "not rolled out: kiln stopped before its rollout started")
+		}
+	}
+}
+
+// resume opens the front door of every service, resumes the rollouts (and rollbacks)
+// a stop interrupted, and re-adopts every other service's servers in the background.
+// It holds applying while it reads the state, so that no apply comes in between; an
+// apply that came before it started its own rollout, which is not resumed again.
+func (e *Engine) resume(ctx context.Context) error {
+	e.applying.Lock()
+	defer e.applying.Unlock()
 	services, err := e.opts.State.Services(ctx)
 	if err != nil {
 		return err
@@ -140,12 +183,17 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resumed := map[string]store.Rollout{}
+	resumed, all := map[string]store.Rollout{}, map[string]store.Rollout{}
+	e.mu.Lock()
 	for _, r := range running {
-		resumed[r.Service] = r
+		all[r.Service] = r
+		if !e.own[r.ID] {
+			resumed[r.Service] = r
+		}
 	}
+	e.mu.Unlock()
 	for _, sv := range services {
-		e.failUnstarted(ctx, sv, resumed[sv.Name])
+		e.failUnstarted(ctx, sv, all[sv.Name])
 		rev, err := e.opts.State.Revision(ctx, sv.Name, sv.Current)
 		if err != nil {
 			return err
@@ -180,31 +228,7 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 		}()
 	}
-	// The controller: runtime events, the health monitor and the reconcile loop.
-	e.work.Go(func() { e.watch(ctx) })
-	e.work.Go(func() { e.monitor.Start(ctx) })
-	e.work.Go(func() { e.loop.Start(ctx) })
-	e.work.Go(func() { e.traffic.run(ctx) })
-	<-ctx.Done()
-	e.work.Wait()
-	e.doors.CloseAll()
 	return nil
-}
-
-// failUnstarted records as failed the revisions of sv that a stop left pending with no
-// rollout: recorded by an apply that stopped before it started their rollout (the
-// apply failed), they will never be rolled out.
-func (e *Engine) failUnstarted(ctx context.Context, sv store.Service, running store.Rollout) {
-	revs, err := e.opts.State.Revisions(ctx, sv.Name)
-	if err != nil {
-		e.log.Error("reading revisions", "service", sv.Name, "err", err)
-		return
-	}
-	for _, r := range revs {
-		if r.Outcome == store.OutcomePending && r.Number != sv.Current && r.Number != running.To {
-			e.setOutcome(ctx, sv.Name, r.Number, store.OutcomeFailed, "not rolled out: kiln stopped before its rollout started")
-		}
-	}
 }
 
 // unenforced names the security defaults of servers that a runtime with caps does not
@@ -225,6 +249,10 @@ func unenforced(caps driver.Capabilities) []string {
 	}
 	return out
 }
+
+// Ready is closed once Start has opened the front doors and resumed what a stop
+// interrupted (or failed to: Start then returns the error).
+func (e *Engine) Ready() <-chan struct{} { return e.ready }
 
 // converge brings a service to rev: the work of a rollout, and of re-adopting servers
 // on start (nothing is created or destroyed if they match). It holds the service's lock,

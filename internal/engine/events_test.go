@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/store"
@@ -58,5 +59,41 @@ func TestEventsNameTheirRollout(t *testing.T) {
 	all, err := e.QueryEvents(ctx, store.EventQuery{Kind: api.SubjectPipeline, Limit: 10})
 	if err != nil || len(all) != 1 || all[0].RolloutID != 0 {
 		t.Errorf("pipeline events %+v, %v: want the one, in no rollout", all, err)
+	}
+}
+
+// An apply that comes before Start has resumed what a stop interrupted (the daemon's
+// API answers while the engine starts) is not taken for an interrupted rollout: it
+// runs once and is not resumed, or rolled back, by Start.
+func TestApplyBeforeStartIsNotResumed(t *testing.T) {
+	ctx := context.Background()
+	d := newSimDaemon(t)
+	e := New(Options{State: d.state, Images: d.images, Driver: d.drv, Project: "sim", StateDir: d.dir, Log: d.log})
+	res, err := e.Apply(ctx, api.ApplyRequest{Services: []api.Service{d.service("web", 2)}, User: "test", Detach: true})
+	if err != nil || !res.OK {
+		t.Fatalf("apply: %v %+v", err, res)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- e.Start(sctx) }()
+	<-e.Ready()
+	eventually(t, 20*time.Second, "the rollout to end", func() bool {
+		rs, err := d.state.RunningRollouts(ctx)
+		return err == nil && len(rs) == 0
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	evs, err := e.QueryEvents(ctx, store.EventQuery{Service: "web", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, ev := range evs {
+		n[ev.Type]++
+	}
+	if n[api.EventRollout] != 1 || n[api.EventResumed] != 0 || n[api.EventRolledBack] != 0 || n[api.EventDeployed] != 1 {
+		t.Errorf("events %v: want one rollout, deployed, and nothing resumed or rolled back", n)
 	}
 }

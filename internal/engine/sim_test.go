@@ -97,6 +97,10 @@ func (d *simDaemon) startWith(set func(*Options)) (e *Engine, stop func()) {
 		}
 	}
 	d.t.Cleanup(stop)
+	select { // as the daemon's clients find it: started
+	case <-e.Ready():
+	case <-done:
+	}
 	return e, stop
 }
 
