@@ -310,7 +310,7 @@ func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revi
 	if err == nil {
 		res.URL = URL(svc.Listen)
 		e.event(r.Service, "", "rollout", "rolling out revision %d (%s, %d replicas)", rev.Number, svc.Update.Strategy, svc.Replicas)
-		err = e.converge(ctx, rev)
+		err = e.converge(ctx, rev, false)
 	}
 	if ctx.Err() != nil {
 		// kiln is stopping: the rollout stays "running" and resumes on the next start.
@@ -347,7 +347,7 @@ func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revi
 		if perr = e.opts.State.SetCurrent(ctx, r.Service, prev.Number); perr != nil {
 			perr = fmt.Errorf("recording revision %d as current: %w", prev.Number, perr)
 		} else {
-			perr = e.converge(ctx, prev)
+			perr = e.converge(ctx, prev, false)
 		}
 	}
 	if perr != nil {

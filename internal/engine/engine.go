@@ -223,7 +223,7 @@ func (e *Engine) resume(ctx context.Context) error {
 		e.work.Add(1)
 		go func() {
 			defer e.work.Done()
-			if err := e.converge(ctx, rev); err != nil && ctx.Err() == nil {
+			if err := e.converge(ctx, rev, true); err != nil && ctx.Err() == nil {
 				e.event(sv.Name, "", "error", "re-adopting servers: %v", err)
 			}
 		}()
@@ -257,7 +257,12 @@ func (e *Engine) Ready() <-chan struct{} { return e.ready }
 // converge brings a service to rev: the work of a rollout, and of re-adopting servers
 // on start (nothing is created or destroyed if they match). It holds the service's lock,
 // so the controller does not heal a service while it is being changed.
-func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
+//
+// With readopt (a start re-adopting the servers of a deployed revision) the health
+// gate skips min_healthy, as a heal does: those servers served this revision before
+// the stop, and each is admitted once its check passes, so a restart holds requests
+// at the front door for one probe rather than min_healthy per server.
+func (e *Engine) converge(ctx context.Context, rev store.Revision, readopt bool) error {
 	svc, err := decodeService(rev)
 	if err != nil {
 		return err
@@ -284,7 +289,11 @@ func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
 	if err := e.ensureImage(ctx, svc.Image); err != nil {
 		return err
 	}
-	if err := e.exec.Run(ctx, d, t); err != nil {
+	run := t
+	if readopt {
+		run.Settings.MinHealthy = 0
+	}
+	if err := e.exec.Run(ctx, d, run); err != nil {
 		return err
 	}
 	return e.proveCheck(ctx, d, t)
@@ -293,7 +302,7 @@ func (e *Engine) converge(ctx context.Context, rev store.Revision) error {
 // finishRollback completes a rollback that a stop interrupted.
 func (e *Engine) finishRollback(ctx context.Context, r store.Rollout, current store.Revision) {
 	defer e.inRollout(r)()
-	err := e.converge(ctx, current)
+	err := e.converge(ctx, current, false)
 	if ctx.Err() != nil {
 		return
 	}

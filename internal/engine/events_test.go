@@ -97,3 +97,27 @@ func TestApplyBeforeStartIsNotResumed(t *testing.T) {
 		t.Errorf("events %v: want one rollout, deployed, and nothing resumed or rolled back", n)
 	}
 }
+
+// A restart re-adopts the servers of a deployed revision without waiting out its
+// min_healthy again: they served it before the stop.
+func TestReadoptionSkipsMinHealthy(t *testing.T) {
+	ctx := context.Background()
+	d := newSimDaemon(t)
+	e, stop := d.start()
+	svc := d.service("web", 2)
+	svc.Update.Strategy = "rolling"
+	if res, err := e.Apply(ctx, api.ApplyRequest{Services: []api.Service{svc}, User: "test"}); err != nil || !res.OK {
+		t.Fatalf("apply: %v %+v", err, res)
+	}
+	// A revision of new settings only: its servers are kept, no gate runs.
+	svc.Update.MinHealthy = time.Hour
+	if res, err := e.Apply(ctx, api.ApplyRequest{Services: []api.Service{svc}, User: "test"}); err != nil || !res.OK {
+		t.Fatalf("apply: %v %+v", err, res)
+	}
+	stop()
+	e, _ = d.start()
+	eventually(t, 20*time.Second, "both servers back in rotation", func() bool {
+		door := e.doors.Get("web")
+		return door != nil && len(door.Upstreams()) == 2
+	})
+}
