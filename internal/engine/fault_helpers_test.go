@@ -71,12 +71,32 @@ var probeClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transp
 // sample lists the servers and probes each; it uses the simulated driver itself, never
 // the fault injector.
 func (f *fleet) sample() {
+	// A server listed and then retired by the rollout before its probe reads as down
+	// although its replacement already serves: the healthy count of a point is the
+	// better of two listings in a row. A real dip (a server retired before its
+	// replacement serves) lasts across calls, so it is still seen.
+	most, healthy := 0, 0
+	for range 2 {
+		n, h, ok := f.look()
+		if !ok {
+			return
+		}
+		most, healthy = max(most, n), max(healthy, h)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.most = max(f.most, most)
+	f.fewest = min(f.fewest, healthy)
+}
+
+// look lists the service's servers and probes each: how many are listed, and how many
+// of them answer.
+func (f *fleet) look() (listed, healthy int, ok bool) {
 	servers, err := f.d.drv.List(context.Background(), driver.Selector{Project: "sim", Service: f.service})
 	if err != nil {
 		f.d.t.Error(err)
-		return
+		return 0, 0, false
 	}
-	healthy := 0
 	for _, s := range servers {
 		resp, err := probeClient.Get("http://" + s.Address + "/")
 		if err == nil {
@@ -86,10 +106,7 @@ func (f *fleet) sample() {
 			}
 		}
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.most = max(f.most, len(servers))
-	f.fewest = min(f.fewest, healthy)
+	return len(servers), healthy, true
 }
 
 func (f *fleet) worst() (most, fewest int) {
