@@ -79,7 +79,7 @@ type Engine struct {
 	pipelines Pipelines // records an apply's pipelines (SetPipelines)
 	subs      map[chan api.Event]bool
 	rollouts  map[string]int64 // the rollout running for each service, by ID
-	own       map[int64]bool   // the rollouts this engine started (by ID)
+	own       map[int64]bool   // the running rollouts this engine started (by ID)
 	ready     chan struct{}    // closed once Start has resumed what a stop interrupted
 	work      sync.WaitGroup
 }
@@ -434,6 +434,7 @@ func (e *Engine) inRollout(r store.Rollout) (done func()) {
 		if e.rollouts[r.Service] == r.ID {
 			delete(e.rollouts, r.Service)
 		}
+		delete(e.own, r.ID) // ended: not running, so not one Start could resume
 		e.mu.Unlock()
 	}
 }

@@ -281,25 +281,8 @@ func (e *Executor) blueGreen(ctx context.Context, door Door, t Target, spec driv
 	if err != nil {
 		return e.fail(ctx, door, t, created, err)
 	}
-	e.event(t.Service, "", "gated", "%d servers of revision %d passed the health gate", len(created), t.Revision)
-	var add, remove []string
-	for _, s := range created {
-		add = append(add, s.Address)
-		e.remember(s)
-	}
-	for _, s := range old {
-		remove = append(remove, s.Address)
-	}
-	if err := door.Update(ctx, add, remove); err != nil {
-		return fmt.Errorf("switching the front door: %w", err)
-	}
-	e.event(t.Service, "", "switched", "front door switched to revision %d (%d servers)", t.Revision, len(created))
-	if len(old) > 0 && t.Settings.KeepOld > 0 {
-		select {
-		case <-e.clock().After(t.Settings.KeepOld):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := e.switchDoor(ctx, door, t, created, old); err != nil {
+		return err
 	}
 	for _, s := range old {
 		if err := e.retire(ctx, door, t.Service, s, "replaced by revision "+itoa(t.Revision)); err != nil {
@@ -468,4 +451,31 @@ func (e *Executor) fail(ctx context.Context, door Door, t Target, created []driv
 		}
 	}
 	return err
+}
+
+// switchDoor is a blue-green switch once the new servers passed their gate: created
+// take old's place in the front door at once (old drained), and old are kept keep_old
+// before the caller retires them.
+func (e *Executor) switchDoor(ctx context.Context, door Door, t Target, created, old []driver.Server) error {
+	e.event(t.Service, "", "gated", "%d servers of revision %d passed the health gate", len(created), t.Revision)
+	var add, remove []string
+	for _, s := range created {
+		add = append(add, s.Address)
+		e.remember(s)
+	}
+	for _, s := range old {
+		remove = append(remove, s.Address)
+	}
+	if err := door.Update(ctx, add, remove); err != nil {
+		return fmt.Errorf("switching the front door: %w", err)
+	}
+	e.event(t.Service, "", "switched", "front door switched to revision %d (%d servers)", t.Revision, len(created))
+	if len(old) > 0 && t.Settings.KeepOld > 0 {
+		select {
+		case <-e.clock().After(t.Settings.KeepOld):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }

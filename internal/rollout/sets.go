@@ -280,25 +280,8 @@ func (e *Executor) blueGreenSets(ctx context.Context, door Door, t Target, ns *n
 		return e.failSet(ctx, door, t, ns, created, err)
 	}
 	e.count(ns, created)
-	e.event(t.Service, "", "gated", "%d servers of revision %d passed the health gate", len(created), t.Revision)
-	var add, remove []string
-	for _, s := range created {
-		add = append(add, s.Address)
-		e.remember(s)
-	}
-	for _, s := range old {
-		remove = append(remove, s.Address)
-	}
-	if err := door.Update(ctx, add, remove); err != nil {
-		return fmt.Errorf("switching the front door: %w", err)
-	}
-	e.event(t.Service, "", "switched", "front door switched to revision %d (%d servers)", t.Revision, len(created))
-	if len(old) > 0 && t.Settings.KeepOld > 0 {
-		select {
-		case <-e.clock().After(t.Settings.KeepOld):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := e.switchDoor(ctx, door, t, created, old); err != nil {
+		return err
 	}
 	for _, s := range old {
 		if err := e.retireMember(ctx, door, t.Service, ns, s, "replaced by revision "+itoa(t.Revision)); err != nil {
