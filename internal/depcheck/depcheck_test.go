@@ -42,6 +42,8 @@ var allowed = map[string][]string{
 	// bake reads docker:// bases through the Docker driver's dockerimage, so that the
 	// Docker client stays out of it, and writes the images it bakes into imagestore.
 	"internal/bake": {"internal/atomicfile", "internal/driver/docker/dockerimage", "internal/imagestore", "internal/sandbox", "internal/spec"},
+	// debian resolves, downloads and unpacks Debian packages: a library of bake's.
+	"internal/debian": {"internal/atomicfile"},
 	// The image store imports no driver and no engine: everything reads it, bake writes it.
 	"internal/imagestore":                {"internal/atomicfile"},
 	"internal/plan":                      {"internal/driver"},
