@@ -51,6 +51,14 @@ type Options struct {
 	// store's: a pipeline's own, so that what one pipeline's commits write into it (a
 	// build can write its cache) never reaches another's builds.
 	BuildCache string
+	// PackageCache is where the .debs of debian steps are kept, by SHA-256; the state
+	// directory's cache/debian when "".
+	PackageCache string
+	// LockFile is the lock of the debian steps' packages (see internal/debian); when "",
+	// kiln.lock.hcl beside the spec file each image is declared in. A bake uses the
+	// lock's packages exactly, adds what it lacks, and writes it (not a dry run's or a
+	// confined bake's); a lock made for other packages is an error: run kiln lock.
+	LockFile string
 	// DryRun bakes without recording: the images' blobs and the step cache are written
 	// (a later bake finds them), but the index, and so which image of a name is
 	// current, is left as it was. For kiln plan, which must change nothing.
@@ -122,6 +130,7 @@ type Baker struct {
 	tmp   string
 	opts  Options
 	mu    sync.Mutex // serializes index updates
+	deb   debState
 }
 
 // NewBaker returns a Baker that writes into store, keeping its step cache (and the Go
@@ -241,6 +250,9 @@ func (b *Baker) Bake(ctx context.Context, images []*spec.Image) ([]*Result, erro
 		})
 	}
 	err = g.Wait()
+	if lerr := b.writeLocks(); err == nil {
+		err = lerr
+	}
 	var out []*Result
 	for _, img := range images {
 		if r := done[img.Name]; r != nil {
@@ -362,6 +374,8 @@ func (b *Baker) runStep(ctx context.Context, h *hostFiles, img *spec.Image, st s
 		build func() ([]entry, *goRecord, error)
 	)
 	switch st := st.(type) {
+	case *spec.Debian:
+		return b.debianStep(ctx, img, st, epoch)
 	case *spec.GoBuild:
 		gs, err := newGoStep(st, img.Platform, h)
 		if err != nil {

@@ -27,6 +27,8 @@ type built struct {
 	Layer layerDesc    `json:"layer"`
 	Files []fileRecord `json:"files"`
 	Go    *goRecord    `json:"go,omitempty"`
+	// Debian is the packages of a debian step's layer.
+	Debian *debRecord `json:"debian,omitempty"`
 }
 
 type fileRecord struct {

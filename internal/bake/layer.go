@@ -55,6 +55,20 @@ type layerDesc struct {
 // holds the store's lock.
 func writeLayer(s *imagestore.Store, entries []entry, mtime time.Time) (layerDesc, error) {
 	entries = withParents(entries)
+	return writeTarLayer(s, func(w io.Writer) error {
+		tw := tar.NewWriter(w)
+		for i := range entries {
+			if err := writeEntry(tw, &entries[i], mtime); err != nil {
+				return fmt.Errorf("adding %s: %w", entries[i].Path, err)
+			}
+		}
+		return tw.Close()
+	})
+}
+
+// writeTarLayer stores the tar that write writes as a layer blob, gzip-compressed as
+// writeLayer's are, and returns its descriptor (the diff ID is the tar's digest).
+func writeTarLayer(s *imagestore.Store, write func(io.Writer) error) (layerDesc, error) {
 	w, err := s.NewBlobWriter()
 	if err != nil {
 		return layerDesc{}, err
@@ -65,13 +79,7 @@ func writeLayer(s *imagestore.Store, entries []entry, mtime time.Time) (layerDes
 		return layerDesc{}, err
 	}
 	diff := sha256.New()
-	tw := tar.NewWriter(io.MultiWriter(zw, diff))
-	for i := range entries {
-		if err := writeEntry(tw, &entries[i], mtime); err != nil {
-			return layerDesc{}, fmt.Errorf("adding %s: %w", entries[i].Path, err)
-		}
-	}
-	if err := tw.Close(); err != nil {
+	if err := write(io.MultiWriter(zw, diff)); err != nil {
 		return layerDesc{}, err
 	}
 	if err := zw.Close(); err != nil {

@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/package-url/packageurl-go"
 
+	"github.com/kiln-build/kiln/internal/debian"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
@@ -103,6 +104,13 @@ func buildSBOM(in sbomInput) ([]byte, error) {
 				modRefs = append(modRefs, ref)
 			}
 			dependencies = append(dependencies, cdx.Dependency{Ref: appRef, Dependencies: &modRefs})
+		}
+		if d := st.Debian; d != nil {
+			for _, p := range d.Packages {
+				c := debComponent(d.Suite, p)
+				comps = append(comps, c)
+				deps = append(deps, c.BOMRef)
+			}
 		}
 		for _, f := range st.Files {
 			ref := "file:" + f.Path
@@ -232,6 +240,21 @@ func packageComponent(inv osInventory, p osPackage) cdx.Component {
 	c := cdx.Component{BOMRef: purl, Type: cdx.ComponentTypeLibrary, Name: p.Name, Version: p.Version, PackageURL: purl}
 	if p.Source != "" {
 		c.Properties = &[]cdx.Property{{Name: "kiln:" + p.Type + ":source", Value: p.Source}}
+	}
+	return c
+}
+
+// debComponent is a package a debian step installed:
+// pkg:deb/debian/NAME@VERSION?arch=ARCH&distro=SUITE.
+func debComponent(suite string, p debian.Installed) cdx.Component {
+	quals := packageurl.Qualifiers{{Key: "arch", Value: p.Arch}}
+	if suite != "" {
+		quals = append(quals, packageurl.Qualifier{Key: "distro", Value: suite})
+	}
+	purl := packageurl.NewPackageURL("deb", "debian", p.Name, p.Version, quals, "").ToString()
+	c := cdx.Component{BOMRef: purl, Type: cdx.ComponentTypeLibrary, Name: p.Name, Version: p.Version, PackageURL: purl}
+	if p.Source != "" {
+		c.Properties = &[]cdx.Property{{Name: "kiln:deb:source", Value: p.Source}}
 	}
 	return c
 }

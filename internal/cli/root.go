@@ -177,6 +177,7 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 		newValidateCmd(g),
 		newFmtCmd(g),
 		newBakeCmd(g),
+		newLockCmd(g),
 		newImagesCmd(g),
 		newSBOMCmd(g),
 		newServeCmd(g),

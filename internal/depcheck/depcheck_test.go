@@ -41,7 +41,9 @@ var allowed = map[string][]string{
 	"internal/resolve":   {"internal/api", "internal/bake", "internal/imagestore", "internal/spec"},
 	// bake reads docker:// bases through the Docker driver's dockerimage, so that the
 	// Docker client stays out of it, and writes the images it bakes into imagestore.
-	"internal/bake": {"internal/atomicfile", "internal/driver/docker/dockerimage", "internal/imagestore", "internal/sandbox", "internal/spec"},
+	"internal/bake": {"internal/atomicfile", "internal/debian", "internal/driver/docker/dockerimage", "internal/imagestore", "internal/sandbox", "internal/spec"},
+	// debian resolves, downloads and unpacks Debian packages: a library of bake's.
+	"internal/debian": {"internal/atomicfile"},
 	// The image store imports no driver and no engine: everything reads it, bake writes it.
 	"internal/imagestore":                {"internal/atomicfile"},
 	"internal/plan":                      {"internal/driver"},

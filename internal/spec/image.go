@@ -28,6 +28,20 @@ var imageSchema = &hcl.BodySchema{
 		{Type: "go"},
 		{Type: "copy", LabelNames: []string{"source"}},
 		{Type: "file", LabelNames: []string{"path"}},
+		{Type: "packages"},
+	},
+}
+
+var packagesSchema = &hcl.BodySchema{
+	Blocks: []hcl.BlockHeaderSchema{{Type: "debian"}},
+}
+
+var debianSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "suite", Required: true},
+		{Name: "packages", Required: true},
+		{Name: "repository"},
+		{Name: "docs"},
 	},
 }
 
@@ -88,8 +102,19 @@ func (d *decoder) image(b *hcl.Block) *Image {
 	img.Expose = d.expose(a)
 
 	files := map[string]hcl.Range{}
+	var packages *hcl.Block
 	for _, sb := range content.Blocks {
 		switch sb.Type {
+		case "packages":
+			if packages != nil {
+				d.errorf(sb.DefRange.Ptr(), "Duplicate packages block", "An image has one packages block; the first is at %s.", packages.DefRange)
+				continue
+			}
+			packages = sb
+			if deb := d.packagesStep(sb); deb != nil {
+				// The OS packages are the bottom layer, whatever the block's place.
+				img.Steps = append([]Step{deb}, img.Steps...)
+			}
 		case "go":
 			if g := d.goBuild(sb); g != nil {
 				img.Steps = append(img.Steps, g)
@@ -307,6 +332,40 @@ func (d *decoder) copyStep(b *hcl.Block) *Copy {
 		}
 	}
 	return c
+}
+
+// packagesStep decodes `packages { debian { suite = ..., packages = [...] } }`.
+func (d *decoder) packagesStep(b *hcl.Block) *Debian {
+	content, diags := b.Body.Content(packagesSchema)
+	d.add(diags)
+	if len(content.Blocks) != 1 {
+		d.errorf(b.DefRange.Ptr(), "Invalid packages block", "A packages block holds one debian block: debian { suite = \"bookworm\", packages = [\"python3\"] }.")
+		return nil
+	}
+	db := content.Blocks[0]
+	dc, diags := db.Body.Content(debianSchema)
+	d.add(diags)
+	a := dc.Attributes
+	deb := &Debian{Range: db.DefRange}
+	deb.Suite, _ = d.str(a, "suite")
+	deb.Packages = d.strList(a, "packages")
+	deb.Repository, _ = d.str(a, "repository")
+	deb.Docs = d.boolean(a, "docs")
+	if attr, ok := a["suite"]; ok && (deb.Suite == "" || strings.ContainsAny(deb.Suite, "/ \t")) {
+		d.errorf(attr.Expr.Range().Ptr(), "Invalid suite", "%q is not a suite: name one such as \"bookworm\".", deb.Suite)
+	}
+	if attr, ok := a["packages"]; ok && len(deb.Packages) == 0 {
+		d.errorf(attr.Expr.Range().Ptr(), "No packages", "Name at least one package to install.")
+	}
+	for _, p := range deb.Packages {
+		if p == "" || strings.ContainsAny(p, " \t,/|") {
+			d.errorf(a["packages"].Expr.Range().Ptr(), "Invalid package name", "%q is not a package name (NAME or NAME=VERSION).", p)
+		}
+	}
+	if attr, ok := a["repository"]; ok && !strings.HasPrefix(deb.Repository, "http://") && !strings.HasPrefix(deb.Repository, "https://") {
+		d.errorf(attr.Expr.Range().Ptr(), "Invalid repository", "%q is not an http:// or https:// URI of a Debian archive's root.", deb.Repository)
+	}
+	return deb
 }
 
 func (d *decoder) fileStep(b *hcl.Block) *File {

@@ -1,6 +1,8 @@
 package spec
 
 import (
+	"strings"
+
 	"github.com/hashicorp/hcl/v2"
 )
 
@@ -100,7 +102,7 @@ func (p Platform) String() string {
 	return s
 }
 
-// Step is one layer-producing step of an image: *GoBuild, *Copy or *File.
+// Step is one layer-producing step of an image: *Debian, *GoBuild, *Copy or *File.
 type Step interface {
 	// Describe is a one-line human description, e.g. "go build ./cmd/web".
 	Describe() string
@@ -153,3 +155,21 @@ type File struct {
 
 func (f *File) Describe() string { return "file " + f.Path }
 func (f *File) Where() hcl.Range { return f.Range }
+
+// Debian installs Debian packages and their dependencies from a signed repository,
+// running no maintainer script (a `packages { debian { ... } }` block). Its layer is
+// the image's first, below every other step's.
+type Debian struct {
+	Suite    string   // bookworm...
+	Packages []string // as written: names, or NAME=VERSION
+	// Repository is the archive's root URI; "" for the machine's apt sources of the
+	// suite (with its -updates and -security suites).
+	Repository string
+	Docs       bool // keep man pages and documentation (copyright files are always kept)
+	Range      hcl.Range
+}
+
+func (d *Debian) Describe() string {
+	return "debian " + d.Suite + ": " + strings.Join(d.Packages, " ")
+}
+func (d *Debian) Where() hcl.Range { return d.Range }

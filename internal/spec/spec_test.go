@@ -119,6 +119,8 @@ func typeName(s Step) string {
 		return "copy"
 	case *File:
 		return "file"
+	case *Debian:
+		return "debian"
 	}
 	return "?"
 }
