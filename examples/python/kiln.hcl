@@ -1,14 +1,11 @@
-# The python service: a web app on Python's standard library, copied onto a base image
-# with python3, run as two servers behind a front door. `kiln up` bakes and deploys it.
+# The python service: a web app on Python's standard library, on Debian's python3, run
+# as two servers behind a front door. `kiln up` bakes and deploys it.
 #
-# The base is the local Docker engine's python:3.12-slim (`docker pull python:3.12-slim`
-# first). Without a registry, build a Debian base with scripts/debian-python-base and
-# pass its path: `kiln up -var base=$(scripts/debian-python-base)`.
-
-variable "base" {
-  default     = "docker://python:3.12-slim"
-  description = "The image with python3 to start from."
-}
+# The image holds Debian's python3 and what it depends on (about 40 packages), installed
+# from deb.debian.org without running their scripts, and the app: nothing else. The
+# first bake pins every package to a version and a SHA-256 in kiln.lock.hcl; later
+# bakes use exactly those files, from the cache in .kiln/ when they have them.
+# `kiln lock -update` moves the packages forward.
 
 variable "version" {
   default     = "dev"
@@ -21,20 +18,27 @@ variable "listen" {
 }
 
 image "python" {
-  from = var.base
+  from = "scratch"
+
+  packages {
+    debian {
+      suite    = "bookworm"
+      packages = ["python3"]
+    }
+  }
 
   copy "app" {
     to = "/app"
   }
 
   env = {
-    PATH                    = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+    PATH                    = "/usr/bin:/bin"
     PYTHONDONTWRITEBYTECODE = "1"
     GREETING_FILE           = "/app/greeting.txt"
     VERSION                 = var.version
   }
   # -u: unbuffered output, so `kiln logs` shows each line as it is printed.
-  entrypoint = ["python3", "-u", "/app/app.py"]
+  entrypoint = ["/usr/bin/python3", "-u", "/app/app.py"]
   workdir    = "/app"
   expose     = [8080]
   user       = "65532:65532"

@@ -17,14 +17,12 @@ import (
 // server without init waits all of it before it is killed.
 const stopTimeout = 3 * time.Second
 
-// TestPythonApp deploys examples/python, a Python app that installs no SIGTERM handler,
-// on a Debian base with python3 (scripts/debian-python-base, a rootfs tarball), and
-// rolls out new versions under load: with init = true a replaced server stops as soon as
-// it is asked; with init = false it ignores SIGTERM as PID 1 and is killed after
-// stop_timeout. Both roll out with zero failed requests.
+// TestPythonApp deploys examples/python as it is, a Python app that installs no SIGTERM
+// handler, on Debian's python3 from the example's packages step (pinned by its
+// kiln.lock.hcl), and rolls out new versions under load: with init = true a replaced
+// server stops as soon as it is asked; with init = false it ignores SIGTERM as PID 1 and
+// is killed after stop_timeout. Both roll out with zero failed requests.
 func TestPythonApp(t *testing.T) {
-	base := pythonBase(t)
-
 	// newDeployment gives a unique service name, a free front door and the cleanup; the
 	// python example takes the hello one's place in its directory.
 	d := newDeployment(t)
@@ -33,14 +31,13 @@ func TestPythonApp(t *testing.T) {
 		t.Fatalf("%v: %s", err, out)
 	}
 	os.RemoveAll(filepath.Join(d.dir, ".kiln"))
+	lock, err := os.ReadFile(filepath.Join(d.dir, "kiln.lock.hcl"))
+	if err != nil {
+		t.Fatalf("examples/python has no lock file: %v", err)
+	}
+	packageCache(t, d.dir)
 	editSpec(t, d.dir, `service "python"`, `service "`+d.service+`"`)
 	editSpec(t, d.dir, "init = true", "init         = true\n  stop_timeout = \""+stopTimeout.String()+"\"")
-	if err := os.Link(base, filepath.Join(d.dir, "debian-python.tar")); err != nil {
-		if err := os.Symlink(base, filepath.Join(d.dir, "debian-python.tar")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	d.env = append(d.env, "KILN_VAR_base=./debian-python.tar")
 
 	start := time.Now()
 	d.startDaemon("revision 1 deployed", "up")
@@ -50,6 +47,16 @@ func TestPythonApp(t *testing.T) {
 	}
 	if body := d.get("/healthz"); body != "ok\n" {
 		t.Errorf("/healthz answered %q", body)
+	}
+	// The bake used the committed lock as it is, and the SBOM lists every package of it.
+	if after, _ := os.ReadFile(filepath.Join(d.dir, "kiln.lock.hcl")); !bytes.Equal(after, lock) {
+		t.Errorf("the bake changed the committed kiln.lock.hcl")
+	}
+	sbom := d.kiln(nil, "sbom", "python")
+	for _, m := range regexp.MustCompile(`package "([^"]+)" \{\s*version\s*=\s*"([^"]+)"`).FindAllStringSubmatch(string(lock), -1) {
+		if want := "pkg:deb/debian/" + m[1] + "@" + strings.ReplaceAll(m[2], "+", "%2B"); !strings.Contains(sbom.stdout, want) && !strings.Contains(sbom.stdout, "pkg:deb/debian/"+m[1]+"@"+m[2]) {
+			t.Errorf("the SBOM does not list %s %s (%s)", m[1], m[2], want)
+		}
 	}
 
 	// With init: a new greeting (a new copy layer), then the switch to init = false,
@@ -133,9 +140,36 @@ func pythonBase(t *testing.T) string {
 	return path
 }
 
-// TestPythonAppFromDocker deploys examples/python as the README's first path does, on
-// an image of the local Docker engine (docker://...): here the Debian base, imported
-// into the engine, stands for python:3.12-slim, since this machine has no registry.
+// packageCache gives the project in dir a package cache shared by the tests (hard
+// links into the user's cache directory, kiln-test/debian-packages), so that only the
+// first run downloads the example's .debs; what a bake adds is kept for the next run.
+// The cache is content-addressed, and the bake verifies every file it reads from it.
+func packageCache(t *testing.T, dir string) {
+	t.Helper()
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		t.Skipf("no cache directory for the packages: %v", err)
+	}
+	shared := filepath.Join(cache, "kiln-test", "debian-packages")
+	mine := filepath.Join(dir, ".kiln", "cache", "debian")
+	if err := os.MkdirAll(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(mine), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-al", shared, mine).CombinedOutput(); err != nil {
+		t.Fatalf("seeding the package cache: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		exec.Command("cp", "-aln", mine+"/.", shared).Run()
+	})
+}
+
+// TestPythonAppFromDocker deploys examples/python's app as the README's other path
+// does, on an image of the local Docker engine (docker://...) in place of the packages
+// step: here a Debian base, imported into the engine, stands for python:3.12-slim, since
+// this machine has no registry.
 func TestPythonAppFromDocker(t *testing.T) {
 	pythonBase(t) // built and cached, or skipped when Debian's archive is unreachable
 	cmd := exec.Command("../../scripts/debian-python-base", "--docker")
@@ -149,7 +183,8 @@ func TestPythonAppFromDocker(t *testing.T) {
 	}
 	os.RemoveAll(filepath.Join(d.dir, ".kiln"))
 	editSpec(t, d.dir, `service "python"`, `service "`+d.service+`"`)
-	d.env = append(d.env, "KILN_VAR_base=docker://kiln-test/python:bookworm")
+	editSpec(t, d.dir, `from = "scratch"`, `from = "docker://kiln-test/python:bookworm"`)
+	editSpec(t, d.dir, "packages {\n    debian {\n      suite    = \"bookworm\"\n      packages = [\"python3\"]\n    }\n  }\n", "")
 	d.startDaemon("revision 1 deployed", "up")
 	if body := d.get("/"); !strings.Contains(body, "Hello from Python!") {
 		t.Fatalf("front door answered %q", body)
