@@ -218,6 +218,11 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
 			continue
 		}
 		if err := e.admit(ctx, door, t, s); err != nil {
+			if ctx.Err() != nil {
+				// Cut short (a stop, or a heal giving way to a rollout): the server is
+				// not at fault, and the next Run admits it.
+				return err
+			}
 			return e.fail(ctx, door, t, []driver.Server{s}, err)
 		}
 	}

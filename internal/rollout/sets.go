@@ -222,6 +222,11 @@ func (e *Executor) runSets(ctx context.Context, door Door, sd driver.SetDriver, 
 			continue
 		}
 		if err := e.admit(ctx, door, t, s); err != nil {
+			if ctx.Err() != nil {
+				// Cut short (a stop, or a heal giving way to a rollout): the server is
+				// not at fault, and the next Run admits it.
+				return err
+			}
 			return e.failSet(ctx, door, t, ns, []driver.Server{s}, err)
 		}
 	}

@@ -723,3 +723,50 @@ func TestAdmitted(t *testing.T) {
 		})
 	}
 }
+
+// A server of the target kept out of rotation whose admission is cut short (the
+// caller's context ends: a stop, a heal giving way to a rollout) is not at fault: it
+// stays, and the next Run admits it. One by one and on sets.
+func TestKeptServerStaysWhenItsAdmissionIsCutShort(t *testing.T) {
+	for _, sets := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sets %v", sets), func(t *testing.T) {
+			var r *rig
+			if sets {
+				r, _ = newSetRig(t)
+			} else {
+				r = newRig(t)
+			}
+			tg := target(1, 2, Settings{Strategy: "rolling", MaxSurge: 1})
+			if err := r.exec.Run(t.Context(), r.door, tg); err != nil {
+				t.Fatal(err)
+			}
+			before := r.servers()
+			for _, s := range r.exec.Admitted("web") { // as after a restart: none in rotation
+				r.door.Update(t.Context(), nil, []string{s.Address})
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			r.mu.Lock()
+			r.unhealthy = map[int64]func(context.Context) error{1: func(gctx context.Context) error {
+				cancel() // the caller gives up while the gate runs
+				<-gctx.Done()
+				return gctx.Err()
+			}}
+			r.mu.Unlock()
+			if err := r.exec.Run(ctx, r.door, tg); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Run cut short: %v, want context.Canceled", err)
+			}
+			if got := r.servers(); got[1] != 2 || r.eventCount("destroyed") != 0 {
+				t.Errorf("servers by revision (-1: out of rotation) = %v (were %v), %d destroyed; want both kept", got, before, r.eventCount("destroyed"))
+			}
+			r.mu.Lock()
+			r.unhealthy = nil
+			r.mu.Unlock()
+			if err := r.exec.Run(t.Context(), r.door, tg); err != nil {
+				t.Fatal(err)
+			}
+			if got := r.servers(); got[1] != 2 || len(got) != 1 || r.eventCount("created") != 2 {
+				t.Errorf("servers by revision (-1: out of rotation) = %v, %d created; want the 2 first ones, in rotation", got, r.eventCount("created"))
+			}
+		})
+	}
+}
