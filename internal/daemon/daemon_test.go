@@ -23,23 +23,33 @@ import (
 // orderDriver is the simulated driver with a Close that checks the stop order: by the
 // time the daemon closes the driver, the API listener is closed, the engine has
 // returned (no driver call comes after Close) and the state store is still open.
-// With hold, Create waits for its context to end and then creates the server: a
-// rollout's step is in flight until the daemon stops, and is undone as it stops.
+// With hold, Create (EnsureSet, with sets) waits for its context to end and then
+// creates the server (sizes the set): a rollout's step is in flight until the daemon
+// stops, and is undone as it stops. Without sets it does not claim the simulated
+// runtime's sets, and kiln runs it one by one.
 type orderDriver struct {
 	*simdriver.Driver
 	t       *testing.T
 	d       *Daemon
 	hold    bool
-	created chan struct{} // a Create started
+	sets    bool
+	created chan struct{} // a Create (EnsureSet) started
 
 	mu       sync.Mutex
 	closed   bool
-	inflight int      // calls not yet returned
-	late     []string // calls after Close, or in flight at Close
+	inflight int            // calls not yet returned
+	late     []string       // calls after Close, or in flight at Close
+	calls    map[string]int // every call, by name
 }
 
-func newOrderDriver(t *testing.T, hold bool) *orderDriver {
-	return &orderDriver{Driver: simdriver.New(), t: t, hold: hold, created: make(chan struct{}, 16)}
+func newOrderDriver(t *testing.T, hold, sets bool) *orderDriver {
+	return &orderDriver{Driver: simdriver.New(), t: t, hold: hold, sets: sets, created: make(chan struct{}, 16)}
+}
+
+func (o *orderDriver) Capabilities() driver.Capabilities {
+	c := o.Driver.Capabilities()
+	c.Sets = o.sets
+	return c
 }
 
 // called notes a call to the driver; the function it returns, that it returned.
@@ -49,6 +59,10 @@ func (o *orderDriver) called(what string) (returned func()) {
 	if o.closed {
 		o.late = append(o.late, what)
 	}
+	if o.calls == nil {
+		o.calls = map[string]int{}
+	}
+	o.calls[what]++
 	o.inflight++
 	return func() {
 		o.mu.Lock()
@@ -70,6 +84,36 @@ func (o *orderDriver) Create(ctx context.Context, spec driver.ServerSpec) (drive
 func (o *orderDriver) Destroy(ctx context.Context, id driver.ServerID) error {
 	defer o.called("destroy")()
 	return o.Driver.Destroy(ctx, id)
+}
+
+func (o *orderDriver) EnsureSet(ctx context.Context, spec driver.ServerSpec, replicas int) error {
+	defer o.called("ensure_set")()
+	if o.hold {
+		o.created <- struct{}{}
+		<-ctx.Done()
+		return o.Driver.EnsureSet(context.WithoutCancel(ctx), spec, replicas)
+	}
+	return o.Driver.EnsureSet(ctx, spec, replicas)
+}
+
+func (o *orderDriver) Evict(ctx context.Context, id driver.ServerID) error {
+	defer o.called("evict")()
+	return o.Driver.Evict(ctx, id)
+}
+
+func (o *orderDriver) Members(ctx context.Context, ref driver.SetRef) ([]driver.Server, error) {
+	defer o.called("members")()
+	return o.Driver.Members(ctx, ref)
+}
+
+func (o *orderDriver) Sets(ctx context.Context, sel driver.Selector) ([]driver.Set, error) {
+	defer o.called("sets")()
+	return o.Driver.Sets(ctx, sel)
+}
+
+func (o *orderDriver) DeleteSet(ctx context.Context, ref driver.SetRef) error {
+	defer o.called("delete_set")()
+	return o.Driver.DeleteSet(ctx, ref)
 }
 
 func (o *orderDriver) List(ctx context.Context, sel driver.Selector) ([]driver.Server, error) {
@@ -170,10 +214,16 @@ func waitEvent(t *testing.T, events <-chan api.Event, service, typ string) {
 // TestStopOrder: a daemon stopped with a rollout's step in flight closes the API
 // listener, then stops the engine, then closes the driver, then the store, and removes
 // its files; the rollout stays running in the store, and the next daemon resumes it to
-// the target's servers.
+// the target's servers. One by one and on a runtime of sets.
 func TestStopOrder(t *testing.T) {
+	for _, sets := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sets %v", sets), func(t *testing.T) { testStopOrder(t, sets) })
+	}
+}
+
+func testStopOrder(t *testing.T, sets bool) {
 	dir, svc := project(t)
-	drv := newOrderDriver(t, true)
+	drv := newOrderDriver(t, true, sets)
 	d := newDaemon(t, dir, drv)
 	if pid, _, err := Running(dir); pid != os.Getpid() || err != nil {
 		t.Fatalf("after New, Running says %d %v; want this process", pid, err)
@@ -203,6 +253,9 @@ func TestStopOrder(t *testing.T) {
 	}
 	if len(drv.late) > 0 {
 		t.Errorf("driver calls after the driver was closed (the engine had not returned): %v", drv.late)
+	}
+	if step := map[bool]string{false: "create", true: "ensure_set"}; drv.calls[step[sets]] == 0 || drv.calls[step[!sets]] != 0 {
+		t.Errorf("driver calls %v: the step in flight was not a %s", drv.calls, step[sets])
 	}
 	// The step cut short was undone: its server is gone.
 	if servers, _ := drv.Driver.List(context.Background(), driver.Selector{}); len(servers) != 0 {
@@ -236,7 +289,7 @@ func TestStopOrder(t *testing.T) {
 	}
 
 	// The next daemon resumes the rollout and converges.
-	drv2 := newOrderDriver(t, false)
+	drv2 := newOrderDriver(t, false, sets)
 	d2 := newDaemon(t, dir, drv2)
 	events, cancel := d2.eng.Subscribe()
 	defer cancel()
@@ -257,7 +310,7 @@ func TestStopOrder(t *testing.T) {
 // returns the API's error, releasing everything.
 func TestPartFailureStopsAll(t *testing.T) {
 	dir, _ := project(t)
-	drv := newOrderDriver(t, false)
+	drv := newOrderDriver(t, false, true)
 	d := newDaemon(t, dir, drv)
 	done := make(chan error, 1)
 	go func() { done <- d.Start(context.Background()) }()
@@ -279,13 +332,13 @@ func TestPartFailureStopsAll(t *testing.T) {
 // started.
 func TestSecondDaemonRefused(t *testing.T) {
 	dir, _ := project(t)
-	drv := newOrderDriver(t, false)
+	drv := newOrderDriver(t, false, true)
 	d := newDaemon(t, dir, drv)
 	stop := start(d)
 	if _, err := api.New(d.Addr(), d.Token()).Status(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	_, err := New(context.Background(), Options{StateDir: dir, Listen: "127.0.0.1:0", Driver: newOrderDriver(t, false)})
+	_, err := New(context.Background(), Options{StateDir: dir, Listen: "127.0.0.1:0", Driver: newOrderDriver(t, false, true)})
 	want := fmt.Sprintf("a kiln daemon is already running for this spec at %s (PID %d): use it, or stop it with `kiln stop`", d.Addr(), os.Getpid())
 	if !errors.Is(err, ErrRunning) || err.Error() != want {
 		t.Errorf("second New: %v\nwant %s", err, want)
@@ -294,7 +347,7 @@ func TestSecondDaemonRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d = newDaemon(t, dir, newOrderDriver(t, false))
+	d = newDaemon(t, dir, newOrderDriver(t, false, true))
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -420,12 +420,31 @@ func (e *Engine) Destroy(ctx context.Context, service string) (api.Result, error
 	e.mu.Lock()
 	delete(e.targets, service)
 	e.mu.Unlock()
-	var errs []error
 	for _, s := range servers {
 		if d != nil && d.Has(s.Address) {
 			d.Update(ctx, nil, []string{s.Address})
 		}
-		if err := e.opts.Driver.Destroy(ctx, s.ID); err != nil {
+	}
+	// On a runtime of sets, a member destroyed alone would be replaced by its set: the
+	// sets go first, with their members; what is left is no set's.
+	var errs []error
+	if sd := e.exec.SetDriver(); sd != nil {
+		sets, err := sd.Sets(ctx, driver.Selector{Project: e.opts.Project, Service: service})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listing the sets of %s: %w", service, err))
+			servers = nil // its members are not destroyed alone
+		}
+		for _, set := range sets {
+			if err := sd.DeleteSet(ctx, set.Ref); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, s := range e.exec.Admitted(service) { // a service of the name later is another
+		e.exec.Forget(s.ID)
+	}
+	for _, s := range servers {
+		if err := e.opts.Driver.Destroy(ctx, s.ID); err != nil { // nil if its set took it
 			errs = append(errs, err)
 			continue
 		}

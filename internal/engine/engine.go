@@ -118,7 +118,9 @@ func New(opts Options) *Engine {
 	})
 	e.loop = reconcile.New(healer{e}, reconcile.Options{Keys: e.serviceNames, Resync: cmp.Or(opts.Resync, DefaultResync),
 		Clock: e.clock, Log: e.log})
-	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy, OneByOne: true, // heals count only kiln's own replacements
+	// On a runtime that claims sets the executor scales each revision's set; the
+	// controller accounts for the members the runtime replaces of its own (heal.go).
+	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy,
 		Event: func(service, id, typ, msg string) { e.event(service, id, typ, "%s", msg) }}
 	return e
 }

@@ -13,9 +13,13 @@ import (
 // service never share a step; each event has its subject's kind, step and tone from
 // its type; a pipeline's events never reach a service's stream of the same name.
 func TestEventsNameTheirRollout(t *testing.T) {
+	onPaths(t, testEventsNameTheirRollout)
+}
+
+func testEventsNameTheirRollout(t *testing.T, sets bool) {
 	ctx := context.Background()
 	d := newSimDaemon(t)
-	e, stop := d.start()
+	e, stop := d.startWith(func(o *Options) { o.Driver = d.runtime(sets) })
 	defer stop()
 	svc := d.service("web", 2)
 	for i := range 2 {
@@ -101,9 +105,14 @@ func TestApplyBeforeStartIsNotResumed(t *testing.T) {
 // A restart re-adopts the servers of a deployed revision without waiting out its
 // min_healthy again: they served it before the stop.
 func TestReadoptionSkipsMinHealthy(t *testing.T) {
+	onPaths(t, testReadoptionSkipsMinHealthy)
+}
+
+func testReadoptionSkipsMinHealthy(t *testing.T, sets bool) {
 	ctx := context.Background()
 	d := newSimDaemon(t)
-	e, stop := d.start()
+	drv := d.runtime(sets)
+	e, stop := d.startWith(func(o *Options) { o.Driver = drv })
 	svc := d.service("web", 2)
 	svc.Update.Strategy = "rolling"
 	if res, err := e.Apply(ctx, api.ApplyRequest{Services: []api.Service{svc}, User: "test"}); err != nil || !res.OK {
@@ -115,7 +124,7 @@ func TestReadoptionSkipsMinHealthy(t *testing.T) {
 		t.Fatalf("apply: %v %+v", err, res)
 	}
 	stop()
-	e, _ = d.start()
+	e, _ = d.startWith(func(o *Options) { o.Driver = drv })
 	eventually(t, 20*time.Second, "both servers back in rotation", func() bool {
 		door := e.doors.Get("web")
 		return door != nil && len(door.Upstreams()) == 2

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/frontdoor"
 	"github.com/kiln-build/kiln/internal/plan"
+	"github.com/kiln-build/kiln/internal/rollout"
 	"github.com/kiln-build/kiln/internal/spec"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -40,13 +42,31 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 	if err != nil {
 		return 0, err
 	}
-	p := plan.Compute([]plan.Desired{{Service: service, Revision: rev.Number, Spec: t.Spec, Replicas: t.Replicas}}, observed)
+	// On a runtime of sets, the members of the revision's set that are still pending
+	// are the runtime's to start: they are not planned (as the executor does not plan
+	// them), and are waited for as any missing server.
+	planned := observed
+	var set *rollout.TargetSet
+	if e.exec.SetDriver() != nil {
+		ts, err := e.exec.TargetSet(ctx, t)
+		if err != nil {
+			return 0, err
+		}
+		set = &ts
+		pending := map[driver.ServerID]bool{}
+		for _, m := range ts.Members {
+			pending[m.ID] = m.State == driver.StatePending
+		}
+		planned = slices.DeleteFunc(slices.Clone(observed), func(s driver.Server) bool { return pending[s.ID] })
+	}
+	p := plan.Compute([]plan.Desired{{Service: service, Revision: rev.Number, Spec: t.Spec, Replicas: t.Replicas}}, planned)
 	sp, _ := p.Service(service)
 
 	d, err := e.door(ctx, svc)
 	if err != nil {
 		return 0, err
 	}
+	gone := e.gone(service, observed, d)
 	// Servers to replace one by one: flagged (exited, exec), failing health or drifted.
 	type replacement struct {
 		server driver.Server
@@ -118,6 +138,9 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 		}
 	}
 	if len(sp.Changes) == 0 && len(replace) == 0 && !needsAdmission {
+		for _, s := range gone { // made up for already: nothing is missing
+			e.exec.Forget(s.ID)
+		}
 		e.settle(service, st)
 		return 0, nil
 	}
@@ -147,9 +170,17 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 			return wait, nil
 		}
 	}
+	// Servers removed out of band are named, and account for the missing servers the
+	// plan found (on a runtime of sets, for those their set is making).
+	covered := e.missing(service, t, d, set, gone, sp.Count(plan.Create))
 	for _, c := range sp.Changes {
-		switch c.Action {
-		case plan.Create:
+		switch {
+		case c.Action == plan.Create && covered > 0:
+			covered--
+			continue
+		case c.Action == plan.Create && set != nil:
+			e.event(service, "", "heal", "a server of revision %d is missing: its set is scaled to %d servers", rev.Number, t.Replicas)
+		case c.Action == plan.Create:
 			e.event(service, "", "heal", "a server of revision %d is missing: creating one", rev.Number)
 		default:
 			e.event(service, string(c.Old.ID), "heal", "server %s: %s: replacing it", c.Old.Name, strings.Join(c.Reasons, "; "))
@@ -170,6 +201,83 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 		return 0, nil
 	}
 	return 0, e.exec.Run(ctx, d, t)
+}
+
+// gone returns the servers of service the executor admitted that the runtime no
+// longer lists, oldest first: removed out of band (kiln's own removals are forgotten
+// as they happen). Each is taken out of rotation and out of the monitor at once, for
+// the runtime's events about it may have been missed.
+func (e *Engine) gone(service string, observed []driver.Server, d *frontdoor.Door) []driver.Server {
+	listed := map[driver.ServerID]bool{}
+	for _, s := range observed {
+		listed[s.ID] = true
+	}
+	var out []driver.Server
+	for _, s := range e.exec.Admitted(service) {
+		if listed[s.ID] {
+			continue
+		}
+		out = append(out, s)
+		if d.Has(s.Address) {
+			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			d.Update(dctx, nil, []string{s.Address})
+			cancel()
+		}
+		e.monitor.Forget(service, s.Address)
+	}
+	return out
+}
+
+// missing records the servers removed out of band (gone) as missing: a heal event
+// naming each, and kiln_replacements_total{reason="missing"}. On a runtime of sets, a
+// member of the revision's set is replaced by the runtime, not by kiln: its event
+// says so (naming the replacement once the set has one), and the replacement is
+// admitted like any server of the revision. It returns how many of the plan's creates
+// (missing servers) the events account for; a server gone that no create stands for
+// was made up for already and is only forgotten.
+func (e *Engine) missing(service string, t rollout.Target, d *frontdoor.Door, set *rollout.TargetSet, gone []driver.Server, creates int) int {
+	// The set's replacements: running or pending members kiln has not admitted.
+	var fresh []driver.Server
+	bySet := set != nil && set.Exists && set.Replicas >= t.Replicas // the set is at its size: it replaces members
+	if bySet {
+		admitted := map[driver.ServerID]bool{}
+		for _, s := range e.exec.Admitted(service) {
+			admitted[s.ID] = true
+		}
+		for _, m := range set.Members {
+			if !admitted[m.ID] && !d.Has(m.Address) && m.State != driver.StateExited {
+				fresh = append(fresh, m)
+			}
+		}
+	}
+	covered := 0
+	for _, s := range gone {
+		e.exec.Forget(s.ID)
+		var how string
+		switch {
+		case bySet && s.Revision == set.Ref.Revision && len(fresh) > 0:
+			r := fresh[0]
+			fresh = fresh[1:]
+			how = "its set replaced it with server " + r.Name
+			if r.State == driver.StatePending { // not planned: one of the creates
+				covered++
+			}
+		case bySet && s.Revision == set.Ref.Revision:
+			how = "its set replaces it"
+			covered++
+		case covered < creates && set != nil:
+			how = fmt.Sprintf("its set is scaled to %d servers", t.Replicas)
+			covered++
+		case covered < creates:
+			how = "creating one"
+			covered++
+		default:
+			continue
+		}
+		e.event(service, string(s.ID), "heal", "server %s is missing (removed out of band): %s", s.Name, how)
+		e.metrics.replaced(service, reasonMissing)
+	}
+	return min(covered, creates)
 }
 
 // backoff records a heal and returns how long to wait instead, if the service is

@@ -1,9 +1,11 @@
 package rollout
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -66,13 +68,13 @@ type Executor struct {
 	Attempts int
 	Backoff  time.Duration
 	// OneByOne makes the executor create and destroy servers one by one even on a
-	// driver that claims sets: for a caller whose heals do not yet account for members
-	// the runtime replaces of its own.
+	// driver that claims sets (the engine does not set it: its controller accounts for
+	// the members a runtime replaces of its own).
 	OneByOne bool
 
 	mu       sync.Mutex
-	addrs    map[driver.ServerID]string // where servers this executor admitted listen
-	retiring map[driver.ServerID]bool   // servers being destroyed by this executor
+	admitted map[driver.ServerID]driver.Server // servers this executor admitted, until it removes them
+	retiring map[driver.ServerID]bool          // servers being destroyed by this executor
 }
 
 // Address is where a server this executor admitted listens, even after it stopped
@@ -80,7 +82,33 @@ type Executor struct {
 func (e *Executor) Address(id driver.ServerID) string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.addrs[id]
+	return e.admitted[id].Address
+}
+
+// Admitted returns the servers of service that this executor admitted and has not
+// removed since (nor been told to Forget), oldest first, as they were when admitted.
+// One of them that the runtime no longer lists was removed out of band.
+func (e *Executor) Admitted(service string) []driver.Server {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []driver.Server
+	for _, s := range e.admitted {
+		if s.Service == service {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b driver.Server) int {
+		return cmp.Or(a.Created.Compare(b.Created), strings.Compare(string(a.ID), string(b.ID)))
+	})
+	return out
+}
+
+// Forget drops a server from what the executor remembers of it (Address, Admitted):
+// the caller has accounted for it being gone.
+func (e *Executor) Forget(id driver.ServerID) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.admitted, id)
 }
 
 // Retiring reports whether the executor is destroying the server: its exit is expected.
@@ -93,11 +121,12 @@ func (e *Executor) Retiring(id driver.ServerID) bool {
 func (e *Executor) remember(s driver.Server) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.addrs == nil {
-		e.addrs = map[driver.ServerID]string{}
+	if e.admitted == nil {
+		e.admitted = map[driver.ServerID]driver.Server{}
 	}
 	if s.Address != "" {
-		e.addrs[s.ID] = s.Address
+		s.Spec.Env, s.Spec.Files = nil, nil // no value is kept: only who the server is
+		e.admitted[s.ID] = s
 	}
 }
 
@@ -189,6 +218,11 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
 			continue
 		}
 		if err := e.admit(ctx, door, t, s); err != nil {
+			if ctx.Err() != nil {
+				// Cut short (a stop, or a heal giving way to a rollout): the server is
+				// not at fault, and the next Run admits it.
+				return err
+			}
 			return e.fail(ctx, door, t, []driver.Server{s}, err)
 		}
 	}
@@ -428,7 +462,7 @@ func (e *Executor) retire(ctx context.Context, door Door, service string, s driv
 	})
 	e.mu.Lock()
 	delete(e.retiring, s.ID)
-	delete(e.addrs, s.ID)
+	delete(e.admitted, s.ID)
 	e.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("destroying %s: %w", s.Name, err)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,35 @@ func (e *Executor) setDriver() driver.SetDriver {
 		return sd
 	}
 	return nil
+}
+
+// SetDriver is the driver's SetDriver when the executor drives sets (the driver
+// claims them and OneByOne is not set), else nil.
+func (e *Executor) SetDriver() driver.SetDriver { return e.setDriver() }
+
+// TargetSet is the set a target's servers belong to, as the runtime reports it now.
+type TargetSet struct {
+	Ref      driver.SetRef
+	Exists   bool
+	Replicas int             // the size recorded on it (0 when it does not exist)
+	Members  []driver.Server // pending and exited ones included, oldest first
+}
+
+// TargetSet reads the set t's servers belong to on a driver of sets: the target
+// revision's own, or the set of an earlier revision of the same spec, which t keeps
+// (see openSet). It fails when the executor does not drive sets.
+func (e *Executor) TargetSet(ctx context.Context, t Target) (TargetSet, error) {
+	sd := e.setDriver()
+	if sd == nil {
+		return TargetSet{}, fmt.Errorf("reading the set of %s revision %d: the runtime does not run sets", t.Service, t.Revision)
+	}
+	spec := t.Spec
+	spec.Service, spec.Revision = t.Service, t.Revision
+	ns, members, _, err := e.openSet(ctx, sd, t, spec)
+	if err != nil {
+		return TargetSet{}, err
+	}
+	return TargetSet{Ref: ns.ref, Exists: ns.exists, Replicas: ns.recorded, Members: members}, nil
 }
 
 // remove takes a server away for good: a set's member is evicted, so that its set does
@@ -54,7 +84,11 @@ type newSet struct {
 	counted        map[driver.ServerID]bool // the members size counts
 }
 
-// openSet reads the target's set and the service's other sets.
+// openSet reads the target's set and the service's other sets. The target's set is
+// its revision's own when there is one; else the newest set of an earlier revision of
+// the same spec (a revision that changed only settings, or replicas), which the target
+// keeps: its servers are the target's, as one by one keeps them, and a set never
+// changes but in size. A new set is the target revision's.
 func (e *Executor) openSet(ctx context.Context, sd driver.SetDriver, t Target, spec driver.ServerSpec) (*newSet, []driver.Server, []driver.Set, error) {
 	ns := &newSet{sd: sd, ref: driver.SetOf(spec), spec: spec, member: map[driver.ServerID]bool{}, counted: map[driver.ServerID]bool{}}
 	var sets []driver.Set
@@ -65,13 +99,23 @@ func (e *Executor) openSet(ctx context.Context, sd driver.SetDriver, t Target, s
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("listing sets of %s: %w", t.Service, err)
 	}
-	var others []driver.Set
-	for _, s := range sets {
-		if s.Ref == ns.ref {
-			ns.recorded, ns.exists = s.Replicas, true
-		} else {
-			others = append(others, s)
+	pick := slices.IndexFunc(sets, func(s driver.Set) bool { return s.Ref == ns.ref })
+	if pick < 0 {
+		hash := spec.Hash()
+		for i, s := range sets { // by revision: the newest of the spec wins
+			if s.SpecHash == hash && s.Ref.Revision < spec.Revision {
+				pick = i
+			}
 		}
+	}
+	var others []driver.Set
+	for i, s := range sets {
+		if i != pick {
+			others = append(others, s)
+			continue
+		}
+		ns.ref, ns.recorded, ns.exists = s.Ref, s.Replicas, true
+		ns.spec.Revision = s.Ref.Revision // its members are made from its revision's spec
 	}
 	var members []driver.Server
 	err = e.retry(ctx, t.Service, "listing the members of revision "+itoa(t.Revision), e.callTimeout(), func(ctx context.Context) (err error) {
@@ -178,6 +222,11 @@ func (e *Executor) runSets(ctx context.Context, door Door, sd driver.SetDriver, 
 			continue
 		}
 		if err := e.admit(ctx, door, t, s); err != nil {
+			if ctx.Err() != nil {
+				// Cut short (a stop, or a heal giving way to a rollout): the server is
+				// not at fault, and the next Run admits it.
+				return err
+			}
 			return e.failSet(ctx, door, t, ns, []driver.Server{s}, err)
 		}
 	}
@@ -299,6 +348,11 @@ func (e *Executor) replaceInSet(ctx context.Context, door Door, sd driver.SetDri
 	ns, members, _, err := e.openSet(ctx, sd, t, spec)
 	if err != nil {
 		return err
+	}
+	// A member that is already gone (destroyed while it was being flagged) is being
+	// replaced by its set: growing the set as well would make two replacements.
+	if old.Revision == ns.ref.Revision && old.Spec.Hash() == ns.spec.Hash() && !slices.ContainsFunc(members, func(m driver.Server) bool { return m.ID == old.ID }) {
+		return e.runSets(ctx, door, sd, t)
 	}
 	// Grow from the size the runtime has: a replacement it is making of its own stays.
 	ns.size = ns.recorded

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -598,6 +599,173 @@ func TestSetsNeedTheClaim(t *testing.T) {
 			}
 			if n := f.callsOf(opEnsureSet, opEvict, opMembers, opSets, opDeleteSet); n != 0 || len(r.setSizes()) != 0 || r.servers()[2] != 2 {
 				t.Errorf("%d set calls, sets %v, servers %v; want none, none, 2 of revision 2", n, r.setSizes(), r.servers())
+			}
+		})
+	}
+}
+
+// A revision of the same spec (new settings or replicas only) keeps the set of the
+// revision before: scaling up and down replaces no server and makes no set, as one by
+// one keeps the servers. TargetSet reports that set for the new revision.
+func TestSetKeptAcrossRevisionsOfOneSpec(t *testing.T) {
+	ctx := t.Context()
+	r, f := newSetRig(t)
+	s := Settings{Strategy: "rolling", MaxSurge: 1}
+	if err := r.exec.Run(ctx, r.door, target(1, 3, s)); err != nil {
+		t.Fatal(err)
+	}
+	ids := func() []driver.ServerID {
+		servers, err := r.sim.List(ctx, driver.Selector{Project: "p", Service: "web"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []driver.ServerID
+		for _, s := range servers {
+			out = append(out, s.ID)
+		}
+		return out
+	}
+	first := ids()
+	for i, replicas := range []int{5, 2} {
+		tg := target(1, replicas, s) // revision 1's spec
+		tg.Revision = int64(2 + i)
+		if err := r.exec.Run(ctx, r.door, tg); err != nil {
+			t.Fatalf("revision %d: %v", tg.Revision, err)
+		}
+		got, sizes := ids(), r.setSizes()
+		if len(got) != replicas || r.door.count() != replicas || len(sizes) != 1 || sizes[1] != replicas {
+			t.Errorf("revision %d: %d servers, %d in rotation, sets %v; want %d, in revision 1's set", tg.Revision, len(got), r.door.count(), sizes, replicas)
+		}
+		kept := 0
+		for _, id := range first {
+			if slices.Contains(got, id) {
+				kept++
+			}
+		}
+		if want := min(3, replicas); kept != want {
+			t.Errorf("revision %d kept %d of revision 1's servers, want %d", tg.Revision, kept, want)
+		}
+		ts, err := r.exec.TargetSet(ctx, tg)
+		if err != nil || ts.Ref.Revision != 1 || !ts.Exists || ts.Replicas != replicas || len(ts.Members) != replicas {
+			t.Errorf("TargetSet of revision %d: %+v (exists %v) of %d with %d members, %v; want revision 1's set of %d", tg.Revision, ts.Ref, ts.Exists, ts.Replicas, len(ts.Members), err, replicas)
+		}
+	}
+	if f.callsOf(faultdriver.OpCreate, faultdriver.OpDestroy) != 0 {
+		t.Errorf("%d servers created or destroyed by the executor, want none", f.callsOf(faultdriver.OpCreate, faultdriver.OpDestroy))
+	}
+}
+
+// Replace of a member that is already gone (destroyed while the caller flagged it)
+// grows nothing: its set replaces it, and the replacement is admitted, so the set never
+// holds more than its size.
+func TestSetReplaceOfAMemberGone(t *testing.T) {
+	ctx := t.Context()
+	r, f := newSetRig(t)
+	tg := target(1, 3, Settings{Strategy: "rolling", MaxSurge: 1})
+	if err := r.exec.Run(ctx, r.door, tg); err != nil {
+		t.Fatal(err)
+	}
+	members, err := r.sim.Members(ctx, driver.SetRef{Project: "p", Service: "web", Revision: 1})
+	if err != nil || len(members) != 3 {
+		t.Fatalf("members: %v, %v", members, err)
+	}
+	if err := r.sim.Destroy(ctx, members[0].ID); err != nil { // out of band
+		t.Fatal(err)
+	}
+	r.door.Update(ctx, nil, []string{members[0].Address})
+	r.arm()
+	if err := r.exec.Replace(ctx, r.door, tg, members[0], "it exited"); err != nil {
+		t.Fatal(err)
+	}
+	if got, sizes := r.servers(), r.setSizes(); got[1] != 3 || len(got) != 1 || sizes[1] != 3 || r.door.count() != 3 {
+		t.Errorf("servers by revision (-1: out of rotation) = %v, sets %v, %d in rotation", got, sizes, r.door.count())
+	}
+	if r.most > 3 || f.callsOf(opEvict) != 0 {
+		t.Errorf("at worst %d servers listed, %d evicted; want 3 and none: the set replaced its member, kiln nothing", r.most, f.callsOf(opEvict))
+	}
+}
+
+// Admitted is what the executor put in rotation and has not removed: after a rollout,
+// the new revision's servers only; Forget drops one.
+func TestAdmitted(t *testing.T) {
+	for _, sets := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sets %v", sets), func(t *testing.T) {
+			ctx := t.Context()
+			var r *rig
+			if sets {
+				r, _ = newSetRig(t)
+			} else {
+				r = newRig(t)
+			}
+			s := Settings{Strategy: "rolling", MaxSurge: 1}
+			for rev := int64(1); rev <= 2; rev++ {
+				if err := r.exec.Run(ctx, r.door, target(rev, 2, s)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			servers, err := r.sim.List(ctx, driver.Selector{Project: "p", Service: "web"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := r.exec.Admitted("web")
+			if len(got) != 2 || len(r.exec.Admitted("other")) != 0 {
+				t.Fatalf("admitted %v, want the 2 servers of revision 2", got)
+			}
+			for i, s := range got {
+				if s.ID != servers[i].ID || s.Revision != 2 || s.Address != servers[i].Address || len(s.Spec.Env) != 0 {
+					t.Errorf("admitted %+v, want %+v (no env values)", s, servers[i])
+				}
+			}
+			r.exec.Forget(got[0].ID)
+			if after := r.exec.Admitted("web"); len(after) != 1 || after[0].ID != got[1].ID || r.exec.Address(got[0].ID) != "" {
+				t.Errorf("after Forget, admitted %v and %q; want only %s", after, r.exec.Address(got[0].ID), got[1].ID)
+			}
+		})
+	}
+}
+
+// A server of the target kept out of rotation whose admission is cut short (the
+// caller's context ends: a stop, a heal giving way to a rollout) is not at fault: it
+// stays, and the next Run admits it. One by one and on sets.
+func TestKeptServerStaysWhenItsAdmissionIsCutShort(t *testing.T) {
+	for _, sets := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sets %v", sets), func(t *testing.T) {
+			var r *rig
+			if sets {
+				r, _ = newSetRig(t)
+			} else {
+				r = newRig(t)
+			}
+			tg := target(1, 2, Settings{Strategy: "rolling", MaxSurge: 1})
+			if err := r.exec.Run(t.Context(), r.door, tg); err != nil {
+				t.Fatal(err)
+			}
+			before := r.servers()
+			for _, s := range r.exec.Admitted("web") { // as after a restart: none in rotation
+				r.door.Update(t.Context(), nil, []string{s.Address})
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			r.mu.Lock()
+			r.unhealthy = map[int64]func(context.Context) error{1: func(gctx context.Context) error {
+				cancel() // the caller gives up while the gate runs
+				<-gctx.Done()
+				return gctx.Err()
+			}}
+			r.mu.Unlock()
+			if err := r.exec.Run(ctx, r.door, tg); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Run cut short: %v, want context.Canceled", err)
+			}
+			if got := r.servers(); got[1] != 2 || r.eventCount("destroyed") != 0 {
+				t.Errorf("servers by revision (-1: out of rotation) = %v (were %v), %d destroyed; want both kept", got, before, r.eventCount("destroyed"))
+			}
+			r.mu.Lock()
+			r.unhealthy = nil
+			r.mu.Unlock()
+			if err := r.exec.Run(t.Context(), r.door, tg); err != nil {
+				t.Fatal(err)
+			}
+			if got := r.servers(); got[1] != 2 || len(got) != 1 || r.eventCount("created") != 2 {
+				t.Errorf("servers by revision (-1: out of rotation) = %v, %d created; want the 2 first ones, in rotation", got, r.eventCount("created"))
 			}
 		})
 	}
