@@ -328,6 +328,8 @@ func (b *Baker) bakeImage(ctx context.Context, h *hostFiles, img *spec.Image, do
 		b.mu.Lock()
 		err = b.store.Record(img.Name, desc, sbomDigest, time.Now())
 		b.mu.Unlock()
+	} else {
+		err = b.store.RecordSBOM(desc.Digest, sbomDigest) // for plan's package changes
 	}
 	if err != nil {
 		return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: fmt.Errorf("recording image in the store: %w", err)}

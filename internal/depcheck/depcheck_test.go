@@ -183,6 +183,7 @@ func TestImports(t *testing.T) {
 var storeWriters = map[string][]string{
 	"PutImage":      {"internal/bake"},
 	"Record":        {"internal/bake"},
+	"RecordSBOM":    {"internal/bake"},
 	"WriteBlob":     {"internal/bake"},
 	"WriteBytes":    {"internal/bake"},
 	"NewBlobWriter": {"internal/bake"},

@@ -59,7 +59,32 @@ func (e *Engine) Plan(ctx context.Context, req api.PlanRequest) (plan.Plan, erro
 		}
 	}
 	observed = slices.DeleteFunc(observed, func(s driver.Server) bool { return !owned[s.Service] })
-	return plan.Compute(desired, observed), nil
+	p := plan.Compute(desired, observed)
+	e.packageChanges(&p)
+	return p, nil
+}
+
+// packageChanges says, for each service whose servers are replaced by servers of
+// another image, which OS packages change between the two (from their SBOMs), when
+// the old servers run one image.
+func (e *Engine) packageChanges(p *plan.Plan) {
+	if e.opts.Images == nil {
+		return
+	}
+	for i, s := range p.Services {
+		if s.Spec == nil {
+			continue
+		}
+		var old []string
+		for _, c := range s.Changes {
+			if c.Action == plan.Replace && c.Old != nil && c.Old.Spec.Image != s.Spec.Image && !slices.Contains(old, c.Old.Spec.Image) {
+				old = append(old, c.Old.Spec.Image)
+			}
+		}
+		if len(old) == 1 {
+			p.Services[i].Packages = e.opts.Images.ImagePackageChanges(old[0], s.Spec.Image)
+		}
+	}
 }
 
 func (e *Engine) nextRevision(ctx context.Context, service string) int64 {

@@ -66,6 +66,9 @@ type Service struct {
 	Changes []Change
 	// Settings are the service's setting changes (see Desired.Settings).
 	Settings []string
+	// Packages are the changes of the OS packages between the image its replaced
+	// servers run and Spec's (imagestore.PackageChanges), when the caller knows both.
+	Packages []string
 }
 
 // Count returns how many changes have action a.

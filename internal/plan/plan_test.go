@@ -96,6 +96,22 @@ func TestCompute(t *testing.T) {
 	}
 }
 
+// TestPackageChangesShow: the OS package changes a caller adds to a service's plan
+// (the engine, from the images' SBOMs) are in the text and the JSON.
+func TestPackageChangesShow(t *testing.T) {
+	p := Compute([]Desired{{Service: "web", Revision: 2, Spec: spec(digestB), Replicas: 1}},
+		[]driver.Server{server(1, spec(digestA), driver.StateRunning)})
+	p.Services[0].Packages = []string{"+ ca-certificates 20230311", "~ libc6 2.36-9+deb12u13 → 2.36-9+deb12u14"}
+	var text, js bytes.Buffer
+	if err := WriteText(&text, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteJSON(&js, p); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "a new image lists its package changes", text.String()+"\n"+js.String())
+}
+
 func golden(t *testing.T, name, got string) {
 	t.Helper()
 	path := filepath.Join("testdata", strings.ReplaceAll(name, " ", "_")+".golden")

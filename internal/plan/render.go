@@ -34,6 +34,9 @@ func WriteText(w io.Writer, p Plan) error {
 			fmt.Fprintf(&b, "  # service %q: revision %d, %s of image %s (%d unchanged)\n",
 				s.Service, s.Revision, plural(s.Replicas, "replica"), shortDigest(s.Spec.Image), len(s.Keep))
 		}
+		for _, p := range s.Packages {
+			fmt.Fprintf(&b, "      package %s\n", p)
+		}
 		for _, c := range s.Changes {
 			switch c.Action {
 			case Create:
@@ -80,6 +83,8 @@ type JSONService struct {
 	Unchanged []string     `json:"unchanged"`
 	Changes   []JSONChange `json:"changes"`
 	Settings  []string     `json:"settings,omitempty"`
+	// Packages are the OS package changes of the new image (see Service.Packages).
+	Packages []string `json:"packages,omitempty"`
 }
 
 type JSONChange struct {
@@ -94,7 +99,7 @@ func ToJSON(p Plan) JSONPlan {
 	out := JSONPlan{FormatVersion: "1.0", Changes: p.HasChanges(), Services: []JSONService{},
 		Summary: JSONSummary{Create: p.Count(Create), Replace: p.Count(Replace), Destroy: p.Count(Destroy), Settings: p.CountSettings()}}
 	for _, s := range p.Services {
-		js := JSONService{Service: s.Service, Revision: s.Revision, Replicas: s.Replicas, Unchanged: []string{}, Changes: []JSONChange{}, Settings: s.Settings}
+		js := JSONService{Service: s.Service, Revision: s.Revision, Replicas: s.Replicas, Unchanged: []string{}, Changes: []JSONChange{}, Settings: s.Settings, Packages: s.Packages}
 		if s.Spec != nil {
 			js.Image, js.SpecHash = s.Spec.Image, s.Spec.Hash()
 		}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +33,22 @@ func exampleDeployment(t *testing.T, name string) *deployment {
 	packageCache(t, d.dir)
 	editSpec(t, d.dir, `service "`+name+`"`, `service "`+d.service+`"`)
 	return d
+}
+
+// noHeals fails the test if the service's servers were found drifted or healed: a
+// deployment of an example as it is must stay as it was deployed.
+func noHeals(t *testing.T, d *deployment) {
+	t.Helper()
+	r := d.kiln(nil, "events", "-json", "--service", d.service)
+	for _, line := range strings.Split(r.stdout, "\n") {
+		var ev struct {
+			Type    string `json:"type"`
+			Message string `json:"message"`
+		}
+		if json.Unmarshal([]byte(line), &ev) == nil && (ev.Type == "drift" || ev.Type == "heal") {
+			t.Errorf("%s event: %s", ev.Type, ev.Message)
+		}
+	}
 }
 
 // TestExamplesReproducible bakes each example on OS packages from two clones at
@@ -112,4 +129,5 @@ func TestNodeApp(t *testing.T) {
 	if !strings.Contains(sbom.stdout, `"purl": "pkg:deb/debian/nodejs@`) {
 		t.Errorf("the SBOM does not list nodejs:\n%.2000s", sbom.stdout)
 	}
+	noHeals(t, d)
 }

@@ -59,6 +59,17 @@ func TestPythonApp(t *testing.T) {
 		}
 	}
 
+	// A package added: the lock is refreshed (kiln lock), and plan names the packages
+	// the new image adds (from the two images' SBOMs).
+	editSpec(t, d.dir, `packages = ["python3"]`, `packages = ["python3", "ca-certificates"]`)
+	if r := d.kiln(nil, "lock"); r.code != 0 {
+		t.Fatalf("kiln lock: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	pl := d.kiln(nil, "plan")
+	if pl.code != 0 || !regexp.MustCompile(`package \+ ca-certificates \S+`).MatchString(pl.stdout) || !regexp.MustCompile(`package \+ openssl \S+`).MatchString(pl.stdout) {
+		t.Errorf("plan does not name the packages the new image adds: exit %d\n%s%s", pl.code, pl.stdout, pl.stderr)
+	}
+
 	// With init: a new greeting (a new copy layer), then the switch to init = false,
 	// whose rollout still replaces servers that run with init.
 	os.WriteFile(filepath.Join(d.dir, "app", "greeting.txt"), []byte("Hello again from Python!\n"), 0o644)
@@ -84,6 +95,7 @@ func TestPythonApp(t *testing.T) {
 	if body := d.get("/"); !strings.Contains(body, "version: 4") {
 		t.Errorf("after the last rollout the front door answers %q", body)
 	}
+	noHeals(t, d) // init's mount point is not drift, through Debian's merged /usr too
 }
 
 // pythonRollout applies the spec with env under load and returns how long each server
@@ -193,4 +205,5 @@ func TestPythonAppFromDocker(t *testing.T) {
 	if sbom.code != 0 || !strings.Contains(sbom.stdout, "pkg:deb/debian/python3") {
 		t.Errorf("the SBOM does not list the base's Debian packages: exit %d\n%.2000s", sbom.code, sbom.stdout)
 	}
+	noHeals(t, d)
 }

@@ -679,6 +679,22 @@ func TestPingSweepsSecretFiles(t *testing.T) {
 
 // A secret file's mount point and its parents are the engine's, not drift; another
 // file beside it is.
+// TestInitMountIsNotDrift: the mount point the engine makes for its init (init = true)
+// is no drift, through a merged /usr too; a file beside it is.
+func TestInitMountIsNotDrift(t *testing.T) {
+	for p, want := range map[string]bool{
+		"/sbin": true, "/sbin/docker-init": true, "/usr": true, "/usr/sbin": true, "/usr/sbin/docker-init": true,
+		"/usr/sbin/other": false, "/sbin/other": false, "/usr/bin/python3": false, "/etc/passwd": false,
+	} {
+		if got := initMount(driver.ServerSpec{Init: true}, p); got != want {
+			t.Errorf("initMount(%q) = %v, want %v", p, got, want)
+		}
+		if initMount(driver.ServerSpec{}, p) {
+			t.Errorf("initMount(%q) without init = true", p)
+		}
+	}
+}
+
 func TestSecretMountIsNotDrift(t *testing.T) {
 	spec := driver.ServerSpec{Digests: map[string]string{"file:/run/secrets/greeting": "d", "env:TOKEN": "e"}}
 	for p, want := range map[string]bool{

@@ -97,7 +97,7 @@ func (d *Driver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, err
 	}
 	n := 0
 	for _, ch := range changes.Changes {
-		if writable(spec.Writable, ch.Path) || secretMount(spec, ch.Path) {
+		if writable(spec.Writable, ch.Path) || secretMount(spec, ch.Path) || initMount(spec, ch.Path) {
 			continue
 		}
 		if n++; n > maxFileDrifts {
@@ -131,6 +131,26 @@ func secretMount(spec driver.ServerSpec, p string) bool {
 		if !ok {
 			continue
 		}
+		if p == file || strings.HasPrefix(file, strings.TrimSuffix(p, "/")+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// initPaths are where the engine bind-mounts its init (Init): /sbin/docker-init, which
+// is /usr/sbin/docker-init in an image whose /sbin is a symlink to usr/sbin (a merged
+// /usr, as Debian 12's packages make).
+var initPaths = []string{"/sbin/docker-init", "/usr/sbin/docker-init"}
+
+// initMount reports whether p is the mount point of the engine's init, made in the
+// container's own layer when the spec asks for an init, or one of its parents. Another
+// file beside it is drift.
+func initMount(spec driver.ServerSpec, p string) bool {
+	if !spec.Init {
+		return false
+	}
+	for _, file := range initPaths {
 		if p == file || strings.HasPrefix(file, strings.TrimSuffix(p, "/")+"/") {
 			return true
 		}
