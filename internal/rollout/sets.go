@@ -178,6 +178,9 @@ func (e *Executor) runSets(ctx context.Context, door Door, sd driver.SetDriver, 
 			continue
 		}
 		if err := e.admit(ctx, door, t, s); err != nil {
+			if ctx.Err() != nil {
+				return err // cut short, not failed: the member stays, for the next Run to admit
+			}
 			return e.failSet(ctx, door, t, ns, []driver.Server{s}, err)
 		}
 	}
