@@ -161,6 +161,9 @@ func (e *Executor) event(service, id, typ, format string, args ...any) {
 //
 // On failure, the new servers that did not become healthy are destroyed and the
 // servers that were serving are left serving; the caller decides whether to roll back.
+// A server of t left out of rotation (by a stop, or a new front door) that fails its
+// gate is destroyed too, but not when ctx ends during its gate: that is no failure of
+// the server, which is left as it is for the next Run to admit.
 //
 // On a driver that claims sets (driver.SetDriver), servers are not created one by one:
 // the revision's set is scaled, its new members are waited for and gated, old servers

@@ -450,3 +450,61 @@ func TestResumedRolloutKeepsSurge(t *testing.T) {
 		t.Errorf("at worst %d servers listed and %d in rotation; bounds 4 and 3", r.most, r.door.fewest)
 	}
 }
+
+// Servers of the target out of rotation (a restarted daemon's new front door) whose
+// gate is cut short by the end of ctx (a stop, or a heal cancelled by a rollout) are
+// no failure: they stay, and the next Run admits them without creating any. Were they
+// destroyed, as servers that fail their gate are, the fleet would be one short until a
+// heal replaced them.
+func TestAdmissionCutShortKeepsServers(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rig  func(t *testing.T) *rig
+	}{
+		{"one by one", newRig},
+		{"sets", func(t *testing.T) *rig { r, _ := newSetRig(t); return r }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.rig(t)
+			tg := target(1, 3, Settings{Strategy: "rolling", MaxSurge: 1})
+			if err := r.exec.Run(t.Context(), r.door, tg); err != nil {
+				t.Fatal(err)
+			}
+			r.door = newDoor() // as after a restart: none in rotation
+			ctx, cancel := context.WithCancel(t.Context())
+			var gated sync.Once
+			r.mu.Lock()
+			// A fake gate, the simulated servers being healthy at once: the first one
+			// stays in its gate until ctx ends; the others pass.
+			r.unhealthy = map[int64]func(context.Context) error{1: func(gctx context.Context) error {
+				held := false
+				gated.Do(func() { held = true })
+				if !held {
+					return nil
+				}
+				cancel()
+				<-gctx.Done()
+				return gctx.Err()
+			}}
+			r.mu.Unlock()
+			created := r.eventCount("created")
+			if err := r.exec.Run(ctx, r.door, tg); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Run cut short in a gate: %v, want %v", err, context.Canceled)
+			}
+			if got := r.servers(); got[1] != 3 || r.eventCount("destroyed") != 0 {
+				t.Errorf("after the Run cut short, servers by revision (-1: out of rotation) = %v, %d destroyed; want 3 of revision 1, none destroyed",
+					got, r.eventCount("destroyed"))
+			}
+			r.mu.Lock()
+			r.unhealthy = nil
+			r.mu.Unlock()
+			if err := r.exec.Run(t.Context(), r.door, tg); err != nil {
+				t.Fatal(err)
+			}
+			if got := r.servers(); got[1] != 3 || len(got) != 1 || r.eventCount("created") != created {
+				t.Errorf("after the next Run, servers by revision (-1: out of rotation) = %v, %d created; want 3 of revision 1 in rotation, none created",
+					got, r.eventCount("created")-created)
+			}
+		})
+	}
+}
