@@ -100,7 +100,7 @@ func (d *decoder) image(b *hcl.Block) *Image {
 				img.Steps = append(img.Steps, c)
 			}
 		case "run":
-			if r := d.runStep(sb); d.uniqueRun(img, r) {
+			if r := d.runStep(sb); d.checkRun(img, r) {
 				img.Steps = append(img.Steps, r)
 			}
 		case "file":

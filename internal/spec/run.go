@@ -288,8 +288,13 @@ var copyFromSchema = &hcl.BodySchema{
 	Attributes: append([]hcl.AttributeSchema{{Name: "from", Required: true}}, copySchema.Attributes...),
 }
 
-// uniqueRun reports a run step named as an earlier one of img; false then.
-func (d *decoder) uniqueRun(img *Image, r *Run) bool {
+// checkRun reports a run step of img named as an earlier one, or over scratch; false
+// then.
+func (d *decoder) checkRun(img *Image, r *Run) bool {
+	if img.From.Kind == FromScratch {
+		d.errorf(r.Range.Ptr(), "Run step on scratch", "A run step runs its command over the image's base, and scratch has no programs: build this image from one that has the command (from = image.NAME, such as an image with packages, or a registry image); a scratch image then takes what it makes with copy \"/path\" { from = image.%s }.", img.Name)
+		return false
+	}
 	for _, st := range img.Steps {
 		if prev, ok := st.(*Run); ok && prev.Name == r.Name {
 			d.errorf(r.Range.Ptr(), "Duplicate run step", "A run step named %q was already declared at %s. Run step names are unique in an image: they name the step's cache directories.", r.Name, prev.Range)

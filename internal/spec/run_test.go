@@ -34,7 +34,7 @@ func TestRunAndCopyFrom(t *testing.T) {
 func TestRunDefaults(t *testing.T) {
 	cfg, diags := Parse("kiln.hcl", []byte(`
 image "b" {
-  from = "scratch"
+  from = "debian:bookworm-slim"
   run "x" {
     command = ["/bin/true"]
     outputs = ["out", "/dist"]
@@ -123,6 +123,14 @@ func TestRunProblems(t *testing.T) {
   command = ["cc"]
   outputs = ["/out"]
 }`, false, "Invalid run step name", `"X"`},
+		{"run on scratch", `}
+
+image "s" {
+  from = "scratch"
+  run "x" {
+    command = ["cc"]
+    outputs = ["/out"]
+  }`, false, "Run step on scratch", `run "x"`},
 		{"copy from a string", `copy "/out" {
   from = "other"
   to = "/out"
@@ -141,7 +149,7 @@ func TestRunProblems(t *testing.T) {
 }`, false, "Cycle between images", `image.b`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			src := "image \"other\" {\n  from = \"scratch\"\n}\n\nimage \"b\" {\n  from = \"scratch\"\n" + tc.body + "\n}\n"
+			src := "image \"other\" {\n  from = \"scratch\"\n}\n\nimage \"b\" {\n  from = image.other\n" + tc.body + "\n}\n"
 			opts := testOpts
 			opts.Confine = tc.confine
 			_, diags := Parse(filepath.Join(dir, "kiln.hcl"), []byte(src), opts)

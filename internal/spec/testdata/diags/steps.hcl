@@ -1,5 +1,5 @@
 image "build" {
-  from = "scratch"
+  from = "debian:bookworm-slim"
 
   run "cc" {
     command = ["cc", "-o", "/out/hello", "hello.c"]
@@ -38,5 +38,14 @@ image "b" {
   copy "/etc/motd" {
     from = image.a
     to   = "/etc/motd"
+  }
+}
+
+image "c" {
+  from = "scratch"
+
+  run "x" {
+    command = ["/bin/true"]
+    outputs = ["/out"]
   }
 }
