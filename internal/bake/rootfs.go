@@ -21,20 +21,23 @@ import (
 // as much as an imported image's layers may hold.
 const maxRootfsBytes int64 = 32 << 30
 
-// diffIDs are the uncompressed digests of img's layers, bottom first: what its
-// filesystem is made of, whatever its configuration or compression.
+// diffIDs are the uncompressed digests of img's layers, bottom first, as its
+// configuration lists them: what its filesystem is made of, whatever its compression.
+// Read from the configuration, not the layers: a stored layer's DiffID can mean
+// decompressing it, a second a hundred megabytes.
 func diffIDs(img v1.Image) ([]v1.Hash, error) {
-	layers, err := img.Layers()
+	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]v1.Hash, len(layers))
-	for i, l := range layers {
-		if out[i], err = l.DiffID(); err != nil {
-			return nil, err
-		}
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, fmt.Errorf("the image's configuration lists %d layers, its manifest %d", len(cf.RootFS.DiffIDs), len(m.Layers))
+	}
+	return cf.RootFS.DiffIDs, nil
 }
 
 // rootfsDir returns a directory holding img's filesystem (its layers flattened,
