@@ -324,6 +324,13 @@ func (b *Baker) inventory(h v1.Hash, bs base) (osInventory, error) {
 	if n > len(layers) {
 		return osInventory{}, fmt.Errorf("the image has %d layers, fewer than its base's %d", len(layers), n)
 	}
+	ids, err := diffIDs(stored)
+	if err != nil {
+		return osInventory{}, err
+	}
+	for i := range layers[:n] {
+		layers[i] = knownDiffID{layers[i], ids[i]}
+	}
 	return b.baseInventory(layers[:n])
 }
 

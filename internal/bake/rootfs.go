@@ -40,6 +40,15 @@ func diffIDs(img v1.Image) ([]v1.Hash, error) {
 	return cf.RootFS.DiffIDs, nil
 }
 
+// knownDiffID is a layer whose diff ID is already known (from its image's
+// configuration), so that asking for it reads nothing.
+type knownDiffID struct {
+	v1.Layer
+	id v1.Hash
+}
+
+func (l knownDiffID) DiffID() (v1.Hash, error) { return l.id, nil }
+
 // rootfsDir returns a directory holding img's filesystem (its layers flattened,
 // whiteouts applied), written out once into the state directory's
 // cache/rootfs/<key of its layers> and reused by every later run step over the same
