@@ -41,6 +41,12 @@ const DefaultWorkdir = "/src"
 func (r *Run) Describe() string { return "run " + r.Name }
 func (r *Run) Where() hcl.Range { return r.Range }
 
+// Run and CopyFrom are steps as GoBuild, Copy and File are.
+var (
+	_ Step = (*Run)(nil)
+	_ Step = (*CopyFrom)(nil)
+)
+
 // CopyFrom copies a file or directory tree out of another image of the spec (its final
 // filesystem), like Docker's COPY --from: a `copy "PATH" { from = image.NAME ... }`
 // block. Its layer is made as a copy step's: owner and mode from the spec (the mode
