@@ -59,6 +59,9 @@ type Options struct {
 	// lock's packages exactly, adds what it lacks, and writes it (not a dry run's or a
 	// confined bake's); a lock made for other packages is an error: run kiln lock.
 	LockFile string
+	// RunCache, if set, holds the run steps' cache directories instead of the store's
+	// cache/run: a pipeline's own, for the same reason as BuildCache.
+	RunCache string
 	// DryRun bakes without recording: the images' blobs and the step cache are written
 	// (a later bake finds them), but the index, and so which image of a name is
 	// current, is left as it was. For kiln plan, which must change nothing.
@@ -131,6 +134,8 @@ type Baker struct {
 	opts  Options
 	mu    sync.Mutex // serializes index updates
 	deb   debState
+	// rootfsMu serializes writing out builders' filesystems (rootfs.go).
+	rootfsMu sync.Mutex
 }
 
 // NewBaker returns a Baker that writes into store, keeping its step cache (and the Go
@@ -169,47 +174,8 @@ func NewBaker(store *imagestore.Store, opts Options) (*Baker, error) {
 	return &Baker{store: store, cache: c, tmp: tmp, opts: opts}, nil
 }
 
-// Select returns the named images of cfg and every image they are built on, in
-// declaration order; all images when names is empty.
-func Select(cfg *spec.Config, names []string) ([]*spec.Image, error) {
-	if len(names) == 0 {
-		return cfg.Images, nil
-	}
-	want := map[string]bool{}
-	var add func(string) error
-	add = func(n string) error {
-		img := cfg.Image(n)
-		if img == nil {
-			var all []string
-			for _, i := range cfg.Images {
-				all = append(all, i.Name)
-			}
-			return fmt.Errorf("no image %q in %s (it has: %s)", n, cfg.Filename, strings.Join(all, ", "))
-		}
-		if want[n] {
-			return nil
-		}
-		want[n] = true
-		if img.From.Kind == spec.FromImage {
-			return add(img.From.Ref)
-		}
-		return nil
-	}
-	for _, n := range names {
-		if err := add(n); err != nil {
-			return nil, err
-		}
-	}
-	var out []*spec.Image
-	for _, img := range cfg.Images {
-		if want[img.Name] {
-			out = append(out, img)
-		}
-	}
-	return out, nil
-}
-
-// Bake bakes images, each as soon as its base is ready, and stores them. Results are in
+// Bake bakes images, each as soon as the images it needs (its base, those it copies
+// from) are ready, and stores them; those must be among images. Results are in
 // the order of images. The caller holds the store's lock. On error, images that were
 // completed are stored; nothing partial is.
 func (b *Baker) Bake(ctx context.Context, images []*spec.Image) ([]*Result, error) {
@@ -222,14 +188,21 @@ func (b *Baker) Bake(ctx context.Context, images []*spec.Image) ([]*Result, erro
 	for _, img := range images {
 		ready[img.Name] = make(chan struct{})
 	}
+	for _, img := range images {
+		for _, need := range img.Needs() {
+			if ready[need] == nil {
+				return nil, &StepError{Image: img.Name, Range: img.DeclRange, Err: fmt.Errorf("it needs image %q, which this bake does not bake (bake.Select adds it)", need)}
+			}
+		}
+	}
 	var mu sync.Mutex
 	done := map[string]*Result{}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, img := range images {
 		g.Go(func() error {
-			if img.From.Kind == spec.FromImage {
+			for _, need := range img.Needs() {
 				select {
-				case <-ready[img.From.Ref]:
+				case <-ready[need]:
 				case <-gctx.Done():
 					return gctx.Err()
 				}
@@ -279,7 +252,7 @@ func (b *Baker) bakeImage(ctx context.Context, h *hostFiles, img *spec.Image, do
 		g.Go(func() error {
 			t := time.Now()
 			b.opts.Progress(Event{Image: img.Name, Step: st.Describe(), State: StateStart})
-			bl, hit, err := b.runStep(gctx, h, img, st, fileTime.Unix())
+			bl, hit, err := b.runStep(gctx, h, img, st, fileTime.Unix(), stepInputs{base: bs, images: done})
 			if err != nil {
 				err = &StepError{Image: img.Name, Step: st.Describe(), Range: st.Where(), Err: err}
 				b.opts.Progress(Event{Image: img.Name, Step: st.Describe(), State: StateFailed, Error: err.Error()})
@@ -365,16 +338,29 @@ func (b *Baker) inventory(h v1.Hash, bs base) (osInventory, error) {
 	if n > len(layers) {
 		return osInventory{}, fmt.Errorf("the image has %d layers, fewer than its base's %d", len(layers), n)
 	}
+	ids, err := diffIDs(stored)
+	if err != nil {
+		return osInventory{}, err
+	}
+	for i := range layers[:n] {
+		layers[i] = knownDiffID{layers[i], ids[i]}
+	}
 	return b.baseInventory(layers[:n])
 }
 
 // runStep returns the layer of one step, from the cache when its inputs are unchanged.
 // epoch is the modification time of the layer's files.
-func (b *Baker) runStep(ctx context.Context, h *hostFiles, img *spec.Image, st spec.Step, epoch int64) (*built, bool, error) {
+func (b *Baker) runStep(ctx context.Context, h *hostFiles, img *spec.Image, st spec.Step, epoch int64, in stepInputs) (*built, bool, error) {
 	var (
 		k     string
 		build func() ([]entry, *goRecord, error)
+		done  func() // removes what build's entries read from, once the layer is written
 	)
+	defer func() {
+		if done != nil {
+			done()
+		}
+	}()
 	switch st := st.(type) {
 	case *spec.Debian:
 		return b.debianStep(ctx, img, st, epoch)
@@ -398,6 +384,11 @@ func (b *Baker) runStep(ctx context.Context, h *hostFiles, img *spec.Image, st s
 		entries := fileStepEntries(st)
 		k = entriesKey("file", epoch, entries)
 		build = func() ([]entry, *goRecord, error) { return entries, nil, nil }
+	case *spec.Run, *spec.CopyFrom:
+		var err error
+		if k, build, err = b.imagesStep(ctx, h, img, st, epoch, in, &done); err != nil {
+			return nil, false, err
+		}
 	default:
 		return nil, false, fmt.Errorf("unknown step %T", st)
 	}

@@ -70,6 +70,7 @@ func (m *Manager) bakeCommit(ctx context.Context, w *worker, run store.Run, log 
 	baker, err := bake.NewBaker(m.opts.Images, bake.Options{Source: src, Confine: true, Root: dir,
 		// The pipeline's own: nothing its commits' builds write reaches another pipeline.
 		BuildCache: filepath.Join(filepath.Dir(dir), "gocache"),
+		RunCache:   filepath.Join(filepath.Dir(dir), "runcache"),
 		Progress: func(ev bake.Event) {
 			if ev.Step != "" && ev.State != bake.StateStart {
 				logMu.Lock()

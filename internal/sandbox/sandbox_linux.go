@@ -31,21 +31,29 @@ const (
 const tmpSize = "4g"
 
 type config struct {
-	Path   string
-	Args   []string
-	Env    []string
-	Dir    string
-	Mounts []Mount
+	Path     string
+	LookPath bool
+	Args     []string
+	Env      []string
+	Dir      string
+	Mounts   []Mount
+	Root     string
+	Network  bool
+	Umask    int
 }
 
 func run(ctx context.Context, c *Command) error {
 	if !initialized {
 		return fmt.Errorf("%w: sandbox.Init was not called first in main (or TestMain)", ErrUnavailable)
 	}
-	if !filepath.IsAbs(c.Path) {
+	if !filepath.IsAbs(c.Path) && (!c.LookPath || c.Path == "" || strings.Contains(c.Path, "/")) {
 		return fmt.Errorf("sandbox: program path %q is not absolute", c.Path)
 	}
-	cfg, err := json.Marshal(config{Path: c.Path, Args: c.Args, Env: c.Env, Dir: c.Dir, Mounts: c.Mounts})
+	if c.Root != "" && !filepath.IsAbs(c.Root) {
+		return fmt.Errorf("sandbox: root %q is not absolute", c.Root)
+	}
+	cfg, err := json.Marshal(config{Path: c.Path, LookPath: c.LookPath, Args: c.Args, Env: c.Env, Dir: c.Dir,
+		Mounts: c.Mounts, Root: c.Root, Network: c.Network, Umask: c.Umask})
 	if err != nil {
 		return err
 	}
@@ -66,7 +74,7 @@ func run(ctx context.Context, c *Command) error {
 	cmd.Env = []string{}
 	cmd.ExtraFiles = []*os.File{cfgR, stW}
 	cmd.Stdout, cmd.Stderr = c.Stdout, c.Stderr
-	cmd.SysProcAttr = procAttr()
+	cmd.SysProcAttr = procAttr(c.Network, c.Root != "")
 	err = cmd.Start()
 	cfgR.Close()
 	stW.Close()
@@ -88,16 +96,20 @@ func run(ctx context.Context, c *Command) error {
 	return err
 }
 
-// procAttr makes the child in new mount, network, pid, IPC and UTS namespaces. As root,
-// the child sets up as root and then becomes UID. Otherwise it is also in a new user
-// namespace where UID is the caller's own uid (the one mapping an unprivileged process
-// may make), keeping through exec only the two capabilities the setup needs; it drops
-// them before it executes the program.
-func procAttr() *syscall.SysProcAttr {
+// procAttr makes the child in new mount, network (unless network), pid, IPC and UTS
+// namespaces. As root, the child sets up as root and then becomes UID. Otherwise it is
+// also in a new user namespace where UID is the caller's own uid (the one mapping an
+// unprivileged process may make), keeping through exec only the two capabilities the
+// setup needs (three over an image's root: an overlay's mount makes its work directory
+// with mode 0 and reads it with CAP_DAC_OVERRIDE, which in that namespace reaches only
+// the caller's own files); it drops them before it executes the program.
+func procAttr(network, imageRoot bool) *syscall.SysProcAttr {
 	a := &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET | syscall.CLONE_NEWPID |
-			syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
-		Pdeathsig: syscall.SIGKILL,
+		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	if !network {
+		a.Cloneflags |= syscall.CLONE_NEWNET
 	}
 	if os.Geteuid() != 0 {
 		a.Cloneflags |= syscall.CLONE_NEWUSER
@@ -105,13 +117,17 @@ func procAttr() *syscall.SysProcAttr {
 		a.GidMappings = []syscall.SysProcIDMap{{ContainerID: GID, HostID: os.Getegid(), Size: 1}}
 		a.GidMappingsEnableSetgroups = false
 		a.AmbientCaps = []uintptr{capSysAdmin, capSetpcap}
+		if imageRoot {
+			a.AmbientCaps = append(a.AmbientCaps, capDacOverride)
+		}
 	}
 	return a
 }
 
 const (
-	capSetpcap  = 8
-	capSysAdmin = 21
+	capDacOverride = 1
+	capSetpcap     = 8
+	capSysAdmin    = 21
 
 	prCapbsetDrop        = 24
 	prSetNoNewPrivs      = 38
@@ -207,6 +223,12 @@ func setup() (byte, error) {
 		srcs = append(srcs, s)
 	}
 	sort.SliceStable(srcs, func(i, j int) bool { return len(srcs[i].Target) < len(srcs[j].Target) })
+	if cfg.Root != "" {
+		if code, err := imageRoot(cfg.Root, srcs); err != nil {
+			return code, err
+		}
+		return enter(cfg, syscall.MS_BIND)
+	}
 
 	// The new root: a small tmpfs of mount points, read-only once built.
 	const root = "/tmp"
@@ -233,13 +255,19 @@ func setup() (byte, error) {
 	if err := os.Chdir(root); err != nil {
 		return 'u', err
 	}
+	return enter(cfg, 0)
+}
+
+// enter makes the directory it is in the root, read-only (remounted with extra flags),
+// and executes the program in it as UID. It returns only on failure.
+func enter(cfg config, extra uintptr) (byte, error) {
 	if err := syscall.PivotRoot(".", "."); err != nil {
 		return 'u', fmt.Errorf("pivot_root: %w", err)
 	}
 	if err := syscall.Unmount(".", syscall.MNT_DETACH); err != nil {
 		return 'u', fmt.Errorf("detaching the host's root: %w", err)
 	}
-	if err := syscall.Mount("", "/", "", syscall.MS_REMOUNT|syscall.MS_RDONLY|syscall.MS_NOSUID|syscall.MS_NODEV, ""); err != nil {
+	if err := syscall.Mount("", "/", "", syscall.MS_REMOUNT|syscall.MS_RDONLY|syscall.MS_NOSUID|syscall.MS_NODEV|extra, ""); err != nil {
 		return 'u', fmt.Errorf("making the new root read-only: %w", err)
 	}
 	dir := cfg.Dir
@@ -255,10 +283,48 @@ func setup() (byte, error) {
 	if err := dropPrivileges(); err != nil {
 		return 'u', err
 	}
-	// What the program writes (its build cache, its output) is its own alone.
-	syscall.Umask(0o077)
-	err = syscall.Exec(cfg.Path, cfg.Args, cfg.Env)
+	// What the program writes (its build cache, its output) is its own alone, unless
+	// the caller asks for another mask.
+	umask := 0o077
+	if cfg.Umask != 0 {
+		umask = cfg.Umask & 0o777
+	}
+	syscall.Umask(umask)
+	if cfg.LookPath && !strings.Contains(cfg.Path, "/") {
+		return 'x', execPath(cfg.Path, cfg.Args, cfg.Env)
+	}
+	err := syscall.Exec(cfg.Path, cfg.Args, cfg.Env)
 	return 'x', fmt.Errorf("executing %s: %w", cfg.Path, err)
+}
+
+// execPath executes the program name found first in env's PATH, as execvp does: a
+// directory where it is missing is skipped, one where it may not be executed is
+// remembered. It returns only on failure.
+func execPath(name string, args, env []string) error {
+	search := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			search = v
+		}
+	}
+	denied := false
+	for _, dir := range filepath.SplitList(search) {
+		if dir == "" {
+			dir = "."
+		}
+		err := syscall.Exec(filepath.Join(dir, name), args, env)
+		switch err {
+		case syscall.EACCES:
+			denied = true
+		case syscall.ENOENT, syscall.ENOTDIR:
+		default:
+			return fmt.Errorf("executing %s: %w", filepath.Join(dir, name), err)
+		}
+	}
+	if denied {
+		return fmt.Errorf("executing %s: found in PATH (%s) but not executable", name, search)
+	}
+	return fmt.Errorf("executing %s: not found in PATH (%s)", name, search)
 }
 
 func open(m Mount) (source, error) {
@@ -323,14 +389,7 @@ func (s source) mount(root string) error {
 		return fmt.Errorf("mounting %s: %w", s.Source, err)
 	}
 	s.fd.Close()
-	flags := syscall.MS_REMOUNT | syscall.MS_BIND | syscall.MS_NOSUID | s.flags
-	if !s.Writable {
-		flags |= syscall.MS_RDONLY
-	}
-	if !strings.HasPrefix(s.Source, "/dev/") {
-		flags |= syscall.MS_NODEV
-	}
-	if err := syscall.Mount("", t, "", uintptr(flags), ""); err != nil {
+	if err := syscall.Mount("", t, "", s.remountFlags(), ""); err != nil {
 		return fmt.Errorf("remounting %s: %w", s.Source, err)
 	}
 	return nil

@@ -209,7 +209,7 @@ func TestSandboxUnprivileged(t *testing.T) {
 	if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-test.run=^TestSandboxIsolates$", "-test.v", fmt.Sprintf("-test.short=%t", testing.Short()))
+	cmd := exec.Command(bin, "-test.run=^(TestSandboxIsolates|TestSandboxRoot)$", "-test.v", fmt.Sprintf("-test.short=%t", testing.Short()))
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "TMPDIR=" + dir}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}

@@ -26,6 +26,7 @@ var imageSchema = &hcl.BodySchema{
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "go"},
+		{Type: "run", LabelNames: []string{"name"}},
 		{Type: "copy", LabelNames: []string{"source"}},
 		{Type: "file", LabelNames: []string{"path"}},
 		{Type: "packages"},
@@ -120,8 +121,12 @@ func (d *decoder) image(b *hcl.Block) *Image {
 				img.Steps = append(img.Steps, g)
 			}
 		case "copy":
-			if c := d.copyStep(sb); c != nil {
+			if c := d.copyBlock(sb); c != nil {
 				img.Steps = append(img.Steps, c)
+			}
+		case "run":
+			if r := d.runStep(sb); d.checkRun(img, r) {
+				img.Steps = append(img.Steps, r)
 			}
 		case "file":
 			f := d.fileStep(sb)

@@ -180,6 +180,7 @@ func (d *decoder) decode(cfg *Config, body hcl.Body) {
 		}
 	})
 	d.checkBases(cfg)
+	d.checkSteps(cfg)
 	d.named("service", serviceBlocks, func(b *hcl.Block) { cfg.Services = append(cfg.Services, d.service(b)) })
 	d.checkServices(cfg)
 	d.named("pipeline", pipelineBlocks, func(b *hcl.Block) { cfg.Pipelines = append(cfg.Pipelines, d.pipeline(b)) })

@@ -113,6 +113,10 @@ func dump(t *testing.T, cfg *Config) []byte {
 
 func typeName(s Step) string {
 	switch s.(type) {
+	case *Run:
+		return "run"
+	case *CopyFrom:
+		return "copy-from"
 	case *GoBuild:
 		return "go"
 	case *Copy:
