@@ -34,17 +34,19 @@ func copyFromKey(c *spec.CopyFrom, layers []v1.Hash, epoch int64) string {
 const maxLinkHops = 40
 
 // copyFromImage returns the entries of c, a copy out of src (another image of the
-// spec, already baked): its final filesystem, read twice from go-containerregistry's
-// mutate.Extract (whiteouts applied), once for the names and once for the contents of
-// the files copied, which land in temporary files under tmpDir until done removes them.
+// spec, already baked): its final filesystem, whiteouts applied, its names from names
+// (headers.go: only the layers above those it already knows are read) and the contents
+// of the files copied from go-containerregistry's mutate.Extract, top layer first and no
+// further than the last of them, into temporary files under tmpDir until done removes
+// them.
 //
 // The source path is resolved in the image as a process in it would open it: symlinks
 // on the way, and a symlink as the source itself, are followed, within the image's root.
 // Inside a copied directory, symlinks are kept as symlinks, and hard links between its
 // files as hard links. Owner and mode are the spec's, the mode being the one the file
 // has in the image (less set-uid and set-gid) when the spec gives none.
-func copyFromImage(c *spec.CopyFrom, src v1.Image, tmpDir string) (entries []entry, done func(), err error) {
-	hdrs, err := imageHeaders(src)
+func copyFromImage(c *spec.CopyFrom, src v1.Image, tmpDir string, names headerCache) (entries []entry, done func(), err error) {
+	hdrs, err := names.layerHeaders(src)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading image %s: %w", c.Image, err)
 	}

@@ -64,7 +64,7 @@ func (b *Baker) imagesStep(ctx context.Context, h *hostFiles, img *spec.Image, s
 			return "", nil, err
 		}
 		return copyFromKey(st, layers, epoch), func() (entries []entry, _ *goRecord, err error) {
-			entries, *done, err = copyFromImage(st, src.Image, b.tmp)
+			entries, *done, err = copyFromImage(st, src.Image, b.tmp, headerCache{dir: filepath.Join(b.store.StateDir(), "cache", "headers")})
 			return entries, nil, err
 		}, nil
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -57,7 +58,7 @@ func noHeals(t *testing.T, d *deployment) {
 // same digest every time, and the committed lock left as it is. Then, without the
 // lock, the first bake writes one and the next honours it byte for byte.
 func TestExamplesReproducible(t *testing.T) {
-	for _, name := range []string{"python", "node"} {
+	for _, name := range []string{"python", "node", "c"} {
 		t.Run(name, func(t *testing.T) {
 			cold := copyExample(t, name, filepath.Join(t.TempDir(), "a", name))
 			warm := copyExample(t, name, filepath.Join(t.TempDir(), "b", "deeper", "clone", name))
@@ -128,6 +129,51 @@ func TestNodeApp(t *testing.T) {
 	sbom := d.kiln(nil, "sbom", "node")
 	if !strings.Contains(sbom.stdout, `"purl": "pkg:deb/debian/nodejs@`) {
 		t.Errorf("the SBOM does not list nodejs:\n%.2000s", sbom.stdout)
+	}
+	noHeals(t, d)
+}
+
+// TestCApp deploys examples/c as it is: a C program compiled by gcc in a builder image
+// of Debian packages, copied alone onto an empty base, answering through its front door;
+// the served image holds no compiler (it is the binary, under 2 MB).
+func TestCApp(t *testing.T) {
+	d := exampleDeployment(t, "c")
+	d.startDaemon("revision 1 deployed", "up")
+	if body := d.get("/"); !strings.Contains(body, "Hello from C!") || !strings.Contains(body, "version: dev") {
+		t.Fatalf("front door answered %q", body)
+	}
+	if body := d.get("/healthz"); body != "ok\n" {
+		t.Errorf("/healthz answered %q", body)
+	}
+	imgs := d.kiln(nil, "images", "-json")
+	var entries []struct {
+		Name    string `json:"name"`
+		Size    int64  `json:"size"`
+		Current bool   `json:"current"`
+	}
+	if err := json.Unmarshal([]byte(imgs.stdout), &entries); err != nil {
+		t.Fatalf("kiln images -json: %v\n%s", err, imgs.stdout)
+	}
+	served := slices.IndexFunc(entries, func(e struct {
+		Name    string `json:"name"`
+		Size    int64  `json:"size"`
+		Current bool   `json:"current"`
+	}) bool {
+		return e.Name == "c" && e.Current
+	})
+	if served < 0 || entries[served].Size > 2<<20 {
+		t.Errorf("the served image c is not the lone binary:\n%s", imgs.stdout)
+	}
+	// A change of the source: compiled again in the builder, rolled out under load.
+	editFile(t, filepath.Join(d.dir, "src", "hello.c"), `env("GREETING", "Hello from C!")`, `env("GREETING", "Hello again from C!")`)
+	l := startLoad(d.url, 8)
+	r := d.kiln(nil, "apply", "-auto-approve")
+	l.finish(t, "c rollout")
+	if r.code != 0 || !strings.Contains(r.stdout, "revision 2 deployed") {
+		t.Fatalf("apply: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if body := d.get("/"); !strings.Contains(body, "Hello again from C!") {
+		t.Errorf("after the rollout the front door answers %q", body)
 	}
 	noHeals(t, d)
 }
