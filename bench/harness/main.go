@@ -24,6 +24,7 @@ var Scenarios = map[string]Scenario{
 	"heal":    Heal,
 	"idle":    Idle,
 	"bake":    Bake,
+	"images":  Images,
 }
 
 const usage = `usage:
