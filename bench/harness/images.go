@@ -84,18 +84,20 @@ COPY app /app
 	},
 	{
 		// A C program compiled with gcc in a builder image and copied onto scratch.
-		name: "c", optional: true, edit: "*.c", editLine: cEdit,
-		dockerignore: "*\n!*.c\n!*.h\n",
+		name: "c", edit: "src/hello.c", editLine: cEdit,
+		dockerignore: "*\n!src\n",
 		dockerfile: `FROM {{.Base}} AS build
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY . /src
-RUN mkdir -p /out && gcc -static -O2 -o /out/hello *.c
+COPY src /src/src
+RUN mkdir -p /out && gcc -O2 -static -Wall -Wextra -o /out/hello src/hello.c
 
 FROM scratch
+ENV VERSION=dev
+EXPOSE 8080
 USER 65532:65532
-ENTRYPOINT ["/hello"]
-COPY --from=build /out/hello /hello
+ENTRYPOINT ["/app/hello"]
+COPY --from=build /out/hello /app/hello
 `,
 	},
 }
