@@ -45,6 +45,8 @@ type serviceState struct {
 	reported  map[string]bool            // drift already reported (report mode)
 	lastDrift string
 	drifted   map[driver.ServerID]string // the last drift found in each server
+	// driftReplaced is when a server was last replaced for each drift (its detail).
+	driftReplaced map[string]time.Time
 }
 
 func (e *Engine) state(service string) *serviceState {
@@ -52,7 +54,8 @@ func (e *Engine) state(service string) *serviceState {
 	defer e.mu.Unlock()
 	st := e.states[service]
 	if st == nil {
-		st = &serviceState{flagged: map[driver.ServerID]reason{}, reported: map[string]bool{}, drifted: map[driver.ServerID]string{}}
+		st = &serviceState{flagged: map[driver.ServerID]reason{}, reported: map[string]bool{}, drifted: map[driver.ServerID]string{},
+			driftReplaced: map[string]time.Time{}}
 		e.states[service] = st
 	}
 	return st

@@ -144,10 +144,11 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 		e.settle(service, st)
 		return 0, nil
 	}
-	// Only failures pace heals: replacing drifted servers is not a crash loop.
+	// Only failures pace heals: replacing drifted servers is not a crash loop, unless the
+	// servers made to replace drifted ones drift the same way (see recurringDrift).
 	crashing := len(sp.Changes) > 0 || needsAdmission
 	for _, r := range replace {
-		if !r.why.kind.isDrift() {
+		if !r.why.kind.isDrift() || e.recurringDrift(service, st, r.why) {
 			crashing = true
 		}
 	}
@@ -190,6 +191,11 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 	// Flagged servers first: a server that died is replaced before anything else (Run
 	// would otherwise try to admit it back, since the runtime may still list it).
 	for _, r := range replace {
+		if r.why.kind == reasonDrift {
+			e.mu.Lock()
+			st.driftReplaced[r.why.detail] = e.clock.Now()
+			e.mu.Unlock()
+		}
 		e.event(service, string(r.server.ID), "heal", "replacing server %s: %s", r.server.Name, r.why.detail)
 		e.metrics.replaced(service, r.why.kind)
 		if err := e.exec.Replace(ctx, d, t, r.server, r.why.detail); err != nil {
@@ -278,6 +284,29 @@ func (e *Engine) missing(service string, t rollout.Target, d *frontdoor.Door, se
 		e.metrics.replaced(service, reasonMissing)
 	}
 	return min(covered, creates)
+}
+
+// recurringDrift reports whether why, a server's drift, is one a server was replaced
+// for within healWindow: a drift every new server has comes with the image or the
+// runtime (a file the image's program writes outside writable, a mount point made by
+// the runtime), not from outside, and replacing servers does not cure it. It is paced
+// as a crash loop, and said once, with what to do.
+func (e *Engine) recurringDrift(service string, st *serviceState, why reason) bool {
+	if why.kind != reasonDrift {
+		return false
+	}
+	e.mu.Lock()
+	at, ok := st.driftReplaced[why.detail]
+	recurring := ok && e.clock.Since(at) < healWindow
+	said := st.reported["recurring:"+why.detail]
+	if recurring {
+		st.reported["recurring:"+why.detail] = true
+	}
+	e.mu.Unlock()
+	if recurring && !said {
+		e.event(service, "", "degraded", "new servers drift as the ones they replaced did (%s): the image or the runtime makes this change, not an intruder; kiln replaces them with backoff: make the path writable in the spec, fix the image, or set drift = \"report\"", strings.TrimPrefix(why.detail, "drift: "))
+	}
+	return recurring
 }
 
 // backoff records a heal and returns how long to wait instead, if the service is

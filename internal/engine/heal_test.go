@@ -29,11 +29,15 @@ type driftDriver struct {
 	*simdriver.Driver
 	mu    sync.Mutex
 	drift map[driver.ServerID][]driver.Drift
+	every []driver.Drift // what every server reports, new ones too, when set
 }
 
 func (d *driftDriver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.every != nil {
+		return d.every, nil
+	}
 	return d.drift[s.ID], nil
 }
 
@@ -395,6 +399,39 @@ func TestControllerDrift(t *testing.T) {
 			})
 		}
 	})
+}
+
+// A drift every new server has (the image or the runtime makes it, as the mount point
+// of an init once did) is not cured by replacing servers: once the servers made to
+// replace drifted ones drift the same way, replacements are paced as a crash loop and
+// a degraded event says so, once, with what to do. Before, each resync replaced every
+// server: 24 replacements in the 12 resyncs below.
+func TestControllerRecurringDriftBacksOff(t *testing.T) {
+	h := newHealHarness(t, false)
+	h.apply(h.d.service("web", 2))
+	h.drift.mu.Lock()
+	h.drift.every = []driver.Drift{{Kind: driver.DriftFile, Detail: "added /usr/sbin/docker-init"}}
+	h.drift.mu.Unlock()
+	const resyncs = 12
+	for range resyncs {
+		h.pass("web")
+	}
+	replaced := len(h.events("web", api.EventHeal))
+	// Unpaced, each resync replaces both servers (24); paced, the backoff's waits (2 s,
+	// 4 s, 8 s... after 3 heals) skip resyncs once they outgrow the 5 s between them.
+	if replaced == 0 || replaced > 2*resyncs*3/4 {
+		t.Errorf("%d servers replaced in %d resyncs, want some, paced (unpaced: %d)", replaced, resyncs, 2*resyncs)
+	}
+	var said []string
+	for _, m := range h.events("web", api.EventDegraded) {
+		if strings.Contains(m, "new servers drift as the ones they replaced did (file: added /usr/sbin/docker-init)") {
+			said = append(said, m)
+		}
+	}
+	if len(said) != 1 {
+		t.Errorf("degraded events %q, want the recurring drift said once", h.events("web", api.EventDegraded))
+	}
+	t.Logf("%d replacements in %d resyncs", replaced, resyncs)
 }
 
 // A process started in a server from outside (an exec) is drift: the server is
