@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,7 +36,7 @@ func (p *Project) Up(ctx context.Context, timeout time.Duration) (*Daemon, error
 	}
 	cmd := exec.Command(p.env.Kiln, "up")
 	cmd.Dir = p.Dir
-	cmd.Env = append(os.Environ(), "KILN_VAR_version=1")
+	cmd.Env = append(append(os.Environ(), "KILN_VAR_version=1"), p.Env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		out.Close()
@@ -116,14 +117,22 @@ func service(st api.Status, name string) (api.ServiceStatus, bool) {
 }
 
 // Stop destroys the project's services through the API, stops the daemon (SIGINT,
-// then SIGKILL after 15 s) and removes any container of the services that is left.
-// It is safe to call on a daemon that already exited.
+// then SIGKILL after 15 s), removes any container of the services that is left, and
+// the images the daemon loaded into Docker for them (kiln/img:<digest>) unless they
+// were there before the run. It is safe to call on a daemon that already exited.
 func (d *Daemon) Stop(ctx context.Context) {
+	env := d.Project.env
+	var digests []string
 	if d.Client != nil && !d.exited() {
 		for _, s := range d.Project.Services {
+			if hist, err := d.Client.History(ctx, s.Name); err == nil {
+				for _, rev := range hist {
+					digests = append(digests, rev.Image)
+				}
+			}
 			dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			if _, err := d.Client.Destroy(dctx, s.Name, nil); err != nil {
-				d.Project.env.Log.Warn("destroying a service", "service", s.Name, "err", err)
+				env.Log.Warn("destroying a service", "service", s.Name, "err", err)
 			}
 			cancel()
 		}
@@ -138,16 +147,29 @@ func (d *Daemon) Stop(ctx context.Context) {
 		}
 	}
 	for _, s := range d.Project.Services {
-		ids, _ := d.Project.env.Docker(ctx, "ps", "-aq", "--filter", "label=dev.kiln.service="+s.Name)
-		if f := fields(ids); len(f) > 0 {
-			d.Project.env.Docker(ctx, append([]string{"rm", "-f"}, f...)...)
+		for _, svc := range []string{s.Name, s.Name + "-candidate"} {
+			ids, _ := env.Docker(ctx, "ps", "-aq", "--filter", "label=dev.kiln.service="+svc)
+			if f := fields(ids); len(f) > 0 {
+				env.Docker(ctx, append([]string{"rm", "-f"}, f...)...)
+			}
 		}
 	}
+	env.removeLoaded(ctx, digests)
 }
 
 // Metrics reads the daemon's Prometheus metrics (`GET /metrics`, which the API
 // client does not wrap) and returns the samples without labels, by name.
 func (d *Daemon) Metrics(ctx context.Context) (map[string]float64, error) {
+	b, err := d.request(ctx, http.MethodGet, "/metrics", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return parseMetrics(string(b)), nil
+}
+
+// request sends a request to the daemon's API address with its token (and the
+// headers of header) and returns the body of a 2xx answer.
+func (d *Daemon) request(ctx context.Context, method, path string, header http.Header, body []byte) ([]byte, error) {
 	state := filepath.Join(d.Project.Dir, ".kiln")
 	addr, err := os.ReadFile(filepath.Join(state, api.AddrFile))
 	if err != nil {
@@ -164,9 +186,12 @@ func (d *Daemon) Metrics(ctx context.Context) (map[string]float64, error) {
 			return dl.DialContext(ctx, "unix", path)
 		}}}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(base, "/")+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
 	resp, err := client.Do(req)
@@ -174,14 +199,14 @@ func (d *Daemon) Metrics(ctx context.Context) (map[string]float64, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
-	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, err
 	}
-	return parseMetrics(string(b)), nil
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, tail(string(b), 300))
+	}
+	return b, nil
 }
 
 // parseMetrics reads the unlabelled samples of Prometheus's text format.

@@ -29,6 +29,9 @@ type Env struct {
 	ID   string
 	Keep bool
 	Log  *slog.Logger
+	// loaded are the images of kiln's image repository in Docker (kiln/img:<hex>) when
+	// the run started: removeLoaded leaves them.
+	loaded map[string]bool
 }
 
 // Setup creates the scratch directory under root/bench/.work and builds kiln from
@@ -43,6 +46,12 @@ func Setup(ctx context.Context, root string, log *slog.Logger) (*Env, error) {
 		return nil, fmt.Errorf("creating the scratch directory: %w", err)
 	}
 	e.Work, e.Kiln = w, filepath.Join(w, "bin", "kiln")
+	e.loaded = map[string]bool{}
+	if out, err := e.Docker(ctx, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", loadedRepo); err == nil {
+		for _, l := range splitLines(out) {
+			e.loaded[l] = true
+		}
+	}
 	// KILN_BENCH_SOURCE names another checkout of kiln to build and measure (an earlier
 	// commit, to compare); the scenarios' projects still come from root.
 	e.Source = root
@@ -55,6 +64,27 @@ func Setup(ctx context.Context, root string, log *slog.Logger) (*Env, error) {
 		return nil, fmt.Errorf("building kiln: %w", err)
 	}
 	return e, nil
+}
+
+// loadedRepo is where kiln's Docker driver tags the images it loads:
+// kiln/img:<hex of the manifest digest>.
+const loadedRepo = "kiln/img"
+
+// removeLoaded removes the images kiln loaded into Docker for these manifest digests,
+// except those that were there when the run started; an image a container still uses
+// stays (docker rmi refuses).
+func (e *Env) removeLoaded(ctx context.Context, digests []string) {
+	seen := map[string]bool{}
+	for _, d := range digests {
+		tag := loadedRepo + ":" + strings.TrimPrefix(d, "sha256:")
+		if d == "" || seen[tag] || e.loaded[tag] {
+			continue
+		}
+		seen[tag] = true
+		if _, err := e.Docker(ctx, "rmi", tag); err != nil {
+			e.Log.Debug("an image kiln loaded stays", "image", tag, "err", err)
+		}
+	}
 }
 
 // Close removes the scratch directory (unless Keep).
@@ -122,6 +152,8 @@ type Project struct {
 	Dir      string
 	Image    string
 	Services []ServiceOptions
+	// Env is added to the environment of every kiln command of the project (KILN_VAR_…).
+	Env []string
 }
 
 // serviceBlock finds the example's service block.
@@ -205,16 +237,22 @@ func edit(s, pattern, repl string) (string, error) {
 // CopyExample copies examples/hello to name under the scratch directory and returns
 // the copy's path.
 func (e *Env) CopyExample(name string) (string, error) {
+	return e.copyExample("hello", name)
+}
+
+// copyExample copies examples/example to name under the scratch directory (its state
+// directory left out) and returns the copy's path.
+func (e *Env) copyExample(example, name string) (string, error) {
 	dir := filepath.Join(e.Work, name)
-	if err := os.CopyFS(dir, os.DirFS(filepath.Join(e.Root, "examples", "hello"))); err != nil {
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(e.Root, "examples", example))); err != nil {
 		return "", fmt.Errorf("copying the example: %w", err)
 	}
-	return dir, nil
+	return dir, os.RemoveAll(filepath.Join(dir, ".kiln"))
 }
 
 // Kiln runs the kiln CLI in the project with KILN_VAR_version=version.
 func (p *Project) Kiln(ctx context.Context, version string, args ...string) (string, error) {
-	return p.env.Run(ctx, p.Dir, []string{"KILN_VAR_version=" + version}, p.env.Kiln, args...)
+	return p.env.Run(ctx, p.Dir, append([]string{"KILN_VAR_version=" + version}, p.Env...), p.env.Kiln, args...)
 }
 
 // LoadImage bakes version of the project's image into Docker (`kiln bake --load`)

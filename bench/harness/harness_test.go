@@ -177,3 +177,44 @@ func TestDoorServer(t *testing.T) {
 		t.Error("shortIn")
 	}
 }
+
+// A table shows the median (min–max) of each (system, metric) pair, the range only
+// when the samples differ, systems as rows or, ByMetric, as columns; a missing pair
+// shows as "–". It survives the JSON file.
+func TestTables(t *testing.T) {
+	r := &Result{Scenario: "pipeline", Title: "Continuous delivery", Date: time.Date(2026, 12, 1, 23, 40, 0, 0, time.UTC), Runs: 3}
+	for _, v := range []float64{2.1, 1.9, 2.4} {
+		r.Add("fast-hook", "total", "s", v)
+	}
+	r.Add("fast-hook", "failed requests", "", 0)
+	r.Add("fast-hook", "failed requests", "", 0)
+	r.Add("example-poll", "total", "s", 3.5)
+	r.Add("example-poll", "teardown", "s", -0.019)
+	r.Add("example-poll", "teardown", "s", -0.014)
+	r.AddTable(Table{Title: "By system", Systems: []string{"fast-hook", "example-poll"}, Metrics: []string{"total", "failed requests"}})
+	r.AddTable(Table{Title: "By step", Note: "Seconds.", Corner: "step", Systems: []string{"fast-hook", "example-poll"}, Metrics: []string{"total", "teardown"}, ByMetric: true})
+	path, err := r.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := Markdown(got)
+	for _, want := range []string{
+		"## By system\n\n| system | total | failed requests |\n| --- | ---: | ---: |\n" +
+			"| fast-hook | 2.10 s (1.90–2.40) | 0 |\n" +
+			"| example-poll | 3.50 s | – |\n",
+		"## By step\n\nSeconds.\n\n| step | fast-hook | example-poll |\n| --- | ---: | ---: |\n| total | 2.10 s (1.90–2.40) | 3.50 s |\n| teardown | – | -0.017 s (-0.019 to -0.014) |\n",
+		"| example-poll | teardown | -0.017 s | -0.019 to -0.014 | 2 | -0.019, -0.014 |",
+		"## Every series\n\n| system | metric |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("the Markdown lacks\n%s\nin\n%s", want, md)
+		}
+	}
+	if strings.Index(md, "## By system") > strings.Index(md, "## Every series") {
+		t.Error("the tables come after the list of every series")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Scenario measures one thing; it returns the result even when some runs failed
@@ -20,11 +21,59 @@ type Scenario func(ctx context.Context, e *Env, o Options) (*Result, error)
 
 // Scenarios are kiln-bench's scenarios, by name.
 var Scenarios = map[string]Scenario{
-	"rollout": Rollout,
-	"heal":    Heal,
-	"idle":    Idle,
-	"bake":    Bake,
-	"images":  Images,
+	"rollout":   Rollout,
+	"heal":      Heal,
+	"idle":      Idle,
+	"bake":      Bake,
+	"pipeline":  Pipeline,
+	"python":    Python,
+	"dashboard": Dashboard,
+	"images":    Images,
+}
+
+// Options are the settings every scenario takes.
+type Options struct {
+	Runs int
+	// Systems, if set, limits a scenario to these of its systems (by name), and Cases
+	// to these of its cases.
+	Systems, Cases []string
+}
+
+func (o Options) want(system string) bool {
+	if len(o.Systems) == 0 {
+		return true
+	}
+	for _, s := range o.Systems {
+		if s == system {
+			return true
+		}
+	}
+	return false
+}
+
+// newResult starts the result of a scenario: the machine and kiln are described now.
+func (e *Env) newResult(ctx context.Context, scenario, title string, o Options) *Result {
+	return &Result{Scenario: scenario, Title: title, Date: time.Now().UTC(), Machine: Describe(ctx), Kiln: DescribeKiln(ctx, e.Source), Runs: o.Runs}
+}
+
+func (e *Env) finish(ctx context.Context, r *Result) *Result {
+	r.Machine.LoadAfter = Busy(ctx)
+	r.WallSeconds = time.Since(r.Date).Seconds()
+	return r
+}
+
+// wantCase reports whether a case (of the bake scenario) is asked for: all of them
+// unless -cases names some.
+func (o Options) wantCase(c string) bool {
+	if len(o.Cases) == 0 {
+		return true
+	}
+	for _, x := range o.Cases {
+		if x == c {
+			return true
+		}
+	}
+	return false
 }
 
 const usage = `usage:
@@ -69,7 +118,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	runs := fs.Int("runs", 3, "runs per series")
 	out := fs.String("out", "bench/results", "where results are written")
 	systems := fs.String("systems", "", "only these systems of the scenario (space-separated)")
-	cases := fs.String("cases", "", "only these cases of the scenario (space-separated; bake: cold cold-go noop edit)")
+	cases := fs.String("cases", "", "only these cases of the scenario (space-separated; bake: cold cold-go noop edit; rollout: fleet sizes, 4 10; pipeline: cli)")
 	keep := fs.Bool("keep", false, "keep the scratch directory")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err

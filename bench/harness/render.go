@@ -14,6 +14,12 @@ func Markdown(r *Result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s (%s)\n\n", r.Title, r.Date.UTC().Format("2006-01-02T15:04Z"))
 	fmt.Fprintf(&b, "Median (min–max) of the runs of each series; %d run(s) asked for. Rendered from the JSON file of the same name (`kiln-bench render`).\n\n", r.Runs)
+	for _, t := range r.Tables {
+		table(&b, r, t)
+	}
+	if len(r.Tables) > 0 {
+		b.WriteString("## Every series\n\n")
+	}
 	b.WriteString("| system | metric | median | min–max | runs | samples |\n| --- | --- | ---: | ---: | ---: | --- |\n")
 	for _, s := range r.Series {
 		if s.Summary.N == 0 {
@@ -24,8 +30,8 @@ func Markdown(r *Result) string {
 		for i, v := range s.Samples {
 			samples[i] = num(v, s.Unit)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s%s | %s–%s | %d | %s |\n", s.System, s.Metric, num(s.Summary.Median, s.Unit), unit(s.Unit),
-			num(s.Summary.Min, s.Unit), num(s.Summary.Max, s.Unit), s.Summary.N, strings.Join(samples, ", "))
+		fmt.Fprintf(&b, "| %s | %s | %s%s | %s | %d | %s |\n", s.System, s.Metric, num(s.Summary.Median, s.Unit), unit(s.Unit),
+			span(s.Summary, s.Unit), s.Summary.N, strings.Join(samples, ", "))
 	}
 	if len(r.Ratios) > 0 {
 		b.WriteString("\n## Ratios\n\nMedian over median.\n\n| ratio | of | over | value |\n| --- | --- | --- | ---: |\n")
@@ -72,6 +78,63 @@ func Markdown(r *Result) string {
 	fmt.Fprintf(&b, "- kiln: commit %s%s\n", r.Kiln.Commit, dirty)
 	fmt.Fprintf(&b, "- wall time: %.0f s\n", r.WallSeconds)
 	return b.String()
+}
+
+// table renders a view of r's series: a row per system (per metric when ByMetric),
+// a column per metric (per system).
+func table(b *strings.Builder, r *Result, t Table) {
+	rows, cols := t.Systems, t.Metrics
+	corner := "system"
+	if t.ByMetric {
+		rows, cols, corner = t.Metrics, t.Systems, "metric"
+	}
+	if t.Corner != "" {
+		corner = t.Corner
+	}
+	fmt.Fprintf(b, "## %s\n\n", t.Title)
+	if t.Note != "" {
+		fmt.Fprintf(b, "%s\n\n", t.Note)
+	}
+	b.WriteString("| " + corner + " |")
+	for _, c := range cols {
+		b.WriteString(" " + c + " |")
+	}
+	b.WriteString("\n| --- |" + strings.Repeat(" ---: |", len(cols)) + "\n")
+	for _, row := range rows {
+		b.WriteString("| " + row + " |")
+		for _, c := range cols {
+			sys, metric := row, c
+			if t.ByMetric {
+				sys, metric = c, row
+			}
+			b.WriteString(" " + cell(r.series(sys, metric)) + " |")
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+}
+
+// cell is a series' median with its unit, and its range when its samples differ as
+// printed.
+func cell(s *Series) string {
+	if s == nil || s.Summary.N == 0 {
+		return "–"
+	}
+	c := num(s.Summary.Median, s.Unit) + unit(s.Unit)
+	if num(s.Summary.Min, s.Unit) != num(s.Summary.Max, s.Unit) {
+		c += " (" + span(s.Summary, s.Unit) + ")"
+	}
+	return c
+}
+
+// span is a summary's range, min–max, or "min to max" when a bound is negative (an
+// en dash beside a minus sign reads as neither).
+func span(s Summary, u string) string {
+	sep := "–"
+	if s.Min < 0 || s.Max < 0 {
+		sep = " to "
+	}
+	return num(s.Min, u) + sep + num(s.Max, u)
 }
 
 // num prints v with two decimals (three under 1, one from 100), and counts (no unit)

@@ -23,6 +23,8 @@ type Result struct {
 	Series []Series `json:"series"`
 	Ratios []Ratio  `json:"ratios,omitempty"`
 	Goals  []Goal   `json:"goals,omitempty"`
+	// Tables are views of the series, rendered above the list of every series.
+	Tables []Table `json:"tables,omitempty"`
 	// Failures are the runs that did not complete, with why; their samples are left out.
 	Failures []string `json:"failures,omitempty"`
 	// Notes say what was measured and how: rendered as a list under the tables.
@@ -63,6 +65,22 @@ type Goal struct {
 	Strict bool    `json:"strict,omitempty"`
 	Met    bool    `json:"met"`
 }
+
+// Table is a view of some series: the median (min–max) of each (system, metric)
+// pair, systems as rows and metrics as columns, or the other way round when ByMetric.
+// A pair with no samples shows as "–".
+type Table struct {
+	Title string `json:"title"`
+	Note  string `json:"note,omitempty"`
+	// Corner heads the first column ("system", or "metric" when ByMetric, if empty).
+	Corner   string   `json:"corner,omitempty"`
+	Systems  []string `json:"systems"`
+	Metrics  []string `json:"metrics"`
+	ByMetric bool     `json:"by_metric,omitempty"`
+}
+
+// AddTable records a view of the series.
+func (r *Result) AddTable(t Table) { r.Tables = append(r.Tables, t) }
 
 // Add records a sample of system's metric, creating the series on first use.
 func (r *Result) Add(system, metric, unit string, v float64) {

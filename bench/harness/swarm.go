@@ -1,10 +1,14 @@
 package harness
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -83,3 +87,145 @@ func (e *Env) RemoveSwarmService(ctx context.Context, name string) {
 
 // ErrSkipped means a system was left out of a scenario (its tool is missing).
 var ErrSkipped = errors.New("skipped")
+
+// parseLdd returns the absolute paths of the shared libraries ldd lists (the vDSO,
+// which is no file, left out).
+func parseLdd(out string) []string {
+	var paths []string
+	for _, l := range splitLines(out) {
+		f := fields(l)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			paths = append(paths, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			paths = append(paths, f[0])
+		}
+	}
+	return paths
+}
+
+// writeRootfs writes a tar of a root filesystem holding files (absolute host paths,
+// at the same paths; symbolic links followed) and the empty directories dirs, with
+// every parent directory.
+func writeRootfs(w io.Writer, files, dirs []string) error {
+	tw := tar.NewWriter(w)
+	made := map[string]bool{}
+	var mkdir func(d string, mode int64) error
+	mkdir = func(d string, mode int64) error {
+		if d == "." || d == "" || made[d] {
+			return nil
+		}
+		if err := mkdir(path.Dir(d), 0o755); err != nil {
+			return err
+		}
+		made[d] = true
+		return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: mode})
+	}
+	for _, d := range dirs {
+		mode := int64(0o755)
+		if d == "/tmp" {
+			mode = 0o1777
+		}
+		if err := mkdir(strings.TrimPrefix(d, "/"), mode); err != nil {
+			return err
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		name := strings.TrimPrefix(path.Clean(f), "/")
+		if err := mkdir(path.Dir(name), 0o755); err != nil {
+			return err
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: int64(len(b))}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(b); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
+
+// HAProxyImage makes an image of this machine's HAProxy (Debian's haproxy package,
+// `apt-get install -y haproxy`): its binary and the shared libraries ldd names,
+// imported with `docker import` and tagged tag. It returns HAProxy's version.
+func (e *Env) HAProxyImage(ctx context.Context, tag string) (string, error) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		return "", errors.New("HAProxy is not installed, and Swarm's rows need it in front of the service: install Debian's package (apt-get install -y haproxy) or leave Swarm out (-systems)")
+	}
+	out, err := e.Run(ctx, e.Work, nil, "ldd", bin)
+	if err != nil {
+		return "", fmt.Errorf("listing HAProxy's libraries: %w", err)
+	}
+	if strings.Contains(out, "not found") {
+		return "", fmt.Errorf("HAProxy needs libraries this machine lacks: %s", out)
+	}
+	tarPath := filepath.Join(e.Work, "haproxy-rootfs.tar")
+	f, err := os.Create(tarPath)
+	if err != nil {
+		return "", err
+	}
+	err = writeRootfs(f, append([]string{bin}, parseLdd(out)...), []string{"/tmp", "/etc", "/run"})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("writing HAProxy's root filesystem: %w", err)
+	}
+	if _, err := e.Docker(ctx, "import", "-c", "ENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib:/usr/lib",
+		"-c", `ENTRYPOINT ["`+bin+`"]`, tarPath, tag); err != nil {
+		return "", err
+	}
+	v, err := e.Docker(ctx, "run", "--rm", "--name", e.ID+"-haproxy-version", tag, "-v")
+	if err != nil {
+		e.Docker(context.WithoutCancel(ctx), "rmi", tag)
+		return "", fmt.Errorf("the HAProxy image does not run: %w", err)
+	}
+	first, _, _ := strings.Cut(strings.TrimSpace(v), "\n")
+	return strings.TrimSpace(first), nil
+}
+
+// haproxyConfig is HAProxy's configuration in front of the Swarm service svc of n
+// tasks (endpoint mode dnsrr): it finds the tasks through Swarm's DNS (tasks.SERVICE,
+// re-resolved every second), health-checks them every second and retries a request
+// that failed before an answer on another task: the usual self-hosted front of a
+// Swarm service, kinder to it than the routing mesh, which neither health-checks nor
+// retries. It leaves room for twice n tasks, since start-first runs both versions.
+func haproxyConfig(svc string, n int) string {
+	return fmt.Sprintf(`global
+    maxconn 4096
+resolvers docker
+    nameserver dns 127.0.0.11:53
+    resolve_retries 3
+    timeout resolve 1s
+    timeout retry   1s
+    hold other      1s
+    hold refused    1s
+    hold nx         1s
+    hold timeout    1s
+    hold valid      1s
+    hold obsolete   1s
+    accepted_payload_size 8192
+defaults
+    mode http
+    timeout connect 3s
+    timeout client  30s
+    timeout server  30s
+    timeout queue   5s
+    retries 3
+    option redispatch 1
+    retry-on all-retryable-errors
+frontend front
+    bind :8080
+    default_backend tasks
+backend tasks
+    balance roundrobin
+    option httpchk GET /healthz
+    default-server check inter 1s fall 1 rise 1 resolvers docker init-addr none resolve-prefer ipv4
+    server-template task %d tasks.%s:8080
+`, 2*n+2, svc)
+}

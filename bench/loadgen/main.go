@@ -1,4 +1,5 @@
-// Command loadgen is the fixed-rate HTTP load generator of bench/rollout.sh.
+// Command loadgen is the fixed-rate HTTP load generator of kiln-bench (its rollout and
+// python scenarios).
 //
 // It sends GET requests to one URL at a fixed rate (open loop, as wrk2 does: a
 // request is sent at its scheduled time whether or not earlier ones have been
@@ -16,9 +17,9 @@
 // for every "version: X" line found in response bodies (the example service
 // prints its version), when the first and the last response of that version
 // arrived, and the same for every server ("server: X" line) of each version:
-// bench/rollout.sh uses this to see when the traffic moved to the new version.
+// kiln-bench uses this to see when the traffic moved to the new version.
 //
-// The generator only ever targets the URL it is given; bench/rollout.sh passes
+// The generator only ever targets the URL it is given; kiln-bench passes
 // loopback addresses only.
 package main
 

@@ -1,4 +1,4 @@
-// Command probe is the stopwatch of kiln-bench heal and bench/pipeline.sh: it does
+// Command probe is the stopwatch of kiln-bench heal and kiln-bench pipeline: it does
 // one thing to a fleet and times, at a 20 ms resolution, how the fleet gets back
 // to where it was, from the outside.
 //

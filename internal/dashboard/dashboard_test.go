@@ -401,7 +401,7 @@ func short(d string) string { return strings.TrimPrefix(d, "sha256:")[:12] }
 
 // TestThousandServers lists 1,000 servers (20 services of 50), then 1,000 more in one
 // service, and reports how long the pages take to render and how big they are;
-// bench/dashboard.sh collects the figures. The servers are simulated (simdriver): this
+// kiln-bench dashboard collects the figures. The servers are simulated (simdriver): this
 // machine cannot run 2,000 containers.
 func TestThousandServers(t *testing.T) {
 	if testing.Short() {

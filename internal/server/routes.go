@@ -157,7 +157,7 @@ var defaultLimits = limits{
 	readHeader: 10 * time.Second,
 	idle:       time.Minute,
 	// Every answer but a stream is computed from the store and the runtime in well
-	// under a second, even with thousands of servers (bench/dashboard.sh).
+	// under a second, even with thousands of servers (kiln-bench dashboard).
 	write:       time.Minute,
 	streamWrite: 30 * time.Second,
 	// Browsers send the API every cookie of its host, services' included (cookies are

@@ -1,6 +1,6 @@
 // Command healthcheck is a Docker HEALTHCHECK for images without a shell: it exits 0
-// if GET URL answers 2xx within a second, 1 otherwise. bench/rollout.sh and
-// kiln-bench add it to the example image so that Docker Swarm can health-check it.
+// if GET URL answers 2xx within a second, 1 otherwise. kiln-bench adds it to the
+// example image so that Docker Swarm can health-check it.
 //
 // Usage: healthcheck [URL] (default http://127.0.0.1:8080/healthz)
 package main
