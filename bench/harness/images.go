@@ -32,6 +32,9 @@ type imageExample struct {
 	// optional examples are skipped, with a note, while examples/<name>/kiln.hcl does
 	// not exist.
 	optional bool
+	// scratch: the Dockerfile is multi-stage onto scratch, its image the program alone,
+	// as kiln's is: the size goal is "no larger".
+	scratch bool
 	// edit is the file (a glob under the example, the first match) the edit case
 	// changes: editLine(n) is appended to its committed content for the n-th edit.
 	edit     string
@@ -84,7 +87,7 @@ COPY app /app
 	},
 	{
 		// A C program compiled with gcc in a builder image and copied onto scratch.
-		name: "c", edit: "src/hello.c", editLine: cEdit,
+		name: "c", edit: "src/hello.c", editLine: cEdit, scratch: true,
 		dockerignore: "*\n!src\n",
 		dockerfile: `FROM {{.Base}} AS build
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
@@ -343,7 +346,12 @@ func (e *Env) measureImages(ctx context.Context, r *Result, ex imageExample, too
 		}
 	}
 	if v, ok := ratio[metric(sizeMetric)]; ok {
-		r.AddGoal(ex.name+": smaller images than the Dockerfile's (kiln / docker, uncompressed)", v, "×", 1, true)
+		if ex.scratch {
+			// Both images are the program alone: the same size is the best either can do.
+			r.AddGoal(ex.name+": no larger than the Dockerfile's multi-stage image (kiln / docker, uncompressed)", v, "×", 1, false)
+		} else {
+			r.AddGoal(ex.name+": smaller images than the Dockerfile's (kiln / docker, uncompressed)", v, "×", 1, true)
+		}
 	}
 	if v, ok := r.Median("kiln", timed[imgEdit]); ok {
 		r.AddGoal(ex.name+": a warm re-bake after an app change in under 0.5 s", v, "s", 0.5, true)
@@ -1038,7 +1046,7 @@ func configDiff(a, b imageConfig) []string {
 	if !slices.Equal(a.Cmd, b.Cmd) {
 		d = append(d, fmt.Sprintf("command [%s] vs [%s]", str(a.Cmd), str(b.Cmd)))
 	}
-	ea, eb := slices.Sorted(slices.Values(a.Env)), slices.Sorted(slices.Values(b.Env))
+	ea, eb := slices.Sorted(slices.Values(withoutDockerPath(a.Env, b.Env))), slices.Sorted(slices.Values(withoutDockerPath(b.Env, a.Env)))
 	if !slices.Equal(ea, eb) {
 		d = append(d, fmt.Sprintf("env [%s] vs [%s]", str(ea), str(eb)))
 	}
@@ -1053,6 +1061,18 @@ func configDiff(a, b imageConfig) []string {
 		d = append(d, fmt.Sprintf("ports [%s] vs [%s]", str(pa), str(pb)))
 	}
 	return d
+}
+
+// dockerPath is the PATH docker build gives every image, one FROM scratch too.
+const dockerPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// withoutDockerPath is env without docker build's default PATH when other sets no
+// PATH: not a setting of the Dockerfile's, so no difference between the images.
+func withoutDockerPath(env, other []string) []string {
+	if slices.ContainsFunc(other, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
+		return env
+	}
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return kv == dockerPath })
 }
 
 func portList(m map[string]struct{}) []string {
