@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,11 +48,15 @@ func (b Body) Limit(tooLarge http.HandlerFunc, h http.Handler) http.Handler {
 		}
 		if b.Max > 0 && r.ContentLength > b.Max {
 			tooLarge(w, r)
+			if r.ContentLength <= lingerBytes {
+				linger(w, r)
+			}
 			return
 		}
 		rc := r.Body
+		hit := false
 		if b.Max > 0 {
-			rc = http.MaxBytesReader(w, rc, b.Max)
+			rc = &limitReader{ReadCloser: http.MaxBytesReader(w, rc, b.Max), hit: &hit}
 		}
 		if b.MinRate > 0 {
 			sb := &slowBody{rc: rc, ctl: http.NewResponseController(w), b: b}
@@ -59,9 +64,50 @@ func (b Body) Limit(tooLarge http.HandlerFunc, h http.Handler) http.Handler {
 			defer sb.finish()
 			rc = sb
 		}
+		raw := r.Body
 		r.Body = rc
 		h.ServeHTTP(w, r)
+		if hit {
+			r.Body = raw
+			linger(w, r)
+		}
 	})
+}
+
+// A refused body is read on, up to lingerBytes and for lingerTime, once the answer is
+// sent: a client still sending it would otherwise be reset by the close, often before
+// it reads the 413 (TCP resets a connection closed with data unread). A client that
+// asked to wait (Expect: 100-continue) sent nothing more, and a larger body is not
+// worth reading.
+const (
+	lingerBytes = 1 << 20
+	lingerTime  = 2 * time.Second
+)
+
+// linger sends what the handler answered and reads the rest of r's body, within
+// lingerBytes and lingerTime.
+func linger(w http.ResponseWriter, r *http.Request) {
+	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	ctl := http.NewResponseController(w)
+	ctl.Flush()
+	ctl.SetReadDeadline(time.Now().Add(lingerTime))
+	io.CopyN(io.Discard, r.Body, lingerBytes)
+}
+
+// limitReader notes when its MaxBytesReader refused to read past the limit.
+type limitReader struct {
+	io.ReadCloser
+	hit *bool
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	n, err := l.ReadCloser.Read(p)
+	if TooLarge(err) {
+		*l.hit = true
+	}
+	return n, err
 }
 
 // TooLarge reports whether err is a body read that went past Body.Max.
