@@ -29,6 +29,20 @@ const (
 	opaqueWhiteout = ".wh..wh..opq"
 )
 
+// whiteout reports whether p (a layer's entry, cleaned) is a whiteout, and what it
+// hides: the path it removes, or with opaque the directory whose lower contents it
+// hides.
+func whiteout(p string) (gone string, opaque, ok bool) {
+	dir, base := path.Dir(p), path.Base(p)
+	switch {
+	case base == opaqueWhiteout:
+		return dir, true, true
+	case strings.HasPrefix(base, whiteoutPrefix):
+		return path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)), false, true
+	}
+	return "", false, false
+}
+
 // header is what a copy needs of a name of an image's filesystem.
 type header struct {
 	Type byte   `json:"t"`
@@ -138,12 +152,11 @@ func applyLayer(names map[string]header, l v1.Layer) error {
 			return err
 		}
 		p := path.Clean("/" + h.Name)
-		dir, base := path.Dir(p), path.Base(p)
+		gone, opaque, isWhiteout := whiteout(p)
 		switch {
-		case base == opaqueWhiteout:
-			removeUnder(dir)
-		case strings.HasPrefix(base, whiteoutPrefix):
-			gone := path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix))
+		case isWhiteout && opaque:
+			removeUnder(gone)
+		case isWhiteout:
 			delete(names, gone)
 			removeUnder(gone)
 		default:

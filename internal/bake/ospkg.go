@@ -123,29 +123,22 @@ func scanLayer(l v1.Layer, files map[string][]byte) error {
 			return err
 		}
 		name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
-		dir, base := path.Dir(name), path.Base(name)
-		if dir == "." {
-			dir = ""
+		if gone, _, ok := whiteout("/" + name); ok {
+			remove(strings.TrimPrefix(gone, "/")) // "" for the root: everything
+			continue
 		}
-		switch {
-		case base == ".wh..wh..opq":
-			remove(dir)
-		case strings.HasPrefix(base, ".wh."):
-			remove(path.Join(dir, strings.TrimPrefix(base, ".wh.")))
-		default:
-			// Anything written over an inventory file replaces it; only a regular
-			// file is read as one.
-			delete(files, name)
-			if h.Typeflag == tar.TypeReg && inventoryFile(name) {
-				if h.Size > maxDBBytes {
-					return fmt.Errorf("%s is %d bytes, more than the %d read", name, h.Size, maxDBBytes)
-				}
-				b, err := io.ReadAll(tr)
-				if err != nil {
-					return err
-				}
-				added[name] = b
+		// Anything written over an inventory file replaces it; only a regular file is
+		// read as one.
+		delete(files, name)
+		if h.Typeflag == tar.TypeReg && inventoryFile(name) {
+			if h.Size > maxDBBytes {
+				return fmt.Errorf("%s is %d bytes, more than the %d read", name, h.Size, maxDBBytes)
 			}
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				return err
+			}
+			added[name] = b
 		}
 	}
 	for k, v := range added {

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -193,7 +194,9 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 	for _, r := range replace {
 		if r.why.kind == reasonDrift {
 			e.mu.Lock()
-			st.driftReplaced[r.why.detail] = e.clock.Now()
+			now := e.clock.Now()
+			maps.DeleteFunc(st.driftReplaced, func(_ string, at time.Time) bool { return now.Sub(at) >= healWindow })
+			st.driftReplaced[r.why.detail] = now
 			e.mu.Unlock()
 		}
 		e.event(service, string(r.server.ID), "heal", "replacing server %s: %s", r.server.Name, r.why.detail)

@@ -282,5 +282,12 @@ func (s *Store) Prune(keep map[v1.Hash]bool) (PruneResult, error) {
 			res.Blobs++
 		}
 	}
+	// The SBOM notes of plans' images (RecordSBOM) whose image is gone with its blobs.
+	notes, _ := os.ReadDir(filepath.Join(s.dir, sbomsDir))
+	for _, n := range notes {
+		if hex, ok := strings.CutPrefix(n.Name(), "sha256-"); !ok || !live[hex] {
+			os.Remove(filepath.Join(s.dir, sbomsDir, n.Name()))
+		}
+	}
 	return res, nil
 }

@@ -1,6 +1,8 @@
 package imagestore
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -109,5 +111,12 @@ func TestPackagesOfAPlannedImage(t *testing.T) {
 	}
 	if es, _ := s.Entries(); len(es) != 0 {
 		t.Errorf("RecordSBOM recorded the image: %v", es)
+	}
+	// A prune removes the planned image's blobs, and its note with them.
+	if _, err := s.Prune(nil); err != nil {
+		t.Fatal(err)
+	}
+	if notes, _ := os.ReadDir(filepath.Join(s.Dir(), sbomsDir)); len(notes) != 0 {
+		t.Errorf("notes left after a prune: %v", notes)
 	}
 }
