@@ -3,6 +3,7 @@ package proxy
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -147,35 +148,67 @@ func orDefault(v, def int64) int64 {
 // connections (WebSockets) and returns nil. It closes ln. A Proxy is served at most
 // once at a time.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	defer p.tr.CloseIdleConnections()
+	conns := p.conns
+	if conns == 0 {
+		conns = -1 // no limit
+	}
+	return ServeHandler(ctx, ln, p.Handler(), Listener{MaxConns: conns, ReadHeaderTimeout: p.readHeader,
+		IdleTimeout: p.idle, ShutdownTimeout: p.stop, Logger: p.log})
+}
+
+// Listener is what ServeHandler bounds a listener's clients by; zero values mean the
+// defaults of Options (MaxConns: negative for no limit).
+type Listener struct {
+	MaxConns          int
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	ShutdownTimeout   time.Duration
+	Logger            *slog.Logger
+	// TLS, when set, serves HTTPS (HTTP/2 when its NextProtos offer "h2") on ln.
+	TLS *tls.Config
+}
+
+// ServeHandler serves h on ln as Serve serves a proxy: with the limits of l, until ctx
+// ends, then gracefully. A door serving several services on one address serves its
+// router this way, each service's Handler behind it.
+func ServeHandler(ctx context.Context, ln net.Listener, h http.Handler, l Listener) error {
+	log := cmp.Or(l.Logger, slog.Default())
 	// Requests are not cancelled when ctx ends, only once the shutdown is over: this is
 	// what ends upgraded connections, which http.Server.Shutdown does not track.
 	base, kill := context.WithCancel(context.WithoutCancel(ctx))
 	defer kill()
-	conns := httpguard.NewConns(p.conns)
+	conns := httpguard.NewConns(int(orDefault(int64(l.MaxConns), DefaultMaxConns)))
 	srv := &http.Server{
-		Handler:     p.handler(),
+		Handler:     h,
 		ConnState:   conns.ConnState,
 		BaseContext: func(net.Listener) context.Context { return base },
 		// No overall read or write timeout: a long upload, download or stream is not an
 		// error. Bodies are bounded by rate instead (handler), slow readers of answers by
 		// MaxConns.
-		ReadHeaderTimeout: p.readHeader,
-		IdleTimeout:       p.idle,
+		ReadHeaderTimeout: cmp.Or(l.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		IdleTimeout:       cmp.Or(l.IdleTimeout, DefaultIdleTimeout),
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:         l.TLS,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(conns.Listener(ln)) }()
+	go func() {
+		if l.TLS != nil {
+			errc <- srv.ServeTLS(conns.Listener(ln), "", "")
+			return
+		}
+		errc <- srv.Serve(conns.Listener(ln))
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.stop)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cmp.Or(l.ShutdownTimeout, DefaultShutdownTimeout))
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	<-errc // http.ErrServerClosed
-	p.tr.CloseIdleConnections()
 	if err != nil {
 		srv.Close()
 		return fmt.Errorf("shutting down %s: %w", ln.Addr(), err)
@@ -361,9 +394,9 @@ var buffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 func (bufferPool) Get() []byte  { return buffers.Get().(*[32 << 10]byte)[:] }
 func (bufferPool) Put(b []byte) { buffers.Put((*[32 << 10]byte)(b)) }
 
-// handler is what Serve serves: the proxy behind Middleware, the body limit and panic
+// Handler is what Serve serves: the proxy behind Middleware, the body limit and panic
 // recovery.
-func (p *Proxy) handler() http.Handler {
+func (p *Proxy) Handler() http.Handler {
 	var h http.Handler = p
 	if p.mw != nil {
 		h = p.mw(p)

@@ -1,0 +1,263 @@
+package door
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"syscall"
+
+	"github.com/kiln-build/kiln/internal/proxy"
+)
+
+// Options configure a Server; the zero value serves with proxy's defaults, keeps no
+// configuration on disk and logs to slog.Default().
+type Options struct {
+	// Dir, when set, is where the configuration is persisted (ConfigFile) before Apply
+	// returns, and certificates are cached.
+	Dir string
+	// Proxy tunes each service's proxy (Middleware aside); Log receives the door's log
+	// and, as JSON lines, the access logs of services that ask for them.
+	Proxy     proxy.Options
+	Log       *slog.Logger
+	AccessLog *slog.Logger
+	// Listen opens a listener; net.Listen("tcp", addr) when nil. A door that took over
+	// another's sockets (handoff) serves those first.
+	Listen func(addr string) (net.Listener, error)
+}
+
+// Server serves a Config: one listener per address, each routing to the services on it.
+// Its methods are safe for concurrent use; none closes a listener under its lock.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+
+	mu        sync.Mutex
+	cfg       Config
+	listeners map[string]*listener // by address
+	services  map[string]*service  // by name
+	closed    bool
+	work      sync.WaitGroup // listeners being served, checkers running
+}
+
+// New returns a door serving nothing; Apply configures it.
+func New(opts Options) *Server {
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{opts: opts, log: log, listeners: map[string]*listener{}, services: map[string]*service{}}
+}
+
+// Config returns the configuration the door serves.
+func (s *Server) Config() Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+// ErrStale is Apply's error for a configuration older than the one served.
+var ErrStale = errors.New("the configuration is older than the one the door serves")
+
+// Apply makes the door serve cfg: it listens on the new addresses first (an address it
+// cannot listen on fails the whole Apply, and nothing changes), then switches routes and
+// rotations, persists cfg (with Options.Dir), and closes the listeners no longer used,
+// letting their requests finish. The servers in a service's rotation are cfg's, less
+// those the door's own checks found down.
+func (s *Server) Apply(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("the door is shutting down")
+	}
+	if cfg.Generation < s.cfg.Generation {
+		s.mu.Unlock()
+		return fmt.Errorf("%w (%d < %d)", ErrStale, cfg.Generation, s.cfg.Generation)
+	}
+	opened, err := s.openListeners(cfg)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	for _, ln := range opened {
+		s.listeners[ln.addr] = ln
+		s.serve(ln)
+	}
+	var gone []*service
+	for _, sc := range cfg.Services {
+		svc := s.services[sc.Name]
+		if svc == nil {
+			svc = newService(sc, s.opts, s.log)
+			s.services[sc.Name] = svc
+			s.work.Add(1)
+			go func() { defer s.work.Done(); svc.check() }()
+		}
+		svc.configure(sc)
+	}
+	for name, svc := range s.services {
+		if _, ok := cfg.service(name); !ok {
+			delete(s.services, name)
+			gone = append(gone, svc)
+		}
+	}
+	var unused []*listener
+	for addr, ln := range s.listeners {
+		var routes []route
+		for _, sc := range cfg.Services {
+			if sc.Listen == addr {
+				routes = append(routes, routesOf(sc, s.services[sc.Name])...)
+			}
+		}
+		if len(routes) == 0 {
+			delete(s.listeners, addr)
+			unused = append(unused, ln)
+			continue
+		}
+		ln.setRoutes(routes)
+	}
+	s.cfg = cfg
+	var perr error
+	if s.opts.Dir != "" {
+		perr = save(s.opts.Dir, cfg)
+	}
+	s.mu.Unlock()
+	for _, ln := range unused {
+		ln.stop()
+	}
+	for _, svc := range gone {
+		svc.close()
+	}
+	return perr
+}
+
+// openListeners listens on the addresses of cfg the door does not listen on yet; on an
+// error it closes what it opened. Called with s.mu held (a listen does not block).
+func (s *Server) openListeners(cfg Config) ([]*listener, error) {
+	var opened []*listener
+	for _, sc := range cfg.Services {
+		if s.listeners[sc.Listen] != nil || slices.ContainsFunc(opened, func(l *listener) bool { return l.addr == sc.Listen }) {
+			continue
+		}
+		ln, err := s.listen(sc.Listen)
+		if err != nil {
+			for _, l := range opened {
+				l.ln.Close()
+			}
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("service %s cannot listen on %s: the address is already in use by another program (change `listen` in the spec, or stop that program)", sc.Name, sc.Listen)
+			}
+			return nil, fmt.Errorf("service %s: listening on %s: %w", sc.Name, sc.Listen, err)
+		}
+		opened = append(opened, newListener(sc.Listen, ln))
+	}
+	return opened, nil
+}
+
+func (s *Server) listen(addr string) (net.Listener, error) {
+	if s.opts.Listen != nil {
+		return s.opts.Listen(addr)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// serve serves ln until it is stopped. Called with s.mu held.
+func (s *Server) serve(ln *listener) {
+	s.work.Add(1)
+	go func() {
+		defer s.work.Done()
+		err := proxy.ServeHandler(ln.ctx, ln.ln, ln, proxy.Listener{
+			MaxConns: s.opts.Proxy.MaxConns, ReadHeaderTimeout: s.opts.Proxy.ReadHeaderTimeout,
+			IdleTimeout: s.opts.Proxy.IdleTimeout, ShutdownTimeout: s.opts.Proxy.ShutdownTimeout, Logger: s.log,
+		})
+		if err != nil && ln.ctx.Err() == nil {
+			s.log.Error("a front door stopped serving", "listen", ln.addr, "error", err)
+		}
+		close(ln.done)
+	}()
+}
+
+// Check reports whether the door could listen on addr: nil when it listens there
+// already or the address is free (it is not kept).
+func (s *Server) Check(_ context.Context, addr string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listeners[addr] != nil {
+		return nil
+	}
+	ln, err := s.listen(addr)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
+}
+
+// Listeners returns the addresses the door listens on, as configured, and the address
+// each is bound to (a ":0" port resolved).
+func (s *Server) Listeners() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]string, len(s.listeners))
+	for addr, ln := range s.listeners {
+		out[addr] = ln.ln.Addr().String()
+	}
+	return out
+}
+
+// Drain waits until no request is in flight to the servers at addrs of service (taken
+// out of its rotation by an Apply), for at most the service's drain timeout or until
+// ctx ends; the error says how many were left.
+func (s *Server) Drain(ctx context.Context, service string, addrs []string) error {
+	s.mu.Lock()
+	svc := s.services[service]
+	s.mu.Unlock()
+	if svc == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, svc.settings().drainTimeout())
+	defer cancel()
+	for _, a := range addrs {
+		if err := svc.proxy.WaitIdle(ctx, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Shutdown stops the door: every listener stops accepting and its requests finish
+// (within the proxy's shutdown bound), the checks stop. The configuration on disk is
+// kept, for the next door.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	s.closed = true
+	lns := s.listeners
+	svcs := s.services
+	s.listeners, s.services = map[string]*listener{}, map[string]*service{}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, ln := range lns {
+		wg.Go(ln.stop)
+	}
+	wg.Wait()
+	for _, svc := range svcs {
+		svc.close()
+	}
+	s.work.Wait()
+}
+
+// handler returns the handler of the listener on addr, for tests and the in-process
+// door; nil when it has none.
+func (s *Server) handler(addr string) http.Handler {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ln := s.listeners[addr]; ln != nil {
+		return ln
+	}
+	return nil
+}
