@@ -33,7 +33,7 @@ var allowed = map[string][]string{
 	"internal/engine":    {"internal/api", "internal/driver", "internal/frontdoor", "internal/health", "internal/imagestore", "internal/monitor", "internal/plan", "internal/reconcile", "internal/resolve", "internal/rollout", "internal/secret", "internal/spec", "internal/store"},
 	"internal/frontdoor": {"internal/api", "internal/door", "internal/proxy", "internal/spec"},
 	// The door process's core: what the doors serve and its control socket.
-	"internal/door": {"internal/api", "internal/atomicfile", "internal/health", "internal/proxy"},
+	"internal/door":      {"internal/api", "internal/atomicfile", "internal/health", "internal/proxy"},
 	"internal/monitor":   {"internal/health", "internal/spec"},
 	"internal/reconcile": {},
 	"internal/rollout":   {"internal/driver", "internal/plan", "internal/spec"},
