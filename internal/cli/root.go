@@ -181,6 +181,7 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 		newImagesCmd(g),
 		newSBOMCmd(g),
 		newServeCmd(g),
+		newDoorCmd(g),
 		newUpCmd(g),
 		newStopCmd(g),
 		newPlanCmd(g),

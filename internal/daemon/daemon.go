@@ -44,6 +44,9 @@ type Options struct {
 	// Driver runs the servers; nil for the local Docker engine's. A driver given here
 	// is closed by Start like one the daemon made, if it has Close() error.
 	Driver driver.Driver
+	// Door is where the front doors run: DoorAuto (apart, when the runtime can host
+	// them) or DoorInline.
+	Door string
 }
 
 // Daemon is a daemon made by New and run by Start.
@@ -150,8 +153,12 @@ func (d *Daemon) open(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	plane, err := openDoor(ctx, d.drv, o.Door, stateDir, project, log)
+	if err != nil {
+		return err
+	}
 	d.eng = engine.New(engine.Options{State: d.state, Images: images, Driver: d.drv, Owner: fmt.Sprintf("kiln (pid %d)", os.Getpid()),
-		Project: project, StateDir: stateDir, Secrets: key, Log: log})
+		Project: project, StateDir: stateDir, Secrets: key, Log: log, Doors: plane})
 	d.pipes = pipeline.New(pipeline.Options{Engine: d.eng, Metrics: d.eng, State: d.state, Images: images, Driver: d.drv,
 		Project: project, StateDir: stateDir, Secrets: key, Log: log})
 	d.eng.SetPipelines(d.pipes)

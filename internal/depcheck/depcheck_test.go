@@ -23,14 +23,14 @@ const module = "github.com/kiln-build/kiln"
 var allowed = map[string][]string{
 	"cmd/kiln": {"internal/cli", "internal/sandbox"},
 	// The CLI names the Docker driver only for `kiln bake --load`.
-	"internal/cli": {"internal/api", "internal/atomicfile", "internal/bake", "internal/daemon", "internal/driver/docker", "internal/engine", "internal/imagestore", "internal/resolve", "internal/server", "internal/spec", "internal/statedir", "internal/store"},
+	"internal/cli": {"internal/api", "internal/atomicfile", "internal/bake", "internal/daemon", "internal/door", "internal/driver/docker", "internal/engine", "internal/imagestore", "internal/resolve", "internal/server", "internal/spec", "internal/statedir", "internal/store"},
 	// The daemon's wiring: it opens the runtime's driver through the registry.
-	"internal/daemon":    {"internal/api", "internal/atomicfile", "internal/driver", "internal/driver/registry", "internal/engine", "internal/imagestore", "internal/pipeline", "internal/secret", "internal/server", "internal/store"},
+	"internal/daemon":    {"internal/api", "internal/atomicfile", "internal/door", "internal/driver", "internal/driver/registry", "internal/engine", "internal/imagestore", "internal/pipeline", "internal/secret", "internal/server", "internal/store"},
 	"internal/server":    {"internal/api", "internal/dashboard", "internal/engine", "internal/httpguard", "internal/pipeline", "internal/plan", "internal/spec", "internal/store"},
 	"internal/dashboard": {"internal/api", "internal/engine", "internal/pipeline", "internal/store"},
 	// The engine keeps the use cases; its parts (front doors, health monitor,
 	// reconcile loop, rollouts) are packages of their own, and it reads the image store.
-	"internal/engine":    {"internal/api", "internal/driver", "internal/frontdoor", "internal/health", "internal/imagestore", "internal/monitor", "internal/plan", "internal/reconcile", "internal/resolve", "internal/rollout", "internal/secret", "internal/spec", "internal/store"},
+	"internal/engine":    {"internal/api", "internal/door", "internal/driver", "internal/frontdoor", "internal/health", "internal/imagestore", "internal/monitor", "internal/plan", "internal/reconcile", "internal/resolve", "internal/rollout", "internal/secret", "internal/spec", "internal/store"},
 	"internal/frontdoor": {"internal/api", "internal/door", "internal/proxy", "internal/spec"},
 	// The door process's core: what the doors serve and its control socket.
 	"internal/door":      {"internal/api", "internal/atomicfile", "internal/health", "internal/proxy"},

@@ -192,7 +192,9 @@ func (e *Engine) startApply(ctx context.Context, req api.ApplyRequest, rb *api.R
 	accept := func(service string) {
 		if d := pending[service]; d != nil {
 			delete(pending, service)
-			e.doors.Accept(service, d)
+			if err := e.doors.Accept(e.base(ctx), service, d); err != nil {
+				e.log.Error("the front door could not be configured", "service", service, "error", err)
+			}
 		}
 	}
 	if err := e.setPipelines(ctx, req.Pipelines); err != nil {
@@ -441,7 +443,7 @@ func (e *Engine) Destroy(ctx context.Context, service string) (api.Result, error
 	if err != nil {
 		return api.Result{}, err
 	}
-	d := e.doors.Remove(service)
+	d, derr := e.doors.Remove(ctx, service)
 	e.mu.Lock()
 	delete(e.targets, service)
 	e.mu.Unlock()
@@ -453,6 +455,9 @@ func (e *Engine) Destroy(ctx context.Context, service string) (api.Result, error
 	// On a runtime of sets, a member destroyed alone would be replaced by its set: the
 	// sets go first, with their members; what is left is no set's.
 	var errs []error
+	if derr != nil {
+		errs = append(errs, fmt.Errorf("closing the front door of %s: %w", service, derr))
+	}
 	if sd := e.exec.SetDriver(); sd != nil {
 		sets, err := sd.Sets(ctx, driver.Selector{Project: e.opts.Project, Service: service})
 		if err != nil {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/door"
 	"github.com/kiln-build/kiln/internal/driver"
 	"github.com/kiln-build/kiln/internal/frontdoor"
 	"github.com/kiln-build/kiln/internal/health"
@@ -49,6 +49,9 @@ type Options struct {
 	// lost at exit, when nil (tests).
 	Secrets *secret.Key
 	Log     *slog.Logger
+	// Doors is the door process the engine configures with every service's front door;
+	// nil serves them in this process (door.New).
+	Doors door.Plane
 }
 
 // Engine carries out kiln's use cases. Long-running work (rollouts) runs under the
@@ -97,11 +100,12 @@ func New(opts Options) *Engine {
 		e.key, _ = secret.NewKey(raw)
 	}
 	e.metrics = newMetrics(e)
-	e.traffic = newTraffic()
-	e.doors = frontdoor.NewRegistry(func(service string) func(http.Handler) http.Handler {
-		measure, count := e.metrics.middleware(service), e.traffic.middleware(service)
-		return func(h http.Handler) http.Handler { return measure(count(frontdoor.WithoutSession(h))) }
-	})
+	plane := opts.Doors
+	if plane == nil {
+		plane = door.New(door.Options{Log: e.log})
+	}
+	e.doors = frontdoor.NewRegistry(plane)
+	e.traffic = newTraffic(e.doors.Stats)
 	e.caps = driver.CapabilitiesOf(opts.Driver)
 	if e.clock = opts.Clock; e.clock == nil {
 		e.clock = clock.RealClock{}
@@ -135,6 +139,18 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.mu.Unlock()
 	if lacks := unenforced(e.caps); len(lacks) > 0 {
 		e.log.Warn("the runtime does not enforce every default of kiln's servers", "runtime", e.opts.Driver.Name(), "not_enforced", strings.Join(lacks, ", "))
+	}
+	// A door process that outlived the last daemon serves what it was told: its doors
+	// and their servers are taken as they are, and re-adopted below.
+	if c, ok := e.opts.Doors.(interface {
+		Config(context.Context) (door.Config, error)
+	}); ok {
+		cfg, err := c.Config(ctx)
+		if err != nil {
+			close(e.ready)
+			return err
+		}
+		e.doors.Adopt(cfg)
 	}
 	// No apply until what a stop interrupted is resumed: one that came in between
 	// reading the services and the running rollouts would be taken for a rollback.
@@ -322,14 +338,14 @@ func (e *Engine) finishRollback(ctx context.Context, r store.Rollout, current st
 // door returns the service's front door, opening it (or moving it, when the listen
 // address changed) as needed, under the daemon's context.
 func (e *Engine) door(ctx context.Context, svc api.Service) (*frontdoor.Door, error) {
-	return e.doors.Ensure(e.base(ctx), svc.Name, svc.Listen)
+	return e.doors.Ensure(e.base(ctx), doorOf(svc))
 }
 
 // pendingDoor opens the front door svc needs when it has none on its listen address,
 // without putting it in use (see frontdoor.Registry.Accept); nil when it has one. The
 // caller closes a pending door it does not accept.
 func (e *Engine) pendingDoor(ctx context.Context, svc api.Service) (*frontdoor.Door, error) {
-	return e.doors.Pending(e.base(ctx), svc.Name, svc.Listen)
+	return e.doors.Pending(e.base(ctx), doorOf(svc))
 }
 
 // base is the daemon's context once Start has been called, else ctx: what doors and

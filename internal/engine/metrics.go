@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/kiln-build/kiln/internal/door"
 	"github.com/kiln-build/kiln/internal/driver"
 )
 
@@ -19,8 +20,6 @@ type metrics struct {
 	drift        *prometheus.CounterVec
 	rollouts     *prometheus.HistogramVec
 	probes       *prometheus.HistogramVec
-	requests     *prometheus.CounterVec
-	latency      *prometheus.HistogramVec
 	runs         *prometheus.CounterVec
 	stages       *prometheus.HistogramVec
 	stateWrites  *prometheus.CounterVec
@@ -43,13 +42,6 @@ func newMetrics(e *Engine) *metrics {
 			Name: "kiln_health_check_duration_seconds", Help: "Latency of the health checks of servers in rotation.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"service"}),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kiln_frontdoor_requests_total", Help: "Requests answered by a service's front door, by status code.",
-		}, []string{"service", "code"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "kiln_frontdoor_request_duration_seconds", Help: "Latency of requests through a service's front door.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}, []string{"service"}),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kiln_pipeline_runs_total", Help: "Pipeline runs that ended, by outcome.",
 		}, []string{"pipeline", "state"}),
@@ -61,22 +53,13 @@ func newMetrics(e *Engine) *metrics {
 			Name: "kiln_state_write_errors_total", Help: "Writes to the state (outcomes, rollouts, runs, stages, events) that failed and were logged, by what was written.",
 		}, []string{"write"}),
 	}
-	m.reg.MustRegister(m.replacements, m.drift, m.rollouts, m.probes, m.requests, m.latency, m.runs, m.stages, m.stateWrites,
-		&serversCollector{e: e},
+	m.reg.MustRegister(m.replacements, m.drift, m.rollouts, m.probes, m.runs, m.stages, m.stateWrites,
+		&serversCollector{e: e}, &doorCollector{e: e},
 		collectors.NewBuildInfoCollector(),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
-}
-
-// middleware instruments a service's front door.
-func (m *metrics) middleware(service string) func(http.Handler) http.Handler {
-	requests := m.requests.MustCurryWith(prometheus.Labels{"service": service})
-	latency := m.latency.MustCurryWith(prometheus.Labels{"service": service})
-	return func(h http.Handler) http.Handler {
-		return promhttp.InstrumentHandlerCounter(requests, promhttp.InstrumentHandlerDuration(latency, h))
-	}
 }
 
 // replaced counts a replacement of the service's server for reason kind.
@@ -114,4 +97,41 @@ func (c *serversCollector) Collect(ch chan<- prometheus.Metric) {
 // Metrics serves the engine's metrics in the Prometheus text format.
 func (e *Engine) Metrics() http.Handler {
 	return promhttp.HandlerFor(e.metrics.reg, promhttp.HandlerOpts{})
+}
+
+// doorCollector reports the front doors' requests and latency, from the door process's
+// counters (since the door started) at scrape time.
+type doorCollector struct{ e *Engine }
+
+var (
+	doorRequestsDesc = prometheus.NewDesc("kiln_frontdoor_requests_total", "Requests answered by a service's front door, by status code.", []string{"service", "code"}, nil)
+	doorLatencyDesc  = prometheus.NewDesc("kiln_frontdoor_request_duration_seconds", "Latency of requests through a service's front door.", []string{"service"}, nil)
+)
+
+func (c *doorCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- doorRequestsDesc
+	ch <- doorLatencyDesc
+}
+
+func (c *doorCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stats, err := c.e.doors.Stats(ctx)
+	if err != nil {
+		return
+	}
+	for service, st := range stats {
+		for code, n := range st.Codes {
+			ch <- prometheus.MustNewConstMetric(doorRequestsDesc, prometheus.CounterValue, float64(n), service, code)
+		}
+		buckets := make(map[float64]uint64, len(door.LatencyBuckets))
+		var cum uint64
+		for i, le := range door.LatencyBuckets {
+			if i < len(st.Buckets) {
+				cum += st.Buckets[i]
+			}
+			buckets[le] = cum
+		}
+		ch <- prometheus.MustNewConstHistogram(doorLatencyDesc, st.Count, st.Sum, buckets, service)
+	}
 }

@@ -2,12 +2,11 @@ package engine
 
 import (
 	"context"
-	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/door"
 )
 
 // Traffic history kept for each front door: samples of trafficStep, the last
@@ -17,66 +16,67 @@ const (
 	trafficSamples = 30
 )
 
-// traffic counts each front door's requests and server errors and keeps a short
-// history of them, for the dashboard's sparklines. It is memory only: a restart starts
-// the history over.
+// traffic keeps a short history of each front door's requests and server errors, for
+// the dashboard's sparklines, from the door's counters. It is memory only: a restart
+// of the daemon starts the history over.
 type traffic struct {
+	stats func(context.Context) (map[string]door.ServiceStats, error)
+
 	mu      sync.Mutex
-	live    map[string]*trafficCount
+	last    map[string]trafficCount // the door's counters at the last sample
 	history map[string][]api.Sample
 }
 
-type trafficCount struct{ requests, errors atomic.Int64 }
+type trafficCount struct{ requests, errors uint64 }
 
-func newTraffic() *traffic {
-	return &traffic{live: map[string]*trafficCount{}, history: map[string][]api.Sample{}}
+func newTraffic(stats func(context.Context) (map[string]door.ServiceStats, error)) *traffic {
+	return &traffic{stats: stats, last: map[string]trafficCount{}, history: map[string][]api.Sample{}}
 }
 
-func (t *traffic) count(service string) *trafficCount {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	c := t.live[service]
-	if c == nil {
-		c = &trafficCount{}
-		t.live[service] = c
-	}
-	return c
-}
-
-// middleware counts the requests of service's front door and those answered 5xx.
-func (t *traffic) middleware(service string) func(http.Handler) http.Handler {
-	c := t.count(service)
-	return func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-			h.ServeHTTP(sw, r)
-			c.requests.Add(1)
-			if sw.code >= 500 {
-				c.errors.Add(1)
-			}
-		})
-	}
-}
-
-// run samples the counters every trafficStep until ctx ends.
+// run samples the door's counters every trafficStep until ctx ends.
 func (t *traffic) run(ctx context.Context) {
 	tick := time.NewTicker(trafficStep)
 	defer tick.Stop()
+	t.read(ctx, time.Time{}) // the baseline
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			t.sample(now)
+			t.read(ctx, now)
 		}
 	}
 }
 
-func (t *traffic) sample(now time.Time) {
+func (t *traffic) read(ctx context.Context, now time.Time) {
+	rctx, cancel := context.WithTimeout(ctx, trafficStep/2)
+	defer cancel()
+	if st, err := t.stats(rctx); err == nil {
+		t.sample(now, st)
+	}
+}
+
+// sample records what each door counted since the last sample; a zero now only sets
+// the baseline. Counters lower than last time are a restarted door's: counted from 0.
+func (t *traffic) sample(now time.Time, stats map[string]door.ServiceStats) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for service, c := range t.live {
-		s := api.Sample{Time: now.UTC(), Requests: c.requests.Swap(0), Errors: c.errors.Swap(0)}
+	for service, st := range stats {
+		cur := trafficCount{requests: st.Count}
+		for code, n := range st.Codes {
+			if len(code) == 3 && code[0] == '5' {
+				cur.errors += n
+			}
+		}
+		prev, seen := t.last[service]
+		t.last[service] = cur
+		if now.IsZero() {
+			continue
+		}
+		if !seen || cur.requests < prev.requests || cur.errors < prev.errors {
+			prev = trafficCount{}
+		}
+		s := api.Sample{Time: now.UTC(), Requests: int64(cur.requests - prev.requests), Errors: int64(cur.errors - prev.errors)}
 		h := append(t.history[service], s)
 		if len(h) > trafficSamples {
 			h = h[len(h)-trafficSamples:]
@@ -92,22 +92,3 @@ func (e *Engine) Traffic(service string) []api.Sample {
 	defer e.traffic.mu.Unlock()
 	return append([]api.Sample(nil), e.traffic.history[service]...)
 }
-
-// statusWriter remembers the status code a handler answered with.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.code = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

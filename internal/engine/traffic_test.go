@@ -1,36 +1,32 @@
 package engine
 
 import (
-	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/door"
 )
 
-// The sparkline's numbers: requests and 5xx answers per interval, the last 30 kept.
+// The sparkline's numbers: requests and 5xx answers per interval, from the door's
+// counters, the last 30 kept; a door that restarted counts from zero again.
 func TestTraffic(t *testing.T) {
-	tr := newTraffic()
-	code := http.StatusOK
-	h := tr.middleware("web")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(code) }))
-	serve := func(n int) {
-		for range n {
-			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
-		}
+	tr := newTraffic(nil)
+	stats := func(ok, bad uint64) map[string]door.ServiceStats {
+		return map[string]door.ServiceStats{"web": {Count: ok + bad, Codes: map[string]uint64{"200": ok, "502": bad}}}
 	}
-	serve(7)
-	code = http.StatusBadGateway
-	serve(2)
 	now := time.Now()
-	tr.sample(now)
-	serve(1)
-	tr.sample(now.Add(trafficStep))
+	tr.sample(time.Time{}, stats(0, 0))
+	tr.sample(now, stats(7, 2))
+	tr.sample(now.Add(trafficStep), stats(7, 3))
+	tr.sample(now.Add(2*trafficStep), stats(1, 0)) // the door restarted
 	e := &Engine{traffic: tr}
 	got := e.Traffic("web")
-	if len(got) != 2 || got[0].Requests != 9 || got[0].Errors != 2 || got[1].Requests != 1 || got[1].Errors != 1 {
-		t.Fatalf("samples %+v, want 9 requests with 2 errors, then 1 with 1", got)
+	if len(got) != 3 || got[0].Requests != 9 || got[0].Errors != 2 || got[1].Requests != 1 || got[1].Errors != 1 ||
+		got[2].Requests != 1 || got[2].Errors != 0 {
+		t.Fatalf("samples %+v, want 9 requests with 2 errors, then 1 with 1, then 1 with 0", got)
 	}
 	for range 40 {
-		tr.sample(now)
+		tr.sample(now, stats(1, 0))
 	}
 	if n := len(e.Traffic("web")); n != trafficSamples {
 		t.Errorf("%d samples kept, want %d", n, trafficSamples)

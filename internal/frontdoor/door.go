@@ -2,26 +2,20 @@ package frontdoor
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"maps"
-	"net"
-	"net/http"
 	"slices"
 	"sync"
-	"syscall"
 
-	"github.com/kiln-build/kiln/internal/proxy"
+	"github.com/kiln-build/kiln/internal/door"
 	"github.com/kiln-build/kiln/internal/spec"
 )
 
-// Door is a service's front door: a proxy on the service's listen address and the set
-// of servers in rotation. It implements rollout.Door and is safe for concurrent use.
+// Door is a service's front door as the daemon wants it: its settings (listen address,
+// hosts, path, TLS...) and the servers in its rotation, which the registry configures
+// the door process with. It implements rollout.Door and is safe for concurrent use.
 type Door struct {
-	listen string
-	proxy  *proxy.Proxy
-	stop   context.CancelFunc
-	done   chan struct{}
+	reg      *Registry
+	settings door.Service // Upstreams unused: see addrs
 
 	mu    sync.Mutex
 	addrs map[string]bool
@@ -30,38 +24,21 @@ type Door struct {
 	checks map[string]spec.Health
 }
 
-// Open listens on addr and serves the proxy of service until ctx ends or Close is
-// called. The address in use by another program is an error that says so.
-func Open(ctx context.Context, service, addr string, mw func(http.Handler) http.Handler) (*Door, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("service %s cannot listen on %s: the address is already in use by another program (change `listen` in the spec, or stop that program)", service, addr)
-		}
-		return nil, fmt.Errorf("service %s: listening on %s: %w", service, addr, err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	d := &Door{listen: addr, proxy: proxy.New(service, proxy.Options{Middleware: mw}), stop: cancel, done: make(chan struct{}),
-		addrs: map[string]bool{}, checks: map[string]spec.Health{}}
-	go func() {
-		defer close(d.done)
-		d.proxy.Serve(ctx, ln)
-	}()
-	return d, nil
+func newDoor(reg *Registry, settings door.Service) *Door {
+	settings.Upstreams = nil
+	return &Door{reg: reg, settings: settings, addrs: map[string]bool{}, checks: map[string]spec.Health{}}
 }
 
 // Listen is the address the door listens on, as the spec gave it.
-func (d *Door) Listen() string { return d.listen }
+func (d *Door) Listen() string { return d.settings.Listen }
 
-// Close stops the proxy and blocks until the requests in flight have finished (the
-// proxy's drain bound). It is idempotent.
-func (d *Door) Close() {
-	d.stop()
-	<-d.done
-}
+// Close takes a pending door (one never accepted) out of use: there is nothing to close,
+// as a pending door was only checked. An accepted door is removed with Registry.Remove.
+func (d *Door) Close() {}
 
 // Update puts the servers at add in rotation and takes those at remove out, then
-// waits until no request is in flight to a removed one, or ctx ends.
+// waits until no request is in flight to a removed one (within the service's drain
+// timeout), or ctx ends.
 func (d *Door) Update(ctx context.Context, add, remove []string) error {
 	d.mu.Lock()
 	for _, a := range add {
@@ -71,14 +48,14 @@ func (d *Door) Update(ctx context.Context, add, remove []string) error {
 		delete(d.addrs, r)
 		delete(d.checks, r)
 	}
-	d.proxy.SetUpstreams(slices.Sorted(maps.Keys(d.addrs)))
 	d.mu.Unlock()
-	for _, r := range remove {
-		if err := d.proxy.WaitIdle(ctx, r); err != nil {
-			return err
-		}
+	if err := d.reg.push(ctx); err != nil {
+		return err
 	}
-	return nil
+	if len(remove) == 0 {
+		return nil
+	}
+	return d.reg.plane.Drain(ctx, d.settings.Name, remove)
 }
 
 // Has reports whether the server at addr is in rotation.
@@ -108,4 +85,24 @@ func (d *Door) Upstreams() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return slices.Sorted(maps.Keys(d.addrs))
+}
+
+// config is the door's part of the door process's configuration.
+func (d *Door) config() door.Service {
+	s := d.settings
+	s.Upstreams = d.Upstreams()
+	return s
+}
+
+// rotation is a copy of the rotation as a set.
+func (d *Door) rotation() map[string]bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return maps.Clone(d.addrs)
+}
+
+func (d *Door) checksCopy() map[string]spec.Health {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return maps.Clone(d.checks)
 }

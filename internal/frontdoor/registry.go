@@ -2,26 +2,52 @@ package frontdoor
 
 import (
 	"context"
-	"net/http"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
 	"sync"
+
+	"github.com/kiln-build/kiln/internal/door"
 )
 
-// Registry holds the front door of every service. Its lock guards only the map: a door
-// is opened (a listen, which does not block) under it but always closed outside it, so
-// a door draining a long request (a WebSocket, up to the proxy's bound) never holds up
-// another service's door, the monitor or a status read.
+// Registry holds the front door of every service and configures the door process (a
+// door.Plane: in this process, or the door's own) with all of them on every change.
+// Its lock guards only the map; the plane is called outside it, so a door draining a
+// long request (a WebSocket, up to its drain timeout) never holds up another service's
+// door, the monitor or a status read.
 type Registry struct {
-	// Middleware wraps the handler of each service's door (metrics, traffic, the
-	// session cookie filter); nil for none.
-	Middleware func(service string) func(http.Handler) http.Handler
+	plane door.Plane
 
 	mu    sync.Mutex
 	doors map[string]*Door
+	gen   int64
 }
 
-// NewRegistry returns an empty registry whose doors are wrapped by mw (nil for none).
-func NewRegistry(mw func(service string) func(http.Handler) http.Handler) *Registry {
-	return &Registry{Middleware: mw, doors: map[string]*Door{}}
+// NewRegistry returns a registry of no door that configures plane.
+func NewRegistry(plane door.Plane) *Registry {
+	return &Registry{plane: plane, doors: map[string]*Door{}}
+}
+
+// Plane is what the registry configures.
+func (r *Registry) Plane() door.Plane { return r.plane }
+
+// Adopt takes the doors of cfg, the configuration the door process serves (found
+// running when the daemon starts), as the registry's own: their servers stay in
+// rotation, and the next configuration follows cfg's generation. Called before any
+// door is opened.
+func (r *Registry) Adopt(cfg door.Config) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gen = max(r.gen, cfg.Generation)
+	for _, s := range cfg.Services {
+		d := newDoor(r, s)
+		for _, a := range s.Upstreams {
+			d.addrs[a] = true
+		}
+		r.doors[s.Name] = d
+	}
 }
 
 // Get returns the service's door, nil if it has none.
@@ -42,85 +68,130 @@ func (r *Registry) All() map[string]*Door {
 	return out
 }
 
-// Ensure returns the service's door on listen, opening it under ctx (which it serves
-// until ctx ends) when the service has none there; a door the service had on another
-// address is closed, after the new one is in use.
-func (r *Registry) Ensure(ctx context.Context, service, listen string) (*Door, error) {
+// Ensure returns the service's door with settings (its Upstreams ignored), configuring
+// the door process when the service had none or had other settings (a door on another
+// address is closed once the new one is in use). The servers in rotation stay.
+func (r *Registry) Ensure(ctx context.Context, settings door.Service) (*Door, error) {
+	settings.Upstreams = nil
 	r.mu.Lock()
-	if d := r.doors[service]; d != nil && d.listen == listen {
+	old := r.doors[settings.Name]
+	if old != nil && reflect.DeepEqual(old.settings, settings) {
 		r.mu.Unlock()
-		return d, nil
+		return old, nil
 	}
-	d, err := r.open(ctx, service, listen)
-	if err != nil {
+	d := newDoor(r, settings)
+	if old != nil {
+		d.addrs, d.checks = old.rotation(), old.checksCopy()
+	}
+	r.doors[settings.Name] = d
+	r.mu.Unlock()
+	if err := r.push(ctx); err != nil {
+		r.mu.Lock()
+		if r.doors[settings.Name] == d {
+			if old != nil {
+				r.doors[settings.Name] = old
+			} else {
+				delete(r.doors, settings.Name)
+			}
+		}
 		r.mu.Unlock()
 		return nil, err
-	}
-	old := r.doors[service]
-	r.doors[service] = d
-	r.mu.Unlock()
-	if old != nil {
-		old.Close()
 	}
 	return d, nil
 }
 
-// Pending opens the door the service needs when it has none on listen, without putting
-// it in use (see Accept); nil, nil when it has one. The caller closes a pending door
-// it does not accept.
-func (r *Registry) Pending(ctx context.Context, service, listen string) (*Door, error) {
+// Pending checks that the door the service needs can listen, when the service has no
+// door there yet, without putting it in use (see Accept); nil, nil when it has one.
+func (r *Registry) Pending(ctx context.Context, settings door.Service) (*Door, error) {
+	settings.Upstreams = nil
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if d := r.doors[service]; d != nil && d.listen == listen {
+	old := r.doors[settings.Name]
+	r.mu.Unlock()
+	if old != nil && reflect.DeepEqual(old.settings, settings) {
 		return nil, nil
 	}
-	return r.open(ctx, service, listen)
+	if err := r.with(settings).Validate(); err != nil {
+		return nil, err
+	}
+	if old == nil || old.settings.Listen != settings.Listen {
+		if err := r.plane.Check(ctx, settings.Listen); err != nil {
+			return nil, fmt.Errorf("service %s cannot listen on %s: %w", settings.Name, settings.Listen, err)
+		}
+	}
+	return newDoor(r, settings), nil
 }
 
-// Accept puts a pending door in use, closing the one it replaces. If the service got
-// a door on the same address meanwhile, that one stays and d is closed.
-func (r *Registry) Accept(service string, d *Door) {
+// Accept puts a pending door in use, keeping the servers in rotation of the door it
+// replaces. If the service got a door of the same settings meanwhile, that one stays.
+func (r *Registry) Accept(ctx context.Context, service string, d *Door) error {
 	r.mu.Lock()
 	old := r.doors[service]
-	if old != nil && old.listen == d.listen {
+	if old != nil && reflect.DeepEqual(old.settings, d.settings) {
 		r.mu.Unlock()
-		d.Close()
-		return
+		return nil
+	}
+	if old != nil {
+		d.addrs, d.checks = old.rotation(), old.checksCopy()
 	}
 	r.doors[service] = d
 	r.mu.Unlock()
-	if old != nil {
-		old.Close()
-	}
+	return r.push(ctx)
 }
 
-// Remove takes the service's door out of the registry and returns it, nil if it had
-// none; the caller closes it.
-func (r *Registry) Remove(service string) *Door {
+// Remove takes the service's door out of use and returns it, nil if it had none; the
+// door process stops listening for it once the requests in flight have finished.
+func (r *Registry) Remove(ctx context.Context, service string) (*Door, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	d := r.doors[service]
 	delete(r.doors, service)
-	return d
-}
-
-// CloseAll closes every door, outside the lock, and empties the registry.
-func (r *Registry) CloseAll() {
-	r.mu.Lock()
-	doors := r.doors
-	r.doors = map[string]*Door{}
 	r.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, d := range doors {
-		wg.Go(d.Close)
+	if d == nil {
+		return nil, nil
 	}
-	wg.Wait()
+	return d, r.push(ctx)
 }
 
-func (r *Registry) open(ctx context.Context, service, listen string) (*Door, error) {
-	var mw func(http.Handler) http.Handler
-	if r.Middleware != nil {
-		mw = r.Middleware(service)
+// CloseAll stops a door served in this process (the daemon's own); a door process is
+// left serving, for the next daemon to adopt.
+func (r *Registry) CloseAll() {
+	if s, ok := r.plane.(*door.Server); ok {
+		s.Shutdown()
 	}
-	return Open(ctx, service, listen, mw)
+}
+
+// Stats returns the door process's counters and rotations, by service.
+func (r *Registry) Stats(ctx context.Context) (map[string]door.ServiceStats, error) {
+	return r.plane.Stats(ctx)
+}
+
+// push sends the configuration of every door to the plane, under a new generation.
+// Pushes are not serialized (one may wait for a moved door to drain): one found stale
+// was overtaken by a newer configuration, which holds its change too.
+func (r *Registry) push(ctx context.Context) error {
+	r.mu.Lock()
+	r.gen++
+	cfg := door.Config{Generation: r.gen}
+	for _, d := range r.doors {
+		cfg.Services = append(cfg.Services, d.config())
+	}
+	r.mu.Unlock()
+	slices.SortFunc(cfg.Services, func(a, b door.Service) int { return strings.Compare(a.Name, b.Name) })
+	if err := r.plane.Apply(ctx, cfg); err != nil && !errors.Is(err, door.ErrStale) {
+		return err
+	}
+	return nil
+}
+
+// with is the configuration of every door, with the service of settings set to it.
+func (r *Registry) with(settings door.Service) door.Config {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var cfg door.Config
+	for name, d := range r.doors {
+		if name != settings.Name {
+			cfg.Services = append(cfg.Services, d.config())
+		}
+	}
+	cfg.Services = append(cfg.Services, settings)
+	return cfg
 }

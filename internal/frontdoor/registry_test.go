@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/door"
 )
 
 // freeAddr returns a loopback address nothing listens on.
@@ -37,9 +39,9 @@ func TestMovingADoorBlocksNothingElse(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	reg := NewRegistry(nil)
+	reg := NewRegistry(door.New(door.Options{}))
 	defer reg.CloseAll()
-	first, err := reg.Ensure(ctx, "web", freeAddr(t))
+	first, err := reg.Ensure(ctx, door.Service{Name: "web", Listen: freeAddr(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +53,7 @@ func TestMovingADoorBlocksNothingElse(t *testing.T) {
 
 	moved := make(chan error, 1)
 	go func() {
-		_, err := reg.Ensure(ctx, "web", freeAddr(t)) // closes the first door: blocks on the request
+		_, err := reg.Ensure(ctx, door.Service{Name: "web", Listen: freeAddr(t)}) // closes the first door: blocks on the request
 		moved <- err
 	}()
 	// While the old door drains, the registry answers and other doors open.
@@ -63,7 +65,7 @@ func TestMovingADoorBlocksNothingElse(t *testing.T) {
 		case <-time.After(time.Millisecond):
 		}
 	}
-	other, err := reg.Ensure(ctx, "api", freeAddr(t))
+	other, err := reg.Ensure(ctx, door.Service{Name: "api", Listen: freeAddr(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,27 +87,29 @@ func TestMovingADoorBlocksNothingElse(t *testing.T) {
 // service already has keeps the door in use and closes the pending one.
 func TestPendingAndAccept(t *testing.T) {
 	ctx := context.Background()
-	reg := NewRegistry(nil)
+	reg := NewRegistry(door.New(door.Options{}))
 	defer reg.CloseAll()
 	addr := freeAddr(t)
-	d, err := reg.Pending(ctx, "web", addr)
+	d, err := reg.Pending(ctx, door.Service{Name: "web", Listen: addr})
 	if err != nil || d == nil {
 		t.Fatalf("Pending = %v, %v", d, err)
 	}
 	if reg.Get("web") != nil {
 		t.Fatal("a pending door is in use")
 	}
-	reg.Accept("web", d)
+	if err := reg.Accept(ctx, "web", d); err != nil {
+		t.Fatal(err)
+	}
 	if reg.Get("web") != d {
 		t.Fatal("the accepted door is not in use")
 	}
-	if again, err := reg.Pending(ctx, "web", addr); again != nil || err != nil {
+	if again, err := reg.Pending(ctx, door.Service{Name: "web", Listen: addr}); again != nil || err != nil {
 		t.Fatalf("Pending on the address in use = %v, %v, want nil, nil", again, err)
 	}
-	if _, err := reg.Pending(ctx, "other", addr); err == nil {
+	if _, err := reg.Pending(ctx, door.Service{Name: "other", Listen: addr}); err == nil {
 		t.Fatal("a second door opened on an address in use")
 	}
-	if got := reg.Remove("web"); got != d {
+	if got, err := reg.Remove(ctx, "web"); got != d || err != nil {
 		t.Fatal("Remove did not return the door")
 	}
 	d.Close()
