@@ -153,7 +153,7 @@ func (d *Daemon) open(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	plane, err := openDoor(ctx, d.drv, o.Door, stateDir, project, log)
+	plane, err := openDoor(ctx, d.drv, o.Door, stateDir, project, notes)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -32,7 +31,7 @@ const doorStart = 15 * time.Second
 // by the runtime if it does not answer, or answers with another protocol version. A
 // running door of the same version is kept, even of another build: replacing it would
 // drop its connections.
-func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, project string, log *slog.Logger) (door.Plane, error) {
+func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, project string, notes io.Writer) (door.Plane, error) {
 	host, ok := drv.(driver.DoorHost)
 	if placement == DoorInline || !ok {
 		return nil, nil
@@ -55,7 +54,7 @@ func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, proje
 	cancel()
 	if err == nil && st.Version == door.Version {
 		if st.Build != build {
-			log.Info("the front door runs another build of kiln and is kept (same protocol)", "door_build", st.Build, "build", build)
+			fmt.Fprintf(notes, "kiln: the front door runs another build of kiln (%s; this is %s): kept, as it speaks the same protocol and replacing it would drop its connections\n", st.Build, build)
 		}
 		return c, nil
 	}

@@ -39,6 +39,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	removeDoors("") // of projects whose tests did not remove them: their directories are gone
 	// Projects whose servers a test removed behind kiln's back leave their networks.
 	exec.Command("docker", "network", "prune", "-f", "--filter", "label=dev.kiln.managed=true").Run()
 	os.Exit(code)
@@ -152,4 +153,23 @@ func sh(t *testing.T, dir string, env []string, name string, args ...string) str
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// removeDoors removes the door containers of project ("" for those of every project
+// whose directory is gone).
+func removeDoors(project string) {
+	filter := "label=dev.kiln.door"
+	if project != "" {
+		filter += "=" + project
+	}
+	out, _ := exec.Command("docker", "ps", "-aq", "--filter", filter).Output()
+	for _, id := range strings.Fields(string(out)) {
+		if project == "" {
+			dir, _ := exec.Command("docker", "inspect", "-f", "{{.Config.WorkingDir}}", id).Output()
+			if _, err := os.Stat(strings.TrimSpace(string(dir))); err == nil {
+				continue
+			}
+		}
+		exec.Command("docker", "rm", "-f", id).Run()
+	}
 }
