@@ -66,7 +66,9 @@ var allowed = map[string][]string{
 	"internal/secret":          {"internal/atomicfile"},
 	"internal/sandbox":         {},
 	"internal/depcheck":        {},
-	"test/e2e":                 {},
+	// Test support: Pebble, the ACME server, run for a test.
+	"internal/testenv/pebble": {},
+	"test/e2e":                {},
 	// The benchmarks drive kiln through its API, as a user's tools would.
 	"bench/harness":        {"internal/api"},
 	"bench/cmd/kiln-bench": {"bench/harness"},
