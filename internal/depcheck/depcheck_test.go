@@ -66,6 +66,8 @@ var allowed = map[string][]string{
 	"internal/secret":          {"internal/atomicfile"},
 	"internal/sandbox":         {},
 	"internal/depcheck":        {},
+	// The door's TLS: certificates by server name, redirects, the listener split.
+	"internal/doortls": {},
 	// Test support: Pebble, the ACME server, run for a test.
 	"internal/testenv/pebble": {},
 	"test/e2e":                {},
@@ -91,6 +93,7 @@ var testAllowed = map[string][]string{
 	"internal/driver/docker":      {"internal/driver/drivertest"},
 	"internal/driver/simdriver":   {"internal/driver/drivertest"},
 	"internal/driver/faultdriver": {"internal/driver/simdriver"},
+	"internal/doortls":            {"internal/testenv/pebble"},
 }
 
 // dockerClient is the Docker Engine client: only the Docker driver's packages import
