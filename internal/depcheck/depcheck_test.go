@@ -68,7 +68,11 @@ var allowed = map[string][]string{
 	"internal/secret":          {"internal/atomicfile"},
 	"internal/sandbox":         {},
 	"internal/depcheck":        {},
-	"test/e2e":                 {},
+	// The door's TLS: certificates by server name, redirects, the listener split.
+	"internal/doortls": {},
+	// Test support: Pebble, the ACME server, run for a test.
+	"internal/testenv/pebble": {},
+	"test/e2e":                {},
 	// The benchmarks drive kiln through its API, as a user's tools would.
 	"bench/harness":        {"internal/api"},
 	"bench/cmd/kiln-bench": {"bench/harness"},
@@ -91,6 +95,7 @@ var testAllowed = map[string][]string{
 	"internal/driver/docker":      {"internal/driver/drivertest"},
 	"internal/driver/simdriver":   {"internal/driver/drivertest"},
 	"internal/driver/faultdriver": {"internal/driver/simdriver"},
+	"internal/doortls":            {"internal/testenv/pebble"},
 }
 
 // dockerClient is the Docker Engine client: only the Docker driver's packages import

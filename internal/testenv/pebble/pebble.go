@@ -1,0 +1,279 @@
+package pebble
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Config is what the test's own servers need Pebble to know.
+type Config struct {
+	// TLSPort and HTTPPort are the ports on 127.0.0.1 that Pebble's validation
+	// dials for TLS-ALPN-01 and HTTP-01 challenges (they may be the same port, for a
+	// door that splits one). Every host name resolves to 127.0.0.1. Zero: a free
+	// port nothing listens on, so that challenge fails.
+	TLSPort, HTTPPort int
+}
+
+// Server is a running Pebble and its DNS server.
+type Server struct {
+	// DirectoryURL is the ACME directory (https://127.0.0.1:port/dir).
+	DirectoryURL string
+	// Roots trusts Pebble's own HTTPS (its test CA, pebble.minica.pem), for an ACME
+	// client; RootsFile is that CA's PEM file.
+	Roots     *x509.CertPool
+	RootsFile string
+
+	managementURL string
+	procs         []*proc
+	stopOnce      sync.Once
+}
+
+// startTimeout bounds how long Start waits for the servers to answer.
+const startTimeout = 30 * time.Second
+
+// Start builds Pebble if needed and starts it with pebble-challtestsrv as its DNS
+// server, on free loopback ports; t.Cleanup stops both. Under -short, or when the
+// go command or the module proxy needed for the first build is missing, it skips t.
+// Validation is real: PEBBLE_VA_ALWAYS_VALID is never set (nor any PEBBLE_
+// variable from the environment); PEBBLE_VA_NOSLEEP=1 and PEBBLE_WFE_NONCEREJECT=0
+// make it prompt and deterministic.
+func Start(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("pebble: not starting the ACME server Pebble %s under -short", Version)
+	}
+	dir, err := binaries()
+	var missing *unavailableError
+	if errors.As(err, &missing) {
+		t.Skipf("pebble: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("pebble: building Pebble %s: %v", Version, err)
+	}
+	s, err := start(t, dir, cfg)
+	if err != nil {
+		t.Fatalf("pebble: %v", err)
+	}
+	return s
+}
+
+func start(t testing.TB, dir string, cfg Config) (*Server, error) {
+	ports, err := freePorts(6)
+	if err != nil {
+		return nil, err
+	}
+	acmePort, mgmtPort, dnsPort, challMgmtPort := ports[0], ports[1], ports[2], ports[3]
+	if cfg.TLSPort == 0 {
+		cfg.TLSPort = ports[4]
+	}
+	if cfg.HTTPPort == 0 {
+		cfg.HTTPPort = ports[5]
+	}
+	s := &Server{
+		DirectoryURL:  "https://" + addr(acmePort) + "/dir",
+		RootsFile:     filepath.Join(dir, minicaFile),
+		managementURL: "https://" + addr(mgmtPort),
+	}
+	pem, err := os.ReadFile(s.RootsFile)
+	if err != nil {
+		return nil, err
+	}
+	s.Roots = x509.NewCertPool()
+	if !s.Roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no certificate", s.RootsFile)
+	}
+	conf := filepath.Join(t.TempDir(), "pebble-config.json")
+	if err := writeConfig(conf, dir, acmePort, mgmtPort, cfg); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			for _, p := range s.procs {
+				t.Logf("%s's output:\n%s", p.name, p.output())
+			}
+		}
+	})
+
+	chall, err := startProc(challBin, filepath.Join(dir, challBin), nil,
+		"-dnsserver", addr(dnsPort), "-management", addr(challMgmtPort),
+		"-http01=", "-https01=", "-doh=", "-tlsalpn01=",
+		"-defaultIPv4", "127.0.0.1", "-defaultIPv6=") // A records only: the test listens on 127.0.0.1
+	if err != nil {
+		return nil, err
+	}
+	s.procs = append(s.procs, chall)
+	// Pebble asks over TCP: a TCP answer on the port is the DNS server up.
+	if err := waitFor(chall, func() error { return dialClose(addr(dnsPort)) }); err != nil {
+		return nil, err
+	}
+	peb, err := startProc(pebbleBin, filepath.Join(dir, pebbleBin),
+		[]string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
+		"-config", conf, "-dnsserver", addr(dnsPort))
+	if err != nil {
+		return nil, err
+	}
+	s.procs = append(s.procs, peb)
+	client := s.client()
+	err = waitFor(peb, func() error {
+		if _, err := get(context.Background(), client, s.DirectoryURL); err != nil {
+			return err
+		}
+		_, err := get(context.Background(), client, s.managementURL+"/roots/0")
+		return err
+	})
+	return s, err
+}
+
+func writeConfig(file, dir string, acmePort, mgmtPort int, cfg Config) error {
+	c := map[string]any{"pebble": map[string]any{
+		"listenAddress":                  addr(acmePort),
+		"managementListenAddress":        addr(mgmtPort),
+		"certificate":                    filepath.Join(dir, certFile),
+		"privateKey":                     filepath.Join(dir, keyFile),
+		"httpPort":                       cfg.HTTPPort,
+		"tlsPort":                        cfg.TLSPort,
+		"ocspResponderURL":               "",
+		"externalAccountBindingRequired": false,
+		"retryAfter":                     map[string]int{"authz": 1, "order": 1},
+		"keyAlgorithm":                   "ecdsa",
+		// 90 days, as Let's Encrypt's: autocert renews 30 days before the end.
+		"profiles": map[string]any{"default": map[string]any{"description": "kiln tests", "validityPeriod": 7776000}},
+	}}
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, b, 0o600)
+}
+
+// IssuingRoot fetches the root CA that signs the certificates this Pebble issues
+// (a new one each run), for a client to verify them.
+func (s *Server) IssuingRoot(ctx context.Context) (*x509.CertPool, error) {
+	pem, err := get(ctx, s.client(), s.managementURL+"/roots/0")
+	if err != nil {
+		return nil, fmt.Errorf("pebble: fetching the issuing root: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("pebble: the issuing root is no PEM certificate: %q", pem)
+	}
+	return pool, nil
+}
+
+// Stop stops Pebble and its DNS server and waits for them; it is idempotent
+// (t.Cleanup calls it too), and a test calls it to prove it no longer needs Pebble.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		for _, p := range s.procs {
+			p.stop()
+		}
+	})
+}
+
+func (s *Server) client() *http.Client {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.Roots}, DisableKeepAlives: true}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+func get(ctx context.Context, c *http.Client, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return b, err
+}
+
+// waitFor polls ready (a process of another program gives no event to wait on)
+// until it succeeds, p exits, or startTimeout passes.
+func waitFor(p *proc, ready func() error) error {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		err := ready()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("%s exited on start (%v):\n%s", p.name, p.err, p.output())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer within %s: %v\n%s", p.name, startTimeout, err, p.output())
+		}
+	}
+}
+
+func dialClose(a string) error {
+	c, err := net.DialTimeout("tcp", a, time.Second)
+	if err == nil {
+		c.Close()
+	}
+	return err
+}
+
+// freePorts returns n loopback ports free for TCP and UDP (the DNS server takes
+// both), held open together so that none is picked twice.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var held []io.Closer
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 10*n {
+			return nil, errors.New("no free loopback ports")
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		held = append(held, l)
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", addr(port))
+		if err != nil {
+			continue
+		}
+		held = append(held, u)
+		ports = append(ports, port)
+	}
+	return ports, nil
+}
+
+func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// envWithout is the environment less every variable with prefix.
+func envWithout(prefix string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, prefix) {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
