@@ -33,7 +33,7 @@ var allowed = map[string][]string{
 	"internal/engine":    {"internal/api", "internal/door", "internal/driver", "internal/frontdoor", "internal/health", "internal/imagestore", "internal/monitor", "internal/plan", "internal/reconcile", "internal/resolve", "internal/rollout", "internal/secret", "internal/spec", "internal/store"},
 	"internal/frontdoor": {"internal/api", "internal/door", "internal/proxy", "internal/spec"},
 	// The door process's core: what the doors serve and its control socket.
-	"internal/door":      {"internal/api", "internal/atomicfile", "internal/health", "internal/proxy"},
+	"internal/door":      {"internal/api", "internal/atomicfile", "internal/doortls", "internal/health", "internal/proxy"},
 	"internal/monitor":   {"internal/health", "internal/spec"},
 	"internal/reconcile": {},
 	"internal/rollout":   {"internal/driver", "internal/plan", "internal/spec"},
@@ -96,6 +96,7 @@ var testAllowed = map[string][]string{
 	"internal/driver/simdriver":   {"internal/driver/drivertest"},
 	"internal/driver/faultdriver": {"internal/driver/simdriver"},
 	"internal/doortls":            {"internal/testenv/pebble"},
+	"internal/door":               {"internal/testenv/pebble"},
 }
 
 // dockerClient is the Docker Engine client: only the Docker driver's packages import

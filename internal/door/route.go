@@ -16,6 +16,7 @@ import (
 // listener is one address of the door and the routes of the services on it.
 type listener struct {
 	addr   string
+	kind   listenerKind
 	ln     net.Listener
 	routes atomic.Pointer[[]route] // most specific first
 	ctx    context.Context

@@ -2,15 +2,19 @@ package door
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 
+	"github.com/kiln-build/kiln/internal/doortls"
 	"github.com/kiln-build/kiln/internal/proxy"
 )
 
@@ -38,6 +42,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	cfg       Config
+	certs     *certs               // nil until a service has TLS
 	listeners map[string]*listener // by address
 	services  map[string]*service  // by name
 	closed    bool
@@ -81,7 +86,19 @@ func (s *Server) Apply(ctx context.Context, cfg Config) error {
 		s.mu.Unlock()
 		return fmt.Errorf("%w (%d < %d)", ErrStale, cfg.Generation, s.cfg.Generation)
 	}
-	opened, err := s.openListeners(cfg)
+	ks, err := kinds(cfg)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	opened, err := s.openListeners(cfg, ks)
+	if err == nil {
+		if err = s.prepareTLS(cfg); err != nil {
+			for _, l := range opened {
+				l.ln.Close()
+			}
+		}
+	}
 	if err != nil {
 		s.mu.Unlock()
 		return err
@@ -115,7 +132,7 @@ func (s *Server) Apply(ctx context.Context, cfg Config) error {
 				routes = append(routes, routesOf(sc, s.services[sc.Name])...)
 			}
 		}
-		if len(routes) == 0 {
+		if _, ok := ks[addr]; !ok {
 			delete(s.listeners, addr)
 			unused = append(unused, ln)
 			continue
@@ -137,25 +154,41 @@ func (s *Server) Apply(ctx context.Context, cfg Config) error {
 	return perr
 }
 
-// openListeners listens on the addresses of cfg the door does not listen on yet; on an
-// error it closes what it opened. Called with s.mu held (a listen does not block).
-func (s *Server) openListeners(cfg Config) ([]*listener, error) {
+// openListeners listens on the addresses of ks the door does not listen on yet (a
+// listener that must serve another protocol is closed first, its requests finishing
+// meanwhile); on an error it closes what it opened. Called with s.mu held (a listen
+// does not block).
+func (s *Server) openListeners(cfg Config, ks map[string]listenerKind) ([]*listener, error) {
 	var opened []*listener
-	for _, sc := range cfg.Services {
-		if s.listeners[sc.Listen] != nil || slices.ContainsFunc(opened, func(l *listener) bool { return l.addr == sc.Listen }) {
-			continue
+	for _, addr := range slices.Sorted(maps.Keys(ks)) {
+		kind := ks[addr]
+		if old := s.listeners[addr]; old != nil {
+			if old.kind == kind {
+				continue
+			}
+			delete(s.listeners, addr)
+			old.ln.Close()
+			go old.stop()
 		}
-		ln, err := s.listen(sc.Listen)
+		ln, err := s.listen(addr)
 		if err != nil {
 			for _, l := range opened {
 				l.ln.Close()
 			}
-			if errors.Is(err, syscall.EADDRINUSE) {
-				return nil, fmt.Errorf("service %s cannot listen on %s: the address is already in use by another program (change `listen` in the spec, or stop that program)", sc.Name, sc.Listen)
+			who := "a redirect to HTTPS"
+			for _, sc := range cfg.Services {
+				if sc.Listen == addr {
+					who = "service " + sc.Name
+				}
 			}
-			return nil, fmt.Errorf("service %s: listening on %s: %w", sc.Name, sc.Listen, err)
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("%s cannot listen on %s: the address is already in use by another program (change `listen` in the spec, or stop that program)", who, addr)
+			}
+			return nil, fmt.Errorf("%s: listening on %s: %w", who, addr, err)
 		}
-		opened = append(opened, newListener(sc.Listen, ln))
+		l := newListener(addr, ln)
+		l.kind = kind
+		opened = append(opened, l)
 	}
 	return opened, nil
 }
@@ -170,17 +203,74 @@ func (s *Server) listen(addr string) (net.Listener, error) {
 // serve serves ln until it is stopped. Called with s.mu held.
 func (s *Server) serve(ln *listener) {
 	s.work.Add(1)
-	go func() {
-		defer s.work.Done()
-		err := proxy.ServeHandler(ln.ctx, ln.ln, ln, proxy.Listener{
-			MaxConns: s.opts.Proxy.MaxConns, ReadHeaderTimeout: s.opts.Proxy.ReadHeaderTimeout,
-			IdleTimeout: s.opts.Proxy.IdleTimeout, ShutdownTimeout: s.opts.Proxy.ShutdownTimeout, Logger: s.log,
-		})
+	limits := proxy.Listener{
+		MaxConns: s.opts.Proxy.MaxConns, ReadHeaderTimeout: s.opts.Proxy.ReadHeaderTimeout,
+		IdleTimeout: s.opts.Proxy.IdleTimeout, ShutdownTimeout: s.opts.Proxy.ShutdownTimeout, Logger: s.log,
+	}
+	run := func(l net.Listener, h http.Handler, tlsConf *tls.Config) error {
+		lim := limits
+		lim.TLS = tlsConf
+		err := proxy.ServeHandler(ln.ctx, l, h, lim)
 		if err != nil && ln.ctx.Err() == nil {
 			s.log.Error("a front door stopped serving", "listen", ln.addr, "error", err)
 		}
-		close(ln.done)
+		return err
+	}
+	go func() {
+		defer s.work.Done()
+		defer close(ln.done)
+		switch k := ln.kind; {
+		case k.redirectTo != 0:
+			run(ln.ln, s.redirect(k.redirectTo), nil)
+		case k.tls && k.redirect:
+			_, port, _ := net.SplitHostPort(ln.ln.Addr().String())
+			p, _ := strconv.Atoi(port)
+			secure, plain := doortls.SplitPlain(ln.ln)
+			var wg sync.WaitGroup
+			wg.Go(func() { run(plain, s.redirect(p), nil) })
+			run(secure, ln, s.tlsConfig())
+			wg.Wait()
+		case k.tls:
+			run(ln.ln, ln, s.tlsConfig())
+		default:
+			run(ln.ln, ln, nil)
+		}
 	}()
+}
+
+// tlsConfig is the configuration of the door's TLS listeners: certificates from the
+// manager in use at each handshake, HTTP/2.
+func (s *Server) tlsConfig() *tls.Config {
+	s.mu.Lock()
+	c := s.certs
+	s.mu.Unlock()
+	if c == nil {
+		return &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, errNoCerts }}
+	}
+	conf := c.mgr.TLSConfig()
+	conf.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		s.mu.Lock()
+		c := s.certs
+		s.mu.Unlock()
+		return c.mgr.GetCertificate(hello)
+	}
+	return conf
+}
+
+// redirect answers plain HTTP with a redirect to HTTPS on port (and ACME's HTTP-01
+// challenges).
+func (s *Server) redirect(port int) http.Handler {
+	to := doortls.Redirect(port)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		c := s.certs
+		s.mu.Unlock()
+		if c == nil {
+			to.ServeHTTP(w, r)
+			return
+		}
+		c.mgr.HTTPHandler(to).ServeHTTP(w, r)
+	})
 }
 
 // Check reports whether the door could listen on addr: nil when it listens there

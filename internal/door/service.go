@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,8 +44,10 @@ func newService(sc Service, opts Options, log *slog.Logger) *service {
 	if access == nil {
 		access = slog.Default()
 	}
-	return &service{name: sc.Name, proxy: p, handler: p.Handler(), log: log.With("service", sc.Name), access: access,
+	svc := &service{name: sc.Name, proxy: p, handler: p.Handler(), log: log.With("service", sc.Name), access: access,
 		stats: newCounters(), down: map[string]int{}, ctx: ctx, stop: cancel, kick: make(chan struct{}, 1)}
+	svc.cfg.Store(&sc)
+	return svc
 }
 
 func (s *service) settings() Service { return *s.cfg.Load() }
@@ -139,6 +142,9 @@ func (s *service) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, sc.Maintenance)
 		return
+	}
+	if sc.TLS != nil && sc.TLS.HSTS > 0 && r.TLS != nil {
+		w.Header().Set("Strict-Transport-Security", "max-age="+strconv.FormatInt(int64(sc.TLS.HSTS/time.Second), 10))
 	}
 	s.mu.Lock()
 	resumed := s.resumed
