@@ -364,7 +364,7 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 // and kamal-proxy do for clients they do not trust (the door trusts none): the client's
 // own (Forwarded, X-Forwarded-*, X-Real-IP...) are removed, and X-Forwarded-For (the
 // client's address as the door sees it), X-Real-IP (the same), X-Forwarded-Host (the
-// Host) and X-Forwarded-Proto (http) are set. The server is chosen per attempt, in
+// Host), X-Forwarded-Proto (http or https) and Forwarded (all three, RFC 7239) are set. The server is chosen per attempt, in
 // roundTrip.
 func rewrite(pr *httputil.ProxyRequest) {
 	// httputil.ReverseProxy has removed Forwarded and X-Forwarded-For, -Host and
@@ -377,9 +377,22 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
 		pr.Out.Header.Set("X-Real-Ip", ip)
+		proto := "http"
+		if pr.In.TLS != nil {
+			proto = "https"
+		}
+		pr.Out.Header.Set("Forwarded", forwarded(ip, pr.In.Host, proto))
 	}
 	pr.Out.Host = pr.In.Host
 	pr.Out.URL.Scheme = "http"
+}
+
+// forwarded is the RFC 7239 Forwarded header of a request from ip for host over proto.
+func forwarded(ip, host, proto string) string {
+	if strings.Contains(ip, ":") {
+		ip = "[" + ip + "]" // an IPv6 node is quoted, in brackets
+	}
+	return fmt.Sprintf("for=%q;host=%q;proto=%s", ip, host, proto)
 }
 
 // clientClaims are headers (canonical) through which a client could pass itself off as

@@ -49,6 +49,7 @@ func newBackend(t testing.TB, name string, delay func() time.Duration) *backend 
 		w.Header().Set("X-Seen-For", r.Header.Get("X-Forwarded-For"))
 		w.Header().Set("X-Seen-Fwd-Host", r.Header.Get("X-Forwarded-Host"))
 		w.Header().Set("X-Seen-Proto", r.Header.Get("X-Forwarded-Proto"))
+		w.Header().Set("X-Seen-Forwarded", r.Header.Get("Forwarded"))
 		fmt.Fprintf(w, "%s:%s", b.name, body)
 	}))
 	t.Cleanup(b.Close)
@@ -190,6 +191,7 @@ func TestProxyBalances(t *testing.T) {
 
 	req, _ := http.NewRequest("GET", url+"/x?y=1", nil)
 	req.Host = "example.test"
+	req.Header.Set("Forwarded", `for="10.0.0.1";proto=https`) // a client's claim: replaced
 	res, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -198,6 +200,7 @@ func TestProxyBalances(t *testing.T) {
 	for h, want := range map[string]string{
 		"X-Seen-Host": "example.test", "X-Seen-For": "127.0.0.1",
 		"X-Seen-Fwd-Host": "example.test", "X-Seen-Proto": "http",
+		"X-Seen-Forwarded": `for="127.0.0.1";host="example.test";proto=http`,
 	} {
 		if got := res.Header.Get(h); got != want {
 			t.Errorf("%s: got %q, want %q", h, got, want)
