@@ -270,3 +270,23 @@ func (c *Client) Trigger(ctx context.Context, pipeline, commit string) (Run, err
 	var r Run
 	return r, json.NewDecoder(resp.Body).Decode(&r)
 }
+
+// Pause holds the new requests of service's front door (each for up to 30 s, then
+// 503) until Resume; with req.Maintenance, the door answers every request 503 with it
+// instead.
+func (c *Client) Pause(ctx context.Context, service string, req PauseRequest) error {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/pause", req)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+// Resume lets the requests of service's front door through again.
+func (c *Client) Resume(ctx context.Context, service string) error {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/resume", struct{}{})
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}

@@ -32,6 +32,8 @@ const (
 	EventRecovered   = "recovered"   // a degraded service is healthy again
 	EventError       = "error"       // something failed that no other type names
 	EventPipeline    = "pipeline"    // a pipeline's run was queued, started, or ended
+	EventPaused      = "paused"      // a front door holds requests, or answers for maintenance
+	EventUnpaused    = "unpaused"    // a paused front door serves again
 )
 
 // Tones: the colour class of an event.
@@ -71,6 +73,8 @@ var eventTypes = map[string]EventInfo{
 	EventRecovered:   {SubjectService, "", ""},
 	EventError:       {SubjectService, "", ToneBad},
 	EventPipeline:    {SubjectPipeline, "", ""},
+	EventPaused:      {SubjectService, "", ToneBusy},
+	EventUnpaused:    {SubjectService, "", ToneOK},
 }
 
 // EventTypeInfo returns what kind of event typ is; an unknown type is a service's

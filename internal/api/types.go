@@ -293,3 +293,8 @@ type Stage struct {
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished,omitzero"`
 }
+
+// PauseRequest pauses a service's front door; see Client.Pause.
+type PauseRequest struct {
+	Maintenance string `json:"maintenance,omitempty"`
+}

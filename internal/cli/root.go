@@ -190,6 +190,8 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 		newHistoryCmd(g),
 		newRollbackCmd(g),
 		newDestroyCmd(g),
+		newPauseCmd(g),
+		newResumeCmd(g),
 		newEventsCmd(g),
 		newLogsCmd(g),
 		newPipelineCmd(g),

@@ -3,6 +3,7 @@ package frontdoor
 import (
 	"context"
 	"maps"
+	"reflect"
 	"slices"
 	"sync"
 
@@ -14,11 +15,11 @@ import (
 // hosts, path, TLS...) and the servers in its rotation, which the registry configures
 // the door process with. It implements rollout.Door and is safe for concurrent use.
 type Door struct {
-	reg      *Registry
-	settings door.Service // Upstreams unused: see addrs
+	reg *Registry
 
-	mu    sync.Mutex
-	addrs map[string]bool
+	mu       sync.Mutex
+	settings door.Service // Upstreams unused: see addrs
+	addrs    map[string]bool
 	// checks holds the health check each server (by address) passed, which the monitor
 	// goes on using for it, whatever revision is being rolled out.
 	checks map[string]spec.Health
@@ -30,7 +31,37 @@ func newDoor(reg *Registry, settings door.Service) *Door {
 }
 
 // Listen is the address the door listens on, as the spec gave it.
-func (d *Door) Listen() string { return d.settings.Listen }
+func (d *Door) Listen() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.settings.Listen
+}
+
+// Settings returns the door's settings (without its rotation).
+func (d *Door) Settings() door.Service {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.settings
+}
+
+// setSettings replaces the door's settings with s, keeping its pause, and returns
+// those it had and whether they changed.
+func (d *Door) setSettings(s door.Service) (door.Service, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s.Upstreams = nil
+	s.Paused, s.Maintenance = d.settings.Paused, d.settings.Maintenance
+	prev := d.settings
+	d.settings = s
+	return prev, !reflect.DeepEqual(prev, s)
+}
+
+// restore puts back settings that setSettings replaced.
+func (d *Door) restore(s door.Service) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.settings = s
+}
 
 // Close takes a pending door (one never accepted) out of use: there is nothing to close,
 // as a pending door was only checked. An accepted door is removed with Registry.Remove.
@@ -55,7 +86,7 @@ func (d *Door) Update(ctx context.Context, add, remove []string) error {
 	if len(remove) == 0 {
 		return nil
 	}
-	return d.reg.plane.Drain(ctx, d.settings.Name, remove)
+	return d.reg.plane.Drain(ctx, d.Settings().Name, remove)
 }
 
 // Has reports whether the server at addr is in rotation.
@@ -89,20 +120,9 @@ func (d *Door) Upstreams() []string {
 
 // config is the door's part of the door process's configuration.
 func (d *Door) config() door.Service {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	s := d.settings
-	s.Upstreams = d.Upstreams()
+	s.Upstreams = slices.Sorted(maps.Keys(d.addrs))
 	return s
-}
-
-// rotation is a copy of the rotation as a set.
-func (d *Door) rotation() map[string]bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return maps.Clone(d.addrs)
-}
-
-func (d *Door) checksCopy() map[string]spec.Health {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return maps.Clone(d.checks)
 }

@@ -70,50 +70,51 @@ func (r *Registry) All() map[string]*Door {
 
 // Ensure returns the service's door with settings (its Upstreams ignored), configuring
 // the door process when the service had none or had other settings (a door on another
-// address is closed once the new one is in use). The servers in rotation stay.
+// address is closed once the new one is in use). A service keeps one Door for its
+// life: the servers in its rotation stay, and so does a pause (see Pause).
 func (r *Registry) Ensure(ctx context.Context, settings door.Service) (*Door, error) {
-	settings.Upstreams = nil
 	r.mu.Lock()
-	old := r.doors[settings.Name]
-	if old != nil && reflect.DeepEqual(old.settings, settings) {
-		r.mu.Unlock()
-		return old, nil
+	d, created := r.doors[settings.Name], false
+	if d == nil {
+		d, created = newDoor(r, settings), true
+		r.doors[settings.Name] = d
 	}
-	d := newDoor(r, settings)
-	if old != nil {
-		d.addrs, d.checks = old.rotation(), old.checksCopy()
-	}
-	r.doors[settings.Name] = d
 	r.mu.Unlock()
+	prev, changed := d.setSettings(settings)
+	if !created && !changed {
+		return d, nil
+	}
 	if err := r.push(ctx); err != nil {
-		r.mu.Lock()
-		if r.doors[settings.Name] == d {
-			if old != nil {
-				r.doors[settings.Name] = old
-			} else {
+		if created {
+			r.mu.Lock()
+			if r.doors[settings.Name] == d {
 				delete(r.doors, settings.Name)
 			}
+			r.mu.Unlock()
+		} else {
+			d.restore(prev)
 		}
-		r.mu.Unlock()
 		return nil, err
 	}
 	return d, nil
 }
 
 // Pending checks that the door the service needs can listen, when the service has no
-// door there yet, without putting it in use (see Accept); nil, nil when it has one.
+// door of these settings yet, without putting it in use (see Accept); nil, nil when it
+// has one.
 func (r *Registry) Pending(ctx context.Context, settings door.Service) (*Door, error) {
 	settings.Upstreams = nil
-	r.mu.Lock()
-	old := r.doors[settings.Name]
-	r.mu.Unlock()
-	if old != nil && reflect.DeepEqual(old.settings, settings) {
-		return nil, nil
+	if old := r.Get(settings.Name); old != nil {
+		cur := old.Settings()
+		settings.Paused, settings.Maintenance = cur.Paused, cur.Maintenance
+		if reflect.DeepEqual(cur, settings) {
+			return nil, nil
+		}
 	}
 	if err := r.with(settings).Validate(); err != nil {
 		return nil, err
 	}
-	if old == nil || old.settings.Listen != settings.Listen {
+	if old := r.Get(settings.Name); old == nil || old.Listen() != settings.Listen {
 		if err := r.plane.Check(ctx, settings.Listen); err != nil {
 			return nil, fmt.Errorf("service %s cannot listen on %s: %w", settings.Name, settings.Listen, err)
 		}
@@ -121,21 +122,33 @@ func (r *Registry) Pending(ctx context.Context, settings door.Service) (*Door, e
 	return newDoor(r, settings), nil
 }
 
-// Accept puts a pending door in use, keeping the servers in rotation of the door it
-// replaces. If the service got a door of the same settings meanwhile, that one stays.
-func (r *Registry) Accept(ctx context.Context, service string, d *Door) error {
-	r.mu.Lock()
-	old := r.doors[service]
-	if old != nil && reflect.DeepEqual(old.settings, d.settings) {
-		r.mu.Unlock()
-		return nil
+// Accept puts a pending door's settings in use: the service's door takes them, or the
+// pending door becomes the service's door when it has none.
+func (r *Registry) Accept(ctx context.Context, service string, pending *Door) error {
+	_, err := r.Ensure(ctx, pending.Settings())
+	return err
+}
+
+// ErrNoDoor is the error of Pause for a service without a front door.
+var ErrNoDoor = errors.New("the service has no front door")
+
+// Pause holds the new requests of the service's door (each up to door.DefaultPauseTimeout,
+// then 503) while paused; with maintenance, the door answers every request 503 with
+// it instead. A pause lasts until lifted, across restarts of the daemon and the door.
+func (r *Registry) Pause(ctx context.Context, service string, paused bool, maintenance string) error {
+	d := r.Get(service)
+	if d == nil {
+		return fmt.Errorf("%w: %s", ErrNoDoor, service)
 	}
-	if old != nil {
-		d.addrs, d.checks = old.rotation(), old.checksCopy()
+	d.mu.Lock()
+	prev := d.settings
+	d.settings.Paused, d.settings.Maintenance = paused && maintenance == "", maintenance
+	d.mu.Unlock()
+	if err := r.push(ctx); err != nil {
+		d.restore(prev)
+		return err
 	}
-	r.doors[service] = d
-	r.mu.Unlock()
-	return r.push(ctx)
+	return nil
 }
 
 // Remove takes the service's door out of use and returns it, nil if it had none; the

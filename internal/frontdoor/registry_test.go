@@ -52,13 +52,14 @@ func TestMovingADoorBlocksNothingElse(t *testing.T) {
 	<-started
 
 	moved := make(chan error, 1)
+	second := freeAddr(t)
 	go func() {
-		_, err := reg.Ensure(ctx, door.Service{Name: "web", Listen: freeAddr(t)}) // closes the first door: blocks on the request
+		_, err := reg.Ensure(ctx, door.Service{Name: "web", Listen: second}) // closes the first door: blocks on the request
 		moved <- err
 	}()
 	// While the old door drains, the registry answers and other doors open.
 	deadline := time.After(20 * time.Second)
-	for reg.Get("web") == first {
+	for reg.Get("web").Listen() != second {
 		select {
 		case <-deadline:
 			t.Fatal("the moved door was not put in use")
@@ -100,8 +101,13 @@ func TestPendingAndAccept(t *testing.T) {
 	if err := reg.Accept(ctx, "web", d); err != nil {
 		t.Fatal(err)
 	}
-	if reg.Get("web") != d {
+	if got := reg.Get("web"); got == nil || got.Listen() != addr {
 		t.Fatal("the accepted door is not in use")
+	}
+	if resp, err := http.Get("http://" + addr + "/"); err != nil {
+		t.Fatalf("the accepted door does not answer: %v", err)
+	} else {
+		resp.Body.Close()
 	}
 	if again, err := reg.Pending(ctx, door.Service{Name: "web", Listen: addr}); again != nil || err != nil {
 		t.Fatalf("Pending on the address in use = %v, %v, want nil, nil", again, err)
@@ -109,12 +115,46 @@ func TestPendingAndAccept(t *testing.T) {
 	if _, err := reg.Pending(ctx, door.Service{Name: "other", Listen: addr}); err == nil {
 		t.Fatal("a second door opened on an address in use")
 	}
-	if got, err := reg.Remove(ctx, "web"); got != d || err != nil {
+	if got, err := reg.Remove(ctx, "web"); got == nil || got.Listen() != addr || err != nil {
 		t.Fatal("Remove did not return the door")
 	}
 	d.Close()
 	d.Close() // idempotent
 	if reg.Get("web") != nil {
 		t.Fatal("a removed door is still in the registry")
+	}
+}
+
+// A pause outlives the applies that configure the door again, until it is lifted.
+func TestPauseOutlivesEnsure(t *testing.T) {
+	ctx := context.Background()
+	reg := NewRegistry(door.New(door.Options{}))
+	defer reg.CloseAll()
+	if err := reg.Pause(ctx, "web", true, ""); err == nil {
+		t.Fatal("a service without a door was paused")
+	}
+	settings := door.Service{Name: "web", Listen: freeAddr(t)}
+	if _, err := reg.Ensure(ctx, settings); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Pause(ctx, "web", true, "down for maintenance"); err != nil {
+		t.Fatal(err)
+	}
+	settings.Health.Interval = time.Second // a new revision's settings
+	d, err := reg.Ensure(ctx, settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := d.Settings(); s.Maintenance != "down for maintenance" || s.Health.Interval != time.Second {
+		t.Fatalf("settings after Ensure: %+v", s)
+	}
+	if p, err := reg.Pending(ctx, settings); p != nil || err != nil {
+		t.Fatalf("Pending for the settings in use = %v, %v", p, err)
+	}
+	if err := reg.Pause(ctx, "web", false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if s := reg.Get("web").Settings(); s.Paused || s.Maintenance != "" {
+		t.Fatalf("settings after resume: %+v", s)
 	}
 }

@@ -74,6 +74,8 @@ func (s *Server) routes() []route {
 		{pattern: "GET /v1/services/{name}/history", access: reader, handler: s.history},
 		{pattern: "POST /v1/services/{name}/rollback", access: admin, stream: true, handler: s.rollback},
 		{pattern: "DELETE /v1/services/{name}", access: admin, stream: true, handler: s.destroy},
+		{pattern: "POST /v1/services/{name}/pause", access: admin, handler: s.pause},
+		{pattern: "POST /v1/services/{name}/resume", access: admin, handler: s.resume},
 		{pattern: "GET /ui/stream", access: reader, session: true, stream: true, handler: s.dash.SignedIn(s.eventStream)},
 	}
 	for _, d := range s.dash.Routes() {

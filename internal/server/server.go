@@ -278,6 +278,27 @@ func (s *Server) destroy(w http.ResponseWriter, r *http.Request) {
 	s.stream(w, []string{name}, func() (api.Result, error) { return s.eng.Destroy(context.WithoutCancel(r.Context()), name) })
 }
 
+func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
+	var req api.PauseRequest
+	if err := decode(r, &req); err != nil {
+		writeBodyError(w, err)
+		return
+	}
+	if err := s.eng.Pause(r.Context(), r.PathValue("name"), req.Maintenance); err != nil {
+		writeError(w, errorCode(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
+	if err := s.eng.Resume(r.Context(), r.PathValue("name")); err != nil {
+		writeError(w, errorCode(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	st, err := s.eng.Status(r.Context())
 	if err != nil {
