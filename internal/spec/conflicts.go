@@ -25,10 +25,9 @@ func (c Conflict) Error() string { return c.Summary + ": " + c.Detail }
 // RouteConflicts checks the rules on front doors that only a set of services can
 // break, and returns the conflicts in the order given, each rule reported once for a
 // service (with the first other service it conflicts with); none when the doors can
-// serve every service. The daemon checks with it
-// the services it is to run together (those applied and those it keeps), as the spec
-// checks its own. Services with an invalid listen address are left out (ValidateService
-// reports them). The rules:
+// serve every service. The daemon checks with it the services it is to run together
+// (those applied and those it keeps), as the spec checks its own. Services with an
+// invalid listen address are left out (ValidateService reports them). The rules:
 //
 //   - Services with the same listen address share one front door. Two of them may not
 //     take the same path prefix for the same host (or both for every host: neither

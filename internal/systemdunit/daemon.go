@@ -55,7 +55,7 @@ func ServeArgs(dir, stateDir string) []string {
 var unitName = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,248}\.service$`)
 
 // userName is what a user name or numeric UID may be in User=.
-var userName = regexp.MustCompile(`^([a-z_][a-z0-9_.-]{0,31}\$?|[0-9]{1,10})$`)
+var userName = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10})$`)
 
 // Unit renders the unit file. Its choices, written beside them in the file:
 // Wants= (not Requires=) docker.service, so that a restart of the Docker engine does
