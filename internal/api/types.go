@@ -29,6 +29,71 @@ type Service struct {
 	Health      Health        `json:"health"`
 	Update      Update        `json:"update"`
 	Drift       string        `json:"drift,omitempty"` // "replace" (default) or "report"
+
+	// The front door's settings for the service: none is part of its servers' spec,
+	// and each zero value is the door as it was before they existed (every host, every
+	// path, plain HTTP). See spec.Service for the rules.
+	//
+	// Hosts are the host names the door routes to the service (lowercase ASCII, a
+	// leading "*." for one label of wildcard); none routes every host. Path is the
+	// prefix of the paths it routes ("" is "/"); StripPath removes it before a request
+	// is forwarded. Of the routes of one address, the door picks by host (exact name,
+	// then wildcard, then a service without hosts), then by the longest path prefix.
+	Hosts     []string `json:"hosts,omitempty"`
+	Path      string   `json:"path,omitempty"`
+	StripPath bool     `json:"strip_path,omitempty"`
+	// DrainTimeout is how long the door lets the requests, streams and WebSockets to a
+	// server leaving its rotation finish: 0 is DefaultDrainTimeout, NoDrain (or any
+	// negative value) none. Drain returns the duration meant.
+	DrainTimeout time.Duration `json:"drain_timeout,omitempty"`
+	// AccessLog has the door log one structured (JSON) line per request.
+	AccessLog bool `json:"access_log,omitempty"`
+	// TLS, when set, has the door serve HTTPS on Listen.
+	TLS *TLS `json:"tls,omitempty"`
+}
+
+// DefaultDrainTimeout is the drain a zero Service.DrainTimeout means; NoDrain is none.
+const (
+	DefaultDrainTimeout = 30 * time.Second
+	NoDrain             = time.Duration(-1)
+)
+
+// Drain is how long the door waits for the requests to a server leaving its rotation:
+// DrainTimeout with its zero and negative values read.
+func (s Service) Drain() time.Duration {
+	switch {
+	case s.DrainTimeout == 0:
+		return DefaultDrainTimeout
+	case s.DrainTimeout < 0:
+		return 0
+	}
+	return s.DrainTimeout
+}
+
+// TLS is how a service's door serves HTTPS: with the certificate and key in CertFile
+// and KeyFile (PEM, absolute paths, read by the door), or with certificates an ACME CA
+// issues for the service's Hosts.
+type TLS struct {
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
+	ACME     bool   `json:"acme,omitempty"`
+	// ACMEEmail is the contact given to the CA ("" gives none); ACMEDirectory the CA's
+	// directory URL (set whenever ACME is: the spec fills in Let's Encrypt's
+	// production one); ACMERoots a PEM file (absolute) of the CAs trusted for the ACME
+	// server's own HTTPS, "" for the system's.
+	ACMEEmail     string `json:"acme_email,omitempty"`
+	ACMEDirectory string `json:"acme_directory,omitempty"`
+	ACMERoots     string `json:"acme_roots,omitempty"`
+	// RedirectHTTP is a plain-HTTP address (host:port) whose requests the door
+	// redirects to HTTPS on Listen; "" for none. The spec's default is already applied
+	// (the listen host's port 80 when Listen's port is 443).
+	RedirectHTTP string `json:"redirect_http,omitempty"`
+	// NoRedirect turns off the redirects to HTTPS: of plain HTTP on Listen itself, and
+	// (RedirectHTTP is then "") of another address.
+	NoRedirect bool `json:"no_redirect,omitempty"`
+	// HSTS, when positive, is the max-age of the Strict-Transport-Security header the
+	// door adds to its HTTPS answers; 0 adds none.
+	HSTS time.Duration `json:"hsts,omitempty"`
 }
 
 // SecretValue is one secret of a service. A client sends Template (the spec's value,

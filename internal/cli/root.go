@@ -195,6 +195,7 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 		newEventsCmd(g),
 		newLogsCmd(g),
 		newPipelineCmd(g),
+		newServiceCmd(g),
 	)
 	return root
 }

@@ -23,7 +23,7 @@ const module = "github.com/kiln-build/kiln"
 var allowed = map[string][]string{
 	"cmd/kiln": {"internal/cli", "internal/sandbox"},
 	// The CLI names the Docker driver only for `kiln bake --load`.
-	"internal/cli": {"internal/api", "internal/atomicfile", "internal/bake", "internal/daemon", "internal/door", "internal/driver/docker", "internal/engine", "internal/imagestore", "internal/resolve", "internal/server", "internal/spec", "internal/statedir", "internal/store"},
+	"internal/cli": {"internal/api", "internal/atomicfile", "internal/bake", "internal/daemon", "internal/door", "internal/driver/docker", "internal/engine", "internal/imagestore", "internal/resolve", "internal/server", "internal/spec", "internal/statedir", "internal/store", "internal/systemdunit"},
 	// The daemon's wiring: it opens the runtime's driver through the registry.
 	"internal/daemon":    {"internal/api", "internal/atomicfile", "internal/door", "internal/driver", "internal/driver/registry", "internal/engine", "internal/imagestore", "internal/pipeline", "internal/secret", "internal/server", "internal/store"},
 	"internal/server":    {"internal/api", "internal/dashboard", "internal/engine", "internal/httpguard", "internal/pipeline", "internal/plan", "internal/spec", "internal/store"},
@@ -65,6 +65,7 @@ var allowed = map[string][]string{
 	"internal/httpguard":       {},
 	"internal/atomicfile":      {},
 	"internal/statedir":        {},
+	"internal/systemdunit":     {},
 	"internal/secret":          {"internal/atomicfile"},
 	"internal/sandbox":         {},
 	"internal/depcheck":        {},

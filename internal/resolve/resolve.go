@@ -1,9 +1,11 @@
 package resolve
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/bake"
@@ -80,9 +82,12 @@ func Services(ctx context.Context, cfg *spec.Config, services []*spec.Service, b
 }
 
 // Service is a service block as the API takes it, without its image (Services adds
-// it).
+// it). The front door's settings are written so that a service that uses none of them
+// is the api.Service it was before they existed (the zero values), and so that equal
+// routes are equal values: hosts sorted, "/" as "", StripPath only with a path, the
+// default drain as 0 and none as api.NoDrain.
 func Service(s *spec.Service) api.Service {
-	return api.Service{
+	out := api.Service{
 		Name: s.Name, Replicas: s.Replicas, Port: s.Port, Listen: s.Listen, Drift: s.Drift,
 		Command: s.Command, Args: s.Args, Env: s.Env, Writable: s.Writable, User: s.User,
 		Init: s.Init, StopSignal: s.StopSignal, StopTimeout: s.StopTimeout,
@@ -93,7 +98,47 @@ func Service(s *spec.Service) api.Service {
 			FailureThreshold: s.Health.FailureThreshold},
 		Update: api.Update{Strategy: s.Update.Strategy, MaxSurge: s.Update.MaxSurge, MaxUnavailable: s.Update.MaxUnavailable,
 			MinHealthy: s.Update.MinHealthy, ProgressDeadline: s.Update.ProgressDeadline, AutoRollback: s.Update.AutoRollback, KeepOld: s.Update.KeepOld},
+		AccessLog: s.AccessLog,
 	}
+	if len(s.Hosts) > 0 {
+		out.Hosts = slices.Sorted(slices.Values(s.Hosts))
+	}
+	if s.Path != "/" {
+		out.Path, out.StripPath = s.Path, s.StripPath
+	}
+	switch s.DrainTimeout {
+	case spec.DefaultDrainTimeout:
+	case 0:
+		out.DrainTimeout = api.NoDrain
+	default:
+		out.DrainTimeout = s.DrainTimeout
+	}
+	if t := s.TLS; t != nil {
+		out.TLS = &api.TLS{CertFile: t.CertFile, KeyFile: t.KeyFile, ACME: t.ACME, ACMEEmail: t.ACMEEmail,
+			ACMEDirectory: t.ACMEDirectory, ACMERoots: t.ACMERoots, RedirectHTTP: t.RedirectHTTP, NoRedirect: t.NoRedirect, HSTS: t.HSTS}
+	}
+	return out
+}
+
+// SpecService is svc as the spec's rules see it (spec.ValidateService,
+// spec.RouteConflicts): the inverse of Service for the settings they check, with the
+// API's zero values read as the spec's defaults. Its DeclRange is zero, so messages
+// name the service without a place.
+func SpecService(svc api.Service) *spec.Service {
+	s := &spec.Service{Name: svc.Name, Replicas: svc.Replicas, Port: svc.Port, Listen: svc.Listen, Drift: svc.Drift,
+		Health: spec.Health{HTTP: svc.Health.HTTP, TCP: svc.Health.TCP, Interval: svc.Health.Interval, Timeout: svc.Health.Timeout,
+			StartPeriod: svc.Health.StartPeriod, HealthyThreshold: svc.Health.HealthyThreshold,
+			UnhealthyThreshold: svc.Health.UnhealthyThreshold, FailureThreshold: svc.Health.FailureThreshold},
+		Update: spec.Update{Strategy: svc.Update.Strategy, MaxSurge: svc.Update.MaxSurge, MaxUnavailable: svc.Update.MaxUnavailable,
+			MinHealthy: svc.Update.MinHealthy, ProgressDeadline: svc.Update.ProgressDeadline, AutoRollback: svc.Update.AutoRollback,
+			KeepOld: svc.Update.KeepOld},
+		Hosts: svc.Hosts, Path: cmp.Or(svc.Path, "/"), StripPath: svc.StripPath, DrainTimeout: svc.Drain(), AccessLog: svc.AccessLog,
+	}
+	if t := svc.TLS; t != nil {
+		s.TLS = &spec.TLS{CertFile: t.CertFile, KeyFile: t.KeyFile, ACME: t.ACME, ACMEEmail: t.ACMEEmail,
+			ACMEDirectory: t.ACMEDirectory, ACMERoots: t.ACMERoots, RedirectHTTP: t.RedirectHTTP, NoRedirect: t.NoRedirect, HSTS: t.HSTS}
+	}
+	return s
 }
 
 func templates(m map[string]string) map[string]api.SecretValue {

@@ -138,7 +138,10 @@ type decoder struct {
 	// marked allows values marked secret or sensitive in the expression being
 	// evaluated (see evalMarked); everywhere else they are an error.
 	marked bool
-	diags  hcl.Diagnostics
+	// where holds, for each decoded service, the range of each of its attributes and
+	// blocks, by ValidateService's names, for the problems found after its block.
+	where map[*Service]map[string]hcl.Range
+	diags hcl.Diagnostics
 }
 
 func (d *decoder) add(diags hcl.Diagnostics) { d.diags = append(d.diags, diags...) }

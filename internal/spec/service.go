@@ -2,7 +2,6 @@ package spec
 
 import (
 	"math"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,7 +45,27 @@ type Service struct {
 	Update      Update
 	// Drift is what the controller does when a server no longer matches its spec:
 	// DriftReplace (the default) or DriftReport.
-	Drift     string
+	Drift string
+
+	// The front door's settings, none part of the servers' spec. Several services may
+	// share a listen address when their routes differ (RouteConflicts). Hosts are the
+	// host names the door routes to the service, as NormalHost returns them ("*."
+	// leading a wildcard of one label); none takes every host. Path is the prefix of
+	// the paths it routes ("/" for all; a prefix matches itself and what follows a "/"
+	// after it), and StripPath (the default) removes it before forwarding. Of one
+	// address's routes the door picks by host (the exact name, then a wildcard, then a
+	// service without hosts), then by the longest path prefix.
+	Hosts     []string
+	Path      string
+	StripPath bool
+	// DrainTimeout is how long the door lets the requests, streams and WebSockets to
+	// a server leaving its rotation finish (DefaultDrainTimeout unless set; 0 cuts
+	// them at once).
+	DrainTimeout time.Duration
+	// AccessLog has the door log one JSON line per request.
+	AccessLog bool
+	// TLS, when set, has the door serve HTTPS (the tls block).
+	TLS       *TLS
 	DeclRange hcl.Range
 }
 
@@ -127,8 +146,13 @@ var serviceSchema = &hcl.BodySchema{
 		{Name: "init"},
 		{Name: "stop_signal"},
 		{Name: "stop_timeout"},
+		{Name: "hosts"},
+		{Name: "path"},
+		{Name: "strip_path"},
+		{Name: "drain_timeout"},
+		{Name: "access_log"},
 	},
-	Blocks: []hcl.BlockHeaderSchema{{Type: "resources"}, {Type: "health"}, {Type: "update"}, {Type: "drift"}},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "resources"}, {Type: "health"}, {Type: "update"}, {Type: "drift"}, {Type: "tls"}},
 }
 
 // ServiceAttributes lists every attribute a service block takes, nested ones as
@@ -141,7 +165,7 @@ func ServiceAttributes() []string {
 	for _, b := range []struct {
 		name   string
 		schema *hcl.BodySchema
-	}{{"resources", resourcesSchema}, {"health", healthSchema}, {"update", updateSchema}, {"drift", driftSchema}} {
+	}{{"resources", resourcesSchema}, {"health", healthSchema}, {"update", updateSchema}, {"drift", driftSchema}, {"tls", tlsSchema}} {
 		for _, a := range b.schema.Attributes {
 			out = append(out, b.name+"."+a.Name)
 		}
@@ -176,6 +200,7 @@ func (d *decoder) service(b *hcl.Block) *Service {
 	s := &Service{
 		Name: b.Labels[0], Replicas: 1, DeclRange: b.DefRange, StopTimeout: DefaultStopTimeout,
 		Resources: DefaultResources, Health: DefaultHealth, Update: DefaultUpdate, Drift: DriftReplace,
+		Path: "/", StripPath: true, DrainTimeout: DefaultDrainTimeout,
 	}
 	// where is the range of each attribute and block written, by ValidateService's
 	// names, for its problems.
@@ -191,14 +216,9 @@ func (d *decoder) service(b *hcl.Block) *Service {
 		s.Port = n
 	}
 	if v, ok := d.str(a, "listen"); ok {
-		s.Listen = v // as written when invalid: ValidateService says so
-		if host, port, err := net.SplitHostPort(v); err == nil && validListen(v) {
-			if host == "" {
-				host = "0.0.0.0"
-			}
-			s.Listen = net.JoinHostPort(host, port)
-		}
+		s.Listen = normalListen(v) // as written when invalid: ValidateService says so
 	}
+	d.route(a, s)
 	if _, ok := a["command"]; ok {
 		s.Command = d.strList(a, "command")
 	}
@@ -264,19 +284,33 @@ func (d *decoder) service(b *hcl.Block) *Service {
 			if v, ok := d.str(content.Attributes, "action"); ok {
 				s.Drift = v
 			}
+		case "tls":
+			s.TLS = d.tls(sb, where)
 		}
 	}
+	defaultRedirect(s)
+	if d.where == nil {
+		d.where = map[*Service]map[string]hcl.Range{}
+	}
+	d.where[s] = where
 	for _, p := range ValidateService(s) {
-		rng, ok := where[p.Attribute]
-		if !ok {
-			block, _, _ := strings.Cut(p.Attribute, ".")
-			if rng, ok = where[block]; !ok {
-				rng = s.DeclRange
-			}
-		}
-		d.errorf(&rng, p.Summary, "%s", p.Detail)
+		d.errorAt(s, p.Attribute, p.Summary, p.Detail)
 	}
 	return s
+}
+
+// errorAt reports a problem of service s at the range of attribute (as Problem names
+// it), else of its block, else of the service block.
+func (d *decoder) errorAt(s *Service, attribute, summary, detail string) {
+	where := d.where[s]
+	rng, ok := where[attribute]
+	if !ok {
+		block, _, _ := strings.Cut(attribute, ".")
+		if rng, ok = where[block]; !ok {
+			rng = s.DeclRange
+		}
+	}
+	d.errorf(&rng, summary, "%s", detail)
 }
 
 // note records in where the range of each attribute of a block (prefix its type, ""
@@ -460,20 +494,15 @@ func (d *decoder) update(b *hcl.Block, u *Update, where map[string]hcl.Range) {
 }
 
 // checkServices reports what only the whole spec can tell: services that name
-// undeclared images, and front doors that collide.
+// undeclared images, and front doors whose routes collide (RouteConflicts).
 func (d *decoder) checkServices(cfg *Config) {
-	listens := map[string]string{}
 	for _, s := range cfg.Services {
 		if s.Image.Image != "" && cfg.Image(s.Image.Image) == nil {
 			d.errorf(s.Image.Range.Ptr(), "Reference to undeclared image", "There is no image block named %q in this spec.%s", s.Image.Image, didYouMean(s.Image.Image, imageNames(cfg)))
 		}
-		if !validListen(s.Listen) {
-			continue // reported as invalid
-		}
-		if other, dup := listens[s.Listen]; dup {
-			d.errorf(s.DeclRange.Ptr(), "Duplicate listen address", "Services %q and %q both listen on %s; give each service its own front door.", other, s.Name, s.Listen)
-		}
-		listens[s.Listen] = s.Name
+	}
+	for _, c := range RouteConflicts(cfg.Services) {
+		d.errorAt(cfg.Service(c.Service), c.Attribute, c.Summary, c.Detail)
 	}
 }
 

@@ -42,10 +42,12 @@ var wholeNumbers = []numberRule{
 // share: the daemon checks with it what an API client sends, so that both refuse the
 // same service with the same message. It checks the whole numbers (replicas, port,
 // thresholds, max_surge, max_unavailable), the listen address, the health check (one
-// of http and tcp; http a path), the update strategy and the drift action ("" is the
-// default). What only a spec's text can get wrong (a duration or amount as written, a
-// path) is checked where it is decoded. It returns every problem found, none for a
-// valid service.
+// of http and tcp; http a path), the update strategy, the drift action ("" is the
+// default) and the front door's settings (hosts, path, drain_timeout, the tls block;
+// a Path of "" is "/"). What only a spec's text can get wrong (a duration or amount as
+// written, a path) is checked where it is decoded; what only the set of services can
+// get wrong, by RouteConflicts. It returns every problem found, none for a valid
+// service.
 func ValidateService(s *Service) []Problem {
 	var out []Problem
 	for _, n := range wholeNumbers {
@@ -74,7 +76,7 @@ func ValidateService(s *Service) []Problem {
 	if s.Drift != "" && s.Drift != DriftReplace && s.Drift != DriftReport {
 		out = append(out, Problem{"drift.action", "Invalid drift action", fmt.Sprintf("action = %q: use %q (replace drifted servers) or %q (only record the drift).", s.Drift, DriftReplace, DriftReport)})
 	}
-	return out
+	return append(out, validateRoute(s)...)
 }
 
 // wholeNumberProblem is what is said of a whole-number attribute out of its bounds, or
