@@ -43,7 +43,8 @@ type Service struct {
 	// looked; the door takes out of rotation those that fail Health meanwhile.
 	Upstreams []string `json:"upstreams"`
 	Health    Health   `json:"health"`
-	// DrainTimeout bounds how long requests to a server leaving rotation may go on.
+	// DrainTimeout bounds how long requests to a server leaving rotation may go on
+	// (0: DefaultDrainTimeout; negative: not at all); those still going then are cut.
 	DrainTimeout time.Duration `json:"drain_timeout,omitempty"`
 	AccessLog    bool          `json:"access_log,omitempty"`
 	// Paused holds new requests (up to PauseTimeout, then 503) until resumed;
@@ -64,14 +65,20 @@ type Health struct {
 	Fall     int           `json:"fall,omitempty"`
 }
 
-// TLS is a service's HTTPS: certificate files, or ACME for its Hosts.
+// TLS is a service's HTTPS: a certificate and its key (PEM), or ACME for its Hosts.
+// The door gets the PEM itself, not the files' paths (it runs sealed off, in a
+// container of its own): the daemon reads the files, and sends them again when they
+// change. CertFile and KeyFile are used where CertPEM and KeyPEM are empty.
 type TLS struct {
+	CertPEM       string        `json:"cert_pem,omitempty"`
+	KeyPEM        string        `json:"key_pem,omitempty"`
 	CertFile      string        `json:"cert_file,omitempty"`
 	KeyFile       string        `json:"key_file,omitempty"`
 	ACME          bool          `json:"acme,omitempty"`
 	ACMEEmail     string        `json:"acme_email,omitempty"`
 	ACMEDirectory string        `json:"acme_directory,omitempty"`
-	ACMERoots     string        `json:"acme_roots,omitempty"`
+	ACMERoots     string        `json:"acme_roots,omitempty"`     // a PEM file, where ACMERootsPEM is empty
+	ACMERootsPEM  string        `json:"acme_roots_pem,omitempty"` // the CAs of the ACME server's HTTPS
 	RedirectHTTP  string        `json:"redirect_http,omitempty"`
 	NoRedirect    bool          `json:"no_redirect,omitempty"`
 	HSTS          time.Duration `json:"hsts,omitempty"`
@@ -107,7 +114,7 @@ func (c Config) Validate() error {
 			hosts = []string{"*"}
 		}
 		for _, h := range hosts {
-			k := s.Listen + " " + strings.ToLower(h) + " " + cleanPath(s.Path)
+			k := listenKey(s) + " " + strings.ToLower(h) + " " + cleanPath(s.Path)
 			if other, dup := claims[k]; dup {
 				return fmt.Errorf("services %s and %s both claim host %s, path %s on %s", other, s.Name, h, cleanPath(s.Path), s.Listen)
 			}
@@ -115,6 +122,21 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// listenKey names the listener of s: its address, shared with the other services
+// there, except on port 0, which is a listener of its own (on a port picked for it).
+func listenKey(s Service) string {
+	if strings.HasSuffix(s.Listen, ":0") {
+		return s.Listen + " " + s.Name
+	}
+	return s.Listen
+}
+
+// listenAddr is the address of the listener named key.
+func listenAddr(key string) string {
+	addr, _, _ := strings.Cut(key, " ")
+	return addr
 }
 
 // cleanPath is p as a prefix: "/" for none, no trailing slash otherwise.
@@ -126,7 +148,13 @@ func cleanPath(p string) string {
 	return p
 }
 
-func (s Service) drainTimeout() time.Duration { return cmp.Or(s.DrainTimeout, DefaultDrainTimeout) }
+// drainTimeout is DrainTimeout read: 0 is the default, a negative value none.
+func (s Service) drainTimeout() time.Duration {
+	if s.DrainTimeout < 0 {
+		return 0
+	}
+	return cmp.Or(s.DrainTimeout, DefaultDrainTimeout)
+}
 
 // service returns the service named name, if c has it.
 func (c Config) service(name string) (Service, bool) {
@@ -162,6 +190,9 @@ func save(dir string, c Config) error {
 	b, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("saving the door's configuration: %w", err)
 	}
 	if err := atomicfile.Write(filepath.Join(dir, ConfigFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("saving the door's configuration: %w", err)

@@ -42,7 +42,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	cfg       Config
-	certs     *certs               // nil until a service has TLS
+	certs     map[string]*certs    // the certificates of each TLS listener, by address
 	listeners map[string]*listener // by address
 	services  map[string]*service  // by name
 	closed    bool
@@ -93,7 +93,7 @@ func (s *Server) Apply(ctx context.Context, cfg Config) error {
 	}
 	opened, err := s.openListeners(cfg, ks)
 	if err == nil {
-		if err = s.prepareTLS(cfg); err != nil {
+		if err = s.prepareTLS(cfg, ks); err != nil {
 			for _, l := range opened {
 				l.ln.Close()
 			}
@@ -128,7 +128,7 @@ func (s *Server) Apply(ctx context.Context, cfg Config) error {
 	for addr, ln := range s.listeners {
 		var routes []route
 		for _, sc := range cfg.Services {
-			if sc.Listen == addr {
+			if listenKey(sc) == addr {
 				routes = append(routes, routesOf(sc, s.services[sc.Name])...)
 			}
 		}
@@ -170,21 +170,21 @@ func (s *Server) openListeners(cfg Config, ks map[string]listenerKind) ([]*liste
 			old.ln.Close()
 			go old.stop()
 		}
-		ln, err := s.listen(addr)
+		ln, err := s.listen(listenAddr(addr))
 		if err != nil {
 			for _, l := range opened {
 				l.ln.Close()
 			}
 			who := "a redirect to HTTPS"
 			for _, sc := range cfg.Services {
-				if sc.Listen == addr {
+				if listenKey(sc) == addr {
 					who = "service " + sc.Name
 				}
 			}
 			if errors.Is(err, syscall.EADDRINUSE) {
 				return nil, fmt.Errorf("%s cannot listen on %s: the address is already in use by another program (change `listen` in the spec, or stop that program)", who, addr)
 			}
-			return nil, fmt.Errorf("%s: listening on %s: %w", who, addr, err)
+			return nil, fmt.Errorf("%s: listening on %s: %w", who, listenAddr(addr), err)
 		}
 		l := newListener(addr, ln)
 		l.kind = kind
@@ -228,42 +228,50 @@ func (s *Server) serve(ln *listener) {
 			secure, plain := doortls.SplitPlain(ln.ln)
 			var wg sync.WaitGroup
 			wg.Go(func() { run(plain, s.redirect(p), nil) })
-			run(secure, ln, s.tlsConfig())
+			run(secure, ln, s.tlsConfig(ln.addr))
 			wg.Wait()
 		case k.tls:
-			run(ln.ln, ln, s.tlsConfig())
+			run(ln.ln, ln, s.tlsConfig(ln.addr))
 		default:
 			run(ln.ln, ln, nil)
 		}
 	}()
 }
 
-// tlsConfig is the configuration of the door's TLS listeners: certificates from the
+// tlsConfig is the configuration of the TLS listener on addr: certificates from its
 // manager in use at each handshake, HTTP/2.
-func (s *Server) tlsConfig() *tls.Config {
-	s.mu.Lock()
-	c := s.certs
-	s.mu.Unlock()
-	if c == nil {
-		return &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, errNoCerts }}
-	}
-	conf := c.mgr.TLSConfig()
-	conf.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+func (s *Server) tlsConfig(addr string) *tls.Config {
+	current := func() *certs {
 		s.mu.Lock()
-		c := s.certs
-		s.mu.Unlock()
+		defer s.mu.Unlock()
+		return s.certs[addr]
+	}
+	conf := (&doortls.Manager{}).TLSConfig()
+	if c := current(); c != nil {
+		conf = c.mgr.TLSConfig()
+	}
+	conf.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c := current()
+		if c == nil {
+			return nil, errNoCerts
+		}
 		return c.mgr.GetCertificate(hello)
 	}
 	return conf
 }
 
-// redirect answers plain HTTP with a redirect to HTTPS on port (and ACME's HTTP-01
-// challenges).
+// redirect answers plain HTTP with a redirect to HTTPS on port (and the ACME HTTP-01
+// challenges of the TLS listener on that port).
 func (s *Server) redirect(port int) http.Handler {
 	to := doortls.Redirect(port)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
-		c := s.certs
+		var c *certs
+		for addr, cs := range s.certs {
+			if _, p, _ := net.SplitHostPort(listenAddr(addr)); p == strconv.Itoa(port) {
+				c = cs
+			}
+		}
 		s.mu.Unlock()
 		if c == nil {
 			to.ServeHTTP(w, r)
@@ -301,8 +309,9 @@ func (s *Server) Listeners() map[string]string {
 }
 
 // Drain waits until no request is in flight to the servers at addrs of service (taken
-// out of its rotation by an Apply), for at most the service's drain timeout or until
-// ctx ends; the error says how many were left.
+// out of its rotation by an Apply), for at most the service's drain timeout: the
+// requests still in flight then are left to be cut (logged), and Drain returns nil. It
+// returns ctx's error, saying how many were left, if ctx ends first.
 func (s *Server) Drain(ctx context.Context, service string, addrs []string) error {
 	s.mu.Lock()
 	svc := s.services[service]
@@ -310,11 +319,14 @@ func (s *Server) Drain(ctx context.Context, service string, addrs []string) erro
 	if svc == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, svc.settings().drainTimeout())
+	dctx, cancel := context.WithTimeout(ctx, svc.settings().drainTimeout())
 	defer cancel()
 	for _, a := range addrs {
-		if err := svc.proxy.WaitIdle(ctx, a); err != nil {
-			return err
+		if err := svc.proxy.WaitIdle(dctx, a); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			svc.log.Warn("drain_timeout passed: the requests still in flight to the server are cut when it stops", "server", a, "error", err)
 		}
 	}
 	return nil

@@ -1,15 +1,20 @@
 package door
 
 import (
+	"cmp"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
 
+	"github.com/kiln-build/kiln/internal/atomicfile"
 	"github.com/kiln-build/kiln/internal/doortls"
 )
 
@@ -23,33 +28,45 @@ type certs struct {
 
 type acmeSettings struct{ directory, email, roots string }
 
-// tlsSites returns the certificate sites of cfg's services and the ACME settings they
-// share: services on one host share its certificate, which they must agree on.
-func tlsSites(cfg Config) ([]doortls.Site, acmeSettings, error) {
+// tlsSites returns the certificate sites of the services of cfg on addr and the ACME
+// settings they share: services on one host share its certificate, which they must
+// agree on; a service without hosts has the certificate of every other name.
+func (s *Server) tlsSites(cfg Config, addr string) ([]doortls.Site, acmeSettings, error) {
 	var acme acmeSettings
 	acmeSet := false
 	byHost := map[string]doortls.Site{}
 	var order []string
-	for _, s := range cfg.Services {
-		t := s.TLS
-		if t == nil {
+	for _, sc := range cfg.Services {
+		t := sc.TLS
+		if t == nil || listenKey(sc) != addr {
 			continue
 		}
-		if len(s.Hosts) == 0 {
-			return nil, acme, fmt.Errorf("service %s: TLS needs `hosts`: the names its certificate is for", s.Name)
-		}
 		if t.ACME {
-			a := acmeSettings{t.ACMEDirectory, t.ACMEEmail, t.ACMERoots}
+			a := acmeSettings{t.ACMEDirectory, t.ACMEEmail, t.ACMERoots + t.ACMERootsPEM}
 			if acmeSet && a != acme {
-				return nil, acme, fmt.Errorf("service %s: its ACME settings (directory, email, roots) differ from another service's on this door; one door has one ACME account", s.Name)
+				return nil, acme, fmt.Errorf("service %s: its ACME settings (directory, email, roots) differ from another service's on this door; one door has one ACME account", sc.Name)
 			}
 			acme, acmeSet = a, true
 		}
-		for _, h := range s.Hosts {
-			site := doortls.Site{Hosts: []string{h}, CertFile: t.CertFile, KeyFile: t.KeyFile, ACME: t.ACME}
+		hosts := sc.Hosts
+		if len(hosts) == 0 {
+			hosts = []string{""}
+		}
+		certFile, keyFile := t.CertFile, t.KeyFile
+		if t.CertPEM != "" || t.KeyPEM != "" {
+			var err error
+			if certFile, err = s.keep(t.CertPEM, "crt"); err == nil {
+				keyFile, err = s.keep(t.KeyPEM, "key")
+			}
+			if err != nil {
+				return nil, acme, fmt.Errorf("service %s: keeping its certificate: %w", sc.Name, err)
+			}
+		}
+		for _, h := range hosts {
+			site := doortls.Site{Hosts: []string{h}, CertFile: certFile, KeyFile: keyFile, ACME: t.ACME}
 			if prev, ok := byHost[h]; ok {
 				if !reflect.DeepEqual(prev, site) {
-					return nil, acme, fmt.Errorf("service %s: host %s has another certificate in another service; services on one host share its certificate", s.Name, h)
+					return nil, acme, fmt.Errorf("service %s: host %s has another certificate in another service; services on one host share its certificate", sc.Name, h)
 				}
 				continue
 			}
@@ -61,8 +78,13 @@ func tlsSites(cfg Config) ([]doortls.Site, acmeSettings, error) {
 	var sites []doortls.Site
 	for _, h := range order {
 		site := byHost[h]
+		if h == "" {
+			site.Hosts = nil
+			sites = append(sites, site)
+			continue
+		}
 		i := slices.IndexFunc(sites, func(x doortls.Site) bool {
-			return x.CertFile == site.CertFile && x.KeyFile == site.KeyFile && x.ACME == site.ACME
+			return len(x.Hosts) > 0 && x.CertFile == site.CertFile && x.KeyFile == site.KeyFile && x.ACME == site.ACME
 		})
 		if i < 0 {
 			sites = append(sites, site)
@@ -73,43 +95,59 @@ func tlsSites(cfg Config) ([]doortls.Site, acmeSettings, error) {
 	return sites, acme, nil
 }
 
-// prepareTLS makes the certificate manager serve cfg's sites; on an error the one in
-// use is unchanged. Called with s.mu held.
-func (s *Server) prepareTLS(cfg Config) error {
-	sites, acme, err := tlsSites(cfg)
-	if err != nil {
-		return err
-	}
-	if len(sites) == 0 {
-		return nil // a manager in use stays for listeners still closing
-	}
-	if s.certs != nil && s.certs.acme == acme {
-		if reflect.DeepEqual(s.certs.sites, sites) {
-			return nil
+// prepareTLS makes each TLS listener's certificate manager serve the sites of cfg's
+// services on it; on an error the managers in use are unchanged. Called with s.mu
+// held.
+func (s *Server) prepareTLS(cfg Config, ks map[string]listenerKind) error {
+	next := map[string]*certs{}
+	var updates []func()
+	for addr, k := range ks {
+		if !k.tls {
+			continue
 		}
-		if err := s.certs.mgr.Update(sites); err != nil {
+		sites, acme, err := s.tlsSites(cfg, addr)
+		if err != nil {
 			return err
 		}
-		s.certs.sites = sites
-		return nil
-	}
-	opts := doortls.Options{ACMEDirectory: acme.directory, ACMEEmail: acme.email, Logger: s.log}
-	if s.opts.Dir != "" {
-		opts.CacheDir = filepath.Join(s.opts.Dir, "certs")
-	}
-	if acme.roots != "" {
-		var pool *x509.CertPool
-		if pool, err = doortls.LoadRoots(acme.roots); err != nil {
+		cur := s.certs[addr]
+		if cur != nil && cur.acme == acme {
+			next[addr] = cur
+			if !reflect.DeepEqual(cur.sites, sites) {
+				// Checked now, swapped in once every listener's is known good.
+				if _, err := doortls.New(sites, doortls.Options{Logger: s.log, CacheDir: s.cacheDir()}); err != nil {
+					return err
+				}
+				updates = append(updates, func() { cur.mgr.Update(sites); cur.sites = sites })
+			}
+			continue
+		}
+		opts := doortls.Options{ACMEDirectory: acme.directory, ACMEEmail: acme.email, Logger: s.log, CacheDir: s.cacheDir()}
+		if acme.roots != "" {
+			pool, err := acmeRoots(cfg, addr)
+			if err != nil {
+				return err
+			}
+			opts.ACMERoots = pool
+		}
+		mgr, err := doortls.New(sites, opts)
+		if err != nil {
 			return err
 		}
-		opts.ACMERoots = pool
+		next[addr] = &certs{acme: acme, sites: sites, mgr: mgr}
 	}
-	mgr, err := doortls.New(sites, opts)
-	if err != nil {
-		return err
+	for _, u := range updates {
+		u()
 	}
-	s.certs = &certs{acme: acme, sites: sites, mgr: mgr}
+	s.certs = next
 	return nil
+}
+
+// cacheDir is where ACME keys and certificates are kept: "" (no ACME) without a Dir.
+func (s *Server) cacheDir() string {
+	if s.opts.Dir == "" {
+		return ""
+	}
+	return filepath.Join(s.opts.Dir, "certs")
 }
 
 // listenerKind is what a listener serves: plain HTTP, HTTPS (with plain HTTP on the
@@ -127,10 +165,10 @@ func kinds(cfg Config) (map[string]listenerKind, error) {
 	out := map[string]listenerKind{}
 	for _, s := range cfg.Services {
 		k := listenerKind{tls: s.TLS != nil, redirect: s.TLS != nil && !s.TLS.NoRedirect}
-		if prev, ok := out[s.Listen]; ok && prev != k {
+		if prev, ok := out[listenKey(s)]; ok && prev != k {
 			return nil, fmt.Errorf("service %s: the services on %s disagree on TLS or its redirect; services sharing an address serve the same protocol", s.Name, s.Listen)
 		}
-		out[s.Listen] = k
+		out[listenKey(s)] = k
 	}
 	for _, s := range cfg.Services {
 		if s.TLS == nil || s.TLS.NoRedirect || s.TLS.RedirectHTTP == "" {
@@ -151,3 +189,40 @@ func kinds(cfg Config) (map[string]listenerKind, error) {
 }
 
 var errNoCerts = errors.New("a TLS listener without certificates")
+
+// acmeRoots is the pool of CAs the ACME services on addr trust for the ACME server.
+func acmeRoots(cfg Config, addr string) (*x509.CertPool, error) {
+	for _, sc := range cfg.Services {
+		t := sc.TLS
+		if t == nil || listenKey(sc) != addr || !t.ACME {
+			continue
+		}
+		if t.ACMERootsPEM != "" {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM([]byte(t.ACMERootsPEM)) {
+				return nil, fmt.Errorf("service %s: acme_roots holds no PEM certificate", sc.Name)
+			}
+			return pool, nil
+		}
+		if t.ACMERoots != "" {
+			return doortls.LoadRoots(t.ACMERoots)
+		}
+	}
+	return nil, nil
+}
+
+// keep writes pem into the door's directory (tls/, mode 0600, named by its digest)
+// and returns the file's path: what the certificate manager reads, and reloads when a
+// new configuration brings other PEM.
+func (s *Server) keep(pem, ext string) (string, error) {
+	dir := filepath.Join(cmp.Or(s.opts.Dir, os.TempDir()), "tls")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(pem))
+	path := filepath.Join(dir, hex.EncodeToString(sum[:12])+"."+ext)
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	return path, atomicfile.Write(path, []byte(pem), 0o600)
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -100,6 +101,13 @@ func loadPair(hosts []string, certFile, keyFile string) (*tls.Certificate, error
 		return nil, fmt.Errorf("site %s: key file %s does not go with certificate file %s: %w", site, keyFile, certFile, err)
 	}
 	for _, h := range hosts {
+		if strings.HasPrefix(h, "*.") {
+			if !slices.Contains(cert.Leaf.DNSNames, h) {
+				return nil, fmt.Errorf("site %s: certificate file %s does not name %s (it names %s)",
+					site, certFile, h, strings.Join(cert.Leaf.DNSNames, ", "))
+			}
+			continue
+		}
 		if err := cert.Leaf.VerifyHostname(h); err != nil {
 			return nil, fmt.Errorf("site %s: certificate file %s does not name host %s (it names %s)",
 				site, certFile, h, strings.Join(cert.Leaf.DNSNames, ", "))

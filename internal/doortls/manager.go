@@ -137,11 +137,14 @@ func (m *Manager) TLSConfig() *tls.Config {
 // include the handshake's server name (case-insensitive), or an error wrapping
 // ErrUnknownHost. For an ACME site it may block while the CA issues one.
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	set := m.sites.Load()
 	name, err := normalHost(hello.ServerName)
 	if err != nil || name == "" {
+		if set.fallback != nil {
+			return set.fallback.certificate(m.checkEvery, m.log), nil
+		}
 		return nil, fmt.Errorf("doortls: server name %q: %w", hello.ServerName, ErrUnknownHost)
 	}
-	set := m.sites.Load()
 	if fc := set.files[name]; fc != nil {
 		return fc.certificate(m.checkEvery, m.log), nil
 	}
@@ -152,6 +155,14 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 			m.log.Error("obtaining a certificate over ACME", "host", name, "err", err)
 		}
 		return c, err
+	}
+	if _, rest, ok := strings.Cut(name, "."); ok {
+		if fc := set.wild["."+rest]; fc != nil {
+			return fc.certificate(m.checkEvery, m.log), nil
+		}
+	}
+	if set.fallback != nil {
+		return set.fallback.certificate(m.checkEvery, m.log), nil
 	}
 	return nil, fmt.Errorf("doortls: server name %q: %w", name, ErrUnknownHost)
 }

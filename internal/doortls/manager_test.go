@@ -128,7 +128,12 @@ func TestUpdate(t *testing.T) {
 		{"ACME and files", []Site{{Hosts: []string{appHost}, CertFile: certFile, KeyFile: keyFile, ACME: true}},
 			[]string{"both ACME and certificate files"}},
 		{"no key file", []Site{{Hosts: []string{appHost}, CertFile: certFile}}, []string{"needs both"}},
-		{"no host", []Site{{CertFile: certFile, KeyFile: keyFile}}, []string{"site 1 of 1 has no host"}},
+		{"ACME without a host", []Site{{ACME: true}}, []string{"site 1 of 1", "ACME needs the hosts"}},
+		{"two sites without hosts", []Site{{CertFile: certFile, KeyFile: keyFile}, {CertFile: certFile, KeyFile: keyFile}},
+			[]string{"two sites without hosts"}},
+		{"no host, no key", []Site{{CertFile: certFile}}, []string{"site 1 of 1 has no host"}},
+		{"a wildcard the certificate does not name", []Site{{Hosts: []string{"*.shop.kiln.test"}, CertFile: certFile, KeyFile: keyFile}},
+			[]string{"does not name *.shop.kiln.test"}},
 		{"an address", []Site{{Hosts: []string{"127.0.0.1"}, CertFile: certFile, KeyFile: keyFile}}, []string{"is an address"}},
 		{"a port", []Site{{Hosts: []string{"app.kiln.test:8443"}, CertFile: certFile, KeyFile: keyFile}}, []string{"no port"}},
 	} {
@@ -186,5 +191,30 @@ func TestUnknownServerName(t *testing.T) {
 	_, err = m.GetCertificate(&tls.ClientHelloInfo{ServerName: "other.kiln.test"})
 	if !errors.Is(err, ErrUnknownHost) || !strings.Contains(err.Error(), "other.kiln.test") {
 		t.Fatalf("got %v, want ErrUnknownHost naming the server name", err)
+	}
+}
+
+// A wildcard site serves the names of one label under it; the site without hosts
+// serves the names no other site has, and handshakes without a server name.
+func TestWildcardAndFallback(t *testing.T) {
+	ca := newCA(t)
+	wildCert, wildKey := writePair(t, t.TempDir(), ca.leaf(t, "*.shop.kiln.test"))
+	anyCert, anyKey := writePair(t, t.TempDir(), ca.leaf(t, "default.kiln.test"))
+	m, err := New([]Site{{Hosts: []string{"*.Shop.kiln.test"}, CertFile: wildCert, KeyFile: wildKey},
+		{CertFile: anyCert, KeyFile: anyKey}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"a.shop.kiln.test": "*.shop.kiln.test", "b.a.shop.kiln.test": "default.kiln.test",
+		"shop.kiln.test": "default.kiln.test", "other.kiln.test": "default.kiln.test", "": "default.kiln.test",
+	} {
+		c, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: name})
+		if err != nil {
+			t.Fatalf("%q: %v", name, err)
+		}
+		if got := c.Leaf.DNSNames[0]; got != want {
+			t.Errorf("%q: served the certificate of %s, want %s", name, got, want)
+		}
 	}
 }

@@ -13,21 +13,51 @@ import (
 // changed once built: Update swaps in a new one.
 type siteSet struct {
 	files map[string]*fileCert // host → the certificate of its site
+	wild  map[string]*fileCert // ".example.com" → the certificate of "*.example.com"
 	acme  map[string]bool      // hosts of the ACME sites
+	// fallback is the certificate of the site without hosts, served for a server name
+	// no other site has (and for none).
+	fallback *fileCert
 }
 
 // compile checks sites and loads their certificate files. haveACME says whether
 // the Manager has a cache, without which no ACME site can be served.
 func compile(sites []Site, haveACME bool) (*siteSet, error) {
-	set := &siteSet{files: map[string]*fileCert{}, acme: map[string]bool{}}
+	set := &siteSet{files: map[string]*fileCert{}, wild: map[string]*fileCert{}, acme: map[string]bool{}}
 	owner := map[string]string{} // host → the site it belongs to, for errors
 	for i, s := range sites {
 		if len(s.Hosts) == 0 {
-			return nil, fmt.Errorf("site %d of %d has no host", i+1, len(sites))
+			switch {
+			case s.ACME:
+				return nil, fmt.Errorf("site %d of %d: ACME needs the hosts to ask certificates for", i+1, len(sites))
+			case set.fallback != nil:
+				return nil, fmt.Errorf("site %d of %d: two sites without hosts: one certificate serves the names no site has", i+1, len(sites))
+			case s.CertFile == "" || s.KeyFile == "":
+				return nil, fmt.Errorf("site %d of %d has no host, and not both a certificate file and a key file", i+1, len(sites))
+			}
+			fc, err := loadFileCert(nil, s.CertFile, s.KeyFile)
+			if err != nil {
+				return nil, err
+			}
+			set.fallback = fc
+			continue
 		}
 		name := hostList(s.Hosts)
 		hosts := make([]string, 0, len(s.Hosts))
 		for _, h := range s.Hosts {
+			if rest, ok := strings.CutPrefix(h, "*."); ok && !s.ACME {
+				n, err := normalHost(rest)
+				if err != nil {
+					return nil, fmt.Errorf("site %s: %w", name, err)
+				}
+				h = "*." + n
+				if other, dup := owner[h]; dup {
+					return nil, fmt.Errorf("host %s is in two sites (%s) and (%s): a host has one certificate", h, other, name)
+				}
+				owner[h] = name
+				hosts = append(hosts, h)
+				continue
+			}
 			n, err := normalHost(h)
 			if err != nil {
 				return nil, fmt.Errorf("site %s: %w", name, err)
@@ -61,6 +91,10 @@ func compile(sites []Site, haveACME bool) (*siteSet, error) {
 				return nil, err
 			}
 			for _, h := range hosts {
+				if suffix, ok := strings.CutPrefix(h, "*"); ok {
+					set.wild[suffix] = fc
+					continue
+				}
 				set.files[h] = fc
 			}
 		}

@@ -116,6 +116,20 @@ func (e *Engine) check(ctx context.Context, services []api.Service) (_ map[strin
 			closeDoors(pending)
 		}
 	}()
+	var current []api.Service
+	if names, err := e.serviceNames(ctx); err == nil {
+		for _, name := range names {
+			if r, ok := e.currentRevision(ctx, name); ok {
+				var svc api.Service
+				if json.Unmarshal([]byte(r.Spec), &svc) == nil {
+					current = append(current, svc)
+				}
+			}
+		}
+	}
+	if err := routeConflicts(current, services); err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	for _, svc := range services {
 		if seen[svc.Name] {

@@ -2,8 +2,11 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"time"
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/door"
@@ -11,15 +14,71 @@ import (
 	"github.com/kiln-build/kiln/internal/store"
 )
 
-// doorOf is the front door svc asks for: where it listens, which requests are its, and
-// how the door checks its servers itself while the daemon is away (the revision's
-// health check, failing after its unhealthy threshold).
-func doorOf(svc api.Service) door.Service {
+// doorOf is the front door svc asks for: where it listens, which requests are its, its
+// certificate (the files' PEM, read now), and how the door checks its servers itself
+// while the daemon is away (the revision's health check, failing after its unhealthy
+// threshold).
+func doorOf(svc api.Service) (door.Service, error) {
 	h := svc.Health
-	return door.Service{
+	d := door.Service{
 		Name:   svc.Name,
 		Listen: svc.Listen,
+		Hosts:  svc.Hosts, Path: svc.Path, StripPath: svc.StripPath,
+		DrainTimeout: svc.DrainTimeout, AccessLog: svc.AccessLog,
 		Health: door.Health{Path: h.HTTP, TCP: h.TCP, Interval: h.Interval, Timeout: h.Timeout, Fall: h.UnhealthyThreshold},
+	}
+	if t := svc.TLS; t != nil {
+		d.TLS = &door.TLS{ACME: t.ACME, ACMEEmail: t.ACMEEmail, ACMEDirectory: t.ACMEDirectory,
+			RedirectHTTP: t.RedirectHTTP, NoRedirect: t.NoRedirect, HSTS: t.HSTS}
+		for _, f := range []struct {
+			what, path string
+			to         *string
+		}{{"certificate", t.CertFile, &d.TLS.CertPEM}, {"key", t.KeyFile, &d.TLS.KeyPEM}, {"acme_roots", t.ACMERoots, &d.TLS.ACMERootsPEM}} {
+			if f.path == "" {
+				continue
+			}
+			b, err := os.ReadFile(f.path)
+			if err != nil {
+				return door.Service{}, fmt.Errorf("service %s: reading its TLS %s: %w", svc.Name, f.what, err)
+			}
+			*f.to = string(b)
+		}
+	}
+	return d, nil
+}
+
+// certificateCheck is how often the daemon reads the services' certificate files
+// again, and sends the door those that changed.
+const certificateCheck = 5 * time.Second
+
+// watchCertificates sends the doors of services with certificate files their new
+// content when the files change (a renewal), until ctx ends.
+func (e *Engine) watchCertificates(ctx context.Context) {
+	tick := time.NewTicker(certificateCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		names, err := e.serviceNames(ctx)
+		if err != nil {
+			continue
+		}
+		for _, name := range names {
+			r, ok := e.currentRevision(ctx, name)
+			if !ok || e.doors.Get(name) == nil {
+				continue
+			}
+			var svc api.Service
+			if json.Unmarshal([]byte(r.Spec), &svc) != nil || svc.TLS == nil || svc.TLS.CertFile == "" {
+				continue
+			}
+			if _, err := e.door(ctx, svc); err != nil {
+				e.log.Warn("the service's certificate files changed but cannot be served; the door keeps the certificate it has", "service", name, "error", err)
+			}
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -102,7 +103,12 @@ func New(opts Options) *Engine {
 	e.metrics = newMetrics(e)
 	plane := opts.Doors
 	if plane == nil {
-		plane = door.New(door.Options{Log: e.log})
+		// Served in this process: its certificates and ACME account kept with the state.
+		dir := ""
+		if opts.StateDir != "" {
+			dir = filepath.Join(opts.StateDir, "door")
+		}
+		plane = door.New(door.Options{Log: e.log, Dir: dir})
 	}
 	e.doors = frontdoor.NewRegistry(plane)
 	e.traffic = newTraffic(e.doors.Stats)
@@ -164,6 +170,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.work.Go(func() { e.monitor.Start(ctx) })
 	e.work.Go(func() { e.loop.Start(ctx) })
 	e.work.Go(func() { e.traffic.run(ctx) })
+	e.work.Go(func() { e.watchCertificates(ctx) })
 	<-ctx.Done()
 	e.work.Wait()
 	e.doors.CloseAll()
@@ -338,14 +345,22 @@ func (e *Engine) finishRollback(ctx context.Context, r store.Rollout, current st
 // door returns the service's front door, opening it (or moving it, when the listen
 // address changed) as needed, under the daemon's context.
 func (e *Engine) door(ctx context.Context, svc api.Service) (*frontdoor.Door, error) {
-	return e.doors.Ensure(e.base(ctx), doorOf(svc))
+	d, err := doorOf(svc)
+	if err != nil {
+		return nil, err
+	}
+	return e.doors.Ensure(e.base(ctx), d)
 }
 
 // pendingDoor opens the front door svc needs when it has none on its listen address,
 // without putting it in use (see frontdoor.Registry.Accept); nil when it has one. The
 // caller closes a pending door it does not accept.
 func (e *Engine) pendingDoor(ctx context.Context, svc api.Service) (*frontdoor.Door, error) {
-	return e.doors.Pending(e.base(ctx), doorOf(svc))
+	d, err := doorOf(svc)
+	if err != nil {
+		return nil, err
+	}
+	return e.doors.Pending(e.base(ctx), d)
 }
 
 // base is the daemon's context once Start has been called, else ctx: what doors and

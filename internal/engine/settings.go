@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/plan"
 )
 
 // settingChanges lists how new differs from old in the settings of a service that are
@@ -40,7 +41,17 @@ func settingChanges(old, new api.Service) []string {
 	add("update auto_rollback", ou.AutoRollback, nu.AutoRollback)
 	add("update keep_old", ou.KeepOld, nu.KeepOld)
 	add("drift action", cmpDrift(old.Drift), cmpDrift(new.Drift))
-	return out
+	return append(out, plan.DoorChanges(planDoor(old), planDoor(new))...)
+}
+
+// planDoor is the part of svc's settings plan.DoorChanges compares.
+func planDoor(svc api.Service) plan.Door {
+	d := plan.Door{Hosts: svc.Hosts, Path: svc.Path, StripPath: svc.StripPath, DrainTimeout: svc.DrainTimeout, AccessLog: svc.AccessLog}
+	if svc.TLS != nil {
+		t := plan.DoorTLS(*svc.TLS)
+		d.TLS = &t
+	}
+	return d
 }
 
 func cmpDrift(s string) string {

@@ -62,6 +62,21 @@ var changes = map[string]string{
 	"update.auto_rollback":     `update { auto_rollback = false }`,
 	"update.keep_old":          `update { keep_old = "1m" }`,
 	"drift.action":             `drift { action = "report" }`,
+	"hosts":                    `hosts = ["example.com"]`,
+	"path":                     `path = "/api"`,
+	"strip_path": `path = "/api"
+  strip_path = false`,
+	"drain_timeout":      `drain_timeout = "1m"`,
+	"access_log":         `access_log = true`,
+	"tls.certificate":    "hosts = [\"example.com\"]\n  tls {\n    certificate = \"web.pem\"\n    key = \"web.key\"\n  }",
+	"tls.key":            "hosts = [\"example.com\"]\n  tls {\n    certificate = \"web.pem\"\n    key = \"other.key\"\n  }",
+	"tls.acme":           "hosts = [\"example.com\"]\n  tls { acme = true }",
+	"tls.acme_email":     "hosts = [\"example.com\"]\n  tls {\n    acme = true\n    acme_email = \"ops@example.com\"\n  }",
+	"tls.acme_directory": "hosts = [\"example.com\"]\n  tls {\n    acme = true\n    acme_directory = \"https://127.0.0.1:14000/dir\"\n  }",
+	"tls.acme_roots":     "hosts = [\"example.com\"]\n  tls {\n    acme = true\n    acme_roots = \"roots.pem\"\n  }",
+	"tls.redirect_http":  "hosts = [\"example.com\"]\n  tls {\n    certificate = \"web.pem\"\n    key = \"web.key\"\n    redirect_http = \"127.0.0.1:8080\"\n  }",
+	"tls.redirect":       "hosts = [\"example.com\"]\n  tls {\n    certificate = \"web.pem\"\n    key = \"web.key\"\n    redirect = false\n  }",
+	"tls.hsts":           "hosts = [\"example.com\"]\n  tls {\n    certificate = \"web.pem\"\n    key = \"web.key\"\n    hsts = \"365d\"\n  }",
 }
 
 const baseService = `

@@ -42,7 +42,7 @@ func TestProxyForwardingHeaders(t *testing.T) {
 	resp.Body.Close()
 	h := <-seen
 	want := map[string]string{
-		"Forwarded": "", "X-Real-Ip": "127.0.0.1", "X-Forwarded-For": "127.0.0.1", "X-Forwarded-Host": "app.example",
+		"Forwarded": `for="127.0.0.1";host="app.example";proto=http`, "X-Real-Ip": "127.0.0.1", "X-Forwarded-For": "127.0.0.1", "X-Forwarded-Host": "app.example",
 		"X-Forwarded-Proto": "http", "X-Forwarded-Port": "", "X-Forwarded-Prefix": "", "X-Forwarded-Ssl": "",
 		"True-Client-Ip": "", "X-Client-Ip": "",
 	}

@@ -46,7 +46,10 @@ func (c Conflict) Error() string { return c.Summary + ": " + c.Detail }
 //     same listen address.
 func RouteConflicts(services []*Service) []Conflict {
 	var out []Conflict
-	valid := slices.DeleteFunc(slices.Clone(services), func(s *Service) bool { return !validListen(s.Listen) })
+	// A listen address on port 0 is a door of its own on a port picked for it.
+	valid := slices.DeleteFunc(slices.Clone(services), func(s *Service) bool {
+		return !validListen(s.Listen) || strings.HasSuffix(s.Listen, ":0")
+	})
 	// first is the first service of each address, firstTLS the first with a tls block:
 	// which of HTTP and HTTPS an address serves, and whether it redirects, is theirs,
 	// so that a service that differs is told so once.
