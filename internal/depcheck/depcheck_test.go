@@ -73,7 +73,7 @@ var allowed = map[string][]string{
 	"internal/doortls": {},
 	// Test support: Pebble, the ACME server, run for a test.
 	"internal/testenv/pebble": {},
-	"test/e2e":                {},
+	"test/e2e":                {"internal/testenv/pebble"},
 	// The benchmarks drive kiln through its API, as a user's tools would.
 	"bench/harness":        {"internal/api"},
 	"bench/cmd/kiln-bench": {"bench/harness"},
