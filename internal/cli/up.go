@@ -75,7 +75,7 @@ or -keep-rollback (serve, and leave those services at their rollback) is given.`
 			}
 			if ctx.Err() == nil {
 				fmt.Fprintf(g.stderr, "dashboard: %s/ (sign in with the token in %s)\n", d.Addr(), filepath.Join(dir, api.TokenFile))
-				fmt.Fprintf(g.stderr, "kiln is serving (API %s). Ctrl-C stops kiln; servers keep running (kiln destroy SERVICE removes them).\n", d.Addr())
+				fmt.Fprintf(g.stderr, "kiln is serving (API %s). Ctrl-C stops kiln; servers and front doors keep serving (kiln destroy SERVICE removes them).\n", d.Addr())
 			}
 			return daemonExit(ctx, g, <-done)
 		},

@@ -127,7 +127,7 @@ func (d Daemon) Unit() ([]byte, error) {
 	}
 	line("ExecStart=%s", exec)
 	line("# kiln stop's signal: the daemon stops in order (no new API requests, a rollout's step")
-	line("# in flight ends, the front doors drain) and exits 0. It alone is signalled, and ends")
+	line("# in flight ends; the front doors keep serving, as they run apart) and exits 0. It alone is signalled, and ends")
 	line("# what it started; what is left when it has exited is killed.")
 	line("KillSignal=SIGTERM")
 	line("KillMode=mixed")
