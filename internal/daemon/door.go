@@ -28,9 +28,10 @@ const doorStart = 15 * time.Second
 
 // openDoor returns the door the engine configures: nil (the engine serves the doors
 // itself) when they are inline, else a client of the project's door process, started
-// by the runtime if it does not answer, or answers with another protocol version. A
-// running door of the same version is kept, even of another build: replacing it would
-// drop its connections.
+// by the runtime if it does not answer. A running door of another build (an upgrade
+// of kiln) is replaced by one of this build, which takes its listening sockets over
+// while both run: no connection is refused; the old one then stops once its requests
+// have finished.
 func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, project string, notes io.Writer) (door.Plane, error) {
 	host, ok := drv.(driver.DoorHost)
 	if placement == DoorInline || !ok {
@@ -52,11 +53,12 @@ func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, proje
 	sctx, cancel := context.WithTimeout(ctx, time.Second)
 	st, err := c.Status(sctx)
 	cancel()
-	if err == nil && st.Version == door.Version {
-		if st.Build != build {
-			fmt.Fprintf(notes, "kiln: the front door runs another build of kiln (%s; this is %s): kept, as it speaks the same protocol and replacing it would drop its connections\n", st.Build, build)
-		}
+	if err == nil && st.Build == build {
 		return c, nil
+	}
+	upgrade := err == nil
+	if upgrade {
+		fmt.Fprintf(notes, "kiln: the front door runs another build of kiln (%s); replacing it with this one (%s), which takes its sockets over\n", st.Build, build)
 	}
 	spec := driver.DoorSpec{Project: project, Dir: dir, Binary: bin, Build: build, User: fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid())}
 	if err := host.EnsureDoor(ctx, spec); err != nil {
@@ -68,6 +70,11 @@ func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, proje
 		st, err = c.Status(sctx)
 		cancel()
 		if err == nil && st.Version == door.Version && st.Build == build {
+			if upgrade {
+				if err := host.RetireDoors(ctx, project, build); err != nil {
+					fmt.Fprintf(notes, "kiln: the previous front door could not be removed (%v); `docker rm -f` it\n", err)
+				}
+			}
 			return c, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {

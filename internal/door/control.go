@@ -41,6 +41,8 @@ type Status struct {
 	Build      string            `json:"build"` // the door binary's build, as the daemon names builds
 	PID        int               `json:"pid"`
 	Started    time.Time         `json:"started"`
+	Created    time.Time         `json:"created"` // of its container: the newer door of two is the later
+	HandedOff  bool              `json:"handed_off,omitempty"` // its listeners went to a newer door
 	Generation int64             `json:"generation"`
 	Listeners  map[string]string `json:"listeners"`
 }
@@ -48,12 +50,18 @@ type Status struct {
 // Control is the door's control API, served on its unix socket: status, configuration,
 // listen checks, drains and counters. Whoever can open the socket (its owner: mode
 // 0600) controls the door.
-func Control(s *Server, build string) http.Handler {
+func Control(s *Server, build string, created time.Time, handedOff <-chan struct{}) http.Handler {
 	started := time.Now().UTC()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, Status{Version: Version, Build: build, PID: os.Getpid(), Started: started,
-			Generation: s.Config().Generation, Listeners: s.Listeners()}, nil)
+		st := Status{Version: Version, Build: build, PID: os.Getpid(), Started: started, Created: created.UTC(),
+			Generation: s.Config().Generation, Listeners: s.Listeners()}
+		select {
+		case <-handedOff:
+			st.HandedOff = true
+		default:
+		}
+		reply(w, st, nil)
 	})
 	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) { reply(w, s.Config(), nil) })
 	mux.HandleFunc("PUT /v1/config", func(w http.ResponseWriter, r *http.Request) {
@@ -130,7 +138,9 @@ func Dial(path string) *Client {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		},
-		MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second,
+		// A connection per call: the socket's path may change hands (a newer door
+		// takes it over), and a kept connection would go on reaching the old door.
+		DisableKeepAlives: true,
 	}}}
 }
 

@@ -202,7 +202,7 @@ func TestControlSocket(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sock := filepath.Join(dir, SocketFile)
-	go ServeControl(ctx, sock, Control(s, "test"))
+	go ServeControl(ctx, sock, Control(s, "test", time.Now(), nil))
 	c := Dial(sock)
 	defer c.Close()
 	waitFor(t, func() bool { _, err := c.Status(ctx); return err == nil })

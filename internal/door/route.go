@@ -22,6 +22,8 @@ type listener struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+	// released: its socket was handed to a newer door, which accepts on it now.
+	released atomic.Bool
 }
 
 func newListener(addr string, ln net.Listener) *listener {

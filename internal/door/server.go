@@ -29,9 +29,9 @@ type Options struct {
 	Proxy     proxy.Options
 	Log       *slog.Logger
 	AccessLog *slog.Logger
-	// Listen opens a listener; net.Listen("tcp", addr) when nil. A door that took over
-	// another's sockets (handoff) serves those first.
-	Listen func(addr string) (net.Listener, error)
+	// Inherit holds the listeners a door took over from the one it replaces (see
+	// TakeOver), by listener key: Apply serves them instead of listening anew.
+	Inherit map[string]net.Listener
 }
 
 // Server serves a Config: one listener per address, each routing to the services on it.
@@ -170,7 +170,7 @@ func (s *Server) openListeners(cfg Config, ks map[string]listenerKind) ([]*liste
 			old.ln.Close()
 			go old.stop()
 		}
-		ln, err := s.listen(listenAddr(addr))
+		ln, err := s.listenKey(addr)
 		if err != nil {
 			for _, l := range opened {
 				l.ln.Close()
@@ -193,10 +193,17 @@ func (s *Server) openListeners(cfg Config, ks map[string]listenerKind) ([]*liste
 	return opened, nil
 }
 
-func (s *Server) listen(addr string) (net.Listener, error) {
-	if s.opts.Listen != nil {
-		return s.opts.Listen(addr)
+// listenKey opens the listener named key: the one inherited for it, else a new one.
+// Called with s.mu held.
+func (s *Server) listenKey(key string) (net.Listener, error) {
+	if ln := s.opts.Inherit[key]; ln != nil {
+		delete(s.opts.Inherit, key)
+		return ln, nil
 	}
+	return s.listen(listenAddr(key))
+}
+
+func (s *Server) listen(addr string) (net.Listener, error) {
 	return net.Listen("tcp", addr)
 }
 
@@ -211,7 +218,7 @@ func (s *Server) serve(ln *listener) {
 		lim := limits
 		lim.TLS = tlsConf
 		err := proxy.ServeHandler(ln.ctx, l, h, lim)
-		if err != nil && ln.ctx.Err() == nil {
+		if err != nil && ln.ctx.Err() == nil && !ln.released.Load() {
 			s.log.Error("a front door stopped serving", "listen", ln.addr, "error", err)
 		}
 		return err

@@ -7,10 +7,14 @@ import "context"
 // when the host restarts, whatever becomes of the daemon.
 type DoorHost interface {
 	// EnsureDoor makes the door of spec run, from spec's build, and returns once its
-	// process is started (its control socket may take a moment to answer). A door of
-	// the project that is running stays as it is when it is of spec.Build; one of
-	// another build, or one that stopped, is replaced.
+	// process is started (its control socket may take a moment to answer). A running
+	// door of spec.Build stays as it is; while one of another build runs, the new door
+	// takes its listeners over (`kiln door --takeover`) and the caller retires it
+	// (RetireDoors) once the new one answers; one that stopped is removed.
 	EnsureDoor(ctx context.Context, spec DoorSpec) error
+	// RetireDoors stops the project's doors of other builds than build, letting their
+	// requests finish, and removes them.
+	RetireDoors(ctx context.Context, project, build string) error
 	// RemoveDoor stops and removes the project's door, if it has one.
 	RemoveDoor(ctx context.Context, project string) error
 }

@@ -179,9 +179,13 @@ func ServeHandler(ctx context.Context, ln net.Listener, h http.Handler, l Listen
 	base, kill := context.WithCancel(context.WithoutCancel(ctx))
 	defer kill()
 	conns := httpguard.NewConns(int(orDefault(int64(l.MaxConns), DefaultMaxConns)))
+	fresh := &freshConns{conns: map[net.Conn]bool{}}
 	srv := &http.Server{
-		Handler:     h,
-		ConnState:   conns.ConnState,
+		Handler: h,
+		ConnState: func(c net.Conn, st http.ConnState) {
+			fresh.track(c, st)
+			conns.ConnState(c, st)
+		},
 		BaseContext: func(net.Listener) context.Context { return base },
 		// No overall read or write timeout: a long upload, download or stream is not an
 		// error. Bodies are bounded by rate instead (handler), slow readers of answers by
@@ -200,20 +204,65 @@ func ServeHandler(ctx context.Context, ln net.Listener, h http.Handler, l Listen
 		}
 		errc <- srv.Serve(conns.Listener(ln))
 	}()
+	var failed error
 	select {
-	case err := <-errc:
-		return fmt.Errorf("serving %s: %w", ln.Addr(), err)
+	case failed = <-errc:
+		// The listener failed, or was closed under the server (a door handing its
+		// sockets over): what it accepted finishes, as below.
 	case <-ctx.Done():
+		// Accepting stops first: the connections already accepted get their first
+		// request read and served before the shutdown begins (a request read once it
+		// has begun is dropped, and a client does not send a first request again).
+		ln.Close()
+		<-errc
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cmp.Or(l.ShutdownTimeout, DefaultShutdownTimeout))
 	defer cancel()
+	fresh.wait(sctx)
 	err := srv.Shutdown(sctx)
-	<-errc // http.ErrServerClosed
 	if err != nil {
 		srv.Close()
+	}
+	if failed != nil {
+		return fmt.Errorf("serving %s: %w", ln.Addr(), failed)
+	}
+	if err != nil {
 		return fmt.Errorf("shutting down %s: %w", ln.Addr(), err)
 	}
 	return nil
+}
+
+// freshConns are a server's connections whose first request is not read yet.
+type freshConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+}
+
+func (f *freshConns) track(c net.Conn, st http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st == http.StateNew {
+		f.conns[c] = true
+	} else {
+		delete(f.conns, c)
+	}
+}
+
+// wait returns once no connection is fresh, or ctx ends.
+func (f *freshConns) wait(ctx context.Context) {
+	for {
+		f.mu.Lock()
+		n := len(f.conns)
+		f.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // ServeHTTP proxies r to a server in rotation.

@@ -10,7 +10,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
@@ -40,12 +42,17 @@ func (d *Driver) EnsureDoor(ctx context.Context, spec driver.DoorSpec) error {
 	if err != nil {
 		return err
 	}
+	takeover := false
 	for _, c := range existing {
 		if c.Labels[LabelDoorBuild] == spec.Build && c.State == container.StateRunning {
 			return nil
 		}
 	}
 	for _, c := range existing {
+		if c.State == container.StateRunning {
+			takeover = true // it serves: the new door takes its listeners
+			continue
+		}
 		if _, err := d.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !isNotFound(err) {
 			return fmt.Errorf("removing the old front door %s: %w", strings.TrimPrefix(c.Names[0], "/"), d.check(err))
 		}
@@ -64,7 +71,7 @@ func (d *Driver) EnsureDoor(ctx context.Context, spec driver.DoorSpec) error {
 		Config: &container.Config{
 			Image:      tag,
 			User:       spec.User,
-			Entrypoint: []string{"/kiln", "door", "--dir", spec.Dir, "--build", spec.Build},
+			Entrypoint: doorCommand(spec, takeover),
 			WorkingDir: spec.Dir,
 			StopSignal: "SIGTERM",
 			Labels:     map[string]string{LabelDoor: spec.Project, LabelDoorBuild: spec.Build, LabelProject: spec.Project},
@@ -89,6 +96,43 @@ func (d *Driver) EnsureDoor(ctx context.Context, spec driver.DoorSpec) error {
 		return fmt.Errorf("starting the front door's container: %w", d.check(err))
 	}
 	return nil
+}
+
+// doorCommand is the door's command line: its directory, build and creation time, and
+// --takeover when it replaces a running door.
+func doorCommand(spec driver.DoorSpec, takeover bool) []string {
+	cmd := []string{"/kiln", "door", "--dir", spec.Dir, "--build", spec.Build, "--created", strconv.FormatInt(time.Now().UnixNano(), 10)}
+	if takeover {
+		cmd = append(cmd, "--takeover")
+	}
+	return cmd
+}
+
+// doorStopTimeout bounds a retired door's drain: the proxy's shutdown bound, and a
+// margin.
+const doorStopTimeout = 40
+
+// RetireDoors stops (SIGTERM: requests in flight finish) and removes the project's
+// doors of builds other than build.
+func (d *Driver) RetireDoors(ctx context.Context, project, build string) error {
+	existing, err := d.doors(ctx, project)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range existing {
+		if c.Labels[LabelDoorBuild] == build {
+			continue
+		}
+		timeout := doorStopTimeout
+		if _, err := d.cli.ContainerStop(ctx, c.ID, client.ContainerStopOptions{Timeout: &timeout}); err != nil && !isNotFound(err) {
+			errs = append(errs, d.check(err))
+		}
+		if _, err := d.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !isNotFound(err) {
+			errs = append(errs, d.check(err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // RemoveDoor removes every door container of project.
