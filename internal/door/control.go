@@ -41,7 +41,7 @@ type Status struct {
 	Build      string            `json:"build"` // the door binary's build, as the daemon names builds
 	PID        int               `json:"pid"`
 	Started    time.Time         `json:"started"`
-	Created    time.Time         `json:"created"` // of its container: the newer door of two is the later
+	Created    time.Time         `json:"created"`              // of its container: the newer door of two is the later
 	HandedOff  bool              `json:"handed_off,omitempty"` // its listeners went to a newer door
 	Generation int64             `json:"generation"`
 	Listeners  map[string]string `json:"listeners"`
