@@ -2,6 +2,7 @@ package door
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -244,5 +246,27 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Configurations pushed at once, as the registry pushes them: the newest stays, an
+// older one is refused as stale, and nothing races.
+func TestConcurrentApplies(t *testing.T) {
+	addr := freeAddr(t)
+	web := backend(t, "web")
+	s := New(Options{Dir: t.TempDir()})
+	t.Cleanup(s.Shutdown)
+	var wg sync.WaitGroup
+	for g := int64(1); g <= 20; g++ {
+		wg.Go(func() {
+			err := s.Apply(context.Background(), Config{Generation: g, Services: []Service{{Name: "web", Listen: addr, Upstreams: []string{web}}}})
+			if err != nil && !errors.Is(err, ErrStale) {
+				t.Errorf("generation %d: %v", g, err)
+			}
+		})
+	}
+	wg.Wait()
+	if g := s.Config().Generation; g != 20 {
+		t.Errorf("generation %d served, want 20", g)
 	}
 }

@@ -82,9 +82,9 @@ func (s *Server) Apply(ctx context.Context, cfg Config) error {
 		s.mu.Unlock()
 		return errors.New("the door is shutting down")
 	}
-	if cfg.Generation < s.cfg.Generation {
+	if cur := s.cfg.Generation; cfg.Generation < cur {
 		s.mu.Unlock()
-		return fmt.Errorf("%w (%d < %d)", ErrStale, cfg.Generation, s.cfg.Generation)
+		return fmt.Errorf("%w (%d < %d)", ErrStale, cfg.Generation, cur)
 	}
 	ks, err := kinds(cfg)
 	if err != nil {
