@@ -2,6 +2,8 @@ package door
 
 import (
 	"context"
+	"encoding/json"
+	"log/slog"
 	"errors"
 	"fmt"
 	"io"
@@ -269,4 +271,51 @@ func TestConcurrentApplies(t *testing.T) {
 	if g := s.Config().Generation; g != 20 {
 		t.Errorf("generation %d served, want 20", g)
 	}
+}
+
+// A service that asks for them gets one JSON line per request in the access log;
+// another gets none.
+func TestAccessLog(t *testing.T) {
+	addr, other := freeAddr(t), freeAddr(t)
+	var buf syncBuffer
+	s := New(Options{AccessLog: slog.New(slog.NewJSONHandler(&buf, nil))})
+	t.Cleanup(s.Shutdown)
+	err := s.Apply(context.Background(), Config{Generation: 1, Services: []Service{
+		{Name: "web", Listen: addr, Upstreams: []string{backend(t, "web")}, AccessLog: true},
+		{Name: "quiet", Listen: other, Upstreams: []string{backend(t, "quiet")}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get(t, addr, "shop.example", "/cart?id=7")
+	get(t, other, "", "/")
+	var line struct {
+		Service, Method, Host, Path string
+		Status                      int
+		Bytes                       int64
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 1 || json.Unmarshal([]byte(lines[0]), &line) != nil {
+		t.Fatalf("access log %q", buf.String())
+	}
+	if line.Service != "web" || line.Method != "GET" || line.Host != "shop.example" || line.Path != "/cart?id=7" || line.Status != 200 || line.Bytes == 0 {
+		t.Errorf("access log line %+v", line)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

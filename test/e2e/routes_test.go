@@ -79,6 +79,26 @@ func TestRoutesShareAnAddress(t *testing.T) {
 		t.Errorf("a request of no service: %d %q", code, body)
 	}
 
+	// Maintenance, then resume: the door answers for the service, then serves again.
+	if r := d.kiln(nil, "pause", d.service, "--maintenance", "Back at noon."); r.code != 0 {
+		t.Fatalf("pause: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if code, body := getHost(t, c, d.url+"/", "shop.kiln.test"); code != 503 || !strings.Contains(body, "Back at noon.") {
+		t.Errorf("in maintenance: %d %q", code, body)
+	}
+	if code, _ := getHost(t, c, d.url+"/api/", "x.example"); code != 200 {
+		t.Errorf("the other service of the address, while one is in maintenance: %d", code)
+	}
+	if r := d.kiln(nil, "resume", d.service); r.code != 0 {
+		t.Fatalf("resume: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if code, _ := getHost(t, c, d.url+"/", "shop.kiln.test"); code != 200 {
+		t.Errorf("after resume: %d", code)
+	}
+	if r := d.kiln(nil, "pause", "no-such-service"); r.code == 0 || !strings.Contains(r.stderr, "no front door") {
+		t.Errorf("pause of a service that is not there: %d %s", r.code, r.stderr)
+	}
+
 	// A third service taking api's route: refused, naming both declarations.
 	p := filepath.Join(d.dir, "kiln.hcl")
 	b, _ := os.ReadFile(p)
