@@ -10,6 +10,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/door"
+	"github.com/kiln-build/kiln/internal/driver"
 	"github.com/kiln-build/kiln/internal/frontdoor"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -111,4 +112,33 @@ func (e *Engine) noDoor(service string, err error) error {
 		return fmt.Errorf("%w: service %s has no front door (is it deployed? kiln status)", store.ErrNotFound, service)
 	}
 	return err
+}
+
+// pruneAdopted takes out of the adopted doors' rotations the addresses of no running
+// server: servers that died, or were removed, while the daemon was away (the door's
+// own checks may not have caught them yet). The rest stay in rotation, serving.
+func (e *Engine) pruneAdopted(ctx context.Context) {
+	servers, err := e.opts.Driver.List(ctx, driver.Selector{Project: e.opts.Project})
+	if err != nil {
+		return // the heal passes take out what is gone
+	}
+	running := map[string]bool{}
+	for _, s := range servers {
+		if s.State == driver.StateRunning && s.Address != "" {
+			running[s.Service+" "+s.Address] = true
+		}
+	}
+	for name, d := range e.doors.All() {
+		var stale []string
+		for _, addr := range d.Upstreams() {
+			if !running[name+" "+addr] {
+				stale = append(stale, addr)
+			}
+		}
+		if len(stale) > 0 {
+			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			d.Update(dctx, nil, stale)
+			cancel()
+		}
+	}
 }

@@ -157,6 +157,7 @@ func (e *Engine) Start(ctx context.Context) error {
 			return err
 		}
 		e.doors.Adopt(cfg)
+		e.pruneAdopted(ctx)
 	}
 	// No apply until what a stop interrupted is resumed: one that came in between
 	// reading the services and the running rollouts would be taken for a rollback.

@@ -105,6 +105,11 @@ func TestUpgradeReplacesNothing(t *testing.T) {
 	} else {
 		t.Logf("after: the same %d servers (IDs, names, created and started times, spec hashes)", len(after))
 	}
+	// The previous release served the doors in its daemon; this one runs them apart.
+	project, _ := os.ReadFile(filepath.Join(u.dir, ".kiln", "project"))
+	if doors := strings.Fields(sh(t, "/", nil, "docker", "ps", "-q", "--filter", "label=dev.kiln.door="+strings.TrimSpace(string(project)))); len(doors) != 1 {
+		t.Errorf("door containers running after the upgrade: %v, want one", doors)
+	}
 	events := u.eventsSince(kiln, lastEvent)
 	for _, e := range events {
 		t.Logf("event after the upgrade: %s %s %s %s", e.Time.Format(time.RFC3339Nano), e.Service, e.Type, e.Message)
@@ -388,14 +393,16 @@ func (s upgradeServer) String() string {
 		s.Service, s.Name, s.Revision, s.State, s.Created.Format(time.RFC3339Nano), s.Started.Format(time.RFC3339Nano), s.Restarts, s.SpecHash)
 }
 
-// servers returns every container of the project, running or not, by full ID.
+// servers returns every server of the project (its containers but the front door's),
+// running or not, by full ID.
 func (u *upgrade) servers() map[string]upgradeServer {
 	u.t.Helper()
 	project, err := os.ReadFile(filepath.Join(u.dir, ".kiln", "project"))
 	if err != nil {
 		u.t.Fatal(err)
 	}
-	ids := strings.Fields(sh(u.t, "/", nil, "docker", "ps", "-aq", "--no-trunc", "--filter", "label=dev.kiln.project="+strings.TrimSpace(string(project))))
+	ids := strings.Fields(sh(u.t, "/", nil, "docker", "ps", "-aq", "--no-trunc", "--filter", "label=dev.kiln.project="+strings.TrimSpace(string(project)),
+		"--filter", "label=dev.kiln.managed=true"))
 	out := map[string]upgradeServer{}
 	if len(ids) == 0 {
 		return out
