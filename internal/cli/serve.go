@@ -21,14 +21,15 @@ func newServeCmd(g *globals) *cobra.Command {
 		Long: `Serve runs kiln's daemon for the spec here, in the foreground: the HTTP API the other
 verbs talk to (on loopback, with the bearer token in .kiln/token), the web dashboard on
 the same address (sign in with that token, or with .kiln/token.readonly to only look),
-the front door of every service, the controller that heals and watches for drift, and
-the pipelines. On start it resumes interrupted rollouts and re-adopts running servers
+the configuration of every service's front door (the doors run apart, in a container
+of kiln's own binary that the Docker engine keeps running: they outlive the daemon),
+the controller that heals and watches for drift, and the pipelines. On start it resumes interrupted rollouts and re-adopts running servers
 without restarting them.
 
 Ctrl-C (or kiln stop) stops it in order: the API stops taking requests, a rollout's
 step in flight ends (servers it had started but not admitted are removed) and the
 rollout is left to resume on the next start, then the state is closed and .kiln/kiln.pid
-removed. Servers keep running. A second Ctrl-C exits at once; the next start still
+removed. Servers and front doors keep serving. A second Ctrl-C exits at once; the next start still
 resumes. Exit status 130 after Ctrl-C, 0 after kiln stop.`,
 		Example: `  kiln serve
   kiln serve --listen 127.0.0.1:7000     # another API address (default: the address it had last time, else 127.0.0.1:7777, else a free port)`,
@@ -61,6 +62,7 @@ const daemonStopping = "stopping the daemon: no new API requests; a rollout's st
 // addDaemonFlags binds the flags of the verbs that run a daemon (serve, up) into opts.
 func addDaemonFlags(opts *daemon.Options, fs *pflag.FlagSet) {
 	fs.StringVar(&opts.Listen, "listen", "", listenUsage)
+	fs.StringVar(&opts.Door, "door", daemon.DoorAuto, "where the front doors run: \"\" (apart, in a container the Docker engine keeps running, so that they outlive the daemon) or \"inline\" (in the daemon: they stop with it)")
 }
 
 // daemonExit is the end of a verb that ran a daemon until ctx ended, given what Start

@@ -34,7 +34,10 @@ const doorStart = 15 * time.Second
 // have finished.
 func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, project string, notes io.Writer) (door.Plane, error) {
 	host, ok := drv.(driver.DoorHost)
-	if placement == DoorInline || !ok {
+	switch {
+	case placement != DoorAuto && placement != DoorInline:
+		return nil, fmt.Errorf("--door %q: the front doors run apart (\"\", the default) or inline (\"inline\")", placement)
+	case placement == DoorInline || !ok:
 		return nil, nil
 	}
 	dir := filepath.Join(stateDir, "door")

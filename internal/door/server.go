@@ -182,7 +182,10 @@ func (s *Server) openListeners(cfg Config, ks map[string]listenerKind) ([]*liste
 				}
 			}
 			if errors.Is(err, syscall.EADDRINUSE) {
-				return nil, fmt.Errorf("%s cannot listen on %s: the address is already in use by another program (change `listen` in the spec, or stop that program)", who, addr)
+				return nil, fmt.Errorf("%s cannot listen on %s: the address is already in use by another program (change `listen` in the spec, or stop that program)", who, listenAddr(addr))
+			}
+			if errors.Is(err, syscall.EACCES) {
+				return nil, fmt.Errorf("%s cannot listen on %s: a port below 1024 needs the daemon to run as root (the front door runs as the daemon's user, allowed only to bind such a port): run kiln as root, or use a port of 1024 or more", who, listenAddr(addr))
 			}
 			return nil, fmt.Errorf("%s: listening on %s: %w", who, listenAddr(addr), err)
 		}
