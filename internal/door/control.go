@@ -105,7 +105,7 @@ func reply(w http.ResponseWriter, v any, err error) {
 // stale one) until ctx ends.
 func ServeControl(ctx context.Context, path string, h http.Handler) error {
 	os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	ln, err := listenUnix(path)
 	if err != nil {
 		return fmt.Errorf("the door's control socket %s: %w", path, err)
 	}
@@ -122,6 +122,18 @@ func ServeControl(ctx context.Context, path string, h http.Handler) error {
 		return err
 	}
 	return nil
+}
+
+// listenUnix listens on the unix socket at path, whose file is left in place when the
+// listener closes: after a handoff the path is the newer door's, and the older one's
+// close must not remove it. (Each door removes a stale one before it listens.)
+func listenUnix(path string) (net.Listener, error) {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	return ln, nil
 }
 
 // Client configures a door process through its control socket.

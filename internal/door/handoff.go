@@ -64,7 +64,7 @@ func (s *Server) handoffFiles() ([]string, []*os.File, Config, error) {
 // start it again).
 func ServeHandoff(ctx context.Context, path string, s *Server, created time.Time) (handedOff <-chan struct{}, err error) {
 	os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	ln, err := listenUnix(path)
 	if err != nil {
 		return nil, fmt.Errorf("the door's handoff socket %s: %w", path, err)
 	}

@@ -3,6 +3,7 @@ package door
 import (
 	"context"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -78,10 +79,20 @@ func TestHandoffUnderLoad(t *testing.T) {
 	if err := next.Apply(ctx, tk.Config); err != nil {
 		t.Fatal(err)
 	}
+	// The newer door serves the handoff socket's path before the older closes its
+	// listener: the older's close must leave the newer's socket file alone.
+	nctx, ncancel := context.WithCancel(ctx)
+	defer ncancel()
+	if _, err := ServeHandoff(nctx, sock, next, created.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if err := tk.Done(); err != nil {
 		t.Fatal(err)
 	}
 	<-handedOff
+	if _, err := os.Stat(sock); err != nil {
+		t.Errorf("the newer door's handoff socket is gone after the older closed its own: %v", err)
+	}
 	before := ok.Load()
 	waitFor(t, func() bool { st, _ := next.Stats(ctx); return st["web"].Count > 50 && ok.Load() > before+50 })
 	close(stop)
