@@ -363,7 +363,7 @@ func (rig *doorRig) load(ctx context.Context, url string, p doorProto, args ...s
 	if p.h2 {
 		args = append(args, "-h2")
 	}
-	cmd := rig.ns.command(rig.loadgen, args...)
+	cmd := rig.ns.command(ctx, rig.loadgen, args...)
 	cmd.Dir = rig.dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return LoadSummary{}, fmt.Errorf("bench/loadgen %s: %w: %s", strings.Join(args, " "), err, tail(string(out), 300))
@@ -383,14 +383,16 @@ func (rig *doorRig) measure(ctx context.Context, r *Result, run int, t *doorLive
 		return LoadSummary{}, false
 	}
 	sys := doorSystem(t.label, p.label)
-	args := []string{"-rate", strconv.Itoa(doorRate), "-duration", doorRun.String(), "-warmup", strconv.Itoa(doorWarmup)}
-	d := doorRun
+	args, untimed := []string{"-rate", strconv.Itoa(doorRate), "-duration", doorRun.String(), "-warmup", strconv.Itoa(doorWarmup)}, doorWarmup
 	if saturation {
-		args, d = []string{"-conns", strconv.Itoa(doorConns), "-duration", doorSatRun.String()}, doorSatRun
+		args, untimed = []string{"-conns", strconv.Itoa(doorConns), "-duration", doorSatRun.String()}, doorConns
 	}
+	// The target's CPU over the whole load, its untimed requests included: per request
+	// it is counted over all of them, as a share of a core over the load's wall time.
 	c0, cerr := cpuTicks(t.pid)
 	t0 := time.Now()
 	sum, err := rig.load(ctx, url, p, args...)
+	wall := time.Since(t0)
 	c1, cerr1 := cpuTicks(t.pid)
 	if rig.kamal != nil {
 		rig.kamal.truncateLog()
@@ -412,7 +414,7 @@ func (rig *doorRig) measure(ctx context.Context, r *Result, run int, t *doorLive
 	// The load's own clock: its timed run, without its start and warm-up.
 	secs := sum.Seconds
 	if secs <= 0 {
-		secs = time.Since(t0).Seconds()
+		secs = wall.Seconds()
 	}
 	if saturation {
 		r.Add(sys, satThroughput, "req/s", float64(sum.OK)/secs)
@@ -420,8 +422,8 @@ func (rig *doorRig) measure(ctx context.Context, r *Result, run int, t *doorLive
 		r.Add(sys, satP50, "ms", sum.Service.P50)
 		r.Add(sys, satP99, "ms", sum.Service.P99)
 		if haveCPU && sum.OK > 0 {
-			r.Add(sys, satCPU, "%", percent(c1-c0, d))
-			r.Add(sys, satCPUPerReq, "µs", cpu/float64(sum.OK)*1e6)
+			r.Add(sys, satCPU, "%", percent(c1-c0, wall))
+			r.Add(sys, satCPUPerReq, "µs", cpu/float64(sum.Sent+untimed)*1e6)
 		}
 		rig.env.Log.Info("saturation", "target", sys, "run", run, "req_per_s", float64(sum.OK)/secs, "failed", sum.Failed)
 	} else {
@@ -433,7 +435,7 @@ func (rig *doorRig) measure(ctx context.Context, r *Result, run int, t *doorLive
 		r.Add(sys, "requests sent", "", float64(sum.Sent))
 		r.Add(sys, doorDials, "", float64(sum.Dials))
 		if haveCPU {
-			r.Add(sys, doorCPU, "%", percent(c1-c0, d))
+			r.Add(sys, doorCPU, "%", percent(c1-c0, wall))
 		}
 		rig.env.Log.Info("latency", "target", sys, "run", run, "p50_ms", sum.Service.P50, "p99_ms", sum.Service.P99, "failed", sum.Failed)
 	}
@@ -512,7 +514,7 @@ func doorConclude(r *Result, protos []doorProto) {
 		Note:    "Milliseconds: the front door's percentile less one server's directly, run by run, over the same protocol (HTTPS: the server's own TLS).",
 		Systems: added, Metrics: []string{"p50 latency", "p99 latency", "p50 from schedule", "p99 from schedule"}})
 	r.AddTable(Table{Title: fmt.Sprintf("Saturation: %d keep-alive connections, closed loop, %s", doorConns, doorSatRun),
-		Note:    "Answers a second; latency from each request's send; CPU of the target's process (the proxy's, or the server's for one server directly), % of one core and per answered request.",
+		Note:    "Answers a second; latency from each request's send; CPU of the target's process (the proxy's, or the server's for one server directly) over the load, % of one core and per request sent.",
 		Systems: all, Metrics: satMetrics})
 	r.AddTable(Table{Title: fmt.Sprintf("Latency at %d requests/s", doorRate), Note: "Milliseconds; CPU of the target's process, % of one core.",
 		Systems: all, Metrics: append(slices.Clone(latencyMetrics), doorDials, doorCPU)})
@@ -536,7 +538,7 @@ func doorNotes(rig *doorRig) []string {
 		kamal,
 		("TLS: a self-signed ECDSA P-256 certificate for localhost and 127.0.0.1, made by the harness, trusted by the load generator (`-ca`), which sends `Host: localhost` and that server name; TLS 1.3 as Go negotiates it; HTTP/1.1 unless the protocol is `HTTPS h2`. HTTP is sent to 127.0.0.1:PORT, which both front doors route to their any-host service."),
 		fmt.Sprintf("Latency: bench/loadgen, %d requests/s open loop for %s after %d untimed requests (one at a time, on one connection), keep-alive (a request due while every open connection is busy opens another: *connections opened*, with a TLS handshake over HTTPS); *p50/p99 latency* from each request's send, *from schedule* from its scheduled time (as wrk2 counts, so including the generator's own lateness, the same for every target). *added by …*: the front door's percentile less one server's directly, run by run, over the same protocol.", doorRate, doorRun, doorWarmup),
-		fmt.Sprintf("Saturation: bench/loadgen closed loop, %d keep-alive connections (each opened by one untimed request) each sending its next request as soon as the previous one was answered, for %s; *throughput* is answers (2xx) a second. The load generator, the upstream and the front door share the machine's cores, so this is the throughput of the whole on this machine, not of the front door alone: compare the targets with each other, and see the CPU the front door's process used per answered request.", doorConns, doorSatRun),
+		fmt.Sprintf("Saturation: bench/loadgen closed loop, %d keep-alive connections (each opened by one untimed request) each sending its next request as soon as the previous one was answered, for %s; *throughput* is answers (2xx) a second. The load generator, the upstream and the front door share the machine's cores, so this is the throughput of the whole on this machine, not of the front door alone: compare the targets with each other, and see the CPU the front door's process used per request.", doorConns, doorSatRun),
 		"Order: each run measures the latency of every target over HTTP, then over HTTPS, then the saturation of every target over HTTP, then over HTTPS (direct, kiln, kamal-proxy, always in that order), so that the machine's drift over the runs falls on all alike; the medians are over the runs.",
 		"The machine is shared with other engineers running tests (see the load average in Setup): p99 figures are noisy; compare medians of the same run.",
 	}

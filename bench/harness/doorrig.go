@@ -69,13 +69,13 @@ func newNetns(ctx context.Context) (*netns, error) {
 	return n, nil
 }
 
-// command is name args run in the namespace: nsenter execs it, so the process's PID
+// command is name args run in the namespace, killed when ctx ends: nsenter execs it, so the process's PID
 // is the command's own.
-func (n *netns) command(name string, args ...string) *exec.Cmd {
+func (n *netns) command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	if n == nil {
-		return exec.Command(name, args...)
+		return exec.CommandContext(ctx, name, args...)
 	}
-	return exec.Command("nsenter", append([]string{"--net=" + n.path, "--", name}, args...)...)
+	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + n.path, "--", name}, args...)...)
 }
 
 func (n *netns) close() {
@@ -102,7 +102,7 @@ func startProc(ns *netns, log string, env []string, name string, args ...string)
 	if err != nil {
 		return nil, err
 	}
-	cmd := ns.command(name, args...)
+	cmd := ns.command(context.Background(), name, args...) // ended by stop, not by a context
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
