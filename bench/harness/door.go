@@ -128,9 +128,13 @@ func Door(ctx context.Context, e *Env, o Options) (*Result, error) {
 			addDoorLatency(r, p.label, got)
 		}
 		for _, p := range protos {
+			got := map[string]LoadSummary{}
 			for _, t := range rig.targets {
-				rig.measure(ctx, r, run, t, p, true)
+				if sum, ok := rig.measure(ctx, r, run, t, p, true); ok {
+					got[t.label] = sum
+				}
 			}
+			addDoorSaturation(r, p.label, got)
 		}
 	}
 	doorConclude(r, protos)
@@ -449,6 +453,16 @@ func (rig *doorRig) measure(ctx context.Context, r *Result, run int, t *doorLive
 // proto, what it added to one server directly in the same run: its percentiles less
 // the direct ones.
 func addDoorLatency(r *Result, proto string, got map[string]LoadSummary) {
+	kiln, ok1 := got[doorTargets[1].label]
+	kamal, ok2 := got[doorTargets[2].label]
+	if ok1 && ok2 {
+		// The two front doors run by run: the drift of the machine between runs cancels.
+		d := doorPaired(proto)
+		r.Add(d, "p50 latency", "ms", kiln.Service.P50-kamal.Service.P50)
+		r.Add(d, "p99 latency", "ms", kiln.Service.P99-kamal.Service.P99)
+		r.Add(d, "p50 from schedule", "ms", kiln.Latency.P50-kamal.Latency.P50)
+		r.Add(d, "p99 from schedule", "ms", kiln.Latency.P99-kamal.Latency.P99)
+	}
 	direct, ok := got[latencyDirect]
 	if !ok {
 		return
@@ -465,6 +479,21 @@ func addDoorLatency(r *Result, proto string, got map[string]LoadSummary) {
 		r.Add(a, "p99 from schedule", "ms", s.Latency.P99-direct.Latency.P99)
 	}
 }
+
+// addDoorSaturation records, when both front doors' saturation loads of a run over
+// proto are in got, kamal-proxy's throughput over kiln's in that run.
+func addDoorSaturation(r *Result, proto string, got map[string]LoadSummary) {
+	kiln, ok1 := got[doorTargets[1].label]
+	kamal, ok2 := got[doorTargets[2].label]
+	if ok1 && ok2 && kiln.OK > 0 && kiln.Seconds > 0 && kamal.Seconds > 0 {
+		r.Add(doorPairedRatio(proto), satThroughput, "×", (float64(kamal.OK)/kamal.Seconds)/(float64(kiln.OK)/kiln.Seconds))
+	}
+}
+
+// doorPaired names the series of kiln's door less kamal-proxy, run by run, and
+// doorPairedRatio that of kamal-proxy's throughput over kiln's.
+func doorPaired(proto string) string      { return "kiln door − kamal-proxy, run by run, " + proto }
+func doorPairedRatio(proto string) string { return "kamal-proxy / kiln door, run by run, " + proto }
 
 // doorConclude adds the door scenario's ratios, goals and tables from the medians of
 // its series. A goal whose figures are missing (a target unavailable) is not
@@ -501,7 +530,7 @@ func doorConclude(r *Result, protos []doorProto) {
 	if len(notEvaluated) > 0 {
 		r.Notes = append(r.Notes, "Goals not evaluated, for want of figures (see the failed runs): "+strings.Join(notEvaluated, "; ")+".")
 	}
-	var added, all []string
+	var added, all, sat []string
 	for _, p := range protos {
 		for _, t := range doorTargets {
 			all = append(all, doorSystem(t.label, p.label))
@@ -509,13 +538,18 @@ func doorConclude(r *Result, protos []doorProto) {
 				added = append(added, doorAdded(t.label, p.label))
 			}
 		}
+		added = append(added, doorPaired(p.label))
+	}
+	sat = slices.Clone(all)
+	for _, p := range protos {
+		sat = append(sat, doorPairedRatio(p.label))
 	}
 	r.AddTable(Table{Title: fmt.Sprintf("Latency added by the front door at %d requests/s", doorRate),
-		Note:    "Milliseconds: the front door's percentile less one server's directly, run by run, over the same protocol (HTTPS: the server's own TLS).",
+		Note:    "Milliseconds: the front door's percentile less one server's directly, run by run, over the same protocol (HTTPS: the server's own TLS); *kiln door − kamal-proxy, run by run*: kiln's percentile less kamal-proxy's of the same run (negative: kiln's door adds less).",
 		Systems: added, Metrics: []string{"p50 latency", "p99 latency", "p50 from schedule", "p99 from schedule"}})
 	r.AddTable(Table{Title: fmt.Sprintf("Saturation: %d keep-alive connections, closed loop, %s", doorConns, doorSatRun),
-		Note:    "Answers a second; latency from each request's send; CPU of the target's process (the proxy's, or the server's for one server directly) over the load, % of one core and per request sent.",
-		Systems: all, Metrics: satMetrics})
+		Note:    "Answers a second; latency from each request's send; CPU of the target's process (the proxy's, or the server's for one server directly) over the load, % of one core and per request sent; *kamal-proxy / kiln door, run by run*: the two throughputs of the same run, divided (below 1: kiln's door is the faster).",
+		Systems: sat, Metrics: satMetrics})
 	r.AddTable(Table{Title: fmt.Sprintf("Latency at %d requests/s", doorRate), Note: "Milliseconds; CPU of the target's process, % of one core.",
 		Systems: all, Metrics: append(slices.Clone(latencyMetrics), doorDials, doorCPU)})
 }

@@ -39,6 +39,8 @@ func TestDoorConclude(t *testing.T) {
 		r.Add(doorSystem("kiln door", "HTTP"), satThroughput, "req/s", 9000+float64(i)*100)
 		r.Add(doorSystem("kamal-proxy", "HTTP"), satThroughput, "req/s", 7000)
 		r.Add(doorSystem(latencyDirect, "HTTP"), satThroughput, "req/s", 20000)
+		addDoorSaturation(r, "HTTP", map[string]LoadSummary{"kiln door": {OK: 90000 + i*1000, Seconds: 10}, "kamal-proxy": {OK: 70000, Seconds: 10}})
+		addDoorSaturation(r, "HTTPS", map[string]LoadSummary{"kamal-proxy": {OK: 70000, Seconds: 10}}) // no kiln: no ratio
 	}
 	addDoorLatency(r, "HTTP", map[string]LoadSummary{"kiln door": sum(9, 9)}) // no direct load: nothing added
 	if s := r.series(doorAdded("kiln door", "HTTP"), "p50 latency"); s == nil || s.Summary.N != 3 || math.Abs(s.Summary.Median-0.2) > 1e-9 {
@@ -87,6 +89,12 @@ func TestDoorConclude(t *testing.T) {
 		"| added by kiln door, HTTP | 0.200 ms (0.150–0.300) | 0.600 ms (0.450–0.900) |",
 		"| added by kiln door, HTTPS | – | – | – | – |",
 		"| added by kamal-proxy, HTTPS | 0.200 ms (0.100–0.300) | 2.00 ms |",
+		// kiln less kamal-proxy in each run: -0.2, -0.05, -0.05
+		"| kiln door − kamal-proxy, run by run, HTTP | -0.050 ms (-0.200 to -0.050) |",
+		"| kiln door − kamal-proxy, run by run, HTTPS | – |",
+		// 70000 / 90000, 91000, 92000
+		"| kamal-proxy / kiln door, run by run, HTTP | 0.769× (0.761–0.778) | – |",
+		"| kamal-proxy / kiln door, run by run, HTTPS | – |",
 		"## Saturation: 64 keep-alive connections, closed loop, 10s",
 		"| kiln door, HTTP | 9100.0 req/s (9000.0–9200.0) | – |",
 		"| kamal-proxy / kiln door, throughput, HTTP | kamal-proxy, HTTP / throughput | kiln door, HTTP / throughput | 0.77× |",
