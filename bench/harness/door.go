@@ -105,7 +105,7 @@ func Door(ctx context.Context, e *Env, o Options) (*Result, error) {
 	if len(targets) == 0 {
 		return nil, fmt.Errorf("door: -systems names none of %s", strings.Join(doorTargetNames(), ", "))
 	}
-	rig, err := e.newDoorRig(ctx, r, targets)
+	rig, err := e.newDoorRig(ctx, targets)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +189,7 @@ type doorRig struct {
 
 // newDoorRig builds the load generator and the upstream, and starts the upstream and
 // each target that can run; a target that cannot is kept with why.
-func (e *Env) newDoorRig(ctx context.Context, r *Result, targets []doorTarget) (rig *doorRig, err error) {
+func (e *Env) newDoorRig(ctx context.Context, targets []doorTarget) (rig *doorRig, err error) {
 	rig = &doorRig{env: e, dir: filepath.Join(e.Work, "door")}
 	defer func() {
 		if err != nil {
