@@ -125,6 +125,13 @@ type LoadSummary struct {
 	Failed int `json:"failed"`
 	Errors int `json:"errors"`  // transport errors
 	Non2xx int `json:"non_2xx"` // answers outside 2xx
+	// Seconds is how long the timed run sent (without the warm-up); Conns, for a
+	// closed-loop run, its connections; Dials, the connections it opened; Protocols
+	// counts the answers by protocol ("HTTP/1.1", "HTTP/2.0").
+	Seconds   float64        `json:"seconds"`
+	Conns     int            `json:"conns,omitempty"`
+	Dials     int            `json:"dials"` // connections opened during the timed run
+	Protocols map[string]int `json:"protocols,omitempty"`
 	// ErrorSamples counts the failures by message.
 	ErrorSamples map[string]int `json:"error_samples,omitempty"`
 	// FailureTimes are the arrival times of the first 100 failures, in Unix ns.

@@ -12,12 +12,21 @@
 // summary also reports the lateness of the sends themselves, to tell a slow
 // generator from a slow server.
 //
-// A request fails when it gets a transport error or a status outside 2xx. The
+// A request fails when it gets a transport error or a status outside 2xx (redirects
+// are not followed). The
 // summary counts both, keeps a few samples of each kind of error, and records,
 // for every "version: X" line found in response bodies (the example service
 // prints its version), when the first and the last response of that version
 // arrived, and the same for every server ("server: X" line) of each version:
 // kiln-bench uses this to see when the traffic moved to the new version.
+//
+// With -conns N it runs closed loop instead, to find a target's saturation
+// throughput: N keep-alive connections, each sending its next request as soon as the
+// previous one was answered; latency is then counted from each request's send.
+//
+// HTTPS targets are verified: -ca names the PEM certificates to trust (the system's
+// otherwise) and -host the name sent as Host and TLS server name. Requests go over
+// HTTP/1.1 unless -h2 asks for HTTP/2; the summary counts the protocols answered.
 //
 // The generator only ever targets the URL it is given; kiln-bench passes
 // loopback addresses only.
@@ -27,6 +36,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -41,6 +52,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -54,6 +66,7 @@ type result struct {
 	err     string
 	version string
 	server  string
+	proto   string // of the response, "HTTP/1.1" or "HTTP/2.0"
 }
 
 type versionSpan struct {
@@ -80,7 +93,10 @@ type latency struct {
 
 type summary struct {
 	URL          string                  `json:"url"`
-	Rate         float64                 `json:"rate"`
+	Rate         float64                 `json:"rate"`            // open loop; 0 in closed loop
+	Conns        int                     `json:"conns,omitempty"` // closed loop: the connections
+	Dials        int64                   `json:"dials"`           // connections opened during the timed run
+	Protocols    map[string]int          `json:"protocols,omitempty"`
 	StartUnix    int64                   `json:"start_unix_ns"`
 	EndUnix      int64                   `json:"end_unix_ns"`
 	Seconds      float64                 `json:"seconds"`
@@ -109,25 +125,51 @@ func main() {
 		warmup   = flag.Int("warmup", 0, "untimed requests sent (one at a time) before the run, to open connections")
 		readyF   = flag.String("ready-file", "", "if set, written once the warm-up is done and the timed run starts")
 		jsonF    = flag.String("json", "", "also write the summary as JSON to this file")
+		closed   = flag.Int("conns", 0, "if set, run closed loop on this many connections (each sends its next request once answered) instead of at -rate")
+		caF      = flag.String("ca", "", "PEM file of the certificates to trust for HTTPS (the system's if empty)")
+		host     = flag.String("host", "", "Host header and TLS server name to send (the URL's if empty)")
+		h2       = flag.Bool("h2", false, "HTTP/2 over TLS (HTTP/1.1 otherwise)")
 	)
 	flag.Parse()
-	if *url == "" || *rate <= 0 {
-		fmt.Fprintln(os.Stderr, "loadgen: -url is required and -rate must be positive")
+	if *url == "" || (*rate <= 0 && *closed <= 0) || *closed < 0 {
+		fmt.Fprintln(os.Stderr, "loadgen: -url is required and -rate (or -conns) must be positive")
 		os.Exit(2)
 	}
-
-	tr := &http.Transport{
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        *conns,
-		MaxIdleConnsPerHost: *conns,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
+	tlsConf, err := clientTLS(*caF, *host)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(2)
 	}
-	client := &http.Client{Transport: tr, Timeout: *timeout}
+	target := request{url: *url, host: *host}
+	var dials atomic.Int64
+	dialer := &net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return dialer.DialContext(ctx, network, addr)
+	}
+	newClient := func(idle int) *http.Client {
+		tr := &http.Transport{
+			Proxy:               nil,
+			DialContext:         dial,
+			MaxIdleConns:        idle,
+			MaxIdleConnsPerHost: idle,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+			TLSClientConfig:     tlsConf.Clone(),
+			ForceAttemptHTTP2:   *h2,
+		}
+		if !*h2 {
+			// A non-nil empty map keeps HTTP/2 off even where the server offers it.
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		}
+		// A redirect is an answer like any other (outside 2xx), never followed.
+		noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		return &http.Client{Transport: tr, Timeout: *timeout, CheckRedirect: noRedirect}
+	}
+	client := newClient(*conns)
 
 	for i := 0; i < *warmup; i++ {
-		if res, err := client.Get(*url); err == nil {
+		if res, err := target.get(client); err == nil {
 			io.Copy(io.Discard, res.Body)
 			res.Body.Close()
 		}
@@ -138,7 +180,6 @@ func main() {
 	ctx, cancel := context.WithTimeout(ctx, *duration)
 	defer cancel()
 
-	interval := time.Duration(float64(time.Second) / *rate)
 	results := make(chan result, 4096)
 	var all []result
 	collected := make(chan struct{})
@@ -149,10 +190,43 @@ func main() {
 		close(collected)
 	}()
 
-	if *readyF != "" {
-		os.WriteFile(*readyF, []byte("ready\n"), 0o644)
+	var start, end time.Time
+	var dialed int64 // before the timed run
+	started := func() {
+		dialed = dials.Load()
+		if *readyF != "" {
+			os.WriteFile(*readyF, []byte("ready\n"), 0o644)
+		}
 	}
-	start := time.Now()
+	if *closed > 0 {
+		start, end = closedLoop(ctx, *closed, newClient, target, started, results)
+		*rate = 0
+	} else {
+		start, end = openLoop(ctx, *rate, client, target, started, results)
+	}
+	close(results)
+	<-collected
+
+	s := summarize(all, *url, *rate, start, end)
+	s.Conns = *closed
+	s.Dials = dials.Load() - dialed
+	if *jsonF != "" {
+		b, _ := json.MarshalIndent(s, "", "  ")
+		if err := os.WriteFile(*jsonF, append(b, '\n'), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+	}
+	s.printKV(os.Stdout)
+}
+
+// openLoop calls started, then sends a request every 1/rate s until ctx ends, whatever happened to the
+// earlier ones, waits for those in flight, and returns when it started and stopped
+// sending.
+func openLoop(ctx context.Context, rate float64, client *http.Client, target request, started func(), results chan<- result) (start, end time.Time) {
+	interval := time.Duration(float64(time.Second) / rate)
+	started()
+	start = time.Now()
 	var wg sync.WaitGroup
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -172,23 +246,81 @@ loop:
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results <- do(client, *url, due)
+			results <- do(client, target, due)
 		}()
 	}
-	end := time.Now()
+	end = time.Now()
 	wg.Wait()
-	close(results)
-	<-collected
+	return start, end
+}
 
-	s := summarize(all, *url, *rate, start, end)
-	if *jsonF != "" {
-		b, _ := json.MarshalIndent(s, "", "  ")
-		if err := os.WriteFile(*jsonF, append(b, '\n'), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "loadgen:", err)
-			os.Exit(1)
-		}
+// closedLoop runs n workers, each with a client of its own and so one keep-alive
+// connection, opened by one untimed request before started is called; each sends its next
+// request as soon as the previous one was answered, until ctx ends. A request's
+// scheduled time is its send.
+func closedLoop(ctx context.Context, n int, newClient func(idle int) *http.Client, target request, started func(), results chan<- result) (start, end time.Time) {
+	clients := make([]*http.Client, n)
+	var wg sync.WaitGroup
+	for i := range clients {
+		clients[i] = newClient(1)
+		clients[i].Transport.(*http.Transport).MaxConnsPerHost = 1
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if res, err := target.get(clients[i]); err == nil {
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
+		}()
 	}
-	s.printKV(os.Stdout)
+	wg.Wait()
+	started()
+	start = time.Now()
+	for _, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				results <- do(c, target, time.Now())
+			}
+		}()
+	}
+	<-ctx.Done()
+	end = time.Now()
+	wg.Wait()
+	return start, end
+}
+
+// request is what every request of a run asks for: the URL, and the Host to send.
+type request struct{ url, host string }
+
+func (q request) get(c *http.Client) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, q.url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if q.host != "" {
+		req.Host = q.host
+	}
+	return c.Do(req)
+}
+
+// clientTLS is the TLS of the requests: the certificates of caFile trusted (the
+// system's when empty), serverName sent and verified (the URL's host when empty).
+func clientTLS(caFile, serverName string) (*tls.Config, error) {
+	c := &tls.Config{ServerName: serverName}
+	if caFile == "" {
+		return c, nil
+	}
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("-ca: %w", err)
+	}
+	c.RootCAs = x509.NewCertPool()
+	if !c.RootCAs.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("-ca: %s holds no PEM certificate", caFile)
+	}
+	return c, nil
 }
 
 // printKV prints the summary as "key value" lines, for shell scripts.
@@ -202,6 +334,10 @@ func (s summary) printKV(w io.Writer) {
 	p("start_ns", s.StartUnix)
 	p("end_ns", s.EndUnix)
 	p("seconds", fmt.Sprintf("%.3f", s.Seconds))
+	p("dials", s.Dials)
+	for _, k := range slices.Sorted(maps.Keys(s.Protocols)) {
+		p("protocol "+k, s.Protocols[k])
+	}
 	for _, l := range []struct {
 		pre string
 		d   latency
@@ -231,10 +367,10 @@ func (s summary) printKV(w io.Writer) {
 	}
 }
 
-func do(client *http.Client, url string, due time.Time) result {
+func do(client *http.Client, target request, due time.Time) result {
 	sent := time.Now()
 	r := result{sched: due, late: sent.Sub(due)}
-	res, err := client.Get(url)
+	res, err := target.get(client)
 	if err != nil {
 		r.err = err.Error()
 		r.lat, r.svc = time.Since(due), time.Since(sent)
@@ -243,7 +379,7 @@ func do(client *http.Client, url string, due time.Time) result {
 	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<10))
 	res.Body.Close()
 	r.lat, r.svc = time.Since(due), time.Since(sent)
-	r.status = res.StatusCode
+	r.status, r.proto = res.StatusCode, res.Proto
 	if err != nil {
 		r.err = "reading body: " + err.Error()
 		return r
@@ -264,11 +400,15 @@ func summarize(all []result, url string, rate float64, start, end time.Time) sum
 		URL: url, Rate: rate, StartUnix: start.UnixNano(), EndUnix: end.UnixNano(),
 		Seconds: end.Sub(start).Seconds(), Sent: len(all),
 		Statuses: map[string]int{}, ErrorSamples: map[string]int{}, Versions: map[string]*versionSpan{},
+		Protocols: map[string]int{},
 	}
 	var lat, svc, late []time.Duration
 	slices.SortFunc(all, func(a, b result) int { return a.sched.Compare(b.sched) })
 	for _, r := range all {
 		late = append(late, r.late)
+		if r.proto != "" {
+			s.Protocols[r.proto]++
+		}
 		arrived := r.sched.Add(r.lat).UnixNano()
 		switch {
 		case r.err != "":
