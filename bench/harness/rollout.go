@@ -389,9 +389,10 @@ type swarmRig struct {
 
 func (e *Env) newSwarmRig(ctx context.Context, withHC bool) (rig *swarmRig, err error) {
 	rig = &swarmRig{}
+	made := rig // what to undo on an error, when rig itself is returned nil
 	defer func() {
 		if err != nil {
-			rig.close(context.WithoutCancel(ctx))
+			made.close(context.WithoutCancel(ctx))
 		}
 	}()
 	leave, err := e.Swarm(ctx)
