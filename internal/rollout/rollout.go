@@ -494,6 +494,9 @@ func (e *Executor) fail(ctx context.Context, door Door, t Target, created []driv
 // take old's place in the front door at once (old drained), and old are kept keep_old
 // before the caller retires them.
 func (e *Executor) switchDoor(ctx context.Context, door Door, t Target, created, old []driver.Server) error {
+	if len(created) == 0 && len(old) == 0 {
+		return nil // nothing to switch: no step, no event (a heal that found all in place)
+	}
 	e.event(t.Service, "", "gated", "%d servers of revision %d passed the health gate", len(created), t.Revision)
 	var add, remove []string
 	for _, s := range created {
