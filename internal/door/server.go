@@ -362,14 +362,3 @@ func (s *Server) Shutdown() {
 	}
 	s.work.Wait()
 }
-
-// handler returns the handler of the listener on addr, for tests and the in-process
-// door; nil when it has none.
-func (s *Server) handler(addr string) http.Handler {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ln := s.listeners[addr]; ln != nil {
-		return ln
-	}
-	return nil
-}

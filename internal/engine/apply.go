@@ -106,16 +106,11 @@ func sameService(r store.Revision, svc api.Service) bool {
 }
 
 // check refuses a request that cannot be carried out, before anything is recorded. It
-// returns the front doors the services need and do not have yet, open but not in use:
-// the caller accepts each once its service's revision is recorded (acceptDoor) and
-// closes the others. On error it has closed them.
+// returns the front doors the services need and do not have yet, checked but not in
+// use: the caller accepts each once its service's revision is recorded; the others
+// are dropped (a pending door holds nothing).
 func (e *Engine) check(ctx context.Context, services []api.Service) (_ map[string]*frontdoor.Door, err error) {
 	pending := map[string]*frontdoor.Door{}
-	defer func() {
-		if err != nil {
-			closeDoors(pending)
-		}
-	}()
 	var current []api.Service
 	if names, err := e.serviceNames(ctx); err == nil {
 		for _, name := range names {
@@ -161,13 +156,6 @@ func (e *Engine) check(ctx context.Context, services []api.Service) (_ map[strin
 	return pending, nil
 }
 
-// closeDoors closes doors that were never put in use.
-func closeDoors(doors map[string]*frontdoor.Door) {
-	for _, d := range doors {
-		d.Close()
-	}
-}
-
 // Apply records a new revision of every service in req whose settings changed and
 // rolls each out, in parallel. Unless req.Detach, it returns when every outcome is
 // known. A service whose settings did not change is converged (healed) if its servers
@@ -202,7 +190,6 @@ func (e *Engine) startApply(ctx context.Context, req api.ApplyRequest, rb *api.R
 	if err != nil {
 		return nil, err
 	}
-	defer func() { closeDoors(pending) }() // those not accepted
 	accept := func(service string) {
 		if d := pending[service]; d != nil {
 			delete(pending, service)
@@ -493,9 +480,6 @@ func (e *Engine) Destroy(ctx context.Context, service string) (api.Result, error
 			continue
 		}
 		e.event(service, string(s.ID), "destroyed", "server %s destroyed: service destroyed", s.Name)
-	}
-	if d != nil {
-		d.Close()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return api.Result{}, err

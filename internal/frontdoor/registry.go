@@ -30,9 +30,6 @@ func NewRegistry(plane door.Plane) *Registry {
 	return &Registry{plane: plane, doors: map[string]*Door{}}
 }
 
-// Plane is what the registry configures.
-func (r *Registry) Plane() door.Plane { return r.plane }
-
 // Adopt takes the doors of cfg, the configuration the door process serves (found
 // running when the daemon starts), as the registry's own: their servers stay in
 // rotation, and the next configuration follows cfg's generation. Called before any
