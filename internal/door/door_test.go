@@ -18,7 +18,7 @@ import (
 )
 
 // backend is a real HTTP server that names itself and the path it was asked for.
-func backend(t *testing.T, name string) string {
+func backend(t testing.TB, name string) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" {
@@ -30,7 +30,7 @@ func backend(t *testing.T, name string) string {
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
