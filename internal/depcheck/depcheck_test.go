@@ -71,8 +71,11 @@ var allowed = map[string][]string{
 	"internal/depcheck":        {},
 	// The door's TLS: certificates by server name, redirects, the listener split.
 	"internal/doortls": {},
-	// Test support: Pebble, the ACME server, run for a test.
-	"internal/testenv/pebble": {},
+	// Test support: other programs' servers run for a test (Pebble, the ACME server; a
+	// Kubernetes control plane).
+	"internal/testenv/proc":   {},
+	"internal/testenv/pebble": {"internal/testenv/proc"},
+	"internal/testenv/kube":   {"internal/testenv/proc"},
 	"test/e2e":                {"internal/testenv/pebble"},
 	// The benchmarks drive kiln through its API, as a user's tools would.
 	"bench/harness":        {"internal/api"},

@@ -8,15 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/testenv/proc"
 )
 
 // Config is what the test's own servers need Pebble to know.
@@ -38,7 +37,7 @@ type Server struct {
 	RootsFile string
 
 	managementURL string
-	procs         []*proc
+	procs         []*proc.Proc
 	stopOnce      sync.Once
 }
 
@@ -72,7 +71,7 @@ func Start(t testing.TB, cfg Config) *Server {
 }
 
 func start(t testing.TB, dir string, cfg Config) (*Server, error) {
-	ports, err := freePorts(6)
+	ports, err := proc.FreePorts(6)
 	if err != nil {
 		return nil, err
 	}
@@ -104,12 +103,12 @@ func start(t testing.TB, dir string, cfg Config) (*Server, error) {
 		s.Stop()
 		if t.Failed() {
 			for _, p := range s.procs {
-				t.Logf("%s's output:\n%s", p.name, p.output())
+				t.Logf("%s's output:\n%s", p.Name, p.Output())
 			}
 		}
 	})
 
-	chall, err := startProc(challBin, filepath.Join(dir, challBin), nil,
+	chall, err := proc.Start(challBin, filepath.Join(dir, challBin), proc.EnvWithout("PEBBLE_"),
 		"-dnsserver", addr(dnsPort), "-management", addr(challMgmtPort),
 		"-http01=", "-https01=", "-doh=", "-tlsalpn01=",
 		"-defaultIPv4", "127.0.0.1", "-defaultIPv6=") // A records only: the test listens on 127.0.0.1
@@ -118,18 +117,18 @@ func start(t testing.TB, dir string, cfg Config) (*Server, error) {
 	}
 	s.procs = append(s.procs, chall)
 	// Pebble asks over TCP: a TCP answer on the port is the DNS server up.
-	if err := waitFor(chall, func() error { return dialClose(addr(dnsPort)) }); err != nil {
+	if err := proc.WaitFor(chall, startTimeout, func() error { return proc.DialClose(addr(dnsPort)) }); err != nil {
 		return nil, err
 	}
-	peb, err := startProc(pebbleBin, filepath.Join(dir, pebbleBin),
-		[]string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
+	peb, err := proc.Start(pebbleBin, filepath.Join(dir, pebbleBin),
+		append(proc.EnvWithout("PEBBLE_"), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"),
 		"-config", conf, "-dnsserver", addr(dnsPort))
 	if err != nil {
 		return nil, err
 	}
 	s.procs = append(s.procs, peb)
 	client := s.client()
-	err = waitFor(peb, func() error {
+	err = proc.WaitFor(peb, startTimeout, func() error {
 		if _, err := get(context.Background(), client, s.DirectoryURL); err != nil {
 			return err
 		}
@@ -180,7 +179,7 @@ func (s *Server) IssuingRoot(ctx context.Context) (*x509.CertPool, error) {
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
 		for _, p := range s.procs {
-			p.stop()
+			p.Stop()
 		}
 	})
 }
@@ -207,73 +206,4 @@ func get(ctx context.Context, c *http.Client, url string) ([]byte, error) {
 	return b, err
 }
 
-// waitFor polls ready (a process of another program gives no event to wait on)
-// until it succeeds, p exits, or startTimeout passes.
-func waitFor(p *proc, ready func() error) error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		err := ready()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("%s exited on start (%v):\n%s", p.name, p.err, p.output())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not answer within %s: %v\n%s", p.name, startTimeout, err, p.output())
-		}
-	}
-}
-
-func dialClose(a string) error {
-	c, err := net.DialTimeout("tcp", a, time.Second)
-	if err == nil {
-		c.Close()
-	}
-	return err
-}
-
-// freePorts returns n loopback ports free for TCP and UDP (the DNS server takes
-// both), held open together so that none is picked twice.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var held []io.Closer
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	for tries := 0; len(ports) < n; tries++ {
-		if tries > 10*n {
-			return nil, errors.New("no free loopback ports")
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		held = append(held, l)
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", addr(port))
-		if err != nil {
-			continue
-		}
-		held = append(held, u)
-		ports = append(ports, port)
-	}
-	return ports, nil
-}
-
-func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
-
-// envWithout is the environment less every variable with prefix.
-func envWithout(prefix string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, prefix) {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+func addr(port int) string { return proc.Addr(port) }

@@ -1,8 +1,8 @@
-package pebble
+package proc
 
 import "syscall"
 
-// sysProcAttr has the servers killed if the test binary dies before its cleanup.
+// sysProcAttr has the process killed if the test binary dies before its cleanup.
 func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
