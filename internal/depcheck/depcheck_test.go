@@ -73,10 +73,11 @@ var allowed = map[string][]string{
 	"internal/doortls": {},
 	// Test support: other programs' servers run for a test (Pebble, the ACME server; a
 	// Kubernetes control plane).
-	"internal/testenv/proc":   {},
-	"internal/testenv/pebble": {"internal/testenv/proc"},
-	"internal/testenv/kube":   {"internal/testenv/proc"},
-	"test/e2e":                {"internal/testenv/pebble"},
+	"internal/testenv/proc":                {},
+	"internal/testenv/pebble":              {"internal/testenv/proc"},
+	"internal/testenv/kube":                {"internal/testenv/proc"},
+	"internal/testenv/kube/cmd/kube-build": {"internal/testenv/kube"},
+	"test/e2e":                             {"internal/testenv/pebble"},
 	// The benchmarks drive kiln through its API, as a user's tools would.
 	"bench/harness":        {"internal/api"},
 	"bench/cmd/kiln-bench": {"bench/harness"},
