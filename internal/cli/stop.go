@@ -23,8 +23,9 @@ func newStopCmd(g *globals) *cobra.Command {
 		Short: "Stop the kiln daemon of the spec here (its servers keep running)",
 		Long: `Stop ends the daemon (kiln up or kiln serve) of this spec's state directory: it
 sends it SIGTERM, as Ctrl-C would, and waits until its API no longer answers and its
-process has exited. Servers keep running and front doors close; the next kiln up or
-kiln serve re-adopts the servers and resumes an interrupted rollout.
+process has exited. Servers and their front doors keep serving (the doors run in a
+container of their own); the next kiln up or kiln serve re-adopts both and resumes an
+interrupted rollout.
 
 The daemon is found through .kiln/kiln.pid, which it holds locked while it runs; a PID
 file left by a daemon that died is removed. When no daemon runs, stop says so and

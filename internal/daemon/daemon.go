@@ -153,7 +153,11 @@ func (d *Daemon) open(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	plane, err := openDoor(ctx, d.drv, o.Door, stateDir, project, notes)
+	services, err := d.state.Services(ctx)
+	if err != nil {
+		return err
+	}
+	plane, err := openDoor(ctx, d.drv, o.Door, stateDir, project, len(services) > 0, notes)
 	if err != nil {
 		return err
 	}

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/kiln-build/kiln/internal/door"
@@ -27,12 +29,10 @@ const (
 const doorStart = 15 * time.Second
 
 // openDoor returns the door the engine configures: nil (the engine serves the doors
-// itself) when they are inline, else a client of the project's door process, started
-// by the runtime if it does not answer. A running door of another build (an upgrade
-// of kiln) is replaced by one of this build, which takes its listening sockets over
-// while both run: no connection is refused; the old one then stops once its requests
-// have finished.
-func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, project string, notes io.Writer) (door.Plane, error) {
+// itself) when they are inline, else the project's door process as a hostedDoor. A
+// door that runs is adopted at once; none runs, one is started now if the project has
+// services (wanted), else when one gets a front door.
+func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, project string, wanted bool, notes io.Writer) (door.Plane, error) {
 	host, ok := drv.(driver.DoorHost)
 	switch {
 	case placement != DoorAuto && placement != DoorInline:
@@ -48,6 +48,26 @@ func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, proje
 	if err != nil {
 		return nil, err
 	}
+	h := &hostedDoor{
+		start:  func(ctx context.Context) (*door.Client, error) { return startDoor(ctx, host, dir, project, notes) },
+		remove: func(ctx context.Context) error { return host.RemoveDoor(ctx, project) },
+	}
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	_, err = door.Dial(filepath.Join(dir, door.SocketFile)).Status(sctx)
+	cancel()
+	if err == nil || wanted {
+		if h.c, err = h.start(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// startDoor returns a client of the project's door process, started by the runtime if
+// it does not answer. A running door of another build (an upgrade of kiln) is replaced
+// by one of this build, which takes its listening sockets over while both run: no
+// connection is refused; the old one then stops once its requests have finished.
+func startDoor(ctx context.Context, host driver.DoorHost, dir, project string, notes io.Writer) (*door.Client, error) {
 	c := door.Dial(filepath.Join(dir, door.SocketFile))
 	bin, build, err := executable()
 	if err != nil {
@@ -85,6 +105,98 @@ func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, proje
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// hostedDoor is the project's door process as the engine's plane. Once no service
+// has a front door (the project's last service destroyed) the process is removed, so
+// that nothing of the project is left running; it is started again when a service
+// gets one. Its methods are safe for concurrent use; pushes are not serialized (one
+// may wait for a door to drain).
+type hostedDoor struct {
+	start  func(context.Context) (*door.Client, error)
+	remove func(context.Context) error
+
+	mu   sync.Mutex
+	c    *door.Client // nil while no door process runs
+	last int64        // the newest generation sent
+}
+
+var _ door.Plane = (*hostedDoor)(nil)
+
+// client is the running door's client, nil if none runs and start is false.
+func (h *hostedDoor) client(ctx context.Context, gen int64, start bool) (*door.Client, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last = max(h.last, gen)
+	if h.c == nil && start {
+		c, err := h.start(ctx)
+		if err != nil {
+			return nil, err
+		}
+		h.c = c
+	}
+	return h.c, nil
+}
+
+// Apply sends cfg to the door, started first if cfg has a service and none runs; a
+// cfg with none is served (the door closes its listeners, letting requests finish)
+// and then the process is removed, unless a newer configuration came meanwhile.
+func (h *hostedDoor) Apply(ctx context.Context, cfg door.Config) error {
+	c, err := h.client(ctx, cfg.Generation, len(cfg.Services) > 0)
+	if err != nil || c == nil {
+		return err
+	}
+	if err := c.Apply(ctx, cfg); err != nil || len(cfg.Services) > 0 {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.last != cfg.Generation || h.c != c {
+		return nil
+	}
+	if err := h.remove(ctx); err != nil {
+		return fmt.Errorf("removing the front door, which no service has any more: %w", err)
+	}
+	c.Close()
+	h.c = nil
+	return nil
+}
+
+// Config is what the door serves: nothing while none runs.
+func (h *hostedDoor) Config(ctx context.Context) (door.Config, error) {
+	if c, _ := h.client(ctx, 0, false); c != nil {
+		return c.Config(ctx)
+	}
+	return door.Config{}, nil
+}
+
+// Check reports whether the door could listen on addr: while none runs, whether the
+// address is free (the door shares the host's network).
+func (h *hostedDoor) Check(ctx context.Context, addr string) error {
+	if c, _ := h.client(ctx, 0, false); c != nil {
+		return c.Check(ctx, addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
+}
+
+// Drain waits for the requests in flight to addrs: none while no door runs.
+func (h *hostedDoor) Drain(ctx context.Context, service string, addrs []string) error {
+	if c, _ := h.client(ctx, 0, false); c != nil {
+		return c.Drain(ctx, service, addrs)
+	}
+	return nil
+}
+
+// Stats are the door's counters: none while no door runs.
+func (h *hostedDoor) Stats(ctx context.Context) (map[string]door.ServiceStats, error) {
+	if c, _ := h.client(ctx, 0, false); c != nil {
+		return c.Stats(ctx)
+	}
+	return map[string]door.ServiceStats{}, nil
 }
 
 // executable is this program's path and build: a digest of its file.

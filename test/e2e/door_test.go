@@ -43,6 +43,8 @@ func firstKey(m map[string]string) string {
 // The front door is a process of its own: under load, killing the daemon, restarting
 // it, upgrading kiln's binary and a rollout right after fail no request; killing the
 // door itself, the engine restarts it with its configuration within about a second.
+// The project's last service destroyed, the door goes too, and comes back with the
+// next service.
 func TestDoorOutlivesDaemon(t *testing.T) {
 	d := newDeployment(t)
 	d.startDaemon("kiln is serving", "up")
@@ -139,5 +141,19 @@ func TestDoorOutlivesDaemon(t *testing.T) {
 	if resp, err := client.Get(d.url + "/"); err == nil {
 		resp.Body.Close()
 		t.Errorf("the door still answers %d for a destroyed service", resp.StatusCode)
+	}
+	// It was the project's last service: nothing of the project is left running.
+	if got := d.doorContainers(); len(got) != 0 {
+		t.Errorf("door containers after the last service was destroyed: %v, want none", got)
+	}
+	// A service deployed again gets a door again.
+	if r := d.kiln(nil, "apply"); r.code != 0 {
+		t.Fatalf("apply after destroy: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if got := d.doorContainers(); len(got) != 1 {
+		t.Errorf("door containers after the service came back: %v, want one", got)
+	}
+	if body := d.get("/"); !strings.Contains(body, "version") {
+		t.Errorf("the service deployed again is not served through its door: %q", body)
 	}
 }
