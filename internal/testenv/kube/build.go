@@ -128,7 +128,7 @@ func Build(ctx context.Context, log io.Writer) (string, error) {
 		return "", err
 	}
 	// kwok from its own module graph (its Kubernetes libraries are newer).
-	if err := goCmd(ctx, tmp, log, []string{"GOBIN=" + tmp, "GOFLAGS=-mod=mod"}, "install", "sigs.k8s.io/kwok/cmd/kwok@"+KwokVersion); err != nil {
+	if err := goCmd(ctx, tmp, log, []string{"GOBIN=" + tmp}, "install", "sigs.k8s.io/kwok/cmd/kwok@"+KwokVersion); err != nil {
 		return "", err
 	}
 	var out strings.Builder
