@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -49,12 +51,24 @@ func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, proje
 		return nil, err
 	}
 	h := &hostedDoor{
-		start:  func(ctx context.Context) (*door.Client, error) { return startDoor(ctx, host, dir, project, notes) },
-		remove: func(ctx context.Context) error { return host.RemoveDoor(ctx, project) },
+		start: func(ctx context.Context) (*door.Client, error) { return startDoor(ctx, host, dir, project, notes) },
+		remove: func(ctx context.Context) error {
+			if err := host.RemoveDoor(ctx, project); err != nil {
+				return err
+			}
+			// Nothing of it is left to serve or adopt: a door started later begins
+			// afresh (at generation 0, as the daemon's registry may).
+			for _, f := range []string{door.SocketFile, door.HandoffFile, door.ConfigFile} {
+				if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
+			}
+			return nil
+		},
 	}
-	sctx, cancel := context.WithTimeout(ctx, time.Second)
-	_, err = door.Dial(filepath.Join(dir, door.SocketFile)).Status(sctx)
-	cancel()
+	// A door that ran is there to adopt (its socket stays until it is removed as
+	// above), however slow it is to answer now.
+	_, err = os.Stat(filepath.Join(dir, door.SocketFile))
 	if err == nil || wanted {
 		if h.c, err = h.start(ctx); err != nil {
 			return nil, err
@@ -123,10 +137,15 @@ type hostedDoor struct {
 
 var _ door.Plane = (*hostedDoor)(nil)
 
-// client is the running door's client, nil if none runs and start is false.
+// client is the running door's client, nil if none runs and start is false. A
+// configuration older than one sent before (gen, when not 0) starts no door: it was
+// overtaken, perhaps by the one that removed the door.
 func (h *hostedDoor) client(ctx context.Context, gen int64, start bool) (*door.Client, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.c == nil && start && gen != 0 && gen < h.last {
+		return nil, fmt.Errorf("%w (%d < %d)", door.ErrStale, gen, h.last)
+	}
 	h.last = max(h.last, gen)
 	if h.c == nil && start {
 		c, err := h.start(ctx)
@@ -140,13 +159,21 @@ func (h *hostedDoor) client(ctx context.Context, gen int64, start bool) (*door.C
 
 // Apply sends cfg to the door, started first if cfg has a service and none runs; a
 // cfg with none is served (the door closes its listeners, letting requests finish)
-// and then the process is removed, unless a newer configuration came meanwhile.
+// and then the process is removed, unless a newer configuration came meanwhile. A door
+// that no longer answers (its container removed by hand, or half removed) is started
+// again and sent cfg once more.
 func (h *hostedDoor) Apply(ctx context.Context, cfg door.Config) error {
 	c, err := h.client(ctx, cfg.Generation, len(cfg.Services) > 0)
 	if err != nil || c == nil {
 		return err
 	}
-	if err := c.Apply(ctx, cfg); err != nil || len(cfg.Services) > 0 {
+	err = c.Apply(ctx, cfg)
+	if err != nil && !errors.Is(err, door.ErrStale) && ctx.Err() == nil {
+		if c, err = h.restart(ctx, c, cfg.Generation); err == nil {
+			err = c.Apply(ctx, cfg)
+		}
+	}
+	if err != nil || len(cfg.Services) > 0 {
 		return err
 	}
 	h.mu.Lock()
@@ -154,12 +181,33 @@ func (h *hostedDoor) Apply(ctx context.Context, cfg door.Config) error {
 	if h.last != cfg.Generation || h.c != c {
 		return nil
 	}
-	if err := h.remove(ctx); err != nil {
+	// Not cut short by the caller going away: a half-removed door would be left.
+	if err := h.remove(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("removing the front door, which no service has any more: %w", err)
 	}
 	c.Close()
 	h.c = nil
 	return nil
+}
+
+// restart starts the door again if failed is still the client in use and the door
+// does not answer, and returns the client to use; a configuration overtaken
+// meanwhile is stale.
+func (h *hostedDoor) restart(ctx context.Context, failed *door.Client, gen int64) (*door.Client, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if gen < h.last {
+		return nil, fmt.Errorf("%w (%d < %d)", door.ErrStale, gen, h.last)
+	}
+	if h.c != nil && h.c != failed {
+		return h.c, nil
+	}
+	c, err := h.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h.c = c
+	return c, nil
 }
 
 // Config is what the door serves: nothing while none runs.

@@ -44,13 +44,15 @@ func moduleDir() (string, error) {
 }
 
 // CacheDir is where this build's binaries are kept: the key is the hash of the build
-// module's go.mod and go.sum, so a change of release builds anew.
+// module's go.mod and go.sum, of kwok's release and of what a build holds, so a change
+// of any builds anew.
 func CacheDir() (string, error) {
 	mod, err := moduleDir()
 	if err != nil {
 		return "", err
 	}
 	h := sha256.New()
+	fmt.Fprintf(h, "%s %s %s %s\n", Version, KwokVersion, strings.Join(programs, ","), strings.Join(stages, ","))
 	for _, f := range []string{"go.mod", "go.sum"} {
 		b, err := os.ReadFile(filepath.Join(mod, f))
 		if err != nil {
@@ -150,6 +152,9 @@ func Build(ctx context.Context, log io.Writer) (string, error) {
 		if err := os.WriteFile(filepath.Join(tmp, stageDir, filepath.Base(s)), b, 0o644); err != nil {
 			return "", err
 		}
+	}
+	if !complete(dir) {
+		os.RemoveAll(dir) // what an interrupted or older build left
 	}
 	if err := os.Rename(tmp, dir); err != nil && !complete(dir) {
 		return "", fmt.Errorf("keeping the build: %w", err)

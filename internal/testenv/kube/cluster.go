@@ -42,17 +42,24 @@ type Cluster struct {
 // startTimeout bounds how long Start waits for each component.
 const startTimeout = time.Minute
 
+// RequiredEnv, set to "1" (scripts/test sets it once the binaries are built), makes
+// missing binaries fail a test instead of skipping it.
+const RequiredEnv = "KILN_TEST_KUBE"
+
 // Start starts the control plane and kwok on free loopback ports, in a temporary
 // directory of t; t.Cleanup stops them (and logs their output if t failed). Under
-// -short, or when the binaries are not built, it skips t.
+// -short, or when the binaries are not built (and RequiredEnv is not set), it skips t.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("kube: not starting a Kubernetes control plane under -short")
 	}
 	bin, err := Binaries()
-	if err != nil {
+	if errors.Is(err, ErrNotBuilt) && os.Getenv(RequiredEnv) != "1" {
 		t.Skipf("kube: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("kube: %v", err)
 	}
 	c, err := start(t, bin, t.TempDir())
 	if err != nil {
