@@ -317,10 +317,16 @@ func (c *Cluster) Do(ctx context.Context, method, path string, in, out any) erro
 	return nil
 }
 
-// Wait polls path until done says so of the object, or ctx ends.
+// Wait polls path until done says so of the object, ctx ends, or a process of the
+// cluster exits (the error then holds its output).
 func (c *Cluster) Wait(ctx context.Context, path string, done func(map[string]any) bool) error {
 	var last error
 	for {
+		for _, p := range c.procs {
+			if p.Exited() {
+				return fmt.Errorf("%s exited:\n%s", p.Name, p.Output())
+			}
+		}
 		var obj map[string]any
 		if last = c.Do(ctx, http.MethodGet, path, nil, &obj); last == nil && done(obj) {
 			return nil
