@@ -153,11 +153,11 @@ func (d *Daemon) open(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	services, err := d.state.Services(ctx)
+	wanted, err := wantsDoor(ctx, d.state)
 	if err != nil {
 		return err
 	}
-	plane, err := openDoor(ctx, d.drv, o.Door, stateDir, project, len(services) > 0, notes)
+	plane, err := openDoor(ctx, d.drv, o.Door, stateDir, project, wanted, notes)
 	if err != nil {
 		return err
 	}

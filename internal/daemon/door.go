@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,8 +15,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/door"
 	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/store"
 )
 
 // Door placements (Options.Door).
@@ -75,6 +78,26 @@ func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, proje
 		}
 	}
 	return h, nil
+}
+
+// wantsDoor reports whether a service of the state has a front door: its current
+// revision listens somewhere. A revision that cannot be read counts as one that does.
+func wantsDoor(ctx context.Context, state *store.Store) (bool, error) {
+	services, err := state.Services(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, s := range services {
+		r, err := state.Revision(ctx, s.Name, s.Current)
+		if err != nil {
+			return true, nil
+		}
+		var svc api.Service
+		if json.Unmarshal([]byte(r.Spec), &svc) != nil || svc.Listen != "" {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // startDoor returns a client of the project's door process, started by the runtime if

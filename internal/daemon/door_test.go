@@ -2,14 +2,18 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/door"
+	"github.com/kiln-build/kiln/internal/store"
 )
 
 // doorRig runs real door servers behind a control socket, as the door container would,
@@ -110,4 +114,35 @@ func TestHostedDoorRemovedWhenEmpty(t *testing.T) {
 	if r.starts.Load() != 3 {
 		t.Errorf("%d starts, want 3: the vanished door started again", r.starts.Load())
 	}
+}
+
+// A door is wanted at start only for a service that listens somewhere.
+func TestWantsDoor(t *testing.T) {
+	ctx := t.Context()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "kiln.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	add := func(name string, svc api.Service) {
+		b, _ := json.Marshal(svc)
+		r, err := st.CreateRevision(ctx, store.Revision{Service: name, Image: "sha256:" + strings.Repeat("a", 64), Spec: string(b)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.SetCurrent(ctx, name, r.Number); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := func(w bool) {
+		t.Helper()
+		if got, err := wantsDoor(ctx, st); err != nil || got != w {
+			t.Errorf("wantsDoor = %v, %v; want %v", got, err, w)
+		}
+	}
+	want(false) // no service
+	add("worker", api.Service{Name: "worker"})
+	want(false) // a service without a front door
+	add("web", api.Service{Name: "web", Listen: "127.0.0.1:8080"})
+	want(true)
 }
