@@ -2,10 +2,12 @@ package proc
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -85,6 +87,28 @@ func WaitFor(p *Proc, timeout time.Duration, ready func() error) error {
 			return fmt.Errorf("%s did not answer within %s: %v\n%s", p.Name, timeout, err, p.Output())
 		}
 	}
+}
+
+// Get GETs url with c, with token as a bearer token unless it is "", and returns the
+// body of a 200 answer; another status is an error with the body.
+func Get(ctx context.Context, c *http.Client, url, token string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s: %s", url, resp.Status, bytes.TrimSpace(b))
+	}
+	return b, err
 }
 
 // DialClose opens and closes a TCP connection to addr: nil once something listens.
