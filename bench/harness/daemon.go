@@ -118,9 +118,9 @@ func service(st api.Status, name string) (api.ServiceStatus, bool) {
 
 // Stop destroys the project's services through the API, stops the daemon (SIGINT,
 // then SIGKILL after 15 s), removes any container of the services that is left and
-// the project's front door, and
-// the images the daemon loaded into Docker for them (kiln/img:<digest>) unless they
-// were there before the run. It is safe to call on a daemon that already exited.
+// the project's front door, and the images the daemon loaded into Docker for them
+// (kiln/img:<digest>) unless they were there before the run. It is safe to call on a
+// daemon that already exited.
 func (d *Daemon) Stop(ctx context.Context) {
 	env := d.Project.env
 	var digests []string
@@ -155,8 +155,8 @@ func (d *Daemon) Stop(ctx context.Context) {
 			}
 		}
 	}
-	// The project's front door outlives the daemon by design: the next scenario must not
-	// find it still checking servers long gone.
+	// The destroys remove the door, unless the daemon died first: the next scenario
+	// must not find it still checking servers long gone.
 	if id, err := os.ReadFile(filepath.Join(d.Project.Dir, ".kiln", "project")); err == nil {
 		ids, _ := env.Docker(ctx, "ps", "-aq", "--filter", "label=dev.kiln.door="+strings.TrimSpace(string(id)))
 		if f := fields(ids); len(f) > 0 {

@@ -35,8 +35,8 @@ const doorStart = 15 * time.Second
 
 // openDoor returns the door the engine configures: nil (the engine serves the doors
 // itself) when they are inline, else the project's door process as a hostedDoor. A
-// door that runs is adopted at once; none runs, one is started now if the project has
-// services (wanted), else when one gets a front door.
+// door that ran (its socket is there) is adopted at once; else one is started now if
+// a service of the project listens (wanted), or later when one gets a front door.
 func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, project string, wanted bool, notes io.Writer) (door.Plane, error) {
 	host, ok := drv.(driver.DoorHost)
 	switch {

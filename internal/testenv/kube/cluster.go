@@ -152,9 +152,10 @@ func start(t testing.TB, bin, dir string) (*Cluster, error) {
 		return nil, err
 	}
 
-	if _, err := run("kube-controller-manager", "--kubeconfig="+c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
+	cm, err := run("kube-controller-manager", "--kubeconfig="+c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
 		"--service-account-private-key-file="+filepath.Join(dir, "sa.key"), "--root-ca-file="+c.CAFile,
-		"--use-service-account-credentials=false", "--controllers=*,-nodeipam"); err != nil {
+		"--use-service-account-credentials=false", "--controllers=*,-nodeipam")
+	if err != nil {
 		return nil, err
 	}
 	if _, err := run("kube-scheduler", "--kubeconfig="+c.Kubeconfig, "--leader-elect=false", "--secure-port=0"); err != nil {
@@ -169,12 +170,9 @@ func start(t testing.TB, bin, dir string) (*Cluster, error) {
 	}
 	// The controller manager makes the default service account, without which no pod
 	// is admitted: the cluster is ready for a test once it exists.
-	cm := c.procs[2]
 	if err := proc.WaitFor(cm, startTimeout, func() error {
-		for _, p := range c.procs {
-			if p.Exited() {
-				return fmt.Errorf("%s exited:\n%s", p.Name, p.Output())
-			}
+		if err := c.exited(); err != nil {
+			return err
 		}
 		_, err := get(c.client, c.Server+"/api/v1/namespaces/default/serviceaccounts/default", c.Token)
 		return err
@@ -322,10 +320,8 @@ func (c *Cluster) Do(ctx context.Context, method, path string, in, out any) erro
 func (c *Cluster) Wait(ctx context.Context, path string, done func(map[string]any) bool) error {
 	var last error
 	for {
-		for _, p := range c.procs {
-			if p.Exited() {
-				return fmt.Errorf("%s exited:\n%s", p.Name, p.Output())
-			}
+		if err := c.exited(); err != nil {
+			return err
 		}
 		var obj map[string]any
 		if last = c.Do(ctx, http.MethodGet, path, nil, &obj); last == nil && done(obj) {
@@ -337,6 +333,17 @@ func (c *Cluster) Wait(ctx context.Context, path string, done func(map[string]an
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// exited is an error with the output of a process of the cluster that has exited, nil
+// while all run.
+func (c *Cluster) exited() error {
+	for _, p := range c.procs {
+		if p.Exited() {
+			return fmt.Errorf("%s exited:\n%s", p.Name, p.Output())
+		}
+	}
+	return nil
 }
 
 // ConditionTrue reports whether the object's status has condition typ "True".
