@@ -53,10 +53,11 @@ var allowed = map[string][]string{
 	"internal/driver/docker":             {"internal/driver"},
 	"internal/driver/docker/dockerimage": {},
 	"internal/driver/simdriver":          {"internal/driver"},
+	"internal/driver/kubernetes":         {"internal/driver"},
 	"internal/driver/faultdriver":        {"internal/driver"},
 	"internal/driver/drivertest":         {"internal/driver"},
 	// The one list of the concrete drivers.
-	"internal/driver/registry": {"internal/driver", "internal/driver/docker", "internal/driver/simdriver"},
+	"internal/driver/registry": {"internal/driver", "internal/driver/docker", "internal/driver/kubernetes", "internal/driver/simdriver"},
 	"internal/spec":            {},
 	"internal/api":             {},
 	"internal/store":           {},
@@ -99,6 +100,7 @@ var testAllowed = map[string][]string{
 	"internal/plan":               {},
 	"internal/driver/docker":      {"internal/driver/drivertest"},
 	"internal/driver/simdriver":   {"internal/driver/drivertest"},
+	"internal/driver/kubernetes":  {"internal/driver/drivertest", "internal/testenv/kube"},
 	"internal/driver/faultdriver": {"internal/driver/simdriver"},
 	"internal/doortls":            {"internal/testenv/pebble"},
 	"internal/door":               {"internal/testenv/pebble"},
@@ -114,6 +116,12 @@ const (
 	dockerimage  = "internal/driver/docker/dockerimage"
 	goGit        = "github.com/go-git/go-git/v5"
 	gitSource    = "internal/gitsource"
+	// The Kubernetes API's client and types: only the Kubernetes driver talks to a
+	// cluster. (The reconcile loop takes client-go's work queue, which talks to none.)
+	kubeAPI    = "k8s.io/api"
+	kubeClient = "k8s.io/client-go"
+	kubeDriver = "internal/driver/kubernetes"
+	workqueue  = "k8s.io/client-go/util/workqueue"
 )
 
 // dockerimageUsers are the packages that may import dockerimage, tests included: bake,
@@ -122,7 +130,8 @@ var dockerimageUsers = map[string]bool{"internal/bake": true, dockerDriver: true
 
 // TestImports checks each package's imports against allowed, and its tests' against
 // allowed and testAllowed together; and that only the Docker driver imports the
-// Docker client and only the git source imports go-git, tests included.
+// Docker client, only the Kubernetes driver the Kubernetes client, and only the git
+// source imports go-git, tests included.
 func TestImports(t *testing.T) {
 	out, err := exec.Command("go", "list", "-json", module+"/...").Output()
 	if err != nil {
@@ -168,6 +177,11 @@ func TestImports(t *testing.T) {
 				}
 				if (imp == goGit || strings.HasPrefix(imp, goGit+"/")) && pkg != gitSource {
 					t.Errorf("%s's %s %s, which only %s may", pkg, what, imp, gitSource)
+				}
+				for _, k := range []string{kubeAPI, kubeClient} {
+					if (imp == k || strings.HasPrefix(imp, k+"/")) && imp != workqueue && pkg != kubeDriver {
+						t.Errorf("%s's %s %s, which only %s may", pkg, what, imp, kubeDriver)
+					}
 				}
 				dep, isKiln := strings.CutPrefix(imp, module+"/")
 				if !isKiln {

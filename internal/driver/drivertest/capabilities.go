@@ -60,7 +60,7 @@ func (s *suite) testExecEvents(t *testing.T) {
 		t.Fatalf("Watch: %v", err)
 	}
 	srv := s.create(t, s.spec(s.service(t, "exec")))
-	waitHealthy(t, srv.Address)
+	s.waitHealthy(t, srv.Address)
 	s.opts.Exec(t, srv.ID)
 	timeout := time.After(20 * time.Second)
 	for {
@@ -116,7 +116,7 @@ func (s *suite) testSets(t *testing.T) {
 	first := s.waitMembers(t, sd, ref, 2, spec)
 	listed := s.list(t, driver.Selector{Service: svc})
 	for _, m := range first {
-		waitHealthy(t, m.Address)
+		s.waitHealthy(t, m.Address)
 		if _, ok := find(listed, m.ID); !ok {
 			t.Errorf("List(service %s) lacks the set's member %s", svc, m.ID)
 		}

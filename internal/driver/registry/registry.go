@@ -8,6 +8,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/driver"
 	"github.com/kiln-build/kiln/internal/driver/docker"
+	"github.com/kiln-build/kiln/internal/driver/kubernetes"
 	"github.com/kiln-build/kiln/internal/driver/simdriver"
 )
 
@@ -25,6 +26,9 @@ type opener func(ctx context.Context, cfg driver.Config) (driver.Driver, error)
 var drivers = map[string]opener{
 	"docker": func(ctx context.Context, cfg driver.Config) (driver.Driver, error) {
 		return docker.Open(ctx, cfg)
+	},
+	"kubernetes": func(ctx context.Context, cfg driver.Config) (driver.Driver, error) {
+		return kubernetes.Open(ctx, cfg)
 	},
 	"simulated": func(ctx context.Context, cfg driver.Config) (driver.Driver, error) {
 		return simdriver.Open(ctx, cfg)

@@ -2,6 +2,9 @@ package registry
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"slices"
 	"testing"
 
@@ -9,7 +12,7 @@ import (
 )
 
 func TestNames(t *testing.T) {
-	if got := Names(); !slices.Equal(got, []string{"docker", "simulated"}) {
+	if got := Names(); !slices.Equal(got, []string{"docker", "kubernetes", "simulated"}) {
 		t.Errorf("Names = %v", got)
 	}
 	if !slices.Contains(Names(), Default) {
@@ -33,12 +36,25 @@ func TestOpen(t *testing.T) {
 	if _, err := Open(ctx, "simulated", driver.Config{Options: map[string]string{"host": "x"}}); !errors.Is(err, driver.ErrUnknownOption) {
 		t.Errorf("an option the simulated driver lacks: %v, want ErrUnknownOption", err)
 	}
-	if _, err := Open(ctx, "kubernetes", driver.Config{}); !errors.Is(err, ErrUnknownDriver) {
-		t.Errorf("Open(kubernetes) = %v, want ErrUnknownDriver", err)
+	if _, err := Open(ctx, "nomad", driver.Config{}); !errors.Is(err, ErrUnknownDriver) {
+		t.Errorf("Open(nomad) = %v, want ErrUnknownDriver", err)
 	}
 	// The Docker driver checks that its engine answers.
 	_, err = Open(ctx, "docker", driver.Config{Options: map[string]string{"host": "tcp://127.0.0.1:1"}})
 	if !errors.Is(err, driver.ErrUnavailable) {
 		t.Errorf("Open(docker) of an engine that does not answer: %v, want ErrUnavailable", err)
+	}
+	// The Kubernetes driver checks that its API server answers.
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kubeconfig, []byte(`{"apiVersion": "v1", "kind": "Config", "current-context": "c",
+		"clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+		"contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}], "users": [{"name": "u", "user": {"token": "t"}}]}`), 0o600)
+	_, err = Open(ctx, "kubernetes", driver.Config{Options: map[string]string{"kubeconfig": kubeconfig}})
+	if !errors.Is(err, driver.ErrUnavailable) {
+		t.Errorf("Open(kubernetes) of an API server that does not answer: %v, want ErrUnavailable", err)
+	}
+	_, err = Open(ctx, "kubernetes", driver.Config{Options: map[string]string{"kubeconfig": filepath.Join(t.TempDir(), "none")}})
+	if err == nil || !strings.Contains(err.Error(), "kubeconfig") {
+		t.Errorf("Open(kubernetes) of a kubeconfig that is not there: %v, want an error naming it", err)
 	}
 }

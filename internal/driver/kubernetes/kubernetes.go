@@ -1,0 +1,183 @@
+package kubernetes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientset "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kiln-build/kiln/internal/driver"
+)
+
+// Options of the driver (driver.Config.Options), as a runtime block or
+// `kiln serve --driver-option` names them.
+const (
+	// OptionKubeconfig is the kubeconfig file; "" is $KUBECONFIG, else ~/.kube/config,
+	// else the cluster kiln runs in (its service account).
+	OptionKubeconfig = "kubeconfig"
+	// OptionContext is the kubeconfig's context; "" is its current one.
+	OptionContext = "context"
+	// OptionNamespace is where kiln's objects live ("default" when unset). kiln makes
+	// it, enforcing the restricted profile, if it does not exist.
+	OptionNamespace = "namespace"
+	// OptionRegistry is the registry (host[:port][/path]) EnsureImage pushes images
+	// to; OptionPullRegistry the name the cluster's nodes pull it by (the same when
+	// unset).
+	OptionRegistry     = "registry"
+	OptionPullRegistry = "pull_registry"
+	// OptionStopTimeout is a server's grace period when its spec sets none (10s).
+	OptionStopTimeout = "stop_timeout"
+)
+
+// FieldManager is the name kiln's server-side applies are recorded under.
+const FieldManager = "kiln"
+
+// Driver runs servers as pods of one namespace of a cluster.
+type Driver struct {
+	cs          clientset.Interface
+	namespace   string
+	project     string
+	registry    string // pushed to; "" when none is set
+	pull        string // pulled from
+	defaultStop time.Duration
+	log         *slog.Logger
+
+	pushes singleflight.Group
+	mu     sync.Mutex
+	pushed map[string]bool // digests pushed or found in the registry
+}
+
+// Open connects to the cluster cfg's options name and checks that its API server
+// answers (else the error wraps driver.ErrUnavailable), then makes the namespace if it
+// does not exist.
+func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
+	if err := cfg.CheckOptions(OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout); err != nil {
+		return nil, err
+	}
+	stop, err := cfg.Duration(OptionStopTimeout, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := restConfig(cfg.Options[OptionKubeconfig], cfg.Options[OptionContext])
+	if err != nil {
+		return nil, err
+	}
+	rc.UserAgent = "kiln"
+	rc.QPS, rc.Burst = 50, 100
+	cs, err := clientset.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client for %s: %w", rc.Host, err)
+	}
+	d := &Driver{
+		cs: cs, namespace: cfg.Options[OptionNamespace], project: cfg.Project,
+		registry: strings.TrimSuffix(cfg.Options[OptionRegistry], "/"), defaultStop: stop, log: cfg.Logger(),
+		pushed: map[string]bool{},
+	}
+	if d.namespace == "" {
+		d.namespace = "default"
+	}
+	d.pull = strings.TrimSuffix(cfg.Options[OptionPullRegistry], "/")
+	if d.pull == "" {
+		d.pull = d.registry
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ping := rest.CopyConfig(rc)
+	ping.Timeout = 10 * time.Second
+	if pcs, err := clientset.NewForConfig(ping); err != nil {
+		return nil, fmt.Errorf("kubernetes client for %s: %w", rc.Host, err)
+	} else if _, err := pcs.Discovery().ServerVersion(); err != nil {
+		return nil, fmt.Errorf("%w: the Kubernetes API server at %s does not answer: %v", driver.ErrUnavailable, rc.Host, err)
+	}
+	if err := d.ensureNamespace(pctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// restConfig is the client configuration of a kubeconfig file and context: the
+// standard loading rules when file is "", and the in-cluster configuration when there
+// is no kubeconfig at all.
+func restConfig(file, context string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = file
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context})
+	rc, err := cc.ClientConfig()
+	if clientcmd.IsEmptyConfig(err) && file == "" {
+		if rc, err = rest.InClusterConfig(); err == nil {
+			return rc, nil
+		}
+		return nil, fmt.Errorf("no kubeconfig (set the runtime's kubeconfig, or $KUBECONFIG) and not in a cluster: %w", err)
+	}
+	if err != nil {
+		where := file
+		if where == "" {
+			where = strings.Join(rules.Precedence, ", ")
+		}
+		return nil, fmt.Errorf("reading the kubeconfig %s: %w", where, err)
+	}
+	return rc, nil
+}
+
+// ensureNamespace makes the driver's namespace, labelled to enforce the restricted
+// Pod Security profile, unless it exists (whatever its labels: it is the user's).
+func (d *Driver) ensureNamespace(ctx context.Context) error {
+	_, err := d.cs.CoreV1().Namespaces().Get(ctx, d.namespace, metav1.GetOptions{})
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return d.check(fmt.Errorf("reading namespace %s: %w", d.namespace, err))
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: d.namespace, Labels: map[string]string{
+		LabelManagedBy:                       managedBy,
+		"pod-security.kubernetes.io/enforce": "restricted",
+		"pod-security.kubernetes.io/warn":    "restricted",
+	}}}
+	if _, err := d.cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return d.check(fmt.Errorf("making namespace %s: %w", d.namespace, err))
+	}
+	return nil
+}
+
+// Name is "kubernetes".
+func (d *Driver) Name() string { return "kubernetes" }
+
+// Namespace is where the driver's objects live.
+func (d *Driver) Namespace() string { return d.namespace }
+
+// Capabilities: what the pods get and what the driver tells of them. A pod's PIDs are
+// limited by the kubelet (podPidsLimit), not per pod; a project's pods are not kept
+// apart on the network (that takes a NetworkPolicy and a plugin that enforces one);
+// exec and changed files are not seen yet.
+func (d *Driver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{
+		ReadOnlyRoot: true, Tmpfs: true, MemoryLimit: true, CPULimit: true, NoPrivileges: true, SecretFiles: true,
+		LoadImages: true, Events: true, Logs: true, Sets: true,
+	}
+}
+
+// Close releases nothing: the client holds only idle connections, and the pods outlive
+// kiln.
+func (d *Driver) Close() error { return nil }
+
+// check wraps err with driver.ErrUnavailable when the API server could not be reached.
+func (d *Driver) check(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) || apierrors.IsServiceUnavailable(err) || apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) {
+		return fmt.Errorf("%w: %w", driver.ErrUnavailable, err)
+	}
+	return err
+}
