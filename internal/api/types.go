@@ -192,6 +192,9 @@ type PlanRequest struct {
 	Secrets []SecretSource `json:"secrets,omitempty"`
 	// Prune plans the removal of services the daemon runs that are not in Services.
 	Prune bool `json:"prune"`
+	// Runtime is the runtime the spec names (its runtime block), "" when it names
+	// none: a daemon that runs servers on another refuses the request.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // ApplyRequest records a new revision of each changed service and rolls it out.
@@ -206,6 +209,8 @@ type ApplyRequest struct {
 	Detach bool `json:"detach"`
 	// Pipelines are recorded and started (or updated) as given.
 	Pipelines []Pipeline `json:"pipelines,omitempty"`
+	// Runtime is as PlanRequest's.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // RollbackRequest rolls a service back to revision To, or to the last deployed revision

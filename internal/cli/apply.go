@@ -56,7 +56,7 @@ and changes nothing, unless -auto-approve is given (on a terminal it asks, and o
 			}
 			// From here the rollouts are the daemon's: Ctrl-C only stops following them.
 			noteInterrupt(ctx, "stopped following the rollout; it goes on in the daemon (kiln status, kiln events -f)")
-			res, err := c.Apply(ctx, api.ApplyRequest{Services: services, Secrets: d.secrets, Pipelines: d.pipelines, Prune: prune, Source: d.source,
+			res, err := c.Apply(ctx, api.ApplyRequest{Services: services, Secrets: d.secrets, Pipelines: d.pipelines, Prune: prune, Source: d.source, Runtime: d.runtime,
 				Commit: d.commit, User: currentUser(), Detach: detach}, func(e api.Event) { printEvent(g.stderr, e) })
 			if err != nil && interrupted(ctx) {
 				fmt.Fprintln(g.stderr, "kiln apply: interrupted; the rollout goes on in the daemon: follow it with `kiln status` or `kiln events -f`")

@@ -28,6 +28,8 @@ type deployment struct {
 	secrets   []api.SecretSource
 	source    string
 	commit    string
+	// runtime is the one the spec's runtime block names, "" when it has none.
+	runtime string
 }
 
 // resolve loads the spec, bakes the images its services run (quietly unless progress
@@ -103,6 +105,9 @@ func (g *globals) resolve(ctx context.Context, names []string, progressTo io.Wri
 		}
 	}
 	d := &deployment{cfg: cfg, stateDir: stateDir, source: string(source), commit: commit, secrets: engine.SecretsFromSpec(cfg)}
+	if cfg.Runtime != nil {
+		d.runtime = cfg.Runtime.Name
+	}
 	for _, p := range cfg.Pipelines {
 		specPath := filepath.Base(cfg.Filename)
 		if abs, err := filepath.Abs(cfg.Filename); err == nil && filepath.IsAbs(p.Repo) {

@@ -37,7 +37,7 @@ would do: "+" create, "+/-" replace with the reason (image digest changed, env c
 			if err != nil {
 				return err
 			}
-			raw, err := c.Plan(ctx, api.PlanRequest{Services: d.services, Secrets: d.secrets, Prune: prune})
+			raw, err := c.Plan(ctx, api.PlanRequest{Services: d.services, Secrets: d.secrets, Prune: prune, Runtime: d.runtime})
 			if err != nil {
 				return err
 			}

@@ -279,6 +279,25 @@ func (g *globals) loadSpec() (*spec.Config, error) {
 	return cfg, nil
 }
 
+// loadSpecQuiet is loadSpec printing the diagnostics only when one is an error (a
+// verb that reads the spec again later prints its warnings then).
+func (g *globals) loadSpecQuiet() (*spec.Config, error) {
+	path, err := g.specPath()
+	if err != nil {
+		return nil, err
+	}
+	vars, err := g.varValues()
+	if err != nil {
+		return nil, err
+	}
+	cfg, diags := spec.Load(path, spec.Options{Vars: vars, Confine: g.confine})
+	if diags.HasErrors() {
+		g.printDiags(cfg.Files, diags)
+		return nil, exitError{1}
+	}
+	return cfg, nil
+}
+
 func (g *globals) printDiags(files map[string]*hcl.File, diags hcl.Diagnostics) {
 	width, color := uint(0), false
 	if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {

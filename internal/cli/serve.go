@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -15,6 +16,7 @@ import (
 
 func newServeCmd(g *globals) *cobra.Command {
 	var opts daemon.Options
+	var rt runtimeFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon: API, dashboard, front doors, rollouts, pipelines",
@@ -23,7 +25,9 @@ verbs talk to (on loopback, with the bearer token in .kiln/token), the web dashb
 the same address (sign in with that token, or with .kiln/token.readonly to only look),
 the configuration of every service's front door (the doors run apart, in a container
 of kiln's own binary that the Docker engine keeps running: they outlive the daemon),
-the controller that heals and watches for drift, and the pipelines. On start it resumes interrupted rollouts and re-adopts running servers
+the controller that heals and watches for drift, and the pipelines. Servers run on the
+runtime the spec's runtime block names (Docker when it names none; --runtime chooses
+another). On start it resumes interrupted rollouts and re-adopts running servers
 without restarting them.
 
 Ctrl-C (or kiln stop) stops it in order: the API stops taking requests, a rollout's
@@ -32,7 +36,8 @@ rollout is left to resume on the next start, then the state is closed and .kiln/
 removed. Servers and front doors keep serving. A second Ctrl-C exits at once; the next start still
 resumes. Exit status 130 after Ctrl-C, 0 after kiln stop.`,
 		Example: `  kiln serve
-  kiln serve --listen 127.0.0.1:7000     # another API address (default: the address it had last time, else 127.0.0.1:7777, else a free port)`,
+  kiln serve --listen 127.0.0.1:7000     # another API address (default: the address it had last time, else 127.0.0.1:7777, else a free port)
+  kiln serve --runtime kubernetes --runtime-option namespace=shop --runtime-option registry=127.0.0.1:5000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -41,6 +46,9 @@ resumes. Exit status 130 after Ctrl-C, 0 after kiln stop.`,
 				return err
 			}
 			opts.StateDir, opts.Log, opts.Level, opts.Notes = dir, g.stderr, slog.LevelInfo, g.stderr
+			if err := g.runtime(&opts, rt); err != nil {
+				return err
+			}
 			d, err := daemon.New(ctx, opts)
 			if err != nil {
 				return err
@@ -52,6 +60,7 @@ resumes. Exit status 130 after Ctrl-C, 0 after kiln stop.`,
 		},
 	}
 	addDaemonFlags(&opts, cmd.Flags())
+	rt.add(cmd.Flags())
 	return cmd
 }
 
@@ -80,3 +89,46 @@ func daemonExit(ctx context.Context, g *globals, err error) error {
 
 const listenUsage = "the API's and the dashboard's `ADDRESS` (loopback; default: the address it had last time (.kiln/" +
 	daemon.ListenFile + "), else " + daemon.DefaultListen + ", else a free port)"
+
+// runtimeFlags are --runtime and --runtime-option, of the verbs that run a daemon.
+type runtimeFlags struct {
+	name    string
+	options []string
+}
+
+func (f *runtimeFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&f.name, "runtime", "", "the `RUNTIME` servers run on: docker or kubernetes (default: the spec's runtime block, else docker)")
+	fs.StringArrayVar(&f.options, "runtime-option", nil, "a `KEY=VALUE` option of the runtime, as in a runtime block (repeatable; with --runtime, instead of the block's)")
+}
+
+// runtime sets the daemon's runtime and its options: --runtime and --runtime-option
+// when given, else the spec's runtime block (when there is a spec here), else the
+// default. A spec with errors is reported and refused: its runtime cannot be known.
+func (g *globals) runtime(opts *daemon.Options, f runtimeFlags) error {
+	if f.name == "" && len(f.options) > 0 {
+		return fmt.Errorf("--runtime-option needs --runtime: name the runtime it is an option of")
+	}
+	if f.name != "" {
+		opts.Runtime, opts.RuntimeOptions = f.name, map[string]string{}
+		for _, kv := range f.options {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return fmt.Errorf("--runtime-option %q: write it as KEY=VALUE", kv)
+			}
+			opts.RuntimeOptions[k] = v
+		}
+		return nil
+	}
+	if _, err := g.specPath(); err != nil {
+		return nil // no spec here: the default runtime
+	}
+	cfg, err := g.loadSpecQuiet()
+	if err != nil {
+		return err
+	}
+	if cfg.Runtime != nil {
+		opts.Runtime, opts.RuntimeOptions = cfg.Runtime.Name, cfg.Runtime.Options
+		opts.RuntimeAt = cfg.Runtime.Range.String()
+	}
+	return nil
+}

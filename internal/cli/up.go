@@ -14,6 +14,7 @@ import (
 
 func newUpCmd(g *globals) *cobra.Command {
 	var opts daemon.Options
+	var rt runtimeFlags
 	var co consentOptions
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -39,6 +40,9 @@ or -keep-rollback (serve, and leave those services at their rollback) is given.`
 			}
 			// The events are printed as they happen; the daemon logs only what goes wrong.
 			opts.StateDir, opts.Log, opts.Level, opts.Notes = dir, g.stderr, slog.LevelWarn, g.stderr
+			if err := g.runtime(&opts, rt); err != nil {
+				return err
+			}
 			d, err := daemon.New(ctx, opts)
 			if err != nil {
 				return err
@@ -64,7 +68,7 @@ or -keep-rollback (serve, and leave those services at their rollback) is given.`
 				return fail(err)
 			}
 			if len(services) > 0 {
-				res, err := c.Apply(ctx, api.ApplyRequest{Services: services, Secrets: dep.secrets, Pipelines: dep.pipelines, Source: dep.source, Commit: dep.commit, User: currentUser()},
+				res, err := c.Apply(ctx, api.ApplyRequest{Services: services, Secrets: dep.secrets, Pipelines: dep.pipelines, Source: dep.source, Commit: dep.commit, User: currentUser(), Runtime: dep.runtime},
 					func(e api.Event) { printEvent(g.stderr, e) })
 				if err == nil {
 					err = printResult(g.stdout, res)
@@ -83,5 +87,6 @@ or -keep-rollback (serve, and leave those services at their rollback) is given.`
 	addVarFlag(g, cmd.Flags())
 	addConsentFlags(&co, cmd.Flags())
 	addDaemonFlags(&opts, cmd.Flags())
+	rt.add(cmd.Flags())
 	return cmd
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/atomicfile"
 	"github.com/kiln-build/kiln/internal/driver"
-	"github.com/kiln-build/kiln/internal/driver/registry"
 	"github.com/kiln-build/kiln/internal/engine"
 	"github.com/kiln-build/kiln/internal/imagestore"
 	"github.com/kiln-build/kiln/internal/pipeline"
@@ -41,9 +40,16 @@ type Options struct {
 	Level slog.Level
 	// Notes receives what the user should know about the start (a changed address).
 	Notes io.Writer
-	// Driver runs the servers; nil for the local Docker engine's. A driver given here
-	// is closed by Start like one the daemon made, if it has Close() error.
+	// Driver runs the servers; nil for the one of Runtime. A driver given here is
+	// closed by Start like one the daemon made, if it has Close() error.
 	Driver driver.Driver
+	// Runtime names the driver the daemon opens (registry.Default when ""), with
+	// RuntimeOptions; RuntimeAt is where they were written (a spec's runtime block),
+	// for errors. The project keeps the runtime its servers run on (RuntimeFile): a
+	// daemon of another runtime refuses to start while any service is deployed.
+	Runtime        string
+	RuntimeOptions map[string]string
+	RuntimeAt      string
 	// Door is where the front doors run: DoorAuto (apart, when the runtime can host
 	// them) or DoorInline.
 	Door string
@@ -138,16 +144,13 @@ func (d *Daemon) open(ctx context.Context, o Options) error {
 		logTo = io.Discard
 	}
 	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: o.Level}))
-	if d.drv = o.Driver; d.drv == nil {
-		// The driver's files live under the state directory; Open checks the runtime
-		// answers (driver.ErrUnavailable if not).
-		cfg := driver.Config{Project: project, StateDir: filepath.Join(stateDir, "driver"), Digest: key.Digest, Log: log}
-		if d.drv, err = registry.Open(ctx, registry.Default, cfg); err != nil {
-			return err
-		}
-	}
 	if d.state, err = store.Open(ctx, filepath.Join(stateDir, "kiln.db")); err != nil {
 		return err
+	}
+	if d.drv = o.Driver; d.drv == nil {
+		if d.drv, err = openDriver(ctx, o, d.state, project, key.Digest, log); err != nil {
+			return err
+		}
 	}
 	images, err := imagestore.Open(stateDir)
 	if err != nil {

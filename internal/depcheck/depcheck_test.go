@@ -101,6 +101,7 @@ var testAllowed = map[string][]string{
 	"internal/driver/docker":      {"internal/driver/drivertest"},
 	"internal/driver/simdriver":   {"internal/driver/drivertest"},
 	"internal/driver/kubernetes":  {"internal/driver/drivertest", "internal/testenv/kube"},
+	"internal/driver/registry":    {"internal/spec"},
 	"internal/driver/faultdriver": {"internal/driver/simdriver"},
 	"internal/doortls":            {"internal/testenv/pebble"},
 	"internal/door":               {"internal/testenv/pebble"},

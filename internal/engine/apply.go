@@ -20,6 +20,9 @@ import (
 
 // Plan computes what applying req would do. Text is the plan as kiln plan prints it.
 func (e *Engine) Plan(ctx context.Context, req api.PlanRequest) (plan.Plan, error) {
+	if err := e.checkRuntime(req.Runtime); err != nil {
+		return plan.Plan{}, err
+	}
 	services, err := e.resolveSecrets(ctx, req.Secrets, req.Services, false)
 	if err != nil {
 		return plan.Plan{}, err
@@ -167,6 +170,9 @@ func (e *Engine) Apply(ctx context.Context, req api.ApplyRequest) (api.Result, e
 // apply is Apply; a new revision it records says it was made by rb when rb is not nil
 // (a rollback applies one service).
 func (e *Engine) apply(ctx context.Context, req api.ApplyRequest, rb *api.RollbackRecord) (api.Result, error) {
+	if err := e.checkRuntime(req.Runtime); err != nil {
+		return api.Result{}, err
+	}
 	services, err := e.resolveSecrets(ctx, req.Secrets, req.Services, true)
 	if err != nil {
 		return api.Result{}, err
@@ -504,6 +510,19 @@ func (e *Engine) pruneServices(ctx context.Context, keep []api.Service) error {
 		if _, err := e.Destroy(ctx, sv.Name); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// ErrOtherRuntime: a request's spec runs on another runtime than the daemon's.
+var ErrOtherRuntime = errors.New("the spec names another runtime than the daemon's")
+
+// checkRuntime refuses a request whose spec names a runtime the daemon does not run
+// servers on ("" names none).
+func (e *Engine) checkRuntime(want string) error {
+	if have := e.opts.Driver.Name(); want != "" && want != have {
+		return fmt.Errorf("%w: the spec's runtime is %s, but this daemon runs servers on %s; stop it (kiln stop) and start it again (kiln up or kiln serve) to serve the spec on %s",
+			ErrOtherRuntime, want, have, want)
 	}
 	return nil
 }

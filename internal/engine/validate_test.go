@@ -2,7 +2,9 @@ package engine
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
@@ -76,5 +78,29 @@ func TestServiceRulesAreTheSpecs(t *testing.T) {
 	// The service every case changes is valid.
 	if err := validateService(d.service("web", 1)); err != nil {
 		t.Fatalf("the unchanged service is refused: %v", err)
+	}
+}
+
+// A request whose spec names another runtime than the daemon's is refused, saying
+// which and what to do, and records nothing; one that names none, or the daemon's, is
+// taken.
+func TestOtherRuntimeRefused(t *testing.T) {
+	d := newSimDaemon(t)
+	e := New(Options{State: d.state, Images: d.images, Driver: d.drv, Project: "sim", StateDir: d.dir, Log: d.log})
+	svc := api.Service{Name: "web", Image: d.digest, Port: 8080, Replicas: 1}
+	_, err := e.Apply(t.Context(), api.ApplyRequest{Services: []api.Service{svc}, Runtime: "kubernetes", Detach: true})
+	if !errors.Is(err, ErrOtherRuntime) || !strings.Contains(err.Error(), "the spec's runtime is kubernetes, but this daemon runs servers on simulated") {
+		t.Errorf("Apply for kubernetes on the simulated runtime: %v, want ErrOtherRuntime", err)
+	}
+	if _, err := e.Plan(t.Context(), api.PlanRequest{Services: []api.Service{svc}, Runtime: "docker"}); !errors.Is(err, ErrOtherRuntime) {
+		t.Errorf("Plan for docker on the simulated runtime: %v, want ErrOtherRuntime", err)
+	}
+	if services, err := d.state.Services(t.Context()); err != nil || len(services) != 0 {
+		t.Errorf("a refused apply recorded %v, %v", services, err)
+	}
+	for _, rt := range []string{"", "simulated"} {
+		if _, err := e.Plan(t.Context(), api.PlanRequest{Services: []api.Service{svc}, Runtime: rt}); err != nil {
+			t.Errorf("Plan for runtime %q: %v", rt, err)
+		}
 	}
 }

@@ -124,6 +124,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "service", LabelNames: []string{"name"}},
 		{Type: "pipeline", LabelNames: []string{"name"}},
 		{Type: "secret", LabelNames: []string{"name"}},
+		{Type: "runtime", LabelNames: []string{"name"}},
 	},
 }
 
@@ -159,7 +160,7 @@ func (d *decoder) decode(cfg *Config, body hcl.Body) {
 	content, diags := body.Content(rootSchema)
 	d.add(diags)
 
-	var varBlocks, imageBlocks, serviceBlocks, pipelineBlocks, secretBlocks []*hcl.Block
+	var varBlocks, imageBlocks, serviceBlocks, pipelineBlocks, secretBlocks, runtimeBlocks []*hcl.Block
 	for _, b := range content.Blocks {
 		switch b.Type {
 		case "variable":
@@ -172,6 +173,8 @@ func (d *decoder) decode(cfg *Config, body hcl.Body) {
 			pipelineBlocks = append(pipelineBlocks, b)
 		case "secret":
 			secretBlocks = append(secretBlocks, b)
+		case "runtime":
+			runtimeBlocks = append(runtimeBlocks, b)
 		}
 	}
 	cfg.Variables, cfg.Sensitive = d.variables(varBlocks)
@@ -188,6 +191,7 @@ func (d *decoder) decode(cfg *Config, body hcl.Body) {
 	d.checkServices(cfg)
 	d.named("pipeline", pipelineBlocks, func(b *hcl.Block) { cfg.Pipelines = append(cfg.Pipelines, d.pipeline(b)) })
 	d.checkPipelines(cfg)
+	d.runtime(cfg, runtimeBlocks)
 }
 
 // named calls decode for each block of kind whose name is not taken by an earlier one,

@@ -23,6 +23,8 @@ type Config struct {
 	Services  []*Service
 	Pipelines []*Pipeline
 	Secrets   []*Secret
+	// Runtime is the runtime block, nil when there is none (see RuntimeName).
+	Runtime *Runtime
 	// Sensitive names the variables declared sensitive (or made so by
 	// Options.Sensitive): their values are secrets.
 	Sensitive []string

@@ -99,12 +99,15 @@ const (
 	OptionSecretsDir  = "secrets_dir"  // Options.SecretsDir
 )
 
+// OptionNames are the driver's options.
+var OptionNames = []string{OptionHost, OptionStopTimeout, OptionTmpfsSize, OptionSecretsDir}
+
 // Open is the driver cfg describes (cfg.Digest, and the options above), once the
 // engine answers: the error wraps driver.ErrUnavailable if it does not, and
 // driver.ErrUnknownOption for an option it does not have. The Docker driver keeps no
 // files of its own: cfg.StateDir is unused (secret files are on a tmpfs, SecretsDir).
 func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
-	if err := cfg.CheckOptions(OptionHost, OptionStopTimeout, OptionTmpfsSize, OptionSecretsDir); err != nil {
+	if err := cfg.CheckOptions(OptionNames...); err != nil {
 		return nil, err
 	}
 	opts := Options{Host: cfg.Options[OptionHost], SecretsDir: cfg.Options[OptionSecretsDir], Digest: cfg.Digest}

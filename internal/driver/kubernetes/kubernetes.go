@@ -41,6 +41,9 @@ const (
 	OptionStopTimeout = "stop_timeout"
 )
 
+// OptionNames are the driver's options.
+var OptionNames = []string{OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout}
+
 // FieldManager is the name kiln's server-side applies are recorded under.
 const FieldManager = "kiln"
 
@@ -63,7 +66,7 @@ type Driver struct {
 // answers (else the error wraps driver.ErrUnavailable), then makes the namespace if it
 // does not exist.
 func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
-	if err := cfg.CheckOptions(OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout); err != nil {
+	if err := cfg.CheckOptions(OptionNames...); err != nil {
 		return nil, err
 	}
 	stop, err := cfg.Duration(OptionStopTimeout, 10*time.Second)

@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/driver/docker"
+	"github.com/kiln-build/kiln/internal/driver/kubernetes"
+	"github.com/kiln-build/kiln/internal/spec"
 )
 
 func TestNames(t *testing.T) {
@@ -56,5 +59,26 @@ func TestOpen(t *testing.T) {
 	_, err = Open(ctx, "kubernetes", driver.Config{Options: map[string]string{"kubeconfig": filepath.Join(t.TempDir(), "none")}})
 	if err == nil || !strings.Contains(err.Error(), "kubeconfig") {
 		t.Errorf("Open(kubernetes) of a kubeconfig that is not there: %v, want an error naming it", err)
+	}
+}
+
+// A spec's runtime block names a driver and takes its options: the spec's table of
+// them is the drivers' own.
+func TestSpecRuntimes(t *testing.T) {
+	options := map[string][]string{"docker": docker.OptionNames, "kubernetes": kubernetes.OptionNames}
+	for _, name := range Names() {
+		if name == "simulated" {
+			continue // for tests: no spec names it
+		}
+		want := slices.Sorted(slices.Values(options[name]))
+		if got := slices.Sorted(slices.Values(spec.Runtimes[name])); !slices.Equal(got, want) || len(want) == 0 {
+			t.Errorf("spec.Runtimes[%s] = %v, the driver's options are %v", name, got, want)
+		}
+	}
+	if len(spec.Runtimes) != len(Names())-1 {
+		t.Errorf("spec.Runtimes = %v, the drivers are %v", spec.Runtimes, Names())
+	}
+	if !slices.Contains(Names(), spec.DefaultRuntime) || spec.DefaultRuntime != Default {
+		t.Errorf("the spec's default runtime %q is not the registry's default %q", spec.DefaultRuntime, Default)
 	}
 }
