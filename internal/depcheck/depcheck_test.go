@@ -78,7 +78,7 @@ var allowed = map[string][]string{
 	"internal/testenv/pebble":              {"internal/testenv/proc"},
 	"internal/testenv/kube":                {"internal/testenv/proc"},
 	"internal/testenv/kube/cmd/kube-build": {"internal/testenv/kube"},
-	"test/e2e":                             {"internal/testenv/pebble"},
+	"test/e2e":                             {"internal/testenv/kube", "internal/testenv/pebble"},
 	// The benchmarks drive kiln through its API, as a user's tools would.
 	"bench/harness":        {"internal/api"},
 	"bench/cmd/kiln-bench": {"bench/harness"},

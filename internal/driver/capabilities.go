@@ -42,6 +42,9 @@ type Capabilities struct {
 	Logs       bool // it is a Logger
 	Wait       bool // it is a Waiter
 	Sets       bool // it is a SetDriver
+	// Readiness: it is a Readier, running ServerSpec.Probe itself; kiln does not probe
+	// its servers' addresses.
+	Readiness bool
 }
 
 // CapabilitiesOf is what d claims: its Capabilities if it is Capable, else none.

@@ -150,6 +150,31 @@ type ServerSpec struct {
 	// Role is what the server is for: "" a server of its service, RoleCandidate a
 	// pipeline's candidate, which no service counts as its own whatever its Service.
 	Role string `json:"role,omitempty"`
+	// Probe is the health check the runtime itself runs on the server, set only for a
+	// driver that claims Capabilities.Readiness (nil elsewhere, so that it is no part
+	// of any other server's identity).
+	Probe *Probe `json:"probe,omitempty"`
+}
+
+// Probe is a health check a runtime runs on its servers (a readiness probe): an HTTP
+// GET of HTTPPath answering 2xx or 3xx, or a TCP connect when HTTPPath is "".
+type Probe struct {
+	HTTPPath         string        `json:"http_path,omitempty"`
+	Period           time.Duration `json:"period,omitempty"`
+	Timeout          time.Duration `json:"timeout,omitempty"`
+	InitialDelay     time.Duration `json:"initial_delay,omitempty"`
+	SuccessThreshold int           `json:"success_threshold,omitempty"`
+	FailureThreshold int           `json:"failure_threshold,omitempty"`
+}
+
+// Readier is implemented by runtimes that check their servers' health themselves, for
+// a daemon that may not reach the servers (a Kubernetes pod's readiness probe): the
+// spec's Probe is given to the runtime, and kiln gates and monitors servers on what
+// the runtime reports instead of probing them.
+type Readier interface {
+	// Ready is nil when server id passes its check, as the runtime last saw it, and
+	// an error saying why not otherwise; ErrNotFound when the server is gone.
+	Ready(ctx context.Context, id ServerID) error
 }
 
 // RoleCandidate is the Role of a pipeline's candidate servers.
@@ -218,8 +243,11 @@ type Server struct {
 	// host: not necessarily loopback (Docker publishes a loopback port; a Kubernetes
 	// pod is reached at its pod IP, a VM at its own address). Empty when the server is
 	// not running.
-	Address string    `json:"address"`
-	State   State     `json:"state"`
+	Address string `json:"address"`
+	State   State  `json:"state"`
+	// Waiting is why a pending server has not started, as the runtime says ("" when
+	// it says nothing): not scheduled for want of room, its image being pulled...
+	Waiting string    `json:"waiting,omitempty"`
 	Created time.Time `json:"created"`
 	// Spec is the spec the server was created from, as recorded on it by the driver;
 	// its Hash is SpecHash unless the server was altered out of band.

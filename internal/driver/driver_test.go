@@ -55,7 +55,8 @@ func fullSpec() ServerSpec {
 		Env: map[string]string{"A": "1"}, Files: map[string][]byte{"/run/f": []byte("x")},
 		Digests: map[string]string{"env:A": "hmac-sha256:00", "file:/run/f": "hmac-sha256:01"},
 		User:    "65532", Init: true, StopSignal: "SIGINT", StopTimeout: time.Second, Port: 8080,
-		Writable: []string{"/tmp"}, Resources: Resources{CPUs: 0.5, MemoryBytes: 1 << 20, PIDs: 9}, Role: RoleCandidate}
+		Writable: []string{"/tmp"}, Resources: Resources{CPUs: 0.5, MemoryBytes: 1 << 20, PIDs: 9}, Role: RoleCandidate,
+		Probe: &Probe{HTTPPath: "/healthz", Period: time.Second}}
 }
 
 // copyInto sets the fields of the struct dst that src has, by name.

@@ -124,6 +124,7 @@ func New(opts Options) *Engine {
 		Probed: func(service string, took time.Duration) {
 			e.metrics.probes.WithLabelValues(service).Observe(took.Seconds())
 		},
+		Probe: e.runtimeProbe(),
 		Clock: e.clock,
 	})
 	e.loop = reconcile.New(healer{e}, reconcile.Options{Keys: e.serviceNames, Resync: cmp.Or(opts.Resync, DefaultResync),
@@ -346,7 +347,7 @@ func (e *Engine) finishRollback(ctx context.Context, r store.Rollout, current st
 // door returns the service's front door, opening it (or moving it, when the listen
 // address changed) as needed, under the daemon's context.
 func (e *Engine) door(ctx context.Context, svc api.Service) (*frontdoor.Door, error) {
-	d, err := doorOf(svc)
+	d, err := e.doorOf(svc)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +358,7 @@ func (e *Engine) door(ctx context.Context, svc api.Service) (*frontdoor.Door, er
 // without putting it in use (see frontdoor.Registry.Accept); nil when it has one. The
 // caller closes a pending door it does not accept.
 func (e *Engine) pendingDoor(ctx context.Context, svc api.Service) (*frontdoor.Door, error) {
-	d, err := doorOf(svc)
+	d, err := e.doorOf(svc)
 	if err != nil {
 		return nil, err
 	}
@@ -379,6 +380,9 @@ func (e *Engine) base(ctx context.Context) context.Context {
 // process exits fails it at once, with its exit code and last lines of output; one
 // that answers its check with a failure FailureThreshold times in a row, too.
 func (e *Engine) healthy(ctx context.Context, t rollout.Target, s driver.Server) error {
+	if r := e.readier(); r != nil {
+		return e.waitReady(ctx, r, t, s)
+	}
 	h := t.Health
 	check := health.Check{HTTPPath: h.HTTP, TCP: h.TCP, Timeout: h.Timeout, FailAfter: h.FailureThreshold}
 	gctx, cancel := context.WithCancelCause(ctx)

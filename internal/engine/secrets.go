@@ -89,6 +89,11 @@ func (e *Engine) serverSpec(svc api.Service, revision int64) (driver.ServerSpec,
 		User: svc.User, Init: svc.Init, StopSignal: svc.StopSignal, StopTimeout: svc.StopTimeout,
 		Resources: driver.Resources{CPUs: svc.Resources.CPUs, MemoryBytes: svc.Resources.MemoryBytes, PIDs: svc.Resources.PIDs},
 	}
+	if e.caps.Readiness { // the runtime runs the check itself
+		h := svc.Health
+		s.Probe = &driver.Probe{HTTPPath: h.HTTP, Period: h.Interval, Timeout: h.Timeout,
+			SuccessThreshold: h.HealthyThreshold, FailureThreshold: h.UnhealthyThreshold}
+	}
 	open := func(sv api.SecretValue) ([]byte, error) {
 		if sv.Sealed == "" {
 			return nil, fmt.Errorf("service %s: a secret of revision %d is not resolved", svc.Name, revision)

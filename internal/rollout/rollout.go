@@ -103,6 +103,18 @@ func (e *Executor) Admitted(service string) []driver.Server {
 	return out
 }
 
+// AdmittedAt is the server this executor admitted at addr, if any.
+func (e *Executor) AdmittedAt(addr string) (driver.Server, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.admitted {
+		if s.Address == addr {
+			return s, true
+		}
+	}
+	return driver.Server{}, false
+}
+
 // Forget drops a server from what the executor remembers of it (Address, Admitted):
 // the caller has accounted for it being gone.
 func (e *Executor) Forget(id driver.ServerID) {

@@ -436,6 +436,7 @@ func (e *Executor) grow(ctx context.Context, t Target, ns *newSet, n int) ([]dri
 	}
 	announced := map[driver.ServerID]bool{}
 	var started []driver.Server
+	waiting := "" // what the runtime last said of a pending member
 	for {
 		// The poll's timer starts before the members are listed: a clock that moves
 		// on each listing moves it.
@@ -455,6 +456,9 @@ func (e *Executor) grow(ctx context.Context, t Target, ns *newSet, n int) ([]dri
 		started = started[:0]
 		for _, m := range members {
 			ns.member[m.ID] = true
+			if m.State == driver.StatePending && m.Waiting != "" {
+				waiting = fmt.Sprintf("; server %s: %s", m.Name, m.Waiting)
+			}
 			if ns.counted[m.ID] || !(m.State == driver.StateRunning && m.Address != "" || m.State == driver.StateExited) {
 				continue
 			}
@@ -478,7 +482,7 @@ func (e *Executor) grow(ctx context.Context, t Target, ns *newSet, n int) ([]dri
 			if ctx.Err() != nil {
 				return started, ctx.Err()
 			}
-			return started, fmt.Errorf("%w (%s): %d of %d new servers of revision %d started", ErrNoProgress, deadline, len(started), n, t.Revision)
+			return started, fmt.Errorf("%w (%s): %d of %d new servers of revision %d started%s", ErrNoProgress, deadline, len(started), n, t.Revision, waiting)
 		}
 		timer.Stop()
 	}

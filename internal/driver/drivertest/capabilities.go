@@ -31,6 +31,7 @@ func (s *suite) testCapabilities(t *testing.T) {
 		{c.Logs, "Logs, but is not a Logger", is[driver.Logger](s.d)},
 		{c.Wait, "Wait, but is not a Waiter", is[driver.Waiter](s.d)},
 		{c.Sets, "Sets, but is not a SetDriver", is[driver.SetDriver](s.d)},
+		{c.Readiness, "Readiness, but is not a Readier", is[driver.Readier](s.d)},
 		{c.Tmpfs, "Tmpfs, but not ReadOnlyRoot (a writable path is only news on a read-only root)", c.ReadOnlyRoot},
 	} {
 		if x.claimed && !x.ok {
@@ -263,3 +264,37 @@ func ids(servers []driver.Server) []driver.ServerID {
 }
 
 func sameIDs(a, b []driver.Server) bool { return slices.Equal(ids(a), ids(b)) }
+
+// testReady: a server with a Probe the runtime runs becomes ready; with a probe that
+// fails (on a runtime that runs processes) it does not; a server that is not there is
+// ErrNotFound.
+func (s *suite) testReady(t *testing.T) {
+	r, ok := s.d.(driver.Readier)
+	if !ok || !s.caps.Readiness {
+		t.Skip("the driver does not claim Readiness")
+	}
+	svc := s.service(t, "ready")
+	spec := s.spec(svc)
+	spec.Probe = &driver.Probe{HTTPPath: "/healthz", Period: time.Second, Timeout: time.Second, FailureThreshold: 3}
+	srv := s.create(t, spec)
+	var err error
+	eventually(t, 30*time.Second, func() bool {
+		err = r.Ready(ctxFor(t), srv.ID)
+		return err == nil
+	}, func() string { return fmt.Sprintf("the server never became ready: %v", err) })
+	if got, ok := find(s.list(t, driver.Selector{Service: svc}), srv.ID); !ok || got.SpecHash != spec.Hash() || got.Spec.Probe == nil || *got.Spec.Probe != *spec.Probe {
+		t.Errorf("the server with a probe is listed as %+v, want its spec's probe %+v", got, spec.Probe)
+	}
+	if !s.opts.NoProcess {
+		bad := s.spec(svc)
+		bad.Probe = &driver.Probe{HTTPPath: "/no-such-path", Period: time.Second, Timeout: time.Second, FailureThreshold: 1}
+		failing := s.create(t, bad)
+		time.Sleep(3 * time.Second)
+		if err := r.Ready(ctxFor(t), failing.ID); err == nil {
+			t.Error("a server whose probe answers 404 is ready")
+		}
+	}
+	if err := r.Ready(ctxFor(t), driver.ServerID("kiln-no-such-server-"+randomHex(4))); !errors.Is(err, driver.ErrNotFound) {
+		t.Errorf("Ready of an unknown ID: %v, want ErrNotFound", err)
+	}
+}

@@ -95,6 +95,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver, img Image, op
 			{"Wait", s.testWait, true},
 			{"ExecEvents", s.testExecEvents, true},
 			{"Sets", s.testSets, false},
+			{"Ready", s.testReady, false},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				if c.process && s.opts.NoProcess {

@@ -168,7 +168,7 @@ func (d *Driver) Namespace() string { return d.namespace }
 func (d *Driver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		ReadOnlyRoot: true, Tmpfs: true, MemoryLimit: true, CPULimit: true, NoPrivileges: true, SecretFiles: true,
-		LoadImages: true, Events: true, Logs: true, Sets: true,
+		LoadImages: true, Events: true, Logs: true, Sets: true, Readiness: true,
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/kiln-build/kiln/internal/driver"
@@ -241,6 +242,7 @@ func (d *Driver) podSpec(spec driver.ServerSpec, secret string) (corev1.PodSpec,
 		},
 		Resources:                resources(spec.Resources),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		ReadinessProbe:           readinessProbe(spec),
 	}
 	var volumes []corev1.Volume
 	for i, p := range spec.Writable {
@@ -319,4 +321,26 @@ func resources(r driver.Resources) corev1.ResourceRequirements {
 // meta is the object meta of what kiln makes for spec.
 func meta(name string, spec driver.ServerSpec) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Name: name, Labels: serverLabels(spec), Annotations: recorded(spec)}
+}
+
+// readinessProbe is the spec's Probe as the kubelet runs it, nil when it has none.
+func readinessProbe(spec driver.ServerSpec) *corev1.Probe {
+	p := spec.Probe
+	if p == nil {
+		return nil
+	}
+	port := intstr.FromInt32(int32(spec.Port))
+	h := corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: port}}
+	if p.HTTPPath != "" {
+		h = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: p.HTTPPath, Port: port, Scheme: corev1.URISchemeHTTP}}
+	}
+	secs := func(d time.Duration, min int32) int32 { return max(min, int32(math.Ceil(d.Seconds()))) }
+	return &corev1.Probe{
+		ProbeHandler:        h,
+		InitialDelaySeconds: secs(p.InitialDelay, 0),
+		PeriodSeconds:       secs(p.Period, 1),
+		TimeoutSeconds:      secs(p.Timeout, 1),
+		SuccessThreshold:    max(1, int32(p.SuccessThreshold)),
+		FailureThreshold:    max(1, int32(p.FailureThreshold)),
+	}
 }

@@ -36,6 +36,9 @@ func serverOf(p *corev1.Pod) driver.Server {
 		Revision: rev, SpecHash: p.Annotations[AnnotationSpecHash], Image: p.Annotations[AnnotationImage],
 		State: stateOf(p), Created: p.CreationTimestamp.Time, Spec: spec,
 	}
+	if s.State == driver.StatePending {
+		s.Waiting = waiting(p)
+	}
 	if s.State == driver.StateRunning && p.Status.PodIP != "" && spec.Port > 0 {
 		s.Address = net.JoinHostPort(p.Status.PodIP, strconv.Itoa(spec.Port))
 	}
@@ -66,6 +69,20 @@ func stateOf(p *corev1.Pod) driver.State {
 	default:
 		return driver.StatePending // waiting to start: pulling, being created
 	}
+}
+
+// waiting is why a pending pod's server has not started: not scheduled, or its
+// container waiting (its image being pulled...); "" when the pod says nothing.
+func waiting(p *corev1.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			return strings.TrimSpace(c.Reason + ": " + c.Message)
+		}
+	}
+	if cs := containerStatus(p); cs != nil && cs.State.Waiting != nil && cs.State.Waiting.Reason != "" {
+		return strings.TrimSpace(cs.State.Waiting.Reason + ": " + cs.State.Waiting.Message)
+	}
+	return ""
 }
 
 // containerStatus is the status of the server's container, nil before it has one.
@@ -324,4 +341,37 @@ func (d *Driver) ensureOwner(ctx context.Context, project, service string) (meta
 		return metav1.OwnerReference{}, d.check(fmt.Errorf("the ConfigMap %s that owns %s's objects: %w", name, service, err))
 	}
 	return metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: cm.Name, UID: cm.UID}, nil
+}
+
+// Ready is nil when the pod is Ready (its readiness probe passes, as the kubelet last
+// ran it), else why it is not.
+func (d *Driver) Ready(ctx context.Context, id driver.ServerID) error {
+	p, err := d.cs.CoreV1().Pods(d.namespace).Get(ctx, string(id), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("server %s: %w", id, driver.ErrNotFound)
+	}
+	if err != nil {
+		return d.check(err)
+	}
+	return notReady(p)
+}
+
+// notReady is why the pod is not Ready, nil when it is.
+func notReady(p *corev1.Pod) error {
+	if p.DeletionTimestamp != nil {
+		return fmt.Errorf("pod %s is being removed", p.Name)
+	}
+	if why := startFailure(p); why != "" {
+		return fmt.Errorf("pod %s: %s", p.Name, why)
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type != corev1.PodReady {
+			continue
+		}
+		if c.Status == corev1.ConditionTrue {
+			return nil
+		}
+		return fmt.Errorf("pod %s is not ready: %s", p.Name, strings.TrimSpace(c.Reason+" "+c.Message))
+	}
+	return fmt.Errorf("pod %s is not ready yet (%s)", p.Name, p.Status.Phase)
 }
