@@ -77,6 +77,9 @@ const (
 	DriftFile   DriftKind = "file"   // a file changed, added or deleted outside the writable paths
 	DriftConfig DriftKind = "config" // image, command, env, limits or labels no longer match
 	DriftExec   DriftKind = "exec"   // a process was started in the server from outside
+	// DriftSet: the set the server is a member of was changed out of band (resized,
+	// its template edited): on a runtime of sets, it is news for every member.
+	DriftSet DriftKind = "set"
 )
 
 // Waiter is implemented by drivers that can tell when a server's process ends. Wait

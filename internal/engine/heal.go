@@ -185,7 +185,7 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 		case c.Action == plan.Create:
 			e.event(service, "", "heal", "a server of revision %d is missing: creating one", rev.Number)
 		default:
-			e.event(service, string(c.Old.ID), "heal", "server %s: %s: replacing it", c.Old.Name, strings.Join(c.Reasons, "; "))
+			e.event(service, string(c.Old.ID), "heal", "server %s: %s%s: replacing it", c.Old.Name, strings.Join(c.Reasons, "; "), e.setDrift(ctx, service, set, *c.Old))
 		}
 		e.metrics.replaced(service, causeReason(c.Cause))
 	}
@@ -408,3 +408,29 @@ func (e *Engine) sleep(ctx context.Context, d time.Duration) {
 }
 
 func shortID(id driver.ServerID) string { return string(id)[:min(12, len(id))] }
+
+// setDrift is, on a runtime of sets, what the runtime says changed a server's set out of
+// band (a `kubectl scale` of its ReplicaSet), as " (drift: ...)", recorded as drift; ""
+// when nothing did or the runtime cannot tell.
+func (e *Engine) setDrift(ctx context.Context, service string, set *rollout.TargetSet, s driver.Server) string {
+	differ, ok := e.opts.Driver.(driver.Differ)
+	if set == nil || !ok || !e.caps.ConfigDiff {
+		return ""
+	}
+	drifts, err := differ.Diff(ctx, s)
+	if err != nil {
+		return ""
+	}
+	var parts []string
+	for _, d := range drifts {
+		if d.Kind == driver.DriftSet {
+			parts = append(parts, d.Detail)
+			e.metrics.drift.WithLabelValues(service, string(d.Kind)).Inc()
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	e.event(service, string(s.ID), "drift", "drift of the set of server %s: %s", s.Name, strings.Join(parts, "; "))
+	return " (drift: " + strings.Join(parts, "; ") + ")"
+}

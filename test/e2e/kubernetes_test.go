@@ -221,6 +221,40 @@ func TestKubernetesLifecycle(t *testing.T) {
 	if now := k.pods(); !mapsEqual(now, adopted) {
 		t.Errorf("a restarted kiln changed the pods: %v, were %v", now, adopted)
 	}
+
+	// Drift: kubectl set image on a pod; the pod is replaced and the event says what
+	// changed and who changed it.
+	for name := range adopted {
+		victim = name
+		break
+	}
+	setImage := map[string]any{"spec": map[string]any{"containers": []any{map[string]any{"name": "server",
+		"image": "registry.example/other@sha256:" + strings.Repeat("b", 64)}}}}
+	start = time.Now()
+	if err := k.cluster.DoWith(t.Context(), k.cluster.Token, "PATCH", "/api/v1/namespaces/"+k.namespace+"/pods/"+victim+"?fieldManager=kubectl-set",
+		"application/strategic-merge-patch+json", setImage, nil); err != nil {
+		t.Fatal(err)
+	}
+	k.waitFor("the pod whose image was set by hand replaced", time.Minute, func() bool {
+		p := k.pods()
+		_, still := p[victim]
+		return !still && len(p) == 2 && strings.Contains(k.events(), "replacing server "+victim+": drift")
+	})
+	t.Logf("kubectl set image on a pod: detected and the pod replaced in %v", time.Since(start).Round(time.Millisecond))
+	if ev := k.events(); !strings.Contains(ev, "drift in server "+victim+": config: the pod runs registry.example/other@sha256:") || !strings.Contains(ev, "(by kubectl-set)") {
+		t.Errorf("no drift event naming the image and who set it:\n%s", ev)
+	}
+
+	// kubectl scale of the revision's ReplicaSet: kiln takes the size back.
+	start = time.Now()
+	if err := k.cluster.DoWith(t.Context(), k.cluster.Token, "PATCH", "/apis/apps/v1/namespaces/"+k.namespace+"/replicasets/"+k.service+"-r3/scale?fieldManager=kubectl",
+		"application/merge-patch+json", map[string]any{"spec": map[string]any{"replicas": 4}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	k.waitFor("the scaled set back at 2", time.Minute, func() bool {
+		return k.sets()["3"] == 2 && len(k.pods()) == 2 && strings.Contains(k.events(), "was changed by kubectl (.spec.replicas, by the scale subresource (kubectl scale))")
+	})
+	t.Logf("kubectl scale of the set: detected and the size taken back in %v", time.Since(start).Round(time.Millisecond))
 }
 
 func mapsValues(m map[string]string) []string {

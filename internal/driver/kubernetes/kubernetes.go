@@ -39,10 +39,13 @@ const (
 	OptionPullRegistry = "pull_registry"
 	// OptionStopTimeout is a server's grace period when its spec sets none (10s).
 	OptionStopTimeout = "stop_timeout"
+	// OptionBreakGlassGroup is the group that may still exec into kiln's pods
+	// (DefaultBreakGlassGroup when unset).
+	OptionBreakGlassGroup = "break_glass_group"
 )
 
 // OptionNames are the driver's options.
-var OptionNames = []string{OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout}
+var OptionNames = []string{OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout, OptionBreakGlassGroup}
 
 // FieldManager is the name kiln's server-side applies are recorded under.
 const FieldManager = "kiln"
@@ -55,7 +58,10 @@ type Driver struct {
 	registry    string // pushed to; "" when none is set
 	pull        string // pulled from
 	defaultStop time.Duration
+	breakGlass  string
 	log         *slog.Logger
+	// guarded: the admission policy that denies exec and the like is in place.
+	guarded bool
 
 	pushes singleflight.Group
 	mu     sync.Mutex
@@ -91,6 +97,9 @@ func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
 	if d.namespace == "" {
 		d.namespace = "default"
 	}
+	if d.breakGlass = cfg.Options[OptionBreakGlassGroup]; d.breakGlass == "" {
+		d.breakGlass = DefaultBreakGlassGroup
+	}
 	d.pull = strings.TrimSuffix(cfg.Options[OptionPullRegistry], "/")
 	if d.pull == "" {
 		d.pull = d.registry
@@ -105,6 +114,9 @@ func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
 		return nil, fmt.Errorf("%w: the Kubernetes API server at %s does not answer: %v", driver.ErrUnavailable, rc.Host, err)
 	}
 	if err := d.ensureNamespace(pctx); err != nil {
+		return nil, err
+	}
+	if d.guarded, err = d.ensurePolicy(pctx); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -168,7 +180,7 @@ func (d *Driver) Namespace() string { return d.namespace }
 func (d *Driver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		ReadOnlyRoot: true, Tmpfs: true, MemoryLimit: true, CPULimit: true, NoPrivileges: true, SecretFiles: true,
-		LoadImages: true, Events: true, Logs: true, Sets: true, Readiness: true,
+		LoadImages: true, Events: true, Logs: true, Sets: true, Readiness: true, ConfigDiff: true,
 	}
 }
 

@@ -46,8 +46,8 @@ func (d *Driver) EnsureSet(ctx context.Context, spec driver.ServerSpec, replicas
 	switch {
 	case err == nil && rs.Annotations[AnnotationSpecHash] != spec.Hash():
 		return fail(driver.ErrSetConflict)
-	case err == nil && rs.Spec.Replicas != nil && int(*rs.Spec.Replicas) == replicas:
-		return nil
+	case err == nil && rs.Spec.Replicas != nil && int(*rs.Spec.Replicas) == replicas && len(foreign(rs.ManagedFields)) == 0:
+		return nil // as kiln applied it: nothing to do (else the apply takes back what another changed)
 	case err != nil && !apierrors.IsNotFound(err):
 		return fail(d.check(err))
 	}

@@ -30,6 +30,8 @@ type Cluster struct {
 	// Server is the API server's URL (https://127.0.0.1:port); Token an admin's bearer
 	// token (group system:masters); CAFile the PEM file that verifies the server.
 	Server, Token, CAFile string
+	// BreakGlassToken is the token of another admin, also in group BreakGlassGroup.
+	BreakGlassToken string
 	// Kubeconfig is a kubeconfig file for that server and token (context "kiln-test").
 	Kubeconfig string
 
@@ -74,11 +76,12 @@ func start(t testing.TB, bin, dir string) (*Cluster, error) {
 		return nil, err
 	}
 	etcdClient, etcdPeer, apiPort, kwokPort := ports[0], ports[1], ports[2], ports[3]
-	tok := make([]byte, 16)
+	tok, glass := make([]byte, 16), make([]byte, 16)
 	rand.Read(tok)
+	rand.Read(glass)
 	c := &Cluster{
 		Server: "https://" + proc.Addr(apiPort),
-		Token:  hex.EncodeToString(tok),
+		Token:  hex.EncodeToString(tok), BreakGlassToken: hex.EncodeToString(glass),
 		CAFile: filepath.Join(dir, "certs", "apiserver.crt"),
 	}
 	t.Cleanup(func() {
@@ -89,7 +92,7 @@ func start(t testing.TB, bin, dir string) (*Cluster, error) {
 			}
 		}
 	})
-	if err := writeFiles(dir, c.Token); err != nil {
+	if err := writeFiles(dir, c.Token, c.BreakGlassToken); err != nil {
 		return nil, err
 	}
 	env := proc.EnvWithout("KUBECONFIG=")
@@ -182,9 +185,13 @@ func start(t testing.TB, bin, dir string) (*Cluster, error) {
 	return c, nil
 }
 
+// BreakGlassGroup is the group of the cluster's BreakGlassToken.
+const BreakGlassGroup = "kiln:break-glass"
+
 // writeFiles writes the API server's token file and service-account key pair.
-func writeFiles(dir, token string) error {
-	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(token+",kiln-test-admin,1,system:masters\n"), 0o600); err != nil {
+func writeFiles(dir, token, breakGlass string) error {
+	tokens := token + ",kiln-test-admin,1,system:masters\n" + breakGlass + ",kiln-test-break-glass,2,\"system:masters," + BreakGlassGroup + "\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(tokens), 0o600); err != nil {
 		return err
 	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -283,6 +290,12 @@ func (c *Cluster) AddNodes(ctx context.Context, n int) error {
 // JSON, the answer decoded into out (unless nil). An answer outside 2xx is an error
 // with the server's message.
 func (c *Cluster) Do(ctx context.Context, method, path string, in, out any) error {
+	return c.DoWith(ctx, c.Token, method, path, "application/json", in, out)
+}
+
+// DoWith is Do with another token and content type (a PATCH's, e.g.
+// "application/strategic-merge-patch+json").
+func (c *Cluster) DoWith(ctx context.Context, token, method, path, contentType string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -295,8 +308,8 @@ func (c *Cluster) Do(ctx context.Context, method, path string, in, out any) erro
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", contentType)
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return err
