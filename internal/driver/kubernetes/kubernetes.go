@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -126,6 +128,13 @@ func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
 // standard loading rules when file is "", and the in-cluster configuration when there
 // is no kubeconfig at all.
 func restConfig(file, context string) (*rest.Config, error) {
+	if rest, ok := strings.CutPrefix(file, "~/"); ok {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig %s: %w", file, err)
+		}
+		file = filepath.Join(home, rest)
+	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = file
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context})
