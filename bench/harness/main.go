@@ -30,6 +30,7 @@ var Scenarios = map[string]Scenario{
 	"dashboard": Dashboard,
 	"images":    Images,
 	"door":      Door,
+	"kube":      Kube,
 }
 
 // Options are the settings every scenario takes.
@@ -119,7 +120,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	runs := fs.Int("runs", 3, "runs per series")
 	out := fs.String("out", "bench/results", "where results are written")
 	systems := fs.String("systems", "", "only these systems of the scenario (space-separated)")
-	cases := fs.String("cases", "", "only these cases of the scenario (space-separated; bake: cold cold-go noop edit; rollout: fleet sizes, 4 10; pipeline: cli; door: http https h2)")
+	cases := fs.String("cases", "", "only these cases of the scenario (space-separated; bake: cold cold-go noop edit; rollout: fleet sizes, 4 10; pipeline: cli; door: http https h2; kube: 10 100 watch)")
 	keep := fs.Bool("keep", false, "keep the scratch directory")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err

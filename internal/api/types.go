@@ -292,6 +292,7 @@ type Server struct {
 	Name      string    `json:"name"`
 	Revision  int64     `json:"revision"`
 	Address   string    `json:"address"`
+	Node      string    `json:"node,omitempty"` // the machine it runs on, on a runtime of several (a Kubernetes node)
 	State     string    `json:"state"`
 	InService bool      `json:"in_service"`
 	Created   time.Time `json:"created"`

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -56,14 +57,28 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintln(g.stdout)
 			tw = tabwriter.NewWriter(g.stdout, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "SERVER\tSERVICE\tREVISION\tSTATE\tIN SERVICE\tADDRESS\tCREATED")
+			nodes := false // a runtime of several machines: say which runs each server
+			for _, s := range st.Services {
+				for _, sv := range s.Servers {
+					nodes = nodes || sv.Node != ""
+				}
+			}
+			if nodes {
+				fmt.Fprintln(tw, "SERVER\tSERVICE\tREVISION\tSTATE\tIN SERVICE\tADDRESS\tNODE\tCREATED")
+			} else {
+				fmt.Fprintln(tw, "SERVER\tSERVICE\tREVISION\tSTATE\tIN SERVICE\tADDRESS\tCREATED")
+			}
 			for _, s := range st.Services {
 				for _, sv := range s.Servers {
 					in := "no"
 					if sv.InService {
 						in = "yes"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", sv.Name, s.Name, sv.Revision, sv.State, in, sv.Address, since(sv.Created))
+					addr := sv.Address
+					if nodes {
+						addr += "\t" + cmp.Or(sv.Node, "-")
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", sv.Name, s.Name, sv.Revision, sv.State, in, addr, since(sv.Created))
 				}
 			}
 			return tw.Flush()

@@ -160,7 +160,7 @@ func (d *Daemon) open(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	plane, err := openDoor(ctx, d.drv, o.Door, stateDir, project, wanted, notes)
+	plane, err := openDoor(ctx, d.drv, o.Door, stateDir, project, wanted, notes, log)
 	if err != nil {
 		return err
 	}

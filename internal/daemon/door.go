@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -37,11 +38,18 @@ const doorStart = 15 * time.Second
 // itself) when they are inline, else the project's door process as a hostedDoor. A
 // door that ran (its socket is there) is adopted at once; else one is started now if
 // a service of the project listens (wanted), or later when one gets a front door.
-func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, project string, wanted bool, notes io.Writer) (door.Plane, error) {
+func openDoor(ctx context.Context, drv driver.Driver, placement, stateDir, project string, wanted bool, notes io.Writer, log *slog.Logger) (door.Plane, error) {
 	host, ok := drv.(driver.DoorHost)
 	switch {
 	case placement != DoorAuto && placement != DoorInline:
 		return nil, fmt.Errorf("--door %q: the front doors run apart (\"\", the default) or inline (\"inline\")", placement)
+	case !ok && driver.CapabilitiesOf(drv).Traffic:
+		if sh, ok := drv.(driver.ServiceHost); ok {
+			// The runtime carries the traffic (a Kubernetes Service); the daemon's own
+			// door serves too, where it reaches the servers.
+			return newServicePlane(door.New(door.Options{Log: log, Dir: filepath.Join(stateDir, "door")}), sh, project, log), nil
+		}
+		return nil, nil
 	case placement == DoorInline || !ok:
 		return nil, nil
 	}

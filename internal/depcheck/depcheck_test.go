@@ -80,7 +80,7 @@ var allowed = map[string][]string{
 	"internal/testenv/kube/cmd/kube-build": {"internal/testenv/kube"},
 	"test/e2e":                             {"internal/testenv/kube", "internal/testenv/pebble"},
 	// The benchmarks drive kiln through its API, as a user's tools would.
-	"bench/harness":        {"internal/api"},
+	"bench/harness":        {"internal/api", "internal/testenv/kube"},
 	"bench/cmd/kiln-bench": {"bench/harness"},
 	"bench/loadgen":        {},
 	"bench/probe":          {},

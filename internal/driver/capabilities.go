@@ -45,6 +45,9 @@ type Capabilities struct {
 	// Readiness: it is a Readier, running ServerSpec.Probe itself; kiln does not probe
 	// its servers' addresses.
 	Readiness bool
+	// Traffic: it is a ServiceHost, carrying each service's traffic to the servers in
+	// rotation.
+	Traffic bool
 }
 
 // CapabilitiesOf is what d claims: its Capabilities if it is Capable, else none.

@@ -170,6 +170,19 @@ type Probe struct {
 	FailureThreshold int           `json:"failure_threshold,omitempty"`
 }
 
+// ServiceHost is implemented by runtimes that carry a service's traffic themselves,
+// to the servers kiln puts in rotation (a Kubernetes Service and its EndpointSlice):
+// the daemon's front door then tells the runtime its rotation at every change, and
+// the runtime routes to exactly those servers.
+type ServiceHost interface {
+	// SetRotation makes the runtime route what reaches the service's port to exactly
+	// the servers at addrs (their Address), in one step; none routes nowhere. It is
+	// idempotent.
+	SetRotation(ctx context.Context, project, service string, port int, addrs []string) error
+	// RemoveService removes what carries the service's traffic; nil if nothing does.
+	RemoveService(ctx context.Context, project, service string) error
+}
+
 // Readier is implemented by runtimes that check their servers' health themselves, for
 // a daemon that may not reach the servers (a Kubernetes pod's readiness probe): the
 // spec's Probe is given to the runtime, and kiln gates and monitors servers on what
@@ -248,6 +261,9 @@ type Server struct {
 	// not running.
 	Address string `json:"address"`
 	State   State  `json:"state"`
+	// Node is the machine the server runs on, when the runtime runs servers on several
+	// (a Kubernetes node); "" on a runtime of one machine.
+	Node string `json:"node,omitempty"`
 	// Waiting is why a pending server has not started, as the runtime says ("" when
 	// it says nothing): not scheduled for want of room, its image being pulled...
 	Waiting string    `json:"waiting,omitempty"`

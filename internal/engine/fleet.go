@@ -58,7 +58,7 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 				ss.Healthy++
 			}
 			ss.Servers = append(ss.Servers, api.Server{ID: string(s.ID), Name: s.Name, Revision: s.Revision,
-				Address: s.Address, State: string(s.State), InService: in, Created: s.Created,
+				Address: s.Address, Node: s.Node, State: string(s.State), InService: in, Created: s.Created,
 				SpecHash: s.SpecHash, Health: health, Drift: cs.drifted[s.ID]})
 		}
 		e.mu.Unlock()

@@ -112,6 +112,41 @@ func (k *kubeDeployment) sets() map[string]int {
 	return out
 }
 
+// endpoints are the pod IPs behind the service's Service (its kiln-written
+// EndpointSlice), sorted; the pods' IPs by name come from podIPs.
+func (k *kubeDeployment) endpoints() []string {
+	k.t.Helper()
+	var s struct {
+		Endpoints []struct{ Addresses []string }
+	}
+	if err := k.cluster.Do(k.t.Context(), "GET", "/apis/discovery.k8s.io/v1/namespaces/"+k.namespace+"/endpointslices/"+k.service+"-kiln", nil, &s); err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, ep := range s.Endpoints {
+		out = append(out, ep.Addresses...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// podIPs are the IPs of the service's pods of revision rev, sorted.
+func (k *kubeDeployment) podIPs(rev string) []string {
+	k.t.Helper()
+	var l podList
+	if err := k.cluster.Do(k.t.Context(), "GET", "/api/v1/namespaces/"+k.namespace+"/pods?labelSelector=kiln.dev/service="+k.service, nil, &l); err != nil {
+		k.t.Fatal(err)
+	}
+	var out []string
+	for _, p := range l.Items {
+		if p.Metadata.Labels["kiln.dev/revision"] == rev && p.Metadata.DeletionTimestamp == nil {
+			out = append(out, p.Status.PodIP)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 func (k *kubeDeployment) waitFor(what string, timeout time.Duration, cond func() bool) {
 	k.t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -150,6 +185,13 @@ func TestKubernetesLifecycle(t *testing.T) {
 	if len(st.Services) != 1 || st.Services[0].Healthy != 2 || len(st.Services[0].Servers) != 2 {
 		t.Fatalf("kiln status = %+v, want 2 healthy servers", st)
 	}
+	// The Service carries exactly kiln's rotation.
+	k.waitFor("the Service's endpoints to be revision 1's pods", 10*time.Second, func() bool {
+		return slices.Equal(k.endpoints(), k.podIPs("1"))
+	})
+	if out := k.kiln(nil, "status").stdout; !strings.Contains(out, "NODE") || !strings.Contains(out, "kwok-") || !strings.Contains(out, "10.244.") {
+		t.Errorf("kiln status does not show each pod's IP and node:\n%s", out)
+	}
 
 	// A rolling update: a new revision's set grows as the old one shrinks.
 	start := time.Now()
@@ -174,6 +216,9 @@ func TestKubernetesLifecycle(t *testing.T) {
 		return len(s) == 1 && s["3"] == 2 && len(k.pods()) == 2
 	})
 	t.Logf("blue-green switch of 2 pods on kwok: %v", time.Since(start).Round(time.Millisecond))
+	k.waitFor("the Service's endpoints to be revision 3's pods", 10*time.Second, func() bool {
+		return slices.Equal(k.endpoints(), k.podIPs("3"))
+	})
 
 	// A version no node can take: its pods stay Pending, the progress deadline passes,
 	// and kiln rolls back to revision 3 on its own.
@@ -255,6 +300,15 @@ func TestKubernetesLifecycle(t *testing.T) {
 		return k.sets()["3"] == 2 && len(k.pods()) == 2 && strings.Contains(k.events(), "was changed by kubectl (.spec.replicas, by the scale subresource (kubectl scale))")
 	})
 	t.Logf("kubectl scale of the set: detected and the size taken back in %v", time.Since(start).Round(time.Millisecond))
+
+	// kiln destroy leaves nothing of the service on the cluster but its owner.
+	if r := k.kiln(nil, "destroy", k.service); r.code != 0 {
+		t.Fatalf("kiln destroy: %d\n%s", r.code, r.stderr)
+	}
+	k.waitFor("no pod, set or Service of the service left", time.Minute, func() bool {
+		err := k.cluster.Do(t.Context(), "GET", "/api/v1/namespaces/"+k.namespace+"/services/"+k.service, nil, nil)
+		return len(k.pods()) == 0 && len(k.sets()) == 0 && err != nil && strings.Contains(err.Error(), "404")
+	})
 }
 
 func mapsValues(m map[string]string) []string {

@@ -32,6 +32,7 @@ func (s *suite) testCapabilities(t *testing.T) {
 		{c.Wait, "Wait, but is not a Waiter", is[driver.Waiter](s.d)},
 		{c.Sets, "Sets, but is not a SetDriver", is[driver.SetDriver](s.d)},
 		{c.Readiness, "Readiness, but is not a Readier", is[driver.Readier](s.d)},
+		{c.Traffic, "Traffic, but is not a ServiceHost", is[driver.ServiceHost](s.d)},
 		{c.Tmpfs, "Tmpfs, but not ReadOnlyRoot (a writable path is only news on a read-only root)", c.ReadOnlyRoot},
 	} {
 		if x.claimed && !x.ok {

@@ -41,13 +41,16 @@ const (
 	OptionPullRegistry = "pull_registry"
 	// OptionStopTimeout is a server's grace period when its spec sets none (10s).
 	OptionStopTimeout = "stop_timeout"
+	// OptionServiceType is the type of the Services that carry services' traffic:
+	// ClusterIP (the default), NodePort or LoadBalancer.
+	OptionServiceType = "service_type"
 	// OptionBreakGlassGroup is the group that may still exec into kiln's pods
 	// (DefaultBreakGlassGroup when unset).
 	OptionBreakGlassGroup = "break_glass_group"
 )
 
 // OptionNames are the driver's options.
-var OptionNames = []string{OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout, OptionBreakGlassGroup}
+var OptionNames = []string{OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout, OptionBreakGlassGroup, OptionServiceType}
 
 // FieldManager is the name kiln's server-side applies are recorded under.
 const FieldManager = "kiln"
@@ -61,6 +64,7 @@ type Driver struct {
 	pull        string // pulled from
 	defaultStop time.Duration
 	breakGlass  string
+	serviceType corev1.ServiceType
 	log         *slog.Logger
 	// guarded: the admission policy that denies exec and the like is in place.
 	guarded bool
@@ -98,6 +102,14 @@ func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
 	}
 	if d.namespace == "" {
 		d.namespace = "default"
+	}
+	switch t := corev1.ServiceType(cfg.Options[OptionServiceType]); t {
+	case "":
+		d.serviceType = corev1.ServiceTypeClusterIP
+	case corev1.ServiceTypeClusterIP, corev1.ServiceTypeNodePort, corev1.ServiceTypeLoadBalancer:
+		d.serviceType = t
+	default:
+		return nil, fmt.Errorf("driver option %s: %q is not ClusterIP, NodePort or LoadBalancer", OptionServiceType, t)
 	}
 	if d.breakGlass = cfg.Options[OptionBreakGlassGroup]; d.breakGlass == "" {
 		d.breakGlass = DefaultBreakGlassGroup
@@ -189,7 +201,7 @@ func (d *Driver) Namespace() string { return d.namespace }
 func (d *Driver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		ReadOnlyRoot: true, Tmpfs: true, MemoryLimit: true, CPULimit: true, NoPrivileges: true, SecretFiles: true,
-		LoadImages: true, Events: true, Logs: true, Sets: true, Readiness: true, ConfigDiff: true,
+		LoadImages: true, Events: true, Logs: true, Sets: true, Readiness: true, ConfigDiff: true, Traffic: true,
 	}
 }
 

@@ -34,7 +34,7 @@ func serverOf(p *corev1.Pod) driver.Server {
 	s := driver.Server{
 		ID: driver.ServerID(p.Name), Name: p.Name, Project: spec.Project, Service: p.Annotations[AnnotationService],
 		Revision: rev, SpecHash: p.Annotations[AnnotationSpecHash], Image: p.Annotations[AnnotationImage],
-		State: stateOf(p), Created: p.CreationTimestamp.Time, Spec: spec,
+		State: stateOf(p), Created: p.CreationTimestamp.Time, Spec: spec, Node: p.Spec.NodeName,
 	}
 	if s.State == driver.StatePending {
 		s.Waiting = waiting(p)

@@ -3,7 +3,6 @@ package kubernetes
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -66,7 +65,7 @@ func (d *Driver) EnsureSet(ctx context.Context, spec driver.ServerSpec, replicas
 			ObjectMeta: metav1.ObjectMeta{Name: secret, Labels: setSelector(ref), OwnerReferences: []metav1.OwnerReference{owner}},
 			Data:       secretData(spec), Type: corev1.SecretTypeOpaque,
 		}
-		if err := d.apply(ctx, "secrets", secret, s); err != nil {
+		if err := d.applyObject(ctx, "secrets", secret, s); err != nil {
 			return fail(fmt.Errorf("applying its Secret: %w", err))
 		}
 	}
@@ -87,38 +86,10 @@ func (d *Driver) EnsureSet(ctx context.Context, spec driver.ServerSpec, replicas
 		},
 	}
 	rs.OwnerReferences = []metav1.OwnerReference{owner}
-	if err := d.apply(ctx, "replicasets", name, rs); err != nil {
+	if err := d.applyObject(ctx, "replicasets", name, rs); err != nil {
 		return fail(err)
 	}
 	return nil
-}
-
-// apply server-side applies obj (its status left out) as FieldManager, taking the
-// fields another manager holds.
-func (d *Driver) apply(ctx context.Context, resource, name string, obj any) error {
-	b, err := json.Marshal(obj)
-	if err != nil {
-		return err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return err
-	}
-	delete(m, "status")
-	if b, err = json.Marshal(m); err != nil {
-		return err
-	}
-	force := true
-	opts := metav1.PatchOptions{FieldManager: FieldManager, Force: &force}
-	switch resource {
-	case "replicasets":
-		_, err = d.cs.AppsV1().ReplicaSets(d.namespace).Patch(ctx, name, types.ApplyPatchType, b, opts)
-	case "secrets":
-		_, err = d.cs.CoreV1().Secrets(d.namespace).Patch(ctx, name, types.ApplyPatchType, b, opts)
-	default:
-		return fmt.Errorf("apply: %s", resource)
-	}
-	return d.check(err)
 }
 
 // Evict takes the pod out of its set for good: it gives the pod the lowest deletion

@@ -63,14 +63,50 @@ func Start(t testing.TB) *Cluster {
 	if err != nil {
 		t.Fatalf("kube: %v", err)
 	}
-	c, err := start(t, bin, t.TempDir())
+	c, err := start(bin, t.TempDir())
+	if c != nil {
+		t.Cleanup(func() {
+			c.Stop()
+			if t.Failed() {
+				for _, p := range c.procs {
+					t.Logf("%s's output (last 64 KiB):\n%s", p.Name, p.Output())
+				}
+			}
+		})
+	}
 	if err != nil {
 		t.Fatalf("kube: %v", err)
 	}
 	return c
 }
 
-func start(t testing.TB, bin, dir string) (*Cluster, error) {
+// Run is Start outside a test (a benchmark): it starts the control plane and kwok in
+// dir, which it does not remove. The caller stops them (Stop), also after an error.
+// ErrNotBuilt when the binaries are not built.
+func Run(dir string) (*Cluster, error) {
+	bin, err := Binaries()
+	if err != nil {
+		return nil, err
+	}
+	c, err := start(bin, dir)
+	if err != nil && c != nil {
+		c.Stop()
+	}
+	return c, err
+}
+
+// Output is what each process of the cluster printed last (64 KiB each), by name.
+func (c *Cluster) Output() map[string]string {
+	out := map[string]string{}
+	for _, p := range c.procs {
+		out[p.Name] = p.Output()
+	}
+	return out
+}
+
+// start starts the cluster in dir. The cluster it returns, even with an error, holds
+// the processes it started, for the caller to stop.
+func start(bin, dir string) (*Cluster, error) {
 	ports, err := proc.FreePorts(4)
 	if err != nil {
 		return nil, err
@@ -84,16 +120,8 @@ func start(t testing.TB, bin, dir string) (*Cluster, error) {
 		Token:  hex.EncodeToString(tok), BreakGlassToken: hex.EncodeToString(glass),
 		CAFile: filepath.Join(dir, "certs", "apiserver.crt"),
 	}
-	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() {
-			for _, p := range c.procs {
-				t.Logf("%s's output (last 64 KiB):\n%s", p.Name, p.Output())
-			}
-		}
-	})
 	if err := writeFiles(dir, c.Token, c.BreakGlassToken); err != nil {
-		return nil, err
+		return c, err
 	}
 	env := proc.EnvWithout("KUBECONFIG=")
 	run := func(name string, args ...string) (*proc.Proc, error) {
@@ -111,7 +139,7 @@ func start(t testing.TB, bin, dir string) (*Cluster, error) {
 		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
 		"--initial-cluster=kiln-test="+peerURL, "--unsafe-no-fsync", "--log-level=warn")
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	plain := &http.Client{Timeout: 5 * time.Second}
 	if err := proc.WaitFor(etcd, startTimeout, func() error {
@@ -121,7 +149,7 @@ func start(t testing.TB, bin, dir string) (*Cluster, error) {
 		}
 		return err
 	}); err != nil {
-		return nil, err
+		return c, err
 	}
 
 	api, err := run("kube-apiserver", "--etcd-servers="+etcdURL,
@@ -130,7 +158,7 @@ func start(t testing.TB, bin, dir string) (*Cluster, error) {
 		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"), "--service-cluster-ip-range=10.96.0.0/16",
 		"--token-auth-file="+filepath.Join(dir, "tokens.csv"), "--authorization-mode=Node,RBAC")
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	// The API server writes its self-signed certificate on start: trusted once there.
 	if err := proc.WaitFor(api, startTimeout, func() error {
@@ -148,28 +176,28 @@ func start(t testing.TB, bin, dir string) (*Cluster, error) {
 		_, err := get(c.client, c.Server+"/readyz", c.Token)
 		return err
 	}); err != nil {
-		return nil, err
+		return c, err
 	}
 	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(c.Kubeconfig, kubeconfig(c), 0o600); err != nil {
-		return nil, err
+		return c, err
 	}
 
 	cm, err := run("kube-controller-manager", "--kubeconfig="+c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
 		"--service-account-private-key-file="+filepath.Join(dir, "sa.key"), "--root-ca-file="+c.CAFile,
 		"--use-service-account-credentials=false", "--controllers=*,-nodeipam")
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	if _, err := run("kube-scheduler", "--kubeconfig="+c.Kubeconfig, "--leader-elect=false", "--secure-port=0"); err != nil {
-		return nil, err
+		return c, err
 	}
 	kwokConf := filepath.Join(dir, "kwok.yaml")
 	if err := writeKwokConfig(kwokConf, bin, proc.Addr(kwokPort)); err != nil {
-		return nil, err
+		return c, err
 	}
 	if _, err := run("kwok", "--kubeconfig="+c.Kubeconfig, "--config="+kwokConf); err != nil {
-		return nil, err
+		return c, err
 	}
 	// The controller manager makes the default service account, without which no pod
 	// is admitted: the cluster is ready for a test once it exists.
@@ -180,7 +208,7 @@ func start(t testing.TB, bin, dir string) (*Cluster, error) {
 		_, err := get(c.client, c.Server+"/api/v1/namespaces/default/serviceaccounts/default", c.Token)
 		return err
 	}); err != nil {
-		return nil, err
+		return c, err
 	}
 	return c, nil
 }
