@@ -52,6 +52,13 @@ func (m *Manager) bakeCommit(ctx context.Context, w *worker, run store.Run, log 
 		spec.WriteText(log, cfg.Files, diags, 0, false)
 		return nil, fmt.Errorf("the spec at %s is not valid: %s", shortSHA(run.Commit), diags.Errs()[0].Error())
 	}
+	// Where servers run is the daemon's: a commit's runtime block moves nothing (its
+	// options, a kubeconfig among them, are never read), and one naming another runtime
+	// fails the run.
+	if cfg.Runtime != nil && cfg.Runtime.Name != m.opts.Driver.Name() {
+		return nil, fmt.Errorf("the spec at %s names runtime %s, but this daemon runs servers on %s: a commit cannot move them; apply the spec to choose the runtime",
+			shortSHA(run.Commit), cfg.Runtime.Name, m.opts.Driver.Name())
+	}
 	var services []*spec.Service
 	for _, n := range append(slices.Clone(def.Services), def.Promote...) {
 		s := cfg.Service(n)

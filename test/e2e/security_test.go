@@ -330,6 +330,11 @@ image "hello" {`), "never add one"},
 			replace(`from = "scratch"`, `from = "./base"`)(t, dir)
 		}, "digest|size|larger|cycle|nest"},
 		{"a front door on every address", replace(`listen   = var.listen`, `listen   = "0.0.0.0:18999"`), "cannot; apply the spec"},
+		{"servers on a cluster of its choosing", replace(`image "hello" {`, `runtime "kubernetes" {
+  kubeconfig = "/tmp/attacker/kubeconfig"
+}
+
+image "hello" {`), "a commit cannot move them"},
 		{"a spec nested 100,000 deep", replace(`variable "version" {`, "variable \"deep\" {\n  default = "+deep+"\n}\n\nvariable \"version\" {"), "nest"},
 	}
 	for _, a := range attacks {

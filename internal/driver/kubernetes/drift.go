@@ -66,7 +66,8 @@ func (d *Driver) podDrift(p *corev1.Pod, spec driver.ServerSpec) []driver.Drift 
 		for _, c := range p.Spec.Containers {
 			images = append(images, c.Image)
 		}
-		add(driver.DriftConfig, "the pod runs %s, not the revision's %s%s", strings.Join(images, ", "), d.imageRef(spec.Image), who(by))
+		add(driver.DriftConfig, "the pod runs %s, not the revision's %s%s", strings.Join(images, ", "), d.imageRef(spec.Image),
+			who(owning(by, "f:spec", "f:containers", "*", "f:image")))
 	}
 	if cs := containerStatus(p); cs != nil && cs.ImageID != "" && !strings.HasSuffix(cs.ImageID, "@"+spec.Image) && !strings.HasSuffix(cs.ImageID, spec.Image) {
 		add(driver.DriftConfig, "the node runs image %s, not the revision's digest %s", cs.ImageID, spec.Image)
@@ -77,7 +78,7 @@ func (d *Driver) podDrift(p *corev1.Pod, spec driver.ServerSpec) []driver.Drift 
 	// A ReplicaSet's pod relabelled out of its selector is released: no owner is left.
 	// (A pod kiln made alone is owned by its service's ConfigMap.)
 	if len(p.OwnerReferences) == 0 {
-		add(driver.DriftConfig, "the pod was taken out of its ReplicaSet (relabelled)%s", who(by))
+		add(driver.DriftConfig, "the pod was taken out of its ReplicaSet (relabelled)%s", who(owning(by, "f:metadata", "f:labels")))
 	}
 	for _, m := range by {
 		add(driver.DriftConfig, "the pod was changed by %s (%s)", m.Manager, fields(m))
@@ -117,6 +118,38 @@ func foreign(entries []metav1.ManagedFieldsEntry) []metav1.ManagedFieldsEntry {
 // foreignOf are the foreign entries of writes to subresource.
 func foreignOf(entries []metav1.ManagedFieldsEntry, subresource string) []metav1.ManagedFieldsEntry {
 	return slices.DeleteFunc(foreign(entries), func(m metav1.ManagedFieldsEntry) bool { return m.Subresource != subresource })
+}
+
+// owning are the entries that manage a field under path (keys of the managed-fields
+// tree; "*" is any key).
+func owning(entries []metav1.ManagedFieldsEntry, path ...string) []metav1.ManagedFieldsEntry {
+	var out []metav1.ManagedFieldsEntry
+	for _, m := range entries {
+		var tree map[string]any
+		if m.FieldsV1 == nil || json.Unmarshal(m.FieldsV1.Raw, &tree) != nil {
+			continue
+		}
+		if has(tree, path) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func has(tree map[string]any, path []string) bool {
+	if len(path) == 0 {
+		return true
+	}
+	for k, v := range tree {
+		if k != path[0] && path[0] != "*" {
+			continue
+		}
+		sub, _ := v.(map[string]any)
+		if len(path) == 1 || has(sub, path[1:]) {
+			return true
+		}
+	}
+	return false
 }
 
 // who is " (by M1, M2)" for the managers of entries, "" for none.

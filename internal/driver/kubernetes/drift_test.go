@@ -143,18 +143,23 @@ func TestDrift(t *testing.T) {
 		t.Errorf("the set after kiln's apply = %+v, want size 3", sets)
 	}
 
-	// A pod relabelled out of its set.
+	// A pod relabelled out of its set (one of those the set kept when it shrank back).
+	eventually(t, 30*time.Second, "the set back at 3 members", func() (bool, string) {
+		members, _ = d.Members(ctx, ref)
+		return len(members) == 3, fmt.Sprint(members)
+	})
+	relabelled := members[0]
 	relabel := map[string]any{"metadata": map[string]any{"labels": map[string]any{"kiln.dev/revision": "99"}}}
-	if err := c.DoWith(ctx, c.Token, "PATCH", "/api/v1/namespaces/"+namespace+"/pods/"+string(members[2].ID)+"?fieldManager=kubectl-label",
+	if err := c.DoWith(ctx, c.Token, "PATCH", "/api/v1/namespaces/"+namespace+"/pods/"+string(relabelled.ID)+"?fieldManager=kubectl-label",
 		"application/merge-patch+json", relabel, nil); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, "the relabelled pod's drift", func() (bool, string) {
-		got := diff(members[2])
+		got := diff(relabelled)
 		return strings.Contains(got, "the pod was taken out of its ReplicaSet (relabelled) (by kubectl-label)"), got
 	})
 	ctx2, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d.DeleteSet(ctx2, ref)
-	d.Destroy(ctx2, members[2].ID)
+	d.Destroy(ctx2, relabelled.ID)
 }

@@ -70,6 +70,7 @@ type Driver struct {
 	guarded bool
 
 	pushes singleflight.Group
+	watch  watcher
 	mu     sync.Mutex
 	pushed map[string]bool // digests pushed or found in the registry
 }
@@ -205,9 +206,11 @@ func (d *Driver) Capabilities() driver.Capabilities {
 	}
 }
 
-// Close releases nothing: the client holds only idle connections, and the pods outlive
-// kiln.
-func (d *Driver) Close() error { return nil }
+// Close stops the driver's informer and closes its watches; the pods outlive kiln.
+func (d *Driver) Close() error {
+	d.closeWatch()
+	return nil
+}
 
 // check wraps err with driver.ErrUnavailable when the API server could not be reached.
 func (d *Driver) check(err error) error {

@@ -50,6 +50,7 @@ func (e *env) open(t *testing.T, project string, digest func([]byte) string) *ku
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { d.Close() })
 	return d
 }
 

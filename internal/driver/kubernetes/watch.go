@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,22 +17,54 @@ import (
 // (the reader resyncs with List, as driver.Watcher says).
 const watchBuffer = 1024
 
-// Watch reports the pods kiln manages as they start, stop (their container exits, in
-// place or not) and are removed, from an informer of the driver's namespace. The pods
-// there when it starts are not reported. The channel is closed when ctx ends.
+// watcher is the driver's one pod informer, started by the first Watch and stopped
+// by Close, and the watches it feeds.
+type watcher struct {
+	mu      sync.Mutex
+	started bool
+	stop    chan struct{}
+	subs    map[chan driver.Event]struct{}
+}
+
+// Watch reports the pods kiln manages in the project as they start, stop (their
+// container exits, in place or not, or the pod is being deleted) and are removed, from
+// one informer of the driver's namespace that every watch shares. The pods there when
+// the informer started are not reported. The channel is closed when ctx ends or the
+// driver is closed.
 func (d *Driver) Watch(ctx context.Context) (<-chan driver.Event, error) {
+	w := &d.watch
+	ch := make(chan driver.Event, watchBuffer)
+	w.mu.Lock()
+	if !w.started {
+		if err := d.startInformer(); err != nil {
+			w.mu.Unlock()
+			return nil, err
+		}
+	}
+	stop := w.stop
+	w.subs[ch] = struct{}{}
+	w.mu.Unlock()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		}
+		w.mu.Lock()
+		if _, ok := w.subs[ch]; ok {
+			delete(w.subs, ch)
+			close(ch)
+		}
+		w.mu.Unlock()
+	}()
+	return ch, nil
+}
+
+// startInformer starts the shared informer; d.watch.mu is held.
+func (d *Driver) startInformer() error {
+	w := &d.watch
 	factory := informers.NewSharedInformerFactoryWithOptions(d.cs, 0, informers.WithNamespace(d.namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector(d.project, "") }))
 	inf := factory.Core().V1().Pods().Informer()
-	ch := make(chan driver.Event, watchBuffer)
-	ctx, cancel := context.WithCancel(ctx)
-	send := func(p *corev1.Pod, typ driver.EventType, detail string) {
-		s := serverOf(p)
-		select {
-		case ch <- driver.Event{Type: typ, ServerID: s.ID, Project: s.Project, Service: s.Service, Detail: detail, Time: time.Now()}:
-		default:
-		}
-	}
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		UpdateFunc: func(oldObj, newObj any) {
 			old, ok1 := oldObj.(*corev1.Pod)
@@ -42,9 +75,9 @@ func (d *Driver) Watch(ctx context.Context) (<-chan driver.Event, error) {
 			was, is := running(old), running(p)
 			switch {
 			case !was && is:
-				send(p, driver.EventStart, "")
+				d.publish(p, driver.EventStart, "")
 			case was && !is, restarts(p) > restarts(old):
-				send(p, driver.EventDie, exitDetail(p))
+				d.publish(p, driver.EventDie, exitDetail(p))
 			}
 		},
 		DeleteFunc: func(obj any) {
@@ -52,27 +85,51 @@ func (d *Driver) Watch(ctx context.Context) (<-chan driver.Event, error) {
 				obj = tomb.Obj
 			}
 			if p, ok := obj.(*corev1.Pod); ok {
-				send(p, driver.EventDestroy, "")
+				d.publish(p, driver.EventDestroy, "")
 			}
 		},
 	})
 	if err != nil {
-		cancel()
-		return nil, err
+		return err
 	}
+	w.stop, w.subs, w.started = make(chan struct{}), map[chan driver.Event]struct{}{}, true
+	stop := w.stop
+	factory.Start(stop)
 	go func() {
-		defer close(ch)
-		defer factory.Shutdown()
-		defer cancel()
-		factory.Start(ctx.Done())
-		<-ctx.Done()
+		<-stop
+		factory.Shutdown()
 	}()
-	go func() { // the watch breaks if its list never syncs: the reader resyncs itself
-		if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-			cancel()
+	return nil
+}
+
+// publish sends one event to every watch, without blocking: a full watch misses it.
+func (d *Driver) publish(p *corev1.Pod, typ driver.EventType, detail string) {
+	s := serverOf(p)
+	ev := driver.Event{Type: typ, ServerID: s.ID, Project: s.Project, Service: s.Service, Detail: detail, Time: time.Now()}
+	w := &d.watch
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for ch := range w.subs {
+		select {
+		case ch <- ev:
+		default:
 		}
-	}()
-	return ch, nil
+	}
+}
+
+// closeWatch stops the informer and closes every watch.
+func (d *Driver) closeWatch() {
+	w := &d.watch
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		close(w.stop)
+		for ch := range w.subs {
+			delete(w.subs, ch)
+			close(ch)
+		}
+		w.started = false
+	}
 }
 
 // running reports whether the pod's server is running.
