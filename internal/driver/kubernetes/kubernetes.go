@@ -19,6 +19,7 @@ import (
 	clientset "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/kiln-build/kiln/internal/driver"
 )
@@ -86,6 +87,8 @@ func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
+	// client-go logs through klog: into kiln's log instead of the daemon's stderr.
+	klog.SetSlogLogger(cfg.Logger())
 	rc, err := restConfig(cfg.Options[OptionKubeconfig], cfg.Options[OptionContext])
 	if err != nil {
 		return nil, err

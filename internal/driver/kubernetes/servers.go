@@ -346,6 +346,10 @@ func (d *Driver) ensureOwner(ctx context.Context, project, service string) (meta
 // Ready is nil when the pod is Ready (its readiness probe passes, as the kubelet last
 // ran it), else why it is not.
 func (d *Driver) Ready(ctx context.Context, id driver.ServerID) error {
+	// The informer's cache first: the gate and the monitor ask of every server, often.
+	if p, ok := d.cached(string(id)); ok && p != nil {
+		return notReady(p)
+	}
 	p, err := d.cs.CoreV1().Pods(d.namespace).Get(ctx, string(id), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return fmt.Errorf("server %s: %w", id, driver.ErrNotFound)

@@ -24,6 +24,10 @@ type watcher struct {
 	started bool
 	stop    chan struct{}
 	subs    map[chan driver.Event]struct{}
+	// pods is the informer's cache of the project's pods, once it has listed them (nil
+	// before): what Ready reads instead of asking the API server for each pod.
+	pods cache.Indexer
+	inf  cache.SharedIndexInformer
 }
 
 // Watch reports the pods kiln manages in the project as they start, stop (their
@@ -92,14 +96,44 @@ func (d *Driver) startInformer() error {
 	if err != nil {
 		return err
 	}
-	w.stop, w.subs, w.started = make(chan struct{}), map[chan driver.Event]struct{}{}, true
+	w.stop, w.subs, w.started, w.inf = make(chan struct{}), map[chan driver.Event]struct{}{}, true, inf
 	stop := w.stop
 	factory.Start(stop)
 	go func() {
+		if cache.WaitForCacheSync(stop, inf.HasSynced) {
+			w.mu.Lock()
+			w.pods = inf.GetIndexer()
+			w.mu.Unlock()
+		}
 		<-stop
 		factory.Shutdown()
 	}()
 	return nil
+}
+
+// cached is pod name as the informer last saw it, started if need be; ok is false
+// while the informer has not listed the pods yet (ask the API server then). A pod
+// the synced cache lacks is gone, or younger than the cache's last event.
+func (d *Driver) cached(name string) (p *corev1.Pod, ok bool) {
+	w := &d.watch
+	w.mu.Lock()
+	if !w.started {
+		if err := d.startInformer(); err != nil {
+			w.mu.Unlock()
+			return nil, false
+		}
+	}
+	pods := w.pods
+	w.mu.Unlock()
+	if pods == nil {
+		return nil, false
+	}
+	obj, exists, err := pods.GetByKey(d.namespace + "/" + name)
+	if err != nil || !exists {
+		return nil, true
+	}
+	p, _ = obj.(*corev1.Pod)
+	return p, p != nil
 }
 
 // publish sends one event to every watch, without blocking: a full watch misses it.
@@ -128,7 +162,7 @@ func (d *Driver) closeWatch() {
 			delete(w.subs, ch)
 			close(ch)
 		}
-		w.started = false
+		w.started, w.pods = false, nil
 	}
 }
 

@@ -88,6 +88,9 @@ func Run(dir string) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	c, err := start(bin, dir)
 	if err != nil && c != nil {
 		c.Stop()
