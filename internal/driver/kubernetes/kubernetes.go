@@ -94,7 +94,9 @@ func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
 		return nil, err
 	}
 	rc.UserAgent = "kiln"
-	rc.QPS, rc.Burst = 50, 100
+	// A rollout of many pods makes a few calls a pod; client-go's default (5 a second)
+	// would hold it up for minutes. The API server's priority and fairness still apply.
+	rc.QPS, rc.Burst = 100, 200
 	cs, err := clientset.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client for %s: %w", rc.Host, err)

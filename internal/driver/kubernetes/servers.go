@@ -301,11 +301,36 @@ func (d *Driver) remove(ctx context.Context, p *corev1.Pod) error {
 	if err != nil {
 		return d.check(err)
 	}
-	_, err = d.waitPod(ctx, p.Name, func(q *corev1.Pod) (bool, error) { return q.UID != p.UID, nil })
-	if errors.Is(err, driver.ErrNotFound) {
-		return nil
+	return d.waitGone(ctx, p)
+}
+
+// waitGone waits until pod p (that very pod: by its UID) is gone, reading the
+// informer's cache once it has listed the pods (the removals of a rollout of many pods
+// would otherwise ask the API server of each, ten times a second), the API server
+// before.
+func (d *Driver) waitGone(ctx context.Context, p *corev1.Pod) error {
+	t := time.NewTicker(podPoll)
+	defer t.Stop()
+	for {
+		if q, synced := d.cached(p.Name); synced {
+			if q == nil || q.UID != p.UID {
+				return nil
+			}
+		} else {
+			q, err := d.cs.CoreV1().Pods(d.namespace).Get(ctx, p.Name, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err) || err == nil && q.UID != p.UID:
+				return nil
+			case err != nil && ctx.Err() == nil:
+				return d.check(err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
 	}
-	return err
 }
 
 // Logs streams what the server's container prints.
