@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -29,12 +30,18 @@ var ownManagers = []string{FieldManager, "kube-controller-manager"}
 // relabelling, or an ephemeral container added (kubectl debug). Each drift names the
 // manager that made it: the name the client gave, which is as far as the API tells who.
 func (d *Driver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, error) {
-	p, err := d.cs.CoreV1().Pods(d.namespace).Get(ctx, string(s.ID), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("diff of %s: %w", s.ID, driver.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("diff of %s: %w", s.ID, d.check(err))
+	// The controller diffs every server at each resync: the pod from the informer's
+	// cache, its ReplicaSet read once for all its members (setFor).
+	p, synced := d.cached(string(s.ID))
+	if !synced || p == nil {
+		var err error
+		p, err = d.cs.CoreV1().Pods(d.namespace).Get(ctx, string(s.ID), metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("diff of %s: %w", s.ID, driver.ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("diff of %s: %w", s.ID, d.check(err))
+		}
 	}
 	spec, ok := specOf(p.Annotations)
 	if !ok {
@@ -43,7 +50,7 @@ func (d *Driver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, err
 	out := d.podDrift(p, spec)
 	owner := metav1.GetControllerOf(p)
 	if owner != nil && owner.Kind == "ReplicaSet" {
-		rs, err := d.cs.AppsV1().ReplicaSets(d.namespace).Get(ctx, owner.Name, metav1.GetOptions{})
+		rs, err := d.setFor(ctx, owner.Name)
 		if err != nil && !apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("diff of %s: its ReplicaSet: %w", s.ID, d.check(err))
 		}
@@ -52,6 +59,45 @@ func (d *Driver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, err
 		}
 	}
 	return out, nil
+}
+
+// setTTL is how long a ReplicaSet read for a diff serves the diffs of its other
+// members.
+const setTTL = time.Second
+
+type readSet struct {
+	rs *appsv1.ReplicaSet
+	at time.Time
+}
+
+// setFor is the ReplicaSet name, read from the API server at most once a setTTL.
+func (d *Driver) setFor(ctx context.Context, name string) (*appsv1.ReplicaSet, error) {
+	d.mu.Lock()
+	r, ok := d.sets[name]
+	d.mu.Unlock()
+	if ok && time.Since(r.at) < setTTL {
+		return r.rs, nil
+	}
+	rs, err := d.cs.AppsV1().ReplicaSets(d.namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	for n, r := range d.sets { // forget the sets not read lately
+		if time.Since(r.at) > time.Minute {
+			delete(d.sets, n)
+		}
+	}
+	d.sets[name] = readSet{rs, time.Now()}
+	d.mu.Unlock()
+	return rs, nil
+}
+
+// forgetSet drops what setFor read of ReplicaSet name: kiln has just written it.
+func (d *Driver) forgetSet(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.sets, name)
 }
 
 // podDrift is how pod p differs from spec, the pod alone.

@@ -106,9 +106,10 @@ func TestDrift(t *testing.T) {
 	if err := c.DoWith(ctx, c.BreakGlassToken, "PATCH", pod+"/ephemeralcontainers?fieldManager=kubectl-debug", "application/strategic-merge-patch+json", debug, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := diff(members[0]); !strings.Contains(got, "exec: an ephemeral container debugger (busybox) was added") || !strings.Contains(got, "kubectl-debug") {
-		t.Errorf("Diff after kubectl debug = %q", got)
-	}
+	eventually(t, 10*time.Second, "Diff after kubectl debug", func() (bool, string) {
+		got := diff(members[0])
+		return strings.Contains(got, "exec: an ephemeral container debugger (busybox) was added") && strings.Contains(got, "kubectl-debug"), got
+	})
 
 	// kubectl set image on a pod.
 	other := "registry.example/other@sha256:" + strings.Repeat("b", 64)
@@ -117,9 +118,10 @@ func TestDrift(t *testing.T) {
 		"application/strategic-merge-patch+json", setImage, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := diff(members[1]); !strings.Contains(got, "config: the pod runs "+other) || !strings.Contains(got, "(by kubectl-set)") {
-		t.Errorf("Diff after kubectl set image = %q", got)
-	}
+	eventually(t, 10*time.Second, "Diff after kubectl set image", func() (bool, string) {
+		got := diff(members[1])
+		return strings.Contains(got, "config: the pod runs "+other) && strings.Contains(got, "(by kubectl-set)"), got
+	})
 
 	// kubectl scale of the ReplicaSet: every member says so, until kiln's next apply
 	// takes the size back.
@@ -129,9 +131,11 @@ func TestDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "set: its ReplicaSet web-r1 was changed by kubectl (.spec.replicas, by the scale subresource (kubectl scale))"
-	if got := diff(members[2]); !strings.Contains(got, want) {
-		t.Errorf("Diff after kubectl scale = %q, want %q", got, want)
-	}
+	// A ReplicaSet read for a diff serves its members' diffs for a second.
+	eventually(t, 10*time.Second, "Diff after kubectl scale", func() (bool, string) {
+		got := diff(members[2])
+		return strings.Contains(got, want), got
+	})
 	if err := d.EnsureSet(ctx, spec, 3); err != nil {
 		t.Fatal(err)
 	}

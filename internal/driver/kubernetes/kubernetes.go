@@ -73,7 +73,8 @@ type Driver struct {
 	pushes singleflight.Group
 	watch  watcher
 	mu     sync.Mutex
-	pushed map[string]bool // digests pushed or found in the registry
+	pushed map[string]bool    // digests pushed or found in the registry
+	sets   map[string]readSet // ReplicaSets read for diffs, by name
 }
 
 // Open connects to the cluster cfg's options name and checks that its API server
@@ -104,7 +105,7 @@ func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
 	d := &Driver{
 		cs: cs, namespace: cfg.Options[OptionNamespace], project: cfg.Project,
 		registry: strings.TrimSuffix(cfg.Options[OptionRegistry], "/"), defaultStop: stop, log: cfg.Logger(),
-		pushed: map[string]bool{},
+		pushed: map[string]bool{}, sets: map[string]readSet{},
 	}
 	if d.namespace == "" {
 		d.namespace = "default"

@@ -86,6 +86,7 @@ func (d *Driver) EnsureSet(ctx context.Context, spec driver.ServerSpec, replicas
 		},
 	}
 	rs.OwnerReferences = []metav1.OwnerReference{owner}
+	defer d.forgetSet(name)
 	if err := d.applyObject(ctx, "replicasets", name, rs); err != nil {
 		return fail(err)
 	}
@@ -123,6 +124,7 @@ func (d *Driver) Evict(ctx context.Context, id driver.ServerID) error {
 			return fail(d.check(err))
 		}
 		sets := d.cs.AppsV1().ReplicaSets(d.namespace)
+		defer d.forgetSet(owner.Name)
 		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			sc, err := sets.GetScale(ctx, owner.Name, metav1.GetOptions{})
 			if err != nil {
