@@ -260,28 +260,13 @@ func (g *globals) varValues() (map[string]string, error) {
 
 // loadSpec reads and checks the spec, printing every diagnostic. It fails if any is an
 // error.
-func (g *globals) loadSpec() (*spec.Config, error) {
-	path, err := g.specPath()
-	if err != nil {
-		return nil, err
-	}
-	vars, err := g.varValues()
-	if err != nil {
-		return nil, err
-	}
-	cfg, diags := spec.Load(path, spec.Options{Vars: vars, Confine: g.confine})
-	if len(diags) > 0 {
-		g.printDiags(cfg.Files, diags)
-	}
-	if diags.HasErrors() {
-		return nil, exitError{1}
-	}
-	return cfg, nil
-}
+func (g *globals) loadSpec() (*spec.Config, error) { return g.readSpec(true) }
 
 // loadSpecQuiet is loadSpec printing the diagnostics only when one is an error (a
 // verb that reads the spec again later prints its warnings then).
-func (g *globals) loadSpecQuiet() (*spec.Config, error) {
+func (g *globals) loadSpecQuiet() (*spec.Config, error) { return g.readSpec(false) }
+
+func (g *globals) readSpec(warnings bool) (*spec.Config, error) {
 	path, err := g.specPath()
 	if err != nil {
 		return nil, err
@@ -291,8 +276,10 @@ func (g *globals) loadSpecQuiet() (*spec.Config, error) {
 		return nil, err
 	}
 	cfg, diags := spec.Load(path, spec.Options{Vars: vars, Confine: g.confine})
-	if diags.HasErrors() {
+	if diags.HasErrors() || warnings && len(diags) > 0 {
 		g.printDiags(cfg.Files, diags)
+	}
+	if diags.HasErrors() {
 		return nil, exitError{1}
 	}
 	return cfg, nil
