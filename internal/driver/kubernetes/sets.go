@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -116,6 +117,11 @@ func (d *Driver) Evict(ctx context.Context, id driver.ServerID) error {
 		return fail(driver.ErrNotInSet)
 	}
 	if p.DeletionTimestamp == nil {
+		// Asked first without doing it: the scale-down below has the ReplicaSet
+		// controller remove the pod, which no disruption budget would stop.
+		if err := d.evictPod(ctx, p, true); err != nil {
+			return fail(err)
+		}
 		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, AnnotationDeletionCost, lowestCost)
 		if _, err := pods.Patch(ctx, p.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
 			if apierrors.IsNotFound(err) {
@@ -140,10 +146,43 @@ func (d *Driver) Evict(ctx context.Context, id driver.ServerID) error {
 			return fail(d.check(fmt.Errorf("lowering the size of %s: %w", owner.Name, err)))
 		}
 	}
-	if err := d.remove(ctx, p); err != nil {
+	if err := d.evictPod(ctx, p, false); err != nil {
 		return fail(err)
 	}
-	return nil
+	return d.waitGone(ctx, p)
+}
+
+// evictRetry is how long Evict waits before asking again when a PodDisruptionBudget
+// does not allow the eviction yet.
+const evictRetry = time.Second
+
+// evictPod removes pod p through the Eviction API (only asks whether it may, on a dry
+// run), so that the PodDisruptionBudgets the cluster's users set apply: a refusal is
+// asked again every evictRetry until ctx ends. Nil too when the pod is gone.
+func (d *Driver) evictPod(ctx context.Context, p *corev1.Pod, dryRun bool) error {
+	opts := &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &p.UID}, GracePeriodSeconds: p.Spec.TerminationGracePeriodSeconds}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	for {
+		err := d.cs.CoreV1().Pods(d.namespace).EvictV1(ctx, &policyv1.Eviction{
+			ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: d.namespace}, DeleteOptions: opts})
+		switch {
+		case apierrors.IsNotFound(err) || apierrors.IsConflict(err): // gone, or another pod of that name
+			return nil
+		case apierrors.IsTooManyRequests(err): // a disruption budget says not now
+			d.log.Info("a PodDisruptionBudget holds up an eviction; asking again", "pod", p.Name, "error", err)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("a PodDisruptionBudget does not allow evicting %s: %w", p.Name, errors.Join(ctx.Err(), err))
+			case <-time.After(evictRetry):
+			}
+			continue
+		case err != nil:
+			return d.check(err)
+		}
+		return nil
+	}
 }
 
 // Members returns the pods the revision's ReplicaSet controls, oldest first; pods

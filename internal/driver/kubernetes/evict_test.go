@@ -1,0 +1,72 @@
+package kubernetes_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-build/kiln/internal/driver"
+	"github.com/kiln-build/kiln/internal/driver/drivertest"
+)
+
+// Evict goes through the Eviction API: a PodDisruptionBudget that allows no
+// disruption holds it up (here until its context ends, saying why); once the budget
+// is gone it evicts.
+func TestEvictHonoursDisruptionBudgets(t *testing.T) {
+	e := start(t, 1)
+	ctx := t.Context()
+	d := e.open(t, "p", nil)
+	img := drivertest.HelloImage(t)
+	if err := d.EnsureImage(ctx, img.Digest, func() (v1.Image, error) { return img.Image, nil }); err != nil {
+		t.Fatal(err)
+	}
+	spec := driver.ServerSpec{Project: "p", Service: "pdb", Revision: 1, Image: img.Digest, Port: 8080, Resources: driver.DefaultResources}
+	ref := driver.SetOf(spec)
+	if err := d.EnsureSet(ctx, spec, 2); err != nil {
+		t.Fatal(err)
+	}
+	var members []driver.Server
+	eventually(t, 30*time.Second, "2 running members", func() (bool, string) {
+		members, _ = d.Members(ctx, ref)
+		n := 0
+		for _, m := range members {
+			if m.State == driver.StateRunning {
+				n++
+			}
+		}
+		return n == 2, fmt.Sprint(members)
+	})
+	pdb := map[string]any{"metadata": map[string]any{"name": "pdb"}, "spec": map[string]any{"minAvailable": 2,
+		"selector": map[string]any{"matchLabels": map[string]string{"kiln.dev/service": "pdb"}}}}
+	path := "/apis/policy/v1/namespaces/" + namespace + "/poddisruptionbudgets"
+	if err := e.cluster.Do(ctx, "POST", path, pdb, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The disruption controller has counted the pods once the budget says so.
+	if err := e.cluster.Wait(ctx, path+"/pdb", func(obj map[string]any) bool {
+		st, _ := obj["status"].(map[string]any)
+		return st["currentHealthy"] == float64(2)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	err := d.Evict(short, members[0].ID)
+	if err == nil || !strings.Contains(err.Error(), "PodDisruptionBudget") {
+		t.Errorf("Evict under a budget that allows no disruption: %v, want it held up", err)
+	}
+	if err := e.cluster.Do(ctx, "DELETE", path+"/pdb", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Evict(ctx, members[0].ID); err != nil {
+		t.Fatalf("Evict without the budget: %v", err)
+	}
+	if left, _ := d.Members(ctx, ref); len(left) != 1 {
+		t.Errorf("after the eviction the set has %v, want 1 member", left)
+	}
+	d.DeleteSet(context.WithoutCancel(ctx), ref)
+}
