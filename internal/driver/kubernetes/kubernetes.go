@@ -53,6 +53,9 @@ const (
 // OptionNames are the driver's options.
 var OptionNames = []string{OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout, OptionBreakGlassGroup, OptionServiceType}
 
+// klogOnce sets klog's logger once a process.
+var klogOnce sync.Once
+
 // FieldManager is the name kiln's server-side applies are recorded under.
 const FieldManager = "kiln"
 
@@ -89,7 +92,9 @@ func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
 		return nil, err
 	}
 	// client-go logs through klog: into kiln's log instead of the daemon's stderr.
-	klog.SetSlogLogger(cfg.Logger())
+	// klog's logger is the process's, and may not change while klog is in use: the
+	// first driver opened sets it.
+	klogOnce.Do(func() { klog.SetSlogLogger(cfg.Logger()) })
 	rc, err := restConfig(cfg.Options[OptionKubeconfig], cfg.Options[OptionContext])
 	if err != nil {
 		return nil, err
