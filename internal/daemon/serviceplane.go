@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,7 +57,7 @@ func (p *servicePlane) Apply(ctx context.Context, cfg door.Config) error {
 			continue
 		}
 		now[s.Name] = true
-		key := ps + " " + fmtAddrs(s.Upstreams)
+		key := ps + " " + strings.Join(s.Upstreams, ",")
 		if p.told[s.Name] == key {
 			continue
 		}
@@ -78,14 +79,6 @@ func (p *servicePlane) Apply(ctx context.Context, cfg door.Config) error {
 		delete(p.told, name)
 	}
 	return errors.Join(errs...)
-}
-
-func fmtAddrs(addrs []string) string {
-	s := ""
-	for _, a := range addrs {
-		s += a + ","
-	}
-	return s
 }
 
 // Propagation is how long a server that left a service's rotation is given to leave

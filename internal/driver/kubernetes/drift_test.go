@@ -39,6 +39,33 @@ func joined(drifts []driver.Drift) string {
 	return strings.Join(parts, "; ")
 }
 
+// runningSet pushes the suite's image and makes a set of service, revision 1, of n
+// members, returning once all n run.
+func runningSet(t *testing.T, d *kubernetes.Driver, service string, n int) (driver.ServerSpec, []driver.Server) {
+	t.Helper()
+	ctx := t.Context()
+	img := drivertest.HelloImage(t)
+	if err := d.EnsureImage(ctx, img.Digest, func() (v1.Image, error) { return img.Image, nil }); err != nil {
+		t.Fatal(err)
+	}
+	spec := driver.ServerSpec{Project: "p", Service: service, Revision: 1, Image: img.Digest, Port: 8080, Resources: driver.DefaultResources}
+	if err := d.EnsureSet(ctx, spec, n); err != nil {
+		t.Fatal(err)
+	}
+	var members []driver.Server
+	eventually(t, 30*time.Second, fmt.Sprintf("%d running members", n), func() (bool, string) {
+		members, _ = d.Members(ctx, driver.SetOf(spec))
+		running := 0
+		for _, m := range members {
+			if m.State == driver.StateRunning {
+				running++
+			}
+		}
+		return running == n, fmt.Sprint(members)
+	})
+	return spec, members
+}
+
 // Drift on a cluster: the admission policy kiln installs denies exec, attach,
 // port-forward and ephemeral containers to all but the break-glass group; what gets
 // through, or is done with kubectl's other verbs, Diff names with who did it.
@@ -46,26 +73,8 @@ func TestDrift(t *testing.T) {
 	e := start(t, 2)
 	ctx := t.Context()
 	d := e.open(t, "p", nil)
-	img := drivertest.HelloImage(t)
-	if err := d.EnsureImage(ctx, img.Digest, func() (v1.Image, error) { return img.Image, nil }); err != nil {
-		t.Fatal(err)
-	}
-	spec := driver.ServerSpec{Project: "p", Service: "web", Revision: 1, Image: img.Digest, Port: 8080, Resources: driver.DefaultResources}
+	spec, members := runningSet(t, d, "web", 3)
 	ref := driver.SetOf(spec)
-	if err := d.EnsureSet(ctx, spec, 3); err != nil {
-		t.Fatal(err)
-	}
-	var members []driver.Server
-	eventually(t, 30*time.Second, "3 running members", func() (bool, string) {
-		members, _ = d.Members(ctx, ref)
-		running := 0
-		for _, m := range members {
-			if m.State == driver.StateRunning {
-				running++
-			}
-		}
-		return running == 3, fmt.Sprint(members)
-	})
 	diff := func(s driver.Server) string {
 		t.Helper()
 		drifts, err := d.Diff(ctx, s)

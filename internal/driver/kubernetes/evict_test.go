@@ -2,15 +2,11 @@ package kubernetes_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
 	"github.com/kiln-build/kiln/internal/driver"
-	"github.com/kiln-build/kiln/internal/driver/drivertest"
 )
 
 // Evict goes through the Eviction API: a PodDisruptionBudget that allows no
@@ -20,26 +16,8 @@ func TestEvictHonoursDisruptionBudgets(t *testing.T) {
 	e := start(t, 1)
 	ctx := t.Context()
 	d := e.open(t, "p", nil)
-	img := drivertest.HelloImage(t)
-	if err := d.EnsureImage(ctx, img.Digest, func() (v1.Image, error) { return img.Image, nil }); err != nil {
-		t.Fatal(err)
-	}
-	spec := driver.ServerSpec{Project: "p", Service: "pdb", Revision: 1, Image: img.Digest, Port: 8080, Resources: driver.DefaultResources}
+	spec, members := runningSet(t, d, "pdb", 2)
 	ref := driver.SetOf(spec)
-	if err := d.EnsureSet(ctx, spec, 2); err != nil {
-		t.Fatal(err)
-	}
-	var members []driver.Server
-	eventually(t, 30*time.Second, "2 running members", func() (bool, string) {
-		members, _ = d.Members(ctx, ref)
-		n := 0
-		for _, m := range members {
-			if m.State == driver.StateRunning {
-				n++
-			}
-		}
-		return n == 2, fmt.Sprint(members)
-	})
 	pdb := map[string]any{"metadata": map[string]any{"name": "pdb"}, "spec": map[string]any{"minAvailable": 2,
 		"selector": map[string]any{"matchLabels": map[string]string{"kiln.dev/service": "pdb"}}}}
 	path := "/apis/policy/v1/namespaces/" + namespace + "/poddisruptionbudgets"
