@@ -24,7 +24,7 @@ const (
 // The programs of a complete build, and kwok's stages (how its fake nodes and pods
 // move through their lifecycle), copied from kwok's module.
 var (
-	programs = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kwok"}
+	programs = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kwok", "pause"}
 	stages   = []string{"node/fast/node-initialize.yaml", "pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml"}
 )
 
@@ -122,11 +122,16 @@ func Build(ctx context.Context, log io.Writer) (string, error) {
 	ldflags := "-X k8s.io/component-base/version.gitVersion=" + Version +
 		" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=" + minor
 	args := []string{"build", "-trimpath", "-ldflags", ldflags, "-o", tmp + string(filepath.Separator)}
-	for _, p := range programs[1:5] {
+	for _, p := range programs[1:6] {
 		args = append(args, "k8s.io/kubernetes/cmd/"+p)
 	}
 	args = append(args, "./cmd/etcd")
 	if err := goCmd(ctx, mod, log, nil, args...); err != nil {
+		return "", err
+	}
+	// The sandbox image's program, static: it runs alone in an image of its own.
+	args = []string{"build", "-trimpath", "-o", filepath.Join(tmp, "pause"), "./cmd/pause"}
+	if err := goCmd(ctx, mod, log, []string{"CGO_ENABLED=0"}, args...); err != nil {
 		return "", err
 	}
 	// kwok from its own module graph (its Kubernetes libraries are newer).

@@ -34,6 +34,13 @@ type Cluster struct {
 	BreakGlassToken string
 	// Kubeconfig is a kubeconfig file for that server and token (context "kiln-test").
 	Kubeconfig string
+	// AuditLog is the API server's audit log (JSON lines): the exec, attach and
+	// port-forward requests to pods, at the Metadata level, once answered.
+	AuditLog string
+
+	dir        string
+	nodeToken  string // the real node's kubelet (user system:node:NodeName)
+	proxyToken string // its kube-proxy (user system:kube-proxy)
 
 	client   *http.Client
 	procs    []*proc.Proc
@@ -115,15 +122,14 @@ func start(bin, dir string) (*Cluster, error) {
 		return nil, err
 	}
 	etcdClient, etcdPeer, apiPort, kwokPort := ports[0], ports[1], ports[2], ports[3]
-	tok, glass := make([]byte, 16), make([]byte, 16)
-	rand.Read(tok)
-	rand.Read(glass)
 	c := &Cluster{
 		Server: "https://" + proc.Addr(apiPort),
-		Token:  hex.EncodeToString(tok), BreakGlassToken: hex.EncodeToString(glass),
-		CAFile: filepath.Join(dir, "certs", "apiserver.crt"),
+		Token:  token(), BreakGlassToken: token(), nodeToken: token(), proxyToken: token(),
+		CAFile:   filepath.Join(dir, "certs", "apiserver.crt"),
+		AuditLog: filepath.Join(dir, "audit.log"),
+		dir:      dir,
 	}
-	if err := writeFiles(dir, c.Token, c.BreakGlassToken); err != nil {
+	if err := writeFiles(dir, c); err != nil {
 		return c, err
 	}
 	env := proc.EnvWithout("KUBECONFIG=")
@@ -159,7 +165,14 @@ func start(bin, dir string) (*Cluster, error) {
 		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(apiPort), "--cert-dir="+filepath.Join(dir, "certs"),
 		"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file="+filepath.Join(dir, "sa.pub"),
 		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"), "--service-cluster-ip-range=10.96.0.0/16",
-		"--token-auth-file="+filepath.Join(dir, "tokens.csv"), "--authorization-mode=Node,RBAC")
+		"--token-auth-file="+filepath.Join(dir, "tokens.csv"), "--authorization-mode=Node,RBAC",
+		"--audit-policy-file="+filepath.Join(dir, "audit-policy.yaml"), "--audit-log-path="+c.AuditLog,
+		"--audit-log-format=json", "--audit-log-mode=blocking",
+		// The real node's kubelet (StartNode) trusts the client certificate, and the
+		// API server its serving one, from the cluster's own CA.
+		"--kubelet-client-certificate="+filepath.Join(dir, "pki", "apiserver-kubelet-client.crt"),
+		"--kubelet-client-key="+filepath.Join(dir, "pki", "apiserver-kubelet-client.key"),
+		"--kubelet-certificate-authority="+filepath.Join(dir, "pki", "ca.crt"))
 	if err != nil {
 		return c, err
 	}
@@ -219,10 +232,34 @@ func start(bin, dir string) (*Cluster, error) {
 // BreakGlassGroup is the group of the cluster's BreakGlassToken.
 const BreakGlassGroup = "kiln:break-glass"
 
-// writeFiles writes the API server's token file and service-account key pair.
-func writeFiles(dir, token, breakGlass string) error {
-	tokens := token + ",kiln-test-admin,1,system:masters\n" + breakGlass + ",kiln-test-break-glass,2,\"system:masters," + BreakGlassGroup + "\"\n"
+// token is a new random bearer token.
+func token() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// auditPolicy has the API server record the requests that start a process in a pod or
+// reach into one, once answered, and nothing else.
+const auditPolicy = `{"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+ "rules": [{"level": "Metadata", "resources": [{"group": "", "resources": ["pods/exec", "pods/attach", "pods/portforward"]}]},
+           {"level": "None"}]}
+`
+
+// writeFiles writes c's token file, audit policy, service-account key pair and the
+// certificates between the API server and a real node's kubelet.
+func writeFiles(dir string, c *Cluster) error {
+	tokens := c.Token + ",kiln-test-admin,1,system:masters\n" +
+		c.BreakGlassToken + ",kiln-test-break-glass,2,\"system:masters," + BreakGlassGroup + "\"\n" +
+		c.nodeToken + ",system:node:" + NodeName + ",3,system:nodes\n" +
+		c.proxyToken + ",system:kube-proxy,4,\n"
 	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(tokens), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "audit-policy.yaml"), []byte(auditPolicy), 0o600); err != nil {
+		return err
+	}
+	if err := writePKI(filepath.Join(dir, "pki")); err != nil {
 		return err
 	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)

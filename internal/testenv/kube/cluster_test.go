@@ -3,9 +3,16 @@ package kube
 import (
 	"context"
 	"fmt"
+	"io"
+	"log"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
 )
 
 // The control plane is a real one: a ReplicaSet's pods are created by the controller
@@ -80,5 +87,40 @@ func TestClusterRunsReplicaSets(t *testing.T) {
 		return fresh == 3
 	}); err != nil {
 		t.Fatalf("the deleted pod was not replaced: %v", err)
+	}
+}
+
+// The real node runs pods: the pause image, pulled from a registry on loopback by the
+// node's containerd, Running with an address on the node's bridge.
+func TestRealNodeRunsPods(t *testing.T) {
+	c := Start(t)
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	host := strings.TrimPrefix(reg.URL, "http://")
+	start := time.Now()
+	c.StartNode(t, host)
+	t.Logf("real node Ready in %v", time.Since(start).Round(time.Millisecond))
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	pod := map[string]any{
+		"apiVersion": "v1", "kind": "Pod",
+		"metadata": map[string]any{"name": "pause"},
+		"spec":     map[string]any{"containers": []any{map[string]any{"name": "pause", "image": host + "/kiln-test/pause:1"}}},
+	}
+	if err := c.Do(ctx, http.MethodPost, "/api/v1/namespaces/default/pods", pod, nil); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	var ip string
+	if err := c.Wait(ctx, "/api/v1/namespaces/default/pods/pause", func(obj map[string]any) bool {
+		st, _ := obj["status"].(map[string]any)
+		ip, _ = st["podIP"].(string)
+		return ConditionTrue(obj, "Ready")
+	}); err != nil {
+		t.Fatalf("the pod never Ready: %v", err)
+	}
+	t.Logf("pod Ready on the real node in %v, at %s", time.Since(start).Round(time.Millisecond), ip)
+	if _, subnet, _ := net.ParseCIDR(PodCIDR); !subnet.Contains(net.ParseIP(ip)) {
+		t.Errorf("pod IP %q is not on the node's bridge (%s)", ip, PodCIDR)
 	}
 }
