@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -31,23 +32,41 @@ type kubeDeployment struct {
 }
 
 func newKubeDeployment(t *testing.T, nodes int) *kubeDeployment {
+	return newKubeDeploymentWith(t, func(c *kube.Cluster, _ string) map[string]string {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		if err := c.AddNodes(ctx, nodes); err != nil {
+			t.Fatal(err)
+		}
+		return nil
+	}, nil)
+}
+
+// newKubeDeploymentWith is newKubeDeployment with the cluster's nodes made by
+// addNodes, given the registry (host:port), which returns more options of the runtime
+// block; prepare (unless nil) changes the example's directory before the runtime block
+// is added to its kiln.hcl.
+func newKubeDeploymentWith(t *testing.T, addNodes func(c *kube.Cluster, registry string) map[string]string, prepare func(dir string)) *kubeDeployment {
 	c := kube.Start(t)
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	if err := c.AddNodes(ctx, nodes); err != nil {
-		t.Fatal(err)
-	}
 	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(reg.Close)
+	host := strings.TrimPrefix(reg.URL, "http://")
+	more := addNodes(c, host)
 	b := make([]byte, 3)
 	rand.Read(b)
 	k := &kubeDeployment{deployment: newDeployment(t), cluster: c, namespace: "kiln-e2e-" + hex.EncodeToString(b)}
+	if prepare != nil {
+		prepare(k.dir)
+	}
 	f, err := os.OpenFile(filepath.Join(k.dir, "kiln.hcl"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(f, "\nruntime \"kubernetes\" {\n  kubeconfig = %q\n  namespace  = %q\n  registry   = %q\n}\n",
-		c.Kubeconfig, k.namespace, strings.TrimPrefix(reg.URL, "http://"))
+	fmt.Fprintf(f, "\nruntime \"kubernetes\" {\n  kubeconfig = %q\n  namespace  = %q\n  registry   = %q\n", c.Kubeconfig, k.namespace, host)
+	for _, name := range slices.Sorted(maps.Keys(more)) {
+		fmt.Fprintf(f, "  %s = %q\n", name, more[name])
+	}
+	fmt.Fprintf(f, "}\n")
 	f.Close()
 	return k
 }

@@ -172,7 +172,8 @@ func start(bin, dir string) (*Cluster, error) {
 		// API server its serving one, from the cluster's own CA.
 		"--kubelet-client-certificate="+filepath.Join(dir, "pki", "apiserver-kubelet-client.crt"),
 		"--kubelet-client-key="+filepath.Join(dir, "pki", "apiserver-kubelet-client.key"),
-		"--kubelet-certificate-authority="+filepath.Join(dir, "pki", "ca.crt"))
+		"--kubelet-certificate-authority="+filepath.Join(dir, "pki", "ca.crt"),
+		"--kubelet-preferred-address-types=InternalIP") // the node's name is in no DNS
 	if err != nil {
 		return c, err
 	}
