@@ -296,9 +296,11 @@ const (
 	EventStart   EventType = "start"
 	EventDie     EventType = "die"     // the process exited, for any reason
 	EventDestroy EventType = "destroy" // the server was removed
-	// EventExec: a process was started in the server from outside (docker exec,
-	// kubectl exec, a guest agent's command). Its Detail is the runtime's own word for
-	// it ("exec_start: sh -c id"), which starts with "exec".
+	// EventExec: a process was started in the server from outside, or something
+	// reached into it (docker exec, kubectl exec, attach or port-forward, a guest
+	// agent's command). Its Detail starts with the runtime's own word for it: "exec"
+	// for a process started ("exec_start: sh -c id"), else another ("attach by ...",
+	// "portforward by ...").
 	EventExec EventType = "exec"
 	// EventChange: the server was altered out of band in another way: renamed,
 	// paused, its limits updated...

@@ -48,10 +48,15 @@ const (
 	// OptionBreakGlassGroup is the group that may still exec into kiln's pods
 	// (DefaultBreakGlassGroup when unset).
 	OptionBreakGlassGroup = "break_glass_group"
+	// OptionAuditLog is the API server's audit log (JSON lines, as kube-apiserver's
+	// --audit-log-format=json writes them), which kiln must be able to read: when set,
+	// Watch reports exec, attach and port-forward into kiln's pods as EventExec (see
+	// audit.go). Only a self-managed control plane has such a file.
+	OptionAuditLog = "audit_log"
 )
 
 // OptionNames are the driver's options.
-var OptionNames = []string{OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout, OptionBreakGlassGroup, OptionServiceType}
+var OptionNames = []string{OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout, OptionBreakGlassGroup, OptionServiceType, OptionAuditLog}
 
 // klogOnce sets klog's logger once a process.
 var klogOnce sync.Once
@@ -69,6 +74,7 @@ type Driver struct {
 	defaultStop time.Duration
 	breakGlass  string
 	serviceType corev1.ServiceType
+	auditLog    string // the API server's audit log; "" when none is set
 	log         *slog.Logger
 	// guarded: the admission policy that denies exec and the like is in place.
 	guarded bool
@@ -125,6 +131,11 @@ func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
 	}
 	if d.breakGlass = cfg.Options[OptionBreakGlassGroup]; d.breakGlass == "" {
 		d.breakGlass = DefaultBreakGlassGroup
+	}
+	if d.auditLog = cfg.Options[OptionAuditLog]; d.auditLog != "" {
+		if err := checkAuditLog(d.auditLog); err != nil {
+			return nil, err
+		}
 	}
 	d.pull = strings.TrimSuffix(cfg.Options[OptionPullRegistry], "/")
 	if d.pull == "" {
@@ -209,11 +220,13 @@ func (d *Driver) Namespace() string { return d.namespace }
 // Capabilities: what the pods get and what the driver tells of them. A pod's PIDs are
 // limited by the kubelet (podPidsLimit), not per pod; a project's pods are not kept
 // apart on the network (that takes a NetworkPolicy and a plugin that enforces one);
-// exec and changed files are not seen yet.
+// exec is seen only from the API server's audit log (OptionAuditLog), changed files
+// not at all.
 func (d *Driver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		ReadOnlyRoot: true, Tmpfs: true, MemoryLimit: true, CPULimit: true, NoPrivileges: true, SecretFiles: true,
 		LoadImages: true, Events: true, Logs: true, Sets: true, Readiness: true, ConfigDiff: true, Traffic: true,
+		ExecEvents: d.auditLog != "",
 	}
 }
 

@@ -33,7 +33,9 @@ type watcher struct {
 // Watch reports the pods kiln manages in the project as they start, stop (their
 // container exits, in place or not, or the pod is being deleted) and are removed, from
 // one informer of the driver's namespace that every watch shares. The pods there when
-// the informer started are not reported. The channel is closed when ctx ends or the
+// the informer started are not reported. With OptionAuditLog, it also reports exec,
+// attach and port-forward into them as EventExec, from the lines the API server logs
+// after the informer started (audit.go). The channel is closed when ctx ends or the
 // driver is closed.
 func (d *Driver) Watch(ctx context.Context) (<-chan driver.Event, error) {
 	w := &d.watch
@@ -99,6 +101,15 @@ func (d *Driver) startInformer() error {
 	w.stop, w.subs, w.started, w.inf = make(chan struct{}), map[chan driver.Event]struct{}{}, true, inf
 	stop := w.stop
 	factory.Start(stop)
+	if d.auditLog != "" {
+		// Opened here, not in the goroutine: what is logged once Watch returns is news.
+		t, err := follow(d.auditLog)
+		if err != nil {
+			d.log.Warn("opening the API server's audit log: exec into kiln's pods is not seen until it can be read",
+				"path", d.auditLog, "error", err)
+		}
+		go d.followAudit(t, stop)
+	}
 	go func() {
 		if cache.WaitForCacheSync(stop, inf.HasSynced) {
 			w.mu.Lock()
@@ -123,6 +134,14 @@ func (d *Driver) cached(name string) (p *corev1.Pod, ok bool) {
 			return nil, false
 		}
 	}
+	w.mu.Unlock()
+	return d.fromCache(name)
+}
+
+// fromCache is cached without starting the informer.
+func (d *Driver) fromCache(name string) (p *corev1.Pod, ok bool) {
+	w := &d.watch
+	w.mu.Lock()
 	pods := w.pods
 	w.mu.Unlock()
 	if pods == nil {
@@ -136,10 +155,14 @@ func (d *Driver) cached(name string) (p *corev1.Pod, ok bool) {
 	return p, p != nil
 }
 
-// publish sends one event to every watch, without blocking: a full watch misses it.
+// publish sends an event about pod p to every watch.
 func (d *Driver) publish(p *corev1.Pod, typ driver.EventType, detail string) {
 	s := serverOf(p)
-	ev := driver.Event{Type: typ, ServerID: s.ID, Project: s.Project, Service: s.Service, Detail: detail, Time: time.Now()}
+	d.send(driver.Event{Type: typ, ServerID: s.ID, Project: s.Project, Service: s.Service, Detail: detail, Time: time.Now()})
+}
+
+// send sends ev to every watch, without blocking: a full watch misses it.
+func (d *Driver) send(ev driver.Event) {
 	w := &d.watch
 	w.mu.Lock()
 	defer w.mu.Unlock()

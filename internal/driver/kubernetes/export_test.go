@@ -1,0 +1,26 @@
+package kubernetes
+
+// AuditDetail is the detail of the EventExec the watch makes of one line of the API
+// server's audit log, before it looks the pod up; ok is false when the line records
+// no exec, attach or port-forward into a pod of namespace that was let through.
+func AuditDetail(line []byte, namespace string) (detail, stage string, ok bool) {
+	ev, ok := reachIn(line, namespace)
+	if !ok {
+		return "", "", false
+	}
+	return ev.detail(), ev.Stage, true
+}
+
+// Follow follows path from its end; next returns the lines appended since it was
+// last called (see follower.next).
+func Follow(path string) (next func() ([]string, error), close func()) {
+	t, _ := follow(path)
+	return func() ([]string, error) {
+		lines, err := t.next()
+		out := make([]string, len(lines))
+		for i, l := range lines {
+			out[i] = string(l)
+		}
+		return out, err
+	}, t.close
+}

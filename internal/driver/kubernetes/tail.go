@@ -1,0 +1,137 @@
+package kubernetes
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+)
+
+// maxLine is the longest line a follower returns; longer ones are skipped whole. (An
+// audit event of an exec has no request or response body: it is a few KiB at most.)
+const maxLine = 1 << 20
+
+// follower reads the lines appended to a file that is rotated (renamed away and made
+// anew, as kube-apiserver's log rotation does) or truncated, as a log is. It is not
+// safe for concurrent use.
+type follower struct {
+	path     string
+	f        *os.File // nil while path could not be opened
+	off      int64    // how far f has been read
+	partial  []byte   // the start of a line whose end is not written yet
+	skipping bool     // within a line longer than maxLine
+	buf      []byte
+}
+
+// follow follows path from its end: what it holds already is history. When path
+// cannot be opened now, the error says why, and the follower opens it as soon as it
+// can, from its start (the file is new then).
+func follow(path string) (*follower, error) {
+	t := &follower{path: path, buf: make([]byte, 64<<10)}
+	f, err := os.Open(path)
+	if err != nil {
+		return t, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return t, err
+	}
+	// A line being written at this very moment is cut: its end does not parse, and is
+	// skipped like any other line that is not an audit event.
+	t.f, t.off = f, st.Size()
+	return t, nil
+}
+
+// next returns the complete lines appended since the last call, without their "\n";
+// none when nothing was. A file rotated away is read to its end before the new one is
+// opened and read from its start; a file shorter than what was read of it (truncated,
+// or replaced by a copy) is read again from its start. An error (the file gone or
+// unreadable) comes with the lines read before it, and the next call tries again.
+func (t *follower) next() ([][]byte, error) {
+	var lines [][]byte
+	if t.f == nil {
+		if err := t.reopen(); err != nil {
+			return nil, err
+		}
+	}
+	cur, err := t.f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	now, err := os.Stat(t.path)
+	switch {
+	case err != nil:
+		// Gone for now (between a rotation's rename and its new file, or removed):
+		// what the old file still gets is read below.
+	case !os.SameFile(cur, now):
+		lines, err = t.read(lines)
+		t.f.Close()
+		t.f = nil
+		if err == nil {
+			err = t.reopen()
+		}
+		if err != nil {
+			return lines, err
+		}
+	case now.Size() < t.off:
+		t.off, t.partial, t.skipping = 0, nil, false
+	}
+	lines, rerr := t.read(lines)
+	return lines, errors.Join(err, rerr)
+}
+
+// reopen opens path from its start.
+func (t *follower) reopen() error {
+	f, err := os.Open(t.path)
+	if err != nil {
+		return err
+	}
+	t.f, t.off, t.partial, t.skipping = f, 0, nil, false
+	return nil
+}
+
+// read appends to lines those of f from t.off to its end.
+func (t *follower) read(lines [][]byte) ([][]byte, error) {
+	for {
+		n, err := t.f.ReadAt(t.buf, t.off)
+		t.off += int64(n)
+		lines = t.split(lines, t.buf[:n])
+		if err == io.EOF {
+			return lines, nil
+		}
+		if err != nil {
+			return lines, err
+		}
+	}
+}
+
+// split appends to lines those b ends, keeping the start of one it does not end.
+func (t *follower) split(lines [][]byte, b []byte) [][]byte {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			if t.skipping || len(t.partial)+len(b) > maxLine {
+				t.partial, t.skipping = nil, true
+			} else {
+				t.partial = append(t.partial, b...)
+			}
+			return lines
+		}
+		if !t.skipping {
+			line := append(t.partial, b[:i]...) // a copy: t.buf is read into again
+			lines = append(lines, line)
+		}
+		t.partial, t.skipping = nil, false
+		b = b[i+1:]
+	}
+	return lines
+}
+
+// close closes the file.
+func (t *follower) close() {
+	if t.f != nil {
+		t.f.Close()
+		t.f = nil
+	}
+}
