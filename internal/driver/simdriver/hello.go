@@ -163,8 +163,10 @@ func (p *process) stop(x driver.Exit) {
 	}
 	p.ln.Close()
 	p.exit = x
-	close(p.done)
 	p.mu.Unlock()
 	p.logs.end()
+	// The exit is recorded (the server listed exited, the die event sent) before Wait
+	// returns it: whoever waited and then lists sees the server exited.
 	p.onExit(x)
+	close(p.done)
 }
