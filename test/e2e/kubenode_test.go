@@ -104,7 +104,8 @@ func (k *kubeDeployment) exec(token, pod string, command ...string) (string, err
 // rolling update, a blue-green switch and a version whose readiness probe fails (the
 // kubelet's probe) rolled back; an exec is refused by kiln's admission policy, and one
 // through the break-glass group is found in the API server's audit log and the pod
-// replaced, still without a failed request.
+// replaced, and so is a pod whose writable layer a hand on the node wrote to (the
+// kubelet's summary), still without a failed request.
 func TestKubernetesRealNode(t *testing.T) {
 	// The same kiln.hcl, with a second service, on Docker first (without the runtime
 	// block), then on the cluster.
@@ -132,11 +133,14 @@ func TestKubernetesRealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var cluster *kube.Cluster
+	var (
+		cluster *kube.Cluster
+		node    *kube.Node
+	)
 	k := newKubeDeploymentWith(t, func(c *kube.Cluster, registry string) map[string]string {
 		cluster = c
-		c.StartNode(t, registry)
-		return map[string]string{"audit_log": c.AuditLog}
+		node = c.StartNode(t, registry)
+		return map[string]string{"audit_log": c.AuditLog, "kubelet_ca": c.KubeletCA}
 	}, func(dir string) {
 		if err := os.WriteFile(filepath.Join(dir, "kiln.hcl"), spec, 0o644); err != nil {
 			t.Fatal(err)
@@ -265,6 +269,53 @@ func TestKubernetesRealNode(t *testing.T) {
 	for _, line := range strings.Split(ev, "\n") {
 		if strings.Contains(line, victim) {
 			t.Logf("event: %s", line)
+		}
+	}
+
+	// A file written into a pod's writable layer on the node, past its read-only root:
+	// the kubelet's summary shows the layer grown, and the pod is replaced.
+	untouched := k.pods()
+	for name := range untouched {
+		victim = name
+		break
+	}
+	delete(untouched, victim)
+	var pod struct {
+		Metadata struct{ Annotations map[string]string }
+		Status   struct {
+			ContainerStatuses []struct{ ContainerID string }
+		}
+	}
+	k.waitFor("kiln to record the pod's writable layer", time.Minute, func() bool {
+		cluster.Do(t.Context(), "GET", "/api/v1/namespaces/"+k.namespace+"/pods/"+victim, nil, &pod)
+		return pod.Metadata.Annotations["kiln.dev/rootfs"] != "" && len(pod.Status.ContainerStatuses) == 1
+	})
+	t.Logf("pod %s's writable layer as kiln first measured it (bytes/inodes): %s", victim, pod.Metadata.Annotations["kiln.dev/rootfs"])
+	load = startLoadAt(svcURL, 4, 4*time.Millisecond)
+	start = time.Now()
+	if err := node.WriteInContainer(pod.Status.ContainerStatuses[0].ContainerID, "/usr/local/bin/implant", []byte("#!/bin/sh\necho owned\n")); err != nil {
+		t.Fatal(err)
+	}
+	k.waitFor("the pod whose files were changed on the node replaced", 2*time.Minute, func() bool {
+		p := k.pods()
+		_, still := p[victim]
+		return !still && len(p) == 2 && slices.Equal(k.endpoints(), k.podIPs("3"))
+	})
+	t.Logf("a file written into a pod on the node: found in the kubelet's summary and the pod replaced in %v", time.Since(start).Round(time.Millisecond))
+	load.finish(t, "pod replaced after a file changed on the node, through the Service")
+	for _, line := range strings.Split(k.events(), "\n") {
+		if strings.Contains(line, victim) && strings.Contains(line, "drift") {
+			t.Logf("event: %s", line)
+		}
+	}
+	if ev := k.events(); !strings.Contains(ev, "drift in server "+victim+": file: the container's writable layer changed on node "+kube.NodeName) {
+		t.Errorf("no drift event saying the pod's files changed on the node:\n%s", ev)
+	} else if n := strings.Count(ev, "file: the container's writable layer changed"); n != 2 { // the drift and the heal
+		t.Errorf("%d events of a changed writable layer, want 2, of %s alone:\n%s", n, victim, ev)
+	}
+	for name := range untouched {
+		if _, ok := k.pods()[name]; !ok {
+			t.Errorf("pod %s, whose files nobody changed, was replaced too", name)
 		}
 	}
 

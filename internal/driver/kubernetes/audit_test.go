@@ -141,15 +141,18 @@ collect:
 	}
 }
 
-// An unreadable audit log fails Open, naming the option and the file.
-func TestAuditLogUnreadable(t *testing.T) {
+// TestOptionFilesMissing: Open fails when a file a runtime option names is missing,
+// naming the option and the file: the audit log, the kubelets' CA.
+func TestOptionFilesMissing(t *testing.T) {
 	e := start(t, 1)
-	missing := filepath.Join(t.TempDir(), "audit.log")
-	_, err := kubernetes.Open(t.Context(), driver.Config{Project: "p", Options: map[string]string{
-		kubernetes.OptionKubeconfig: e.cluster.Kubeconfig, kubernetes.OptionNamespace: namespace, kubernetes.OptionAuditLog: missing,
-	}})
-	if err == nil || !strings.Contains(err.Error(), kubernetes.OptionAuditLog) || !strings.Contains(err.Error(), missing) {
-		t.Errorf("Open with a missing audit log: %v, want an error naming %s and %s", err, kubernetes.OptionAuditLog, missing)
+	for _, opt := range []string{kubernetes.OptionAuditLog, kubernetes.OptionKubeletCA} {
+		missing := filepath.Join(t.TempDir(), "missing")
+		_, err := kubernetes.Open(t.Context(), driver.Config{Project: "p", Options: map[string]string{
+			kubernetes.OptionKubeconfig: e.cluster.Kubeconfig, kubernetes.OptionNamespace: namespace, opt: missing,
+		}})
+		if err == nil || !strings.Contains(err.Error(), opt) || !strings.Contains(err.Error(), missing) {
+			t.Errorf("Open with %s missing: %v, want an error naming %s and %s", opt, err, opt, missing)
+		}
 	}
 }
 

@@ -27,8 +27,9 @@ var ownManagers = []string{FieldManager, "kube-controller-manager"}
 // server has it now: its image changed (in the pod, or as the kubelet reports it
 // running), fields written by another manager than kiln (kubectl scale, set image,
 // label, edit...), on the pod or on its ReplicaSet, the pod taken out of its set by a
-// relabelling, or an ephemeral container added (kubectl debug). Each drift names the
-// manager that made it: the name the client gave, which is as far as the API tells who.
+// relabelling, an ephemeral container added (kubectl debug), or (with OptionKubeletCA)
+// its writable layer changed on the node. Each drift through the API names the manager
+// that made it: the name the client gave, which is as far as the API tells who.
 func (d *Driver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, error) {
 	// The controller diffs every server at each resync: the pod from the informer's
 	// cache, its ReplicaSet read once for all its members (setFor).
@@ -47,7 +48,7 @@ func (d *Driver) Diff(ctx context.Context, s driver.Server) ([]driver.Drift, err
 	if !ok {
 		return []driver.Drift{{Kind: driver.DriftConfig, Detail: "the pod's recorded spec (annotation " + AnnotationSpec + ") was removed"}}, nil
 	}
-	out := d.podDrift(p, spec)
+	out := append(d.podDrift(p, spec), d.fileDrift(ctx, p)...)
 	owner := metav1.GetControllerOf(p)
 	if owner != nil && owner.Kind == "ReplicaSet" {
 		rs, err := d.setFor(ctx, owner.Name)

@@ -53,10 +53,15 @@ const (
 	// Watch reports exec, attach and port-forward into kiln's pods as EventExec (see
 	// audit.go). Only a self-managed control plane has such a file.
 	OptionAuditLog = "audit_log"
+	// OptionKubeletCA is the CA (a PEM file) that verifies the kubelets' serving
+	// certificates: when set, Diff reads each node's summary from its kubelet (its own
+	// port, authenticated as the kubeconfig's user, who needs nodes/stats) and reports a
+	// pod's writable layer changed on the node as file drift (files.go).
+	OptionKubeletCA = "kubelet_ca"
 )
 
 // OptionNames are the driver's options.
-var OptionNames = []string{OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout, OptionBreakGlassGroup, OptionServiceType, OptionAuditLog}
+var OptionNames = []string{OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout, OptionBreakGlassGroup, OptionServiceType, OptionAuditLog, OptionKubeletCA}
 
 // klogOnce sets klog's logger once a process.
 var klogOnce sync.Once
@@ -74,7 +79,8 @@ type Driver struct {
 	defaultStop time.Duration
 	breakGlass  string
 	serviceType corev1.ServiceType
-	auditLog    string // the API server's audit log; "" when none is set
+	auditLog    string    // the API server's audit log; "" when none is set
+	kubelets    *kubelets // the nodes' kubelets, read for file drift; nil without OptionKubeletCA
 	log         *slog.Logger
 	// guarded: the admission policy that denies exec and the like is in place.
 	guarded bool
@@ -134,6 +140,14 @@ func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
 	}
 	if d.auditLog = cfg.Options[OptionAuditLog]; d.auditLog != "" {
 		if err := checkAuditLog(d.auditLog); err != nil {
+			return nil, err
+		}
+	}
+	if ca := cfg.Options[OptionKubeletCA]; ca != "" {
+		if _, err := os.Stat(ca); err != nil {
+			return nil, fmt.Errorf("driver option %s: %w: name the PEM file of the CA that signs the kubelets' serving certificates, or unset %s", OptionKubeletCA, err, OptionKubeletCA)
+		}
+		if d.kubelets, err = newKubelets(rc, ca); err != nil {
 			return nil, err
 		}
 	}
@@ -221,12 +235,12 @@ func (d *Driver) Namespace() string { return d.namespace }
 // limited by the kubelet (podPidsLimit), not per pod; a project's pods are not kept
 // apart on the network (that takes a NetworkPolicy and a plugin that enforces one);
 // exec is seen only from the API server's audit log (OptionAuditLog), changed files
-// not at all.
+// only from the kubelets' summaries (OptionKubeletCA).
 func (d *Driver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		ReadOnlyRoot: true, Tmpfs: true, MemoryLimit: true, CPULimit: true, NoPrivileges: true, SecretFiles: true,
 		LoadImages: true, Events: true, Logs: true, Sets: true, Readiness: true, ConfigDiff: true, Traffic: true,
-		ExecEvents: d.auditLog != "",
+		ExecEvents: d.auditLog != "", FileDiff: d.kubelets != nil,
 	}
 }
 

@@ -37,6 +37,8 @@ type Cluster struct {
 	// AuditLog is the API server's audit log (JSON lines): the exec, attach and
 	// port-forward requests to pods, at the Metadata level, once answered.
 	AuditLog string
+	// KubeletCA is the CA (PEM) of the real node's kubelet serving certificate.
+	KubeletCA string
 
 	dir        string
 	nodeToken  string // the real node's kubelet (user system:node:NodeName)
@@ -126,8 +128,8 @@ func start(bin, dir string) (*Cluster, error) {
 		Server: "https://" + proc.Addr(apiPort),
 		Token:  token(), BreakGlassToken: token(), nodeToken: token(), proxyToken: token(),
 		CAFile:   filepath.Join(dir, "certs", "apiserver.crt"),
-		AuditLog: filepath.Join(dir, "audit.log"),
-		dir:      dir,
+		AuditLog: filepath.Join(dir, "audit.log"), KubeletCA: filepath.Join(dir, "pki", "ca.crt"),
+		dir: dir,
 	}
 	if err := writeFiles(dir, c); err != nil {
 		return c, err

@@ -502,3 +502,44 @@ func cleanNode(bin string) {
 		os.Remove(r)
 	}
 }
+
+// WriteInContainer writes a file at path in the container containerID (the pod's
+// status gives it, "containerd://ID") as a hand on the node can, past the container's
+// read-only root: into its writable layer (the overlay's upper directory).
+func (n *Node) WriteInContainer(containerID, path string, data []byte) error {
+	id := strings.TrimPrefix(containerID, "containerd://")
+	procs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/pids", cgroupRoot, "kubepods", "*", id, "cgroup.procs"))
+	more, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/pids", cgroupRoot, "kubepods", "*", "*", id, "cgroup.procs"))
+	procs = append(procs, more...)
+	if len(procs) == 0 {
+		return fmt.Errorf("no cgroup of container %s", id)
+	}
+	b, err := os.ReadFile(procs[0])
+	if err != nil {
+		return err
+	}
+	pids := strings.Fields(string(b))
+	if len(pids) == 0 {
+		return fmt.Errorf("container %s runs no process", id)
+	}
+	info, err := os.ReadFile("/proc/" + pids[0] + "/mountinfo")
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(string(info), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 10 || f[4] != "/" {
+			continue
+		}
+		for _, o := range strings.Split(f[len(f)-1], ",") {
+			if upper, ok := strings.CutPrefix(o, "upperdir="); ok {
+				file := filepath.Join(upper, path)
+				if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+					return err
+				}
+				return os.WriteFile(file, data, 0o755)
+			}
+		}
+	}
+	return fmt.Errorf("container %s: no overlay root in its mounts", id)
+}
