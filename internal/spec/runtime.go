@@ -25,7 +25,7 @@ const DefaultRuntime = "docker"
 // drivers' own options (a test holds the two lists together).
 var Runtimes = map[string][]string{
 	"docker":     {"host", "stop_timeout", "tmpfs_size", "secrets_dir"},
-	"kubernetes": {"kubeconfig", "context", "namespace", "registry", "pull_registry", "stop_timeout", "break_glass_group", "service_type", "audit_log", "kubelet_ca"},
+	"kubernetes": {"kubeconfig", "context", "namespace", "registry", "pull_registry", "stop_timeout", "break_glass_group", "service_type", "audit_log", "kubelet_ca", "kubelet_kubeconfig"},
 }
 
 // RuntimeName is the spec's runtime, DefaultRuntime when it names none.

@@ -140,7 +140,7 @@ func TestKubernetesRealNode(t *testing.T) {
 	k := newKubeDeploymentWith(t, func(c *kube.Cluster, registry string) map[string]string {
 		cluster = c
 		node = c.StartNode(t, registry)
-		return map[string]string{"audit_log": c.AuditLog, "kubelet_ca": c.KubeletCA}
+		return map[string]string{"audit_log": c.AuditLog, "kubelet_ca": c.KubeletCA, "kubelet_kubeconfig": c.StatsKubeconfig}
 	}, func(dir string) {
 		if err := os.WriteFile(filepath.Join(dir, "kiln.hcl"), spec, 0o644); err != nil {
 			t.Fatal(err)
@@ -168,6 +168,14 @@ func TestKubernetesRealNode(t *testing.T) {
 	k.waitFor("the Service to answer with the example's greeting", 10*time.Second, func() bool {
 		return strings.Contains(getBody(svcURL+"/"), "Hello from kiln!")
 	})
+	// What the pods print, through the API server from the node's kubelet; and the
+	// status with each pod's node and address.
+	if r := k.kiln(nil, "logs", k.service); r.code != 0 || strings.Count(r.stdout, "listening") != 2 {
+		t.Errorf("kiln logs: %d, want both pods' \"listening\" line:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if out := k.kiln(nil, "status").stdout; !strings.Contains(out, kube.NodeName) || !strings.Contains(out, "10.222.0.") {
+		t.Errorf("kiln status does not show the pods' node and addresses:\n%s", out)
+	}
 	k.service = second
 	secondURL := k.serviceURL()
 	k.service = docker.service

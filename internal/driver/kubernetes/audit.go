@@ -52,6 +52,10 @@ type auditEvent struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
 	StageTimestamp time.Time `json:"stageTimestamp"`
+
+	// What reachIn found: the pod reached into, the word for how (exec, attach,
+	// portforward) and the way (the API server, a node's proxy).
+	pod, word, via string
 }
 
 type auditUser struct {
@@ -67,7 +71,10 @@ type auditObjectRef struct {
 
 // reachIn parses one line of the audit log: ok when it is an exec, attach or
 // port-forward into a pod of namespace that the API server let through to the pod's
-// kubelet, at stage ResponseStarted or ResponseComplete.
+// kubelet, at stage ResponseStarted or ResponseComplete: through the pod's subresource
+// (pods/exec, which kiln's admission policy guards), or through the node's proxy
+// (nodes/proxy to the kubelet's /exec, /run, /attach or /portForward, which no
+// admission policy sees: a user who may proxy to nodes may exec into any pod).
 //
 // Let through is any answer but an error. The API server upgrades the client's
 // connection (101) before it echoes what the kubelet answered, or, for a WebSocket
@@ -80,7 +87,7 @@ type auditObjectRef struct {
 // kubelet it could not reach.
 func reachIn(line []byte, namespace string) (auditEvent, bool) {
 	// Most of a busy log is other requests: skip them before decoding.
-	if !slices.ContainsFunc(reachSubresources, func(s string) bool { return bytes.Contains(line, []byte(s)) }) {
+	if !slices.ContainsFunc(prefilter, func(s string) bool { return bytes.Contains(line, []byte(s)) }) {
 		return auditEvent{}, false
 	}
 	var ev auditEvent
@@ -88,32 +95,62 @@ func reachIn(line []byte, namespace string) (auditEvent, bool) {
 		return auditEvent{}, false
 	}
 	ref := ev.ObjectRef
-	switch {
-	case ev.Stage != stageStarted && ev.Stage != stageComplete,
-		ref == nil || ref.Resource != "pods" || ref.Namespace != namespace || ref.Name == "",
-		!slices.Contains(reachSubresources, ref.Subresource),
-		ev.ResponseStatus == nil || ev.ResponseStatus.Code >= 400:
+	if ev.Stage != stageStarted && ev.Stage != stageComplete || ref == nil || ev.ResponseStatus == nil || ev.ResponseStatus.Code >= 400 {
 		return auditEvent{}, false
 	}
-	return ev, true
+	switch {
+	case ref.Resource == "pods" && slices.Contains(reachSubresources, ref.Subresource):
+		if ref.Namespace != namespace || ref.Name == "" {
+			return auditEvent{}, false
+		}
+		ev.pod, ev.word, ev.via = ref.Name, ref.Subresource, "the API server"
+		return ev, true
+	case ref.Resource == "nodes" && ref.Subresource == "proxy":
+		u, err := url.Parse(ev.RequestURI)
+		if err != nil {
+			return auditEvent{}, false
+		}
+		// /api/v1/nodes/NODE/proxy/VERB/NAMESPACE/POD[/CONTAINER]
+		_, rest, ok := strings.Cut(u.Path, "/proxy/")
+		parts := strings.Split(rest, "/")
+		word := kubeletVerbs[parts[0]]
+		if !ok || word == "" || len(parts) < 3 || parts[1] != namespace || parts[2] == "" {
+			return auditEvent{}, false
+		}
+		ev.pod, ev.word, ev.via = parts[2], word, "the proxy of node "+ref.Name+" (nodes/proxy, which no admission policy sees)"
+		return ev, true
+	}
+	return auditEvent{}, false
 }
 
+// kubeletVerbs are the kubelet's paths that reach into a container, by the word an
+// EventExec's detail starts with.
+var kubeletVerbs = map[string]string{"exec": "exec", "run": "exec", "attach": "attach", "portForward": "portforward"}
+
+// prefilter are the words a line must hold to be decoded at all.
+var prefilter = []string{"exec", "attach", "portforward", "portForward", "/run/"}
+
 // detail is the EventExec's detail of ev: "exec by USER (as USER) through the API
-// server: COMMAND", starting with the subresource's name ("attach", "portforward").
+// server: COMMAND", starting with the word for what reached in ("attach",
+// "portforward").
 func (ev auditEvent) detail() string {
 	var b strings.Builder
-	b.WriteString(ev.ObjectRef.Subresource + " by " + ev.User.Username)
+	b.WriteString(ev.word + " by " + ev.User.Username)
 	if u := ev.ImpersonatedUser; u != nil && u.Username != "" {
 		b.WriteString(" (as " + u.Username + ")")
 	}
-	b.WriteString(" through the API server")
+	b.WriteString(" through " + ev.via)
 	var q url.Values
 	if u, err := url.Parse(ev.RequestURI); err == nil {
 		q = u.Query()
 	}
-	switch ev.ObjectRef.Subresource {
+	switch ev.word {
 	case "exec":
-		if cmd := strings.Join(q["command"], " "); cmd != "" {
+		cmd := strings.Join(q["command"], " ")
+		if cmd == "" {
+			cmd = strings.Join(q["cmd"], " ") // the kubelet's /run
+		}
+		if cmd != "" {
 			b.WriteString(": " + cmd)
 		}
 	case "portforward":
@@ -122,6 +159,12 @@ func (ev auditEvent) detail() string {
 		}
 	}
 	return b.String()
+}
+
+// key is what makes one request's events the same: the audit ID alone is not, since
+// a client may give it (the Audit-ID header), and reuse it.
+func (ev auditEvent) key() string {
+	return strings.Join([]string{ev.AuditID, ev.pod, ev.User.Username, ev.RequestURI}, "\x00")
 }
 
 // checkAuditLog is nil when path can be read.
@@ -134,7 +177,7 @@ func checkAuditLog(path string) error {
 	return f.Close()
 }
 
-// seenTTL is how long an audit ID reported at ResponseStarted is kept for its
+// seenTTL is how long a request reported at ResponseStarted is kept for its
 // ResponseComplete, which then is not reported again: a session longer than that is
 // reported twice.
 const seenTTL = 24 * time.Hour
@@ -158,6 +201,11 @@ func (d *Driver) followAudit(t *follower, stop <-chan struct{}) {
 			d.log.Info("reading the API server's audit log again", "path", t.path)
 		}
 		failing = err != nil
+		if t.skipped > 0 {
+			d.log.Warn("lines of the API server's audit log too long to read were skipped: an exec they record is not seen",
+				"path", t.path, "lines", t.skipped, "longest read", maxLine)
+			t.skipped = 0
+		}
 		for _, line := range lines {
 			if ev, ok := reachIn(line, d.namespace); ok {
 				d.audited(ev, seen)
@@ -171,20 +219,20 @@ func (d *Driver) followAudit(t *follower, stop <-chan struct{}) {
 	}
 }
 
-// audited publishes ev unless its request was reported already (at ResponseStarted)
-// or its pod is not one of kiln's in the project.
+// audited publishes ev unless its request was reported already (at ResponseStarted:
+// the same audit ID, pod, user and request) or its pod is not one of kiln's in the
+// project.
 func (d *Driver) audited(ev auditEvent, seen map[string]time.Time) {
-	if _, ok := seen[ev.AuditID]; ok {
-		if ev.Stage == stageComplete {
-			delete(seen, ev.AuditID)
-		}
+	key := ev.key()
+	if _, ok := seen[key]; ok && ev.Stage == stageComplete {
+		delete(seen, key)
 		return
 	}
-	p := d.auditedPod(ev.ObjectRef.Name)
+	p := d.auditedPod(ev.pod)
 	if p == nil {
 		return
 	}
-	if ev.Stage == stageStarted && ev.AuditID != "" {
+	if ev.Stage == stageStarted {
 		if len(seen) > 1024 {
 			for id, at := range seen {
 				if time.Since(at) > seenTTL {
@@ -192,7 +240,7 @@ func (d *Driver) audited(ev auditEvent, seen map[string]time.Time) {
 				}
 			}
 		}
-		seen[ev.AuditID] = time.Now()
+		seen[key] = time.Now()
 	}
 	s := serverOf(p)
 	d.send(driver.Event{Type: driver.EventExec, ServerID: s.ID, Project: s.Project, Service: s.Service,

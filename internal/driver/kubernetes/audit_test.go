@@ -85,15 +85,18 @@ func TestAuditLog(t *testing.T) {
 	if code, body := a.do(c.BreakGlassToken, "POST", pod+"/exec?command=id&stdout=true"); code != http.StatusBadRequest {
 		t.Errorf("a POST exec without upgrade: %d %s, want 400", code, body)
 	}
-	// Drift: an admin impersonating the break-glass group, and break-glass itself.
+	// Drift: an admin impersonating the break-glass group, and break-glass itself, who
+	// gives the API server one audit ID for two requests (a client may: Audit-ID), which
+	// must not hide the second.
 	impersonate := http.Header{"Impersonate-User": {"jane"}, "Impersonate-Group": {"system:masters", kube.BreakGlassGroup}}
+	reused := http.Header{"Audit-Id": {"kiln-test-reused"}}
 	for _, r := range []struct {
 		token, path string
 		header      http.Header
 	}{
 		{c.Token, pod + "/exec?command=sh&command=-c&command=id&stdout=true", impersonate},
-		{c.BreakGlassToken, pod + "/exec?command=id&command=-u&stdout=true&stderr=true", nil},
-		{c.BreakGlassToken, pod + "/attach?stdout=true", nil},
+		{c.BreakGlassToken, pod + "/exec?command=id&command=-u&stdout=true&stderr=true", reused},
+		{c.BreakGlassToken, pod + "/attach?stdout=true", reused},
 	} {
 		if code, body := a.do(r.token, "GET", r.path, webSocket(execProtocol), r.header); code != http.StatusSwitchingProtocols {
 			t.Errorf("GET %s: %d %s, want 101", r.path, code, body)
@@ -153,6 +156,28 @@ func TestOptionFilesMissing(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), opt) || !strings.Contains(err.Error(), missing) {
 			t.Errorf("Open with %s missing: %v, want an error naming %s and %s", opt, err, opt, missing)
 		}
+	}
+}
+
+// TestKubeletCredentials: kiln sends no token to a kubelet (a root user on the node
+// could answer in its place): with kubelet_ca, a kubeconfig of a token user is refused
+// unless kubelet_kubeconfig names another user for the kubelets.
+func TestKubeletCredentials(t *testing.T) {
+	e := start(t, 1)
+	opts := map[string]string{kubernetes.OptionKubeconfig: e.cluster.Kubeconfig, kubernetes.OptionNamespace: namespace,
+		kubernetes.OptionKubeletCA: e.cluster.KubeletCA}
+	_, err := kubernetes.Open(t.Context(), driver.Config{Project: "p", Options: opts})
+	if err == nil || !strings.Contains(err.Error(), kubernetes.OptionKubeletKubeconfig) || !strings.Contains(err.Error(), "token") {
+		t.Errorf("Open with kubelet_ca and a token user: %v, want it refused, naming %s", err, kubernetes.OptionKubeletKubeconfig)
+	}
+	opts[kubernetes.OptionKubeletKubeconfig] = e.cluster.StatsKubeconfig
+	d, err := kubernetes.Open(t.Context(), driver.Config{Project: "p", Options: opts})
+	if err != nil {
+		t.Fatalf("Open with kubelet_kubeconfig: %v", err)
+	}
+	d.Close()
+	if !d.Capabilities().FileDiff {
+		t.Error("the driver does not claim FileDiff with kubelet_ca")
 	}
 }
 
@@ -294,12 +319,33 @@ func TestAuditLines(t *testing.T) {
 		{"a pod's log", strings.Replace(lines[8], `"subresource":"exec"`, `"subresource":"log"`, 1), ""},
 		{"a service's proxy", strings.Replace(lines[8], `"resource":"pods"`, `"resource":"services"`, 1), ""},
 		{"a cut line", lines[8][:len(lines[8])/2], ""},
+		// Through the node's proxy, to the kubelet's own paths (a user allowed
+		// nodes/proxy; no admission policy sees it).
+		{"an exec through a node's proxy", nodeProxy(lines[8], "exec/kiln-test/web-r1-4x82t/server?command=id&command=-u"),
+			"exec by kiln-test-break-glass through the proxy of node n1 (nodes/proxy, which no admission policy sees): id -u"},
+		{"a run through a node's proxy", nodeProxy(lines[8], "run/kiln-test/web-r1-4x82t/server?cmd=id"),
+			"exec by kiln-test-break-glass through the proxy of node n1 (nodes/proxy, which no admission policy sees): id"},
+		{"a port-forward through a node's proxy", nodeProxy(lines[8], "portForward/kiln-test/web-r1-4x82t?ports=8080"),
+			"portforward by kiln-test-break-glass through the proxy of node n1 (nodes/proxy, which no admission policy sees): port 8080"},
+		{"an exec through a node's proxy into another namespace", nodeProxy(lines[8], "exec/other/web-r1-4x82t/server?command=id"), ""},
+		{"a node's stats through its proxy", nodeProxy(lines[8], "stats/summary"), ""},
 	} {
 		got, _, _ := kubernetes.AuditDetail([]byte(c.line), namespace)
 		if got != c.want {
 			t.Errorf("%s: %q, want %q", c.name, got, c.want)
 		}
 	}
+}
+
+// nodeProxy is line, an exec into a pod, made a request through node n1's proxy to
+// the kubelet's path (as kubectl get --raw /api/v1/nodes/n1/proxy/PATH would).
+func nodeProxy(line, path string) string {
+	var ev map[string]any
+	json.Unmarshal([]byte(line), &ev)
+	ev["requestURI"] = "/api/v1/nodes/n1/proxy/" + path
+	ev["objectRef"] = map[string]any{"resource": "nodes", "name": "n1", "apiVersion": "v1", "subresource": "proxy"}
+	b, _ := json.Marshal(ev)
+	return string(b)
 }
 
 // A follower reads what is appended, whole lines only, through a rotation (renamed
@@ -333,7 +379,7 @@ func TestFollow(t *testing.T) {
 	step("at first")
 	write(path, "a\nb")
 	step("a line and a half", "a")
-	write(path, "\n"+strings.Repeat("x", 2<<20)+"\nc\n")
+	write(path, "\n"+strings.Repeat("x", kubernetes.MaxLine+1)+"\nc\n")
 	step("the rest of the line, one too long to keep, and another", "b", "c")
 
 	write(path, "d\n")

@@ -24,3 +24,6 @@ func Follow(path string) (next func() ([]string, error), close func()) {
 		return out, err
 	}, t.close
 }
+
+// MaxLine is the longest line a follower returns.
+const MaxLine = maxLine

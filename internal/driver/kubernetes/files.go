@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -14,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/kiln-build/kiln/internal/driver"
 )
@@ -53,11 +56,15 @@ const settle = 15 * time.Second
 
 // kubelets reads the nodes' summaries, each for statsTTL.
 type kubelets struct {
-	client *http.Client // kiln's credentials, the kubelets' CA
+	client *http.Client // the kubelets' user, the kubelets' CA
+	reads  singleflight.Group
 	mu     sync.Mutex
 	nodes  map[string]nodeStats
 	// first is each pod's rootfs as first measured the same, not yet settled.
 	first map[types.UID]measured
+	// recorded are the pods whose rootfs kiln recorded, and when: one whose record is
+	// gone was tampered with (once the informer has had the time to see the record).
+	recorded map[types.UID]time.Time
 }
 
 type measured struct {
@@ -71,30 +78,70 @@ type nodeStats struct {
 	err  error
 }
 
-// newKubelets is the client of the kubelets for rc's user, verifying their serving
-// certificates with the CA in file caFile.
-func newKubelets(rc *rest.Config, caFile string) (*kubelets, error) {
-	kc := rest.CopyConfig(rc)
+// newKubelets is the client of the kubelets, verifying their serving certificates
+// with the CA in file caFile, as the user of kubeconfig file userFile; with none, as
+// rc's user, if that user is a client certificate alone. A token (or a plugin that
+// makes one) is not sent to the kubelets: a root user on a node holds its kubelet's
+// serving key, could answer in its place, and would have kiln's token.
+func newKubelets(rc *rest.Config, caFile, userFile string) (*kubelets, error) {
+	var kc *rest.Config
+	if userFile != "" {
+		var err error
+		if kc, err = restConfig(userFile, ""); err != nil {
+			return nil, fmt.Errorf("driver option %s: %w", OptionKubeletKubeconfig, err)
+		}
+	} else {
+		kc = rest.CopyConfig(rc)
+		if kc.BearerToken != "" || kc.BearerTokenFile != "" || kc.ExecProvider != nil || kc.AuthProvider != nil || kc.Username != "" {
+			return nil, fmt.Errorf("driver option %s: kiln would send its own token to every kubelet, and a root user on a node could take it: "+
+				"set %s to a kubeconfig whose user may only get nodes/stats, or use a client certificate", OptionKubeletCA, OptionKubeletKubeconfig)
+		}
+	}
 	kc.TLSClientConfig.CAFile, kc.TLSClientConfig.CAData, kc.TLSClientConfig.ServerName = caFile, nil, ""
+	kc.TLSClientConfig.Insecure = false
 	kc.Timeout = 5 * time.Second
 	c, err := rest.HTTPClientFor(kc)
 	if err != nil {
 		return nil, fmt.Errorf("driver option %s: %w", OptionKubeletCA, err)
 	}
-	return &kubelets{client: c, nodes: map[string]nodeStats{}, first: map[types.UID]measured{}}, nil
+	// A kubelet's redirect is not followed: the credentials would go with it.
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &kubelets{client: c, nodes: map[string]nodeStats{}, first: map[types.UID]measured{}, recorded: map[types.UID]time.Time{}}, nil
 }
 
-// summary is the node's summary: its pods' server containers' rootfs, by pod UID.
+// summary is the node's summary: its pods' server containers' rootfs, by pod UID,
+// read at most once per statsTTL (concurrent callers share a read). A failed read is
+// logged.
 func (d *Driver) summary(ctx context.Context, nodeName string) (map[types.UID]rootfs, error) {
 	k := d.kubelets
 	k.mu.Lock()
-	defer k.mu.Unlock() // one read of a node at a time; the others wait for it
-	if s, ok := k.nodes[nodeName]; ok && time.Since(s.at) < statsTTL {
+	s, ok := k.nodes[nodeName]
+	k.mu.Unlock()
+	if ok && time.Since(s.at) < statsTTL {
 		return s.pods, s.err
 	}
-	pods, err := d.readSummary(ctx, nodeName)
-	k.nodes[nodeName] = nodeStats{at: time.Now(), pods: pods, err: err}
-	return pods, err
+	v, _, _ := k.reads.Do(nodeName, func() (any, error) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		pods, err := d.readSummary(rctx, nodeName)
+		if err != nil {
+			d.log.Warn("reading a node's summary: files changed in its pods are not seen", "node", nodeName, "error", err)
+		}
+		s := nodeStats{at: time.Now(), pods: pods, err: err}
+		k.mu.Lock()
+		k.nodes[nodeName] = s
+		if len(k.nodes) > 4096 { // nodes gone
+			for n, s := range k.nodes {
+				if time.Since(s.at) > time.Hour {
+					delete(k.nodes, n)
+				}
+			}
+		}
+		k.mu.Unlock()
+		return s, nil
+	})
+	s = v.(nodeStats)
+	return s.pods, s.err
 }
 
 func (d *Driver) readSummary(ctx context.Context, nodeName string) (map[types.UID]rootfs, error) {
@@ -141,7 +188,7 @@ func (d *Driver) readSummary(ctx context.Context, nodeName string) (map[types.UI
 			} `json:"containers"`
 		} `json:"pods"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&sum); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&sum); err != nil {
 		return nil, fmt.Errorf("the summary of node %s: %w", nodeName, err)
 	}
 	out := map[types.UID]rootfs{}
@@ -166,26 +213,38 @@ func (d *Driver) fileDrift(ctx context.Context, p *corev1.Pod) []driver.Drift {
 	if d.kubelets == nil || p.Spec.NodeName == "" || !running(p) || p.DeletionTimestamp != nil {
 		return nil
 	}
+	base, recorded := parseRootfs(p.Annotations[AnnotationRootfs])
+	if !recorded && d.wasRecorded(p.UID) {
+		return []driver.Drift{{Kind: driver.DriftFile, Detail: "the record of the container's writable layer (annotation " + AnnotationRootfs +
+			") was removed: what it holds now cannot be told from what it held"}}
+	}
 	pods, err := d.summary(ctx, p.Spec.NodeName)
 	if err != nil {
-		d.log.Warn("reading a node's summary: files changed in its pods are not seen", "node", p.Spec.NodeName, "error", err)
 		return nil
 	}
 	now, ok := pods[p.UID]
 	if !ok || now == (rootfs{}) {
 		return nil // not measured yet
 	}
-	base, ok := parseRootfs(p.Annotations[AnnotationRootfs])
-	if !ok {
+	if !recorded {
 		if d.settled(p, now) {
 			patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{AnnotationRootfs: now.String()}}})
 			if _, err := d.cs.CoreV1().Pods(d.namespace).Patch(ctx, p.Name, types.MergePatchType, patch,
 				metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
 				d.log.Warn("recording a pod's rootfs", "pod", p.Name, "error", d.check(err))
+			} else {
+				d.kubelets.mu.Lock()
+				d.kubelets.recorded[p.UID] = time.Now()
+				d.kubelets.mu.Unlock()
 			}
 		}
 		return nil
 	}
+	d.kubelets.mu.Lock()
+	if _, ok := d.kubelets.recorded[p.UID]; !ok { // recorded before this process
+		d.kubelets.recorded[p.UID] = time.Now()
+	}
+	d.kubelets.mu.Unlock()
 	if now == base {
 		return nil
 	}
@@ -217,4 +276,24 @@ func (d *Driver) settled(p *corev1.Pod, now rootfs) bool {
 	}
 	delete(k.first, p.UID)
 	return true
+}
+
+// wasRecorded reports whether kiln recorded the pod's rootfs, or saw it recorded, a
+// while ago (10 s: the pod Diff reads may be the informer's, a moment old).
+func (d *Driver) wasRecorded(uid types.UID) bool {
+	d.kubelets.mu.Lock()
+	defer d.kubelets.mu.Unlock()
+	at, ok := d.kubelets.recorded[uid]
+	return ok && time.Since(at) > 10*time.Second
+}
+
+// forget drops what k keeps of a pod that is gone; a nil k keeps nothing.
+func (k *kubelets) forget(uid types.UID) {
+	if k == nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.first, uid)
+	delete(k.recorded, uid)
 }

@@ -58,10 +58,14 @@ const (
 	// port, authenticated as the kubeconfig's user, who needs nodes/stats) and reports a
 	// pod's writable layer changed on the node as file drift (files.go).
 	OptionKubeletCA = "kubelet_ca"
+	// OptionKubeletKubeconfig is a kubeconfig whose user kiln is to the kubelets (it
+	// needs only nodes/stats): without it, kiln's own user must be a client
+	// certificate, for kiln sends no token to a kubelet.
+	OptionKubeletKubeconfig = "kubelet_kubeconfig"
 )
 
 // OptionNames are the driver's options.
-var OptionNames = []string{OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout, OptionBreakGlassGroup, OptionServiceType, OptionAuditLog, OptionKubeletCA}
+var OptionNames = []string{OptionKubeconfig, OptionContext, OptionNamespace, OptionRegistry, OptionPullRegistry, OptionStopTimeout, OptionBreakGlassGroup, OptionServiceType, OptionAuditLog, OptionKubeletCA, OptionKubeletKubeconfig}
 
 // klogOnce sets klog's logger once a process.
 var klogOnce sync.Once
@@ -147,7 +151,7 @@ func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
 		if _, err := os.Stat(ca); err != nil {
 			return nil, fmt.Errorf("driver option %s: %w: name the PEM file of the CA that signs the kubelets' serving certificates, or unset %s", OptionKubeletCA, err, OptionKubeletCA)
 		}
-		if d.kubelets, err = newKubelets(rc, ca); err != nil {
+		if d.kubelets, err = newKubelets(rc, ca, cfg.Options[OptionKubeletKubeconfig]); err != nil {
 			return nil, err
 		}
 	}

@@ -7,9 +7,15 @@ import (
 	"os"
 )
 
-// maxLine is the longest line a follower returns; longer ones are skipped whole. (An
-// audit event of an exec has no request or response body: it is a few KiB at most.)
-const maxLine = 1 << 20
+// maxLine is the longest line a follower returns; longer ones are skipped whole, and
+// counted. An audit event of an exec has no request or response body, but it holds
+// the request's headers (the API server takes up to 1 MiB of them) and its URI, which
+// JSON may write at six bytes a byte ("<" is \u003c).
+const maxLine = 8 << 20
+
+// maxRead is the most a follower reads in one call: a log read again from its start
+// (truncated, replaced) is taken a part at a time.
+const maxRead = 32 << 20
 
 // follower reads the lines appended to a file that is rotated (renamed away and made
 // anew, as kube-apiserver's log rotation does) or truncated, as a log is. It is not
@@ -20,6 +26,7 @@ type follower struct {
 	off      int64    // how far f has been read
 	partial  []byte   // the start of a line whose end is not written yet
 	skipping bool     // within a line longer than maxLine
+	skipped  int      // lines longer than maxLine, since the last call of next
 	buf      []byte
 }
 
@@ -91,9 +98,9 @@ func (t *follower) reopen() error {
 	return nil
 }
 
-// read appends to lines those of f from t.off to its end.
+// read appends to lines those of f from t.off to its end, or to maxRead further.
 func (t *follower) read(lines [][]byte) ([][]byte, error) {
-	for {
+	for start := t.off; t.off-start < maxRead; {
 		n, err := t.f.ReadAt(t.buf, t.off)
 		t.off += int64(n)
 		lines = t.split(lines, t.buf[:n])
@@ -104,6 +111,7 @@ func (t *follower) read(lines [][]byte) ([][]byte, error) {
 			return lines, err
 		}
 	}
+	return lines, nil
 }
 
 // split appends to lines those b ends, keeping the start of one it does not end.
@@ -112,13 +120,20 @@ func (t *follower) split(lines [][]byte, b []byte) [][]byte {
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
 			if t.skipping || len(t.partial)+len(b) > maxLine {
+				if !t.skipping {
+					t.skipped++
+				}
 				t.partial, t.skipping = nil, true
 			} else {
 				t.partial = append(t.partial, b...)
 			}
 			return lines
 		}
-		if !t.skipping {
+		switch {
+		case t.skipping:
+		case len(t.partial)+i > maxLine:
+			t.skipped++
+		default:
 			line := append(t.partial, b[:i]...) // a copy: t.buf is read into again
 			lines = append(lines, line)
 		}

@@ -92,6 +92,7 @@ func (d *Driver) startInformer() error {
 			}
 			if p, ok := obj.(*corev1.Pod); ok {
 				d.publish(p, driver.EventDestroy, "")
+				d.kubelets.forget(p.UID)
 			}
 		},
 	})

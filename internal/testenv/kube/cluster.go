@@ -35,14 +35,18 @@ type Cluster struct {
 	// Kubeconfig is a kubeconfig file for that server and token (context "kiln-test").
 	Kubeconfig string
 	// AuditLog is the API server's audit log (JSON lines): the exec, attach and
-	// port-forward requests to pods, at the Metadata level, once answered.
+	// port-forward requests to pods and the requests to nodes' proxies, at the Metadata
+	// level, once answered.
 	AuditLog string
-	// KubeletCA is the CA (PEM) of the real node's kubelet serving certificate.
-	KubeletCA string
+	// KubeletCA is the CA (PEM) of the real node's kubelet serving certificate;
+	// StatsKubeconfig a kubeconfig whose user may only get nodes/stats (a kubelet's
+	// summary).
+	KubeletCA, StatsKubeconfig string
 
 	dir        string
 	nodeToken  string // the real node's kubelet (user system:node:NodeName)
 	proxyToken string // its kube-proxy (user system:kube-proxy)
+	statsToken string // user kiln-test-stats, who may get nodes/stats
 
 	client   *http.Client
 	procs    []*proc.Proc
@@ -126,7 +130,7 @@ func start(bin, dir string) (*Cluster, error) {
 	etcdClient, etcdPeer, apiPort, kwokPort := ports[0], ports[1], ports[2], ports[3]
 	c := &Cluster{
 		Server: "https://" + proc.Addr(apiPort),
-		Token:  token(), BreakGlassToken: token(), nodeToken: token(), proxyToken: token(),
+		Token:  token(), BreakGlassToken: token(), nodeToken: token(), proxyToken: token(), statsToken: token(),
 		CAFile:   filepath.Join(dir, "certs", "apiserver.crt"),
 		AuditLog: filepath.Join(dir, "audit.log"), KubeletCA: filepath.Join(dir, "pki", "ca.crt"),
 		dir: dir,
@@ -201,6 +205,25 @@ func start(bin, dir string) (*Cluster, error) {
 	if err := os.WriteFile(c.Kubeconfig, kubeconfig(c), 0o600); err != nil {
 		return c, err
 	}
+	c.StatsKubeconfig = filepath.Join(dir, "stats.kubeconfig")
+	if err := os.WriteFile(c.StatsKubeconfig, kubeconfigFor(c, "kiln-test-stats", c.statsToken), 0o600); err != nil {
+		return c, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	role := map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+		"metadata": map[string]any{"name": "kiln-test-stats"},
+		"rules":    []any{map[string]any{"apiGroups": []string{""}, "resources": []string{"nodes/stats"}, "verbs": []string{"get"}}}}
+	binding := map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+		"metadata": map[string]any{"name": "kiln-test-stats"},
+		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kiln-test-stats"},
+		"subjects": []any{map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kiln-test-stats"}}}
+	if err := c.Do(ctx, http.MethodPost, "/apis/rbac.authorization.k8s.io/v1/clusterroles", role, nil); err != nil {
+		return c, err
+	}
+	if err := c.Do(ctx, http.MethodPost, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding, nil); err != nil {
+		return c, err
+	}
 
 	cm, err := run("kube-controller-manager", "--kubeconfig="+c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
 		"--service-account-private-key-file="+filepath.Join(dir, "sa.key"), "--root-ca-file="+c.CAFile,
@@ -243,9 +266,9 @@ func token() string {
 }
 
 // auditPolicy has the API server record the requests that start a process in a pod or
-// reach into one, once answered, and nothing else.
+// reach into one (through the pod, or its node's proxy), as answered, and nothing else.
 const auditPolicy = `{"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
- "rules": [{"level": "Metadata", "resources": [{"group": "", "resources": ["pods/exec", "pods/attach", "pods/portforward"]}]},
+ "rules": [{"level": "Metadata", "resources": [{"group": "", "resources": ["pods/exec", "pods/attach", "pods/portforward", "nodes/proxy"]}]},
            {"level": "None"}]}
 `
 
@@ -255,7 +278,8 @@ func writeFiles(dir string, c *Cluster) error {
 	tokens := c.Token + ",kiln-test-admin,1,system:masters\n" +
 		c.BreakGlassToken + ",kiln-test-break-glass,2,\"system:masters," + BreakGlassGroup + "\"\n" +
 		c.nodeToken + ",system:node:" + NodeName + ",3,system:nodes\n" +
-		c.proxyToken + ",system:kube-proxy,4,\n"
+		c.proxyToken + ",system:kube-proxy,4,\n" +
+		c.statsToken + ",kiln-test-stats,5,\n"
 	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(tokens), 0o600); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,8 +40,9 @@ const (
 
 	bridge     = "kiln-cni0"
 	cniNetwork = "kiln-test"
-	// nodeDir holds all the node's state: a fixed place, so that what a killed test left
-	// (processes, mounts) is found and removed by the next one.
+	// nodeDir holds all the node's state, its pods' network namespaces too: a fixed
+	// place, so that what a killed test left (processes, mounts) is found and removed by
+	// the next one.
 	nodeDir    = "/run/kiln-test-node"
 	cgroupRoot = "/kiln-test-node"
 	lockFile   = "/run/kiln-test-node.lock"
@@ -54,12 +56,22 @@ type Node struct {
 	procs    []*proc.Proc
 	lock     *os.File
 	bin      string
+	sysctls  map[string][]byte // kubeletSysctls' values before the kubelet started
 	stopOnce sync.Once
 }
 
-// NodePrerequisites says what this machine lacks to run a real node (root, containerd,
-// runc, iptables, ip, the CNI plugins), nil when it has it all. scripts/ensure-kube-node
-// installs them.
+// kubeletSysctls are the kernel settings (paths under /proc/sys) the kubelet sets as it
+// starts (setupKernelTunables in k8s.io/kubernetes pkg/kubelet/cm); Stop puts back what
+// they were.
+var kubeletSysctls = []string{
+	"kernel/panic_on_oops", "kernel/panic", "vm/overcommit_memory", "vm/panic_on_oom",
+	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
+}
+
+// NodePrerequisites says what this machine lacks to run a real node, nil when it has it
+// all: root, containerd, runc, iptables, ip and the CNI plugins (scripts/ensure-kube-node
+// installs them); cgroup v1 hierarchies; and no kubelet or kube-proxy but the harness's,
+// whose iptables rules the node's would take over and its cleanup remove.
 func NodePrerequisites() error {
 	if os.Geteuid() != 0 {
 		return errors.New("a real node needs root")
@@ -78,6 +90,14 @@ func NodePrerequisites() error {
 	if len(missing) > 0 {
 		return fmt.Errorf("a real node needs %s: run scripts/ensure-kube-node", strings.Join(missing, ", "))
 	}
+	if fi, err := os.Stat("/sys/fs/cgroup/pids"); err != nil || !fi.IsDir() {
+		return errors.New("a real node needs cgroup v1 (hybrid) hierarchies, in which this harness makes its cgroups: /sys/fs/cgroup/pids is none")
+	}
+	for _, p := range nodeProcesses("kubelet", "kube-proxy") {
+		if !p.own {
+			return fmt.Errorf("another %s (pid %d) runs on this machine: the real node would take its iptables rules", p.program, p.pid)
+		}
+	}
 	return nil
 }
 
@@ -85,7 +105,8 @@ const cniBin = "/usr/lib/cni"
 
 // StartNode starts a real node (NodeName) for c, its sandbox image pushed to registry
 // (host:port on loopback, plain HTTP), from which it pulls every image; t.Cleanup stops
-// it and removes all it made (processes, mounts, the bridge, kube-proxy's rules). It
+// it, removes what it made (processes, mounts, the bridge, kube-proxy's rules, nodeDir)
+// and puts back the kernel settings its kubelet changed (see cleanNode for what stays). It
 // waits for another test's node on this machine to stop first. It skips t when the
 // machine lacks what a node needs (NodePrerequisites), unless RequiredEnv is set.
 func (c *Cluster) StartNode(t testing.TB, registry string) *Node {
@@ -174,6 +195,12 @@ func (n *Node) start(ctx context.Context, c *Cluster, registry string) error {
 	if err != nil {
 		return err
 	}
+	n.sysctls = map[string][]byte{}
+	for _, s := range kubeletSysctls {
+		if b, err := os.ReadFile(filepath.Join("/proc/sys", s)); err == nil {
+			n.sysctls[s] = b
+		}
+	}
 	kubelet, err := run("kubelet", filepath.Join(n.bin, "kubelet"), "--config="+kubeletConf,
 		"--kubeconfig="+filepath.Join(nodeDir, "kubelet.kubeconfig"), "--root-dir="+filepath.Join(nodeDir, "kubelet"),
 		"--hostname-override="+NodeName, "--node-ip="+NodeIP, "--v=1")
@@ -200,7 +227,9 @@ func (n *Node) start(ctx context.Context, c *Cluster, registry string) error {
 	healthz := proc.Addr(ports[2])
 	proxy, err := run("kube-proxy", filepath.Join(n.bin, "kube-proxy"), "--kubeconfig="+proxyConf,
 		"--hostname-override="+NodeName, "--proxy-mode=iptables", "--cluster-cidr="+PodCIDR,
-		"--nodeport-addresses="+NodeIP+"/32", "--conntrack-max-per-core=0",
+		"--nodeport-addresses="+NodeIP+"/32",
+		// 0: the machine's conntrack settings stay as they are.
+		"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
 		"--metrics-bind-address="+proc.Addr(ports[1]), "--healthz-bind-address="+healthz)
 	if err != nil {
 		return err
@@ -212,7 +241,8 @@ func (n *Node) start(ctx context.Context, c *Cluster, registry string) error {
 	})
 }
 
-// Stop stops kube-proxy, the kubelet and containerd, and removes what they made; it is
+// Stop stops kube-proxy, the kubelet and containerd, removes what they made (cleanNode)
+// and puts back the kernel settings the kubelet changed, each step best effort; it is
 // idempotent.
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() {
@@ -220,6 +250,9 @@ func (n *Node) Stop() {
 			n.procs[i].Stop()
 		}
 		cleanNode(n.bin)
+		for s, b := range n.sysctls {
+			os.WriteFile(filepath.Join("/proc/sys", s), b, 0o644)
+		}
 		if n.lock != nil {
 			n.lock.Close()
 		}
@@ -319,9 +352,9 @@ done
 exec %s "$@"
 `
 
-// writeContainerd writes containerd's configuration (all its state in nodeDir, the CRI
-// plugin's sandbox image pause, CNI with a bridge network on PodCIDR, images from
-// registry over plain HTTP) and what it refers to.
+// writeContainerd writes containerd's configuration (all its state in nodeDir, the pods'
+// network namespaces too, the CRI plugin's sandbox image pause, CNI with a bridge
+// network on PodCIDR, images from registry over plain HTTP) and what it refers to.
 func writeContainerd(registry, pause, sock string) error {
 	runc, err := exec.LookPath("runc")
 	if err != nil {
@@ -363,6 +396,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %[4]q
+  netns_mounts_under_state_dir = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -372,13 +406,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = %[5]q
+        Root = %[9]q
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = %[6]q
     conf_dir = %[7]q
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = %[8]q
-`, filepath.Join(nodeDir, "root"), filepath.Join(nodeDir, "state"), sock, pause, wrapper, cniBin, cni, filepath.Join(nodeDir, "certs.d"))
+`, filepath.Join(nodeDir, "root"), filepath.Join(nodeDir, "state"), sock, pause, wrapper, cniBin, cni, filepath.Join(nodeDir, "certs.d"), filepath.Join(nodeDir, "runc-state"))
 	return os.WriteFile(filepath.Join(nodeDir, "containerd.toml"), []byte(conf), 0o644)
 }
 
@@ -420,17 +455,18 @@ func kubeconfigFor(c *Cluster, user, token string) []byte {
 	return b
 }
 
-// cleanNode removes what a node left: its processes and its pods' (by their command
-// lines and cgroups), its mounts, network namespaces, bridge and kube-proxy's rules,
-// its files. Each step is best effort: what is not there is no error.
+// cleanNode removes what a node left: its processes (nodePrograms whose arguments refer
+// to nodeDir) and its pods' (by their cgroups), its mounts (all under nodeDir), its
+// bridge, kube-proxy's rules and the kubelet's chains, its files (nodeDir, unless
+// something is still mounted there; the CNI plugins' records of its network). It leaves
+// the kernel settings the kubelet changed (Stop puts them back), the shims' sockets
+// under /run/containerd/s (containerd 1.6 puts them there, whatever its state dir) and
+// the loopback plugin's records in /var/lib/cni/results. (runc's state is in nodeDir.)
+// Each step is best effort: what is not there is no error.
 func cleanNode(bin string) {
-	self := os.Getpid()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, f := range procs {
-		b, _ := os.ReadFile(f)
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-		if pid != self && bytes.Contains(b, []byte(nodeDir)) {
-			syscall.Kill(pid, syscall.SIGKILL)
+	for _, p := range nodeProcesses(nodePrograms...) {
+		if p.own {
+			syscall.Kill(p.pid, syscall.SIGKILL)
 		}
 	}
 	hier, _ := os.ReadDir("/sys/fs/cgroup")
@@ -462,26 +498,17 @@ func cleanNode(bin string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// Mounts under nodeDir (overlays, volumes) and the pods' network namespaces, the
-	// deepest first.
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
-		var mounts []string
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) > 4 && (strings.HasPrefix(f[4], nodeDir+"/") || strings.HasPrefix(f[4], "/run/netns/cni-")) {
-				mounts = append(mounts, f[4])
-			}
-		}
-		for i := len(mounts) - 1; i >= 0; i-- {
-			syscall.Unmount(mounts[i], syscall.MNT_DETACH)
-		}
-	}
-	netns, _ := filepath.Glob("/run/netns/cni-*")
-	for _, ns := range netns {
-		os.Remove(ns)
+	// Mounts under nodeDir (overlays, volumes, the pods' network namespaces), the deepest
+	// first.
+	mounts := mountsUnder(nodeDir)
+	for i := len(mounts) - 1; i >= 0; i-- {
+		syscall.Unmount(mounts[i], syscall.MNT_DETACH)
 	}
 	exec.Command("ip", "link", "del", bridge).Run()
 	if bin != "" {
-		exec.Command(filepath.Join(bin, "kube-proxy"), "--cleanup").Run()
+		// The kubeconfig, unread, names nodeDir: another test's NodePrerequisites takes
+		// this kube-proxy for the harness's.
+		exec.Command(filepath.Join(bin, "kube-proxy"), "--cleanup", "--kubeconfig="+filepath.Join(nodeDir, "kube-proxy.kubeconfig")).Run()
 	}
 	// The kubelet's own chains (kube-proxy's cleanup leaves them).
 	for _, ipt := range []string{"iptables", "ip6tables"} {
@@ -495,12 +522,76 @@ func cleanNode(bin string) {
 			}
 		}
 	}
-	os.RemoveAll(nodeDir)
+	// What is still mounted under nodeDir would be removed through: its files are not
+	// the node's. nodeDir stays then, for the next cleanNode.
+	if len(mountsUnder(nodeDir)) == 0 {
+		os.RemoveAll(nodeDir)
+	}
 	os.RemoveAll(filepath.Join("/var/lib/cni/networks", cniNetwork))
 	results, _ := filepath.Glob("/var/lib/cni/results/" + cniNetwork + "-*")
 	for _, r := range results {
 		os.Remove(r)
 	}
+}
+
+// nodePrograms are the programs a node runs (executables' base names).
+var nodePrograms = []string{"containerd", "containerd-shim-runc-v2", "kubelet", "kube-proxy", "runc", "pause"}
+
+// nodeProcess is a process of this machine running one of nodePrograms.
+type nodeProcess struct {
+	pid     int
+	program string
+	own     bool // one of its arguments refers to nodeDir: it is the harness's
+}
+
+// nodeProcesses lists this machine's processes whose program is one of programs: the
+// base name of the executable, or of argv[0] when the executable cannot be read. An
+// argument refers to nodeDir when it is a path under nodeDir (such as the value after a
+// shim's -address) or a --flag= with one.
+func nodeProcesses(programs ...string) []nodeProcess {
+	var found []nodeProcess
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		b, err := os.ReadFile(f)
+		if err != nil || len(b) == 0 { // gone, or a kernel thread
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		argv := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		exe, err := os.Readlink(filepath.Join(filepath.Dir(f), "exe"))
+		if err != nil {
+			exe = argv[0]
+		}
+		program := filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
+		if !slices.Contains(programs, program) {
+			continue
+		}
+		p := nodeProcess{pid: pid, program: program}
+		for _, a := range argv[1:] {
+			if strings.HasPrefix(a, "-") {
+				_, a, _ = strings.Cut(a, "=") // "" when a is a flag alone
+			}
+			if a = filepath.Clean(a); a == nodeDir || strings.HasPrefix(a, nodeDir+"/") {
+				p.own = true
+				break
+			}
+		}
+		found = append(found, p)
+	}
+	return found
+}
+
+// mountsUnder lists the mount points in dir or under it, in /proc/self/mountinfo's order
+// (a mount after those it is made on).
+func mountsUnder(dir string) []string {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	var mounts []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			mounts = append(mounts, f[4])
+		}
+	}
+	return mounts
 }
 
 // WriteInContainer writes a file at path in the container containerID (the pod's
