@@ -75,7 +75,7 @@ func Binaries() (string, error) {
 		return "", err
 	}
 	if !complete(dir) {
-		return "", fmt.Errorf("%w in %s: run `go run ./internal/testenv/kube/cmd/kube-build` (25–30 minutes on two cores the first time)", ErrNotBuilt, dir)
+		return "", fmt.Errorf("%w in %s: run `go run ./internal/testenv/kube/cmd/kube-build` (6–8 minutes on two cores the first time)", ErrNotBuilt, dir)
 	}
 	return dir, nil
 }

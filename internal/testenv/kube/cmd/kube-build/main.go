@@ -19,7 +19,7 @@ func main() {
 		fmt.Println(dir)
 		return
 	}
-	fmt.Fprintf(os.Stderr, "kube-build: building Kubernetes %s and kwok %s for the tests (25–30 minutes on two cores; kept for later runs)\n", kube.Version, kube.KwokVersion)
+	fmt.Fprintf(os.Stderr, "kube-build: building Kubernetes %s and kwok %s for the tests (6–8 minutes on two cores; kept for later runs)\n", kube.Version, kube.KwokVersion)
 	start := time.Now()
 	dir, err := kube.Build(ctx, os.Stderr)
 	if err != nil {
