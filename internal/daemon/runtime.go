@@ -55,6 +55,9 @@ func openDriver(ctx context.Context, o Options, state *store.Store, project stri
 		}
 	}
 	cfg := driver.Config{Project: project, StateDir: filepath.Join(o.StateDir, "driver"), Digest: digest, Options: o.RuntimeOptions, Log: log}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("the runtime's state directory: %w", err)
+	}
 	d, err := registry.Open(ctx, name, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w%s", err, at(o.RuntimeAt))

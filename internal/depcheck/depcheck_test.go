@@ -53,7 +53,7 @@ var allowed = map[string][]string{
 	"internal/driver/docker":             {"internal/driver"},
 	"internal/driver/docker/dockerimage": {},
 	"internal/driver/simdriver":          {"internal/driver"},
-	"internal/driver/kubernetes":         {"internal/driver"},
+	"internal/driver/kubernetes":         {"internal/atomicfile", "internal/driver"},
 	"internal/driver/faultdriver":        {"internal/driver"},
 	"internal/driver/drivertest":         {"internal/driver"},
 	// The one list of the concrete drivers.

@@ -104,7 +104,8 @@ func (k *kubeDeployment) exec(token, pod string, command ...string) (string, err
 // rolling update, a blue-green switch and a version whose readiness probe fails (the
 // kubelet's probe) rolled back; an exec is refused by kiln's admission policy, and one
 // through the break-glass group is found in the API server's audit log and the pod
-// replaced, and so is a pod whose writable layer a hand on the node wrote to (the
+// replaced (also one made while kiln is down, once it is back), and so is a pod whose
+// writable layer a hand on the node wrote to (the
 // kubelet's summary), still without a failed request.
 func TestKubernetesRealNode(t *testing.T) {
 	// The same kiln.hcl, with a second service, on Docker first (without the runtime
@@ -279,6 +280,25 @@ func TestKubernetesRealNode(t *testing.T) {
 			t.Logf("event: %s", line)
 		}
 	}
+
+	// An exec while kiln is down: read from the audit log where kiln stopped, once it
+	// is back, and the pod replaced.
+	k.stopDaemon(syscall.SIGTERM)
+	for name := range k.pods() {
+		victim = name
+		break
+	}
+	if _, err := k.exec(cluster.BreakGlassToken, victim, "/app/hello"); !errors.As(err, &exit) {
+		t.Fatalf("break-glass exec while kiln is down: %v", err)
+	}
+	start = time.Now()
+	k.startDaemon("kiln serve: API", "serve")
+	k.waitFor("the pod exec'd into while kiln was down replaced", time.Minute, func() bool {
+		p := k.pods()
+		_, still := p[victim]
+		return !still && len(p) == 2
+	})
+	t.Logf("a break-glass exec while kiln was down: seen and the pod replaced %v after kiln started", time.Since(start).Round(time.Millisecond))
 
 	// A file written into a pod's writable layer on the node, past its read-only root:
 	// the kubelet's summary shows the layer grown, and the pod is replaced.

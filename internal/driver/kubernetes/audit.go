@@ -183,8 +183,9 @@ func checkAuditLog(path string) error {
 const seenTTL = 24 * time.Hour
 
 // followAudit reports the exec, attach and port-forward into the project's pods that
-// t's lines record, as EventExec at the time the API server logged them, until stop
-// is closed; then it closes t. A log it cannot read is tried again at every poll.
+// t's lines record (from where the last run stopped, when t has a state file), as
+// EventExec at the time the API server logged them, until stop is closed; then it
+// closes t. A log it cannot read is tried again at every poll.
 func (d *Driver) followAudit(t *follower, stop <-chan struct{}) {
 	defer t.close()
 	tick := time.NewTicker(auditPoll)
@@ -210,6 +211,11 @@ func (d *Driver) followAudit(t *follower, stop <-chan struct{}) {
 			if ev, ok := reachIn(line, d.namespace); ok {
 				d.audited(ev, seen)
 			}
+		}
+		// Saved once what was read is reported: a kiln stopped between the two reads
+		// the lines again when it starts, reporting them twice rather than never.
+		if err := t.save(); err != nil {
+			d.log.Warn("an exec logged while kiln is down may not be seen when it starts again", "error", err)
 		}
 		select {
 		case <-stop:

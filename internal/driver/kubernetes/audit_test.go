@@ -364,7 +364,7 @@ func TestFollow(t *testing.T) {
 		}
 	}
 	write(path, "history\n")
-	next, stop := kubernetes.Follow(path)
+	next, stop := kubernetes.Follow(path, "")
 	defer stop()
 	step := func(what string, want ...string) {
 		t.Helper()
@@ -404,11 +404,62 @@ func TestFollow(t *testing.T) {
 
 	// A file that is not there yet is new once it is: read from its start.
 	later := filepath.Join(t.TempDir(), "later.log")
-	next, stop = kubernetes.Follow(later)
+	next, stop = kubernetes.Follow(later, "")
 	defer stop()
 	if _, err := next(); err == nil {
 		t.Error("no error before the file exists")
 	}
 	write(later, "j\n")
 	step("once the file exists", "j")
+}
+
+// A follower with a state file starts where the last one stopped: what was appended
+// while none ran (kiln down) is read, a line half written then included; a state of
+// another file, or past the end, is not used.
+func TestFollowResumes(t *testing.T) {
+	dir := t.TempDir()
+	path, state := filepath.Join(dir, "audit.log"), filepath.Join(dir, "state.json")
+	appendTo := func(s string) {
+		t.Helper()
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(s)
+		f.Close()
+	}
+	read := func(next func() ([]string, error), what string, want ...string) {
+		t.Helper()
+		got, err := next()
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("%s: %q, %v; want %q", what, got, err, want)
+		}
+	}
+	appendTo("history\n")
+	next, stop := kubernetes.Follow(path, state)
+	read(next, "the first follower, at first")
+	appendTo("a\nb")
+	read(next, "the first follower", "a")
+	stop()
+
+	appendTo("\nwhile down\n")
+	next, stop = kubernetes.Follow(path, state)
+	read(next, "the next follower", "b", "while down")
+	stop()
+
+	// Another file at the same path (rotated while kiln was down): from its end.
+	os.Rename(path, path+".1")
+	appendTo("in the new file before\n")
+	next, stop = kubernetes.Follow(path, state)
+	read(next, "a follower of another file, at first")
+	appendTo("after\n")
+	read(next, "a follower of another file", "after")
+	stop()
+
+	// Truncated below the saved offset: from the end.
+	os.Truncate(path, 0)
+	appendTo("x\n")
+	next, stop = kubernetes.Follow(path, state)
+	defer stop()
+	read(next, "a follower of a truncated file")
 }

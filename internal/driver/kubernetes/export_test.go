@@ -11,12 +11,16 @@ func AuditDetail(line []byte, namespace string) (detail, stage string, ok bool) 
 	return ev.detail(), ev.Stage, true
 }
 
-// Follow follows path from its end; next returns the lines appended since it was
-// last called (see follower.next).
-func Follow(path string) (next func() ([]string, error), close func()) {
-	t, _ := follow(path)
+// Follow follows path from its end, or from where the last follower with the same
+// state file had read it; next returns the lines appended since it was last called
+// (see follower.next), and saves how far it read.
+func Follow(path, state string) (next func() ([]string, error), close func()) {
+	t, _ := follow(path, state)
 	return func() ([]string, error) {
 		lines, err := t.next()
+		if serr := t.save(); err == nil {
+			err = serr
+		}
 		out := make([]string, len(lines))
 		for i, l := range lines {
 			out[i] = string(l)

@@ -84,6 +84,7 @@ type Driver struct {
 	breakGlass  string
 	serviceType corev1.ServiceType
 	auditLog    string    // the API server's audit log; "" when none is set
+	auditState  string    // where how far the log was read is kept, across restarts; "" for nowhere
 	kubelets    *kubelets // the nodes' kubelets, read for file drift; nil without OptionKubeletCA
 	log         *slog.Logger
 	// guarded: the admission policy that denies exec and the like is in place.
@@ -145,6 +146,9 @@ func Open(ctx context.Context, cfg driver.Config) (*Driver, error) {
 	if d.auditLog = cfg.Options[OptionAuditLog]; d.auditLog != "" {
 		if err := checkAuditLog(d.auditLog); err != nil {
 			return nil, err
+		}
+		if cfg.StateDir != "" {
+			d.auditState = filepath.Join(cfg.StateDir, "kubernetes-audit.json")
 		}
 	}
 	if ca := cfg.Options[OptionKubeletCA]; ca != "" {

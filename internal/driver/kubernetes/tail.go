@@ -2,9 +2,14 @@ package kubernetes
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"syscall"
+
+	"github.com/kiln-build/kiln/internal/atomicfile"
 )
 
 // maxLine is the longest line a follower returns; longer ones are skipped whole, and
@@ -27,14 +32,18 @@ type follower struct {
 	partial  []byte   // the start of a line whose end is not written yet
 	skipping bool     // within a line longer than maxLine
 	skipped  int      // lines longer than maxLine, since the last call of next
+	state    string   // where the position is saved; "" for nowhere
+	saved    position // the position last saved
 	buf      []byte
 }
 
-// follow follows path from its end: what it holds already is history. When path
-// cannot be opened now, the error says why, and the follower opens it as soon as it
-// can, from its start (the file is new then).
-func follow(path string) (*follower, error) {
-	t := &follower{path: path, buf: make([]byte, 64<<10)}
+// follow follows path from where an earlier follower saved in file state had read it
+// (the same file, not shorter), so that what was appended meanwhile is read; else,
+// or with state "", from its end: what it holds already is history. When path cannot
+// be opened now, the error says why, and the follower opens it as soon as it can,
+// from its start (the file is new then).
+func follow(path, state string) (*follower, error) {
+	t := &follower{path: path, state: state, buf: make([]byte, 64<<10)}
 	f, err := os.Open(path)
 	if err != nil {
 		return t, err
@@ -44,10 +53,68 @@ func follow(path string) (*follower, error) {
 		f.Close()
 		return t, err
 	}
-	// A line being written at this very moment is cut: its end does not parse, and is
-	// skipped like any other line that is not an audit event.
+	// From the end, a line being written at this very moment is cut: its end does not
+	// parse, and is skipped like any other line that is not an audit event.
 	t.f, t.off = f, st.Size()
+	if saved, ok := t.load(); ok && saved.File == fileID(st) && saved.Offset <= st.Size() {
+		t.off = saved.Offset
+	}
+	t.saved = t.position(st)
 	return t, nil
+}
+
+// position is where a follower has read to in a file: its device and inode, and the
+// offset of the first line not returned yet.
+type position struct {
+	File   string `json:"file"`
+	Offset int64  `json:"offset"`
+}
+
+// fileID names the file st is of, for as long as it exists: "" where unknown.
+func fileID(st os.FileInfo) string {
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		return fmt.Sprintf("%d:%d", uint64(sys.Dev), uint64(sys.Ino))
+	}
+	return ""
+}
+
+func (t *follower) position(st os.FileInfo) position {
+	off := t.off
+	if !t.skipping {
+		off -= int64(len(t.partial))
+	}
+	return position{File: fileID(st), Offset: off}
+}
+
+// load is the position saved in t.state.
+func (t *follower) load() (position, bool) {
+	var p position
+	if t.state == "" {
+		return p, false
+	}
+	b, err := os.ReadFile(t.state)
+	return p, err == nil && json.Unmarshal(b, &p) == nil && p.File != ""
+}
+
+// save writes where t has read to in t.state, when it has moved.
+func (t *follower) save() error {
+	if t.state == "" || t.f == nil {
+		return nil
+	}
+	st, err := t.f.Stat()
+	if err != nil {
+		return err
+	}
+	p := t.position(st)
+	if p == t.saved || p.File == "" {
+		return nil
+	}
+	b, _ := json.Marshal(p)
+	if err := atomicfile.Write(t.state, b, 0o600); err != nil {
+		return fmt.Errorf("saving how far the audit log was read: %w", err)
+	}
+	t.saved = p
+	return nil
 }
 
 // next returns the complete lines appended since the last call, without their "\n";

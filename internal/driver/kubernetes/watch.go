@@ -104,7 +104,7 @@ func (d *Driver) startInformer() error {
 	factory.Start(stop)
 	if d.auditLog != "" {
 		// Opened here, not in the goroutine: what is logged once Watch returns is news.
-		t, err := follow(d.auditLog)
+		t, err := follow(d.auditLog, d.auditState)
 		if err != nil {
 			d.log.Warn("opening the API server's audit log: exec into kiln's pods is not seen until it can be read",
 				"path", d.auditLog, "error", err)
