@@ -98,6 +98,42 @@ func (k *kubeDeployment) exec(token, pod string, command ...string) (string, err
 	return stdout.String() + stderr.String(), err
 }
 
+// applyUnderLoad applies the example's version under load through the Service at
+// svcURL (what is the strategy's name for the logs), and waits for the Service to carry
+// revision rev alone; no request may fail.
+func (k *kubeDeployment) applyUnderLoad(svcURL, what, version, rev string) {
+	k.t.Helper()
+	load := startLoadAt(svcURL, 4, 4*time.Millisecond)
+	start := time.Now()
+	if r := k.kiln([]string{"KILN_VAR_version=" + version}, "apply"); r.code != 0 {
+		k.t.Fatalf("%s: kiln apply: %d\n%s", what, r.code, r.stderr)
+	}
+	k.t.Logf("%s of 2 pods on the real node: %v", what, time.Since(start).Round(time.Millisecond))
+	k.waitFor("the Service to carry revision "+rev+" alone", 10*time.Second, func() bool {
+		return slices.Equal(k.endpoints(), k.podIPs(rev))
+	})
+	load.finish(k.t, what+" through the Service")
+}
+
+// waitReplaced waits until pod victim (what it is, for the failure) is gone, two pods
+// serve, and the Service carries them (revision 3's) alone.
+func (k *kubeDeployment) waitReplaced(what, victim string, timeout time.Duration) {
+	k.t.Helper()
+	k.waitFor(what+" replaced", timeout, func() bool {
+		p := k.pods()
+		_, still := p[victim]
+		return !still && len(p) == 2 && slices.Equal(k.endpoints(), k.podIPs("3"))
+	})
+}
+
+// anyPod is one of pods' names.
+func anyPod(pods map[string]string) string {
+	for name := range pods {
+		return name
+	}
+	return ""
+}
+
 // TestKubernetesRealNode: the example's kiln.hcl on a cluster whose node is real (a
 // kubelet on containerd, kube-proxy): its pods pull kiln's image from a registry on
 // loopback and serve; requests through the Service's cluster IP see no failure through a
@@ -184,39 +220,21 @@ func TestKubernetesRealNode(t *testing.T) {
 		return strings.Contains(getBody(secondURL+"/"), "Hello from kiln!")
 	})
 
-	// A rolling update under load through the Service.
-	load := startLoadAt(svcURL, 4, 4*time.Millisecond)
-	start = time.Now()
-	if r := k.kiln([]string{"KILN_VAR_version=v2"}, "apply"); r.code != 0 {
-		t.Fatalf("rolling apply: %d\n%s", r.code, r.stderr)
-	}
-	t.Logf("rolling update of 2 pods on the real node: %v", time.Since(start).Round(time.Millisecond))
-	k.waitFor("the Service to carry revision 2 alone", 10*time.Second, func() bool {
-		return slices.Equal(k.endpoints(), k.podIPs("2"))
-	})
-	load.finish(t, "rolling update through the Service")
+	// A rolling update, then a blue-green switch, under load through the Service.
+	k.applyUnderLoad(svcURL, "rolling update", "v2", "2")
 	if body := getBody(svcURL + "/"); !strings.Contains(body, "version: v2") {
 		t.Errorf("after the rolling update the Service answers %q, want version v2", body)
 	}
 
 	// A blue-green switch under load.
 	editSpec(t, k.dir, `strategy          = "rolling"`, `strategy          = "blue-green"`)
-	load = startLoadAt(svcURL, 4, 4*time.Millisecond)
-	start = time.Now()
-	if r := k.kiln([]string{"KILN_VAR_version=v3"}, "apply"); r.code != 0 {
-		t.Fatalf("blue-green apply: %d\n%s", r.code, r.stderr)
-	}
-	t.Logf("blue-green switch of 2 pods on the real node: %v", time.Since(start).Round(time.Millisecond))
-	k.waitFor("the Service to carry revision 3 alone", 10*time.Second, func() bool {
-		return slices.Equal(k.endpoints(), k.podIPs("3"))
-	})
-	load.finish(t, "blue-green switch through the Service")
+	k.applyUnderLoad(svcURL, "blue-green switch", "v3", "3")
 
 	// A version whose health check fails: the kubelet's readiness probe never passes,
 	// kiln rolls back, and the Service never carries the bad pods.
 	editSpec(t, k.dir, `http     = "/healthz"`, `http     = "/nope"`)
 	editSpec(t, k.dir, `progress_deadline = "30s"`, `progress_deadline = "6s"`)
-	load = startLoadAt(svcURL, 4, 4*time.Millisecond)
+	load := startLoadAt(svcURL, 4, 4*time.Millisecond)
 	start = time.Now()
 	if r := k.kiln([]string{"KILN_VAR_version=v4"}, "apply"); r.code == 0 {
 		t.Errorf("apply of a version failing its readiness probe succeeded:\n%s", r.stdout)
@@ -245,12 +263,7 @@ func TestKubernetesRealNode(t *testing.T) {
 
 	// An exec: refused by kiln's admission policy for an admin; run for a member of the
 	// break-glass group, then found in the audit log and the pod replaced.
-	pods := k.pods()
-	var victim string
-	for name := range pods {
-		victim = name
-		break
-	}
+	victim := anyPod(k.pods())
 	if _, err := k.exec(cluster.Token, victim, "/app/hello"); err == nil || !strings.Contains(err.Error(), "kiln-immutable") {
 		t.Errorf("an admin's exec into a kiln pod: %v, want it refused by kiln's admission policy", err)
 	}
@@ -264,11 +277,7 @@ func TestKubernetesRealNode(t *testing.T) {
 		t.Fatalf("break-glass exec: %v, output %q; want the second /app/hello to exit 1 (its port taken)", err, out)
 	}
 	t.Logf("break-glass exec of /app/hello in %s: %v: %s", victim, err, strings.TrimSpace(out))
-	k.waitFor("the pod exec'd into replaced", time.Minute, func() bool {
-		p := k.pods()
-		_, still := p[victim]
-		return !still && len(p) == 2 && slices.Equal(k.endpoints(), k.podIPs("3"))
-	})
+	k.waitReplaced("the pod exec'd into", victim, time.Minute)
 	t.Logf("a break-glass exec: found in the audit log and the pod replaced in %v", time.Since(start).Round(time.Millisecond))
 	load.finish(t, "pod replaced after an exec, through the Service")
 	ev := k.events()
@@ -284,29 +293,19 @@ func TestKubernetesRealNode(t *testing.T) {
 	// An exec while kiln is down: read from the audit log where kiln stopped, once it
 	// is back, and the pod replaced.
 	k.stopDaemon(syscall.SIGTERM)
-	for name := range k.pods() {
-		victim = name
-		break
-	}
+	victim = anyPod(k.pods())
 	if _, err := k.exec(cluster.BreakGlassToken, victim, "/app/hello"); !errors.As(err, &exit) {
 		t.Fatalf("break-glass exec while kiln is down: %v", err)
 	}
 	start = time.Now()
 	k.startDaemon("kiln serve: API", "serve")
-	k.waitFor("the pod exec'd into while kiln was down replaced", time.Minute, func() bool {
-		p := k.pods()
-		_, still := p[victim]
-		return !still && len(p) == 2
-	})
+	k.waitReplaced("the pod exec'd into while kiln was down", victim, time.Minute)
 	t.Logf("a break-glass exec while kiln was down: seen and the pod replaced %v after kiln started", time.Since(start).Round(time.Millisecond))
 
 	// A file written into a pod's writable layer on the node, past its read-only root:
 	// the kubelet's summary shows the layer grown, and the pod is replaced.
 	untouched := k.pods()
-	for name := range untouched {
-		victim = name
-		break
-	}
+	victim = anyPod(untouched)
 	delete(untouched, victim)
 	var pod struct {
 		Metadata struct{ Annotations map[string]string }
@@ -324,11 +323,7 @@ func TestKubernetesRealNode(t *testing.T) {
 	if err := node.WriteInContainer(pod.Status.ContainerStatuses[0].ContainerID, "/usr/local/bin/implant", []byte("#!/bin/sh\necho owned\n")); err != nil {
 		t.Fatal(err)
 	}
-	k.waitFor("the pod whose files were changed on the node replaced", 2*time.Minute, func() bool {
-		p := k.pods()
-		_, still := p[victim]
-		return !still && len(p) == 2 && slices.Equal(k.endpoints(), k.podIPs("3"))
-	})
+	k.waitReplaced("the pod whose files were changed on the node", victim, 2*time.Minute)
 	t.Logf("a file written into a pod on the node: found in the kubelet's summary and the pod replaced in %v", time.Since(start).Round(time.Millisecond))
 	load.finish(t, "pod replaced after a file changed on the node, through the Service")
 	for _, line := range strings.Split(k.events(), "\n") {

@@ -190,8 +190,8 @@ func (d *Driver) followAudit(t *follower, stop <-chan struct{}) {
 	defer t.close()
 	tick := time.NewTicker(auditPoll)
 	defer tick.Stop()
-	seen := map[string]time.Time{} // audit IDs reported at ResponseStarted
-	failing := false
+	seen := map[string]time.Time{} // requests (key) reported at ResponseStarted
+	failing, saveFailing := false, false
 	for {
 		lines, err := t.next()
 		switch {
@@ -214,9 +214,11 @@ func (d *Driver) followAudit(t *follower, stop <-chan struct{}) {
 		}
 		// Saved once what was read is reported: a kiln stopped between the two reads
 		// the lines again when it starts, reporting them twice rather than never.
-		if err := t.save(); err != nil {
+		err = t.save()
+		if err != nil && !saveFailing {
 			d.log.Warn("an exec logged while kiln is down may not be seen when it starts again", "error", err)
 		}
+		saveFailing = err != nil
 		select {
 		case <-stop:
 			return

@@ -27,9 +27,9 @@ import (
 // of its pods (/stats/summary, the container's rootfs: the bytes and inodes of its
 // writable layer, which the runtime measures every few seconds). With OptionKubeletCA
 // set, Diff reads it from each node's kubelet (as metrics-server does: the kubelet's
-// own port, authenticated as the kubeconfig's user, who needs nodes/stats and never
-// nodes/proxy, which would allow exec) and compares a pod's rootfs with what it was
-// when kiln first measured it running, kept in the pod's AnnotationRootfs.
+// own port, as a user who needs nodes/stats and never nodes/proxy, which would allow
+// exec; see newKubelets) and compares a pod's rootfs with what it was when kiln first
+// measured it running, kept in the pod's AnnotationRootfs.
 
 // AnnotationRootfs is a pod's rootfs as kiln first measured it: "BYTES/INODES".
 const AnnotationRootfs = "kiln.dev/rootfs"
@@ -171,7 +171,7 @@ func (d *Driver) readSummary(ctx context.Context, nodeName string) (map[types.UI
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("the kubelet of node %s answered %s to %s (kiln's user needs nodes/stats)", nodeName, resp.Status, url)
+		return nil, fmt.Errorf("the kubelet of node %s answered %s to %s (the kubelets' user needs nodes/stats)", nodeName, resp.Status, url)
 	}
 	var sum struct {
 		Pods []struct {
@@ -207,8 +207,8 @@ func (d *Driver) readSummary(ctx context.Context, nodeName string) (map[types.UI
 
 // fileDrift is pod p's file drift: its rootfs grown or shrunk since kiln first
 // measured it (the same for settle, the pod ready), which it records in the pod when
-// it has not yet. A node whose kubelet cannot be read is logged, once a read, and no
-// drift; a rootfs not measured yet (no entry, or 0) is no drift.
+// it has not yet; the record removed is drift too. A node whose kubelet cannot be read
+// is no drift (summary logs it); nor is a rootfs not measured yet (no entry, or 0).
 func (d *Driver) fileDrift(ctx context.Context, p *corev1.Pod) []driver.Drift {
 	if d.kubelets == nil || p.Spec.NodeName == "" || !running(p) || p.DeletionTimestamp != nil {
 		return nil

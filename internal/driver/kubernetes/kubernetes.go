@@ -55,8 +55,8 @@ const (
 	OptionAuditLog = "audit_log"
 	// OptionKubeletCA is the CA (a PEM file) that verifies the kubelets' serving
 	// certificates: when set, Diff reads each node's summary from its kubelet (its own
-	// port, authenticated as the kubeconfig's user, who needs nodes/stats) and reports a
-	// pod's writable layer changed on the node as file drift (files.go).
+	// port, as OptionKubeletKubeconfig's user) and reports a pod's writable layer
+	// changed on the node as file drift (files.go).
 	OptionKubeletCA = "kubelet_ca"
 	// OptionKubeletKubeconfig is a kubeconfig whose user kiln is to the kubelets (it
 	// needs only nodes/stats): without it, kiln's own user must be a client

@@ -35,7 +35,7 @@ type watcher struct {
 // one informer of the driver's namespace that every watch shares. The pods there when
 // the informer started are not reported. With OptionAuditLog, it also reports exec,
 // attach and port-forward into them as EventExec, from the lines the API server logs
-// after the informer started (audit.go). The channel is closed when ctx ends or the
+// after the informer started, or after the last run stopped reading (audit.go). The channel is closed when ctx ends or the
 // driver is closed.
 func (d *Driver) Watch(ctx context.Context) (<-chan driver.Event, error) {
 	w := &d.watch
@@ -104,11 +104,8 @@ func (d *Driver) startInformer() error {
 	factory.Start(stop)
 	if d.auditLog != "" {
 		// Opened here, not in the goroutine: what is logged once Watch returns is news.
-		t, err := follow(d.auditLog, d.auditState)
-		if err != nil {
-			d.log.Warn("opening the API server's audit log: exec into kiln's pods is not seen until it can be read",
-				"path", d.auditLog, "error", err)
-		}
+		// A log that cannot be opened now is followAudit's to warn of and retry.
+		t, _ := follow(d.auditLog, d.auditState)
 		go d.followAudit(t, stop)
 	}
 	go func() {

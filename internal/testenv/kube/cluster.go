@@ -202,7 +202,7 @@ func start(bin, dir string) (*Cluster, error) {
 		return c, err
 	}
 	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(c.Kubeconfig, kubeconfig(c), 0o600); err != nil {
+	if err := os.WriteFile(c.Kubeconfig, kubeconfigFor(c, "kiln-test-admin", c.Token), 0o600); err != nil {
 		return c, err
 	}
 	c.StatsKubeconfig = filepath.Join(dir, "stats.kubeconfig")
@@ -305,17 +305,6 @@ func writeFiles(dir string, c *Cluster) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
-}
-
-// kubeconfig is a kubeconfig (JSON is YAML) for c's server and token.
-func kubeconfig(c *Cluster) []byte {
-	b, _ := json.MarshalIndent(map[string]any{
-		"apiVersion": "v1", "kind": "Config", "current-context": "kiln-test",
-		"clusters": []any{map[string]any{"name": "kiln-test", "cluster": map[string]any{"server": c.Server, "certificate-authority": c.CAFile}}},
-		"users":    []any{map[string]any{"name": "kiln-test-admin", "user": map[string]any{"token": c.Token}}},
-		"contexts": []any{map[string]any{"name": "kiln-test", "context": map[string]any{"cluster": "kiln-test", "user": "kiln-test-admin"}}},
-	}, "", "  ")
-	return b
 }
 
 // FakeNode is the annotation of the nodes kwok runs.

@@ -444,7 +444,8 @@ func writeKubelet(c *Cluster, sock string, port int) (string, error) {
 	return file, os.WriteFile(file, conf, 0o644)
 }
 
-// kubeconfigFor is a kubeconfig for c's server with user's token.
+// kubeconfigFor is a kubeconfig (JSON is YAML) for c's server with user's token
+// (context "kiln-test").
 func kubeconfigFor(c *Cluster, user, token string) []byte {
 	b, _ := json.Marshal(map[string]any{
 		"apiVersion": "v1", "kind": "Config", "current-context": "kiln-test",
