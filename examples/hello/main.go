@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -26,8 +28,26 @@ func main() {
 	}
 	host, _ := os.Hostname()
 
+	// FAIL_EVERY=N answers every Nth request to / with 500, and SLOW_EVERY=N delays
+	// every Nth by SLOW (50ms by default): versions a canary release must catch.
+	failEvery, slowEvery := atoi(os.Getenv("FAIL_EVERY")), atoi(os.Getenv("SLOW_EVERY"))
+	slow, err := time.ParseDuration(getenv("SLOW", "50ms"))
+	if err != nil {
+		slog.Error("SLOW is not a duration", "value", os.Getenv("SLOW"))
+		os.Exit(2)
+	}
+	var served atomic.Int64
+
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		n := served.Add(1)
+		if slowEvery > 0 && n%slowEvery == 0 {
+			time.Sleep(slow)
+		}
+		if failEvery > 0 && n%failEvery == 0 {
+			http.Error(w, "failing, as FAIL_EVERY asks", http.StatusInternalServerError)
+			return
+		}
 		fmt.Fprintf(w, "%s\nversion: %s\nserver: %s\n", greeting, version, host)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -59,6 +79,11 @@ func main() {
 		slog.Error("serving", "err", err)
 		os.Exit(1)
 	}
+}
+
+func atoi(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
 }
 
 func getenv(k, def string) string {

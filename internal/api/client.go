@@ -282,6 +282,25 @@ func (c *Client) Pause(ctx context.Context, service string, req PauseRequest) er
 	return resp.Body.Close()
 }
 
+// Promote passes the current step of service's canary: it moves on to the next step,
+// or replaces the stable set after the last.
+func (c *Client) Promote(ctx context.Context, service string, req CanaryRequest) error {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/promote", req)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+// Abort fails service's canary at once: every request back to the stable set.
+func (c *Client) Abort(ctx context.Context, service string, req CanaryRequest) error {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/abort", req)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
 // Resume lets the requests of service's front door through again.
 func (c *Client) Resume(ctx context.Context, service string) error {
 	resp, err := c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(service)+"/resume", struct{}{})

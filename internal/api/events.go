@@ -34,6 +34,10 @@ const (
 	EventPipeline    = "pipeline"    // a pipeline's run was queued, started, or ended
 	EventPaused      = "paused"      // a front door holds requests, or answers for maintenance
 	EventUnpaused    = "unpaused"    // a paused front door serves again
+	EventCanary      = "canary"      // a canary's step began: its weight and servers
+	EventJudged      = "judged"      // a canary's step passed its analysis, with the figures
+	EventAborted     = "aborted"     // a canary failed its analysis or was aborted: traffic back to stable
+	EventPromoted    = "promoted"    // a canary's step was promoted by hand (kiln promote)
 )
 
 // Tones: the colour class of an event.
@@ -75,6 +79,10 @@ var eventTypes = map[string]EventInfo{
 	EventPipeline:    {SubjectPipeline, "", ""},
 	EventPaused:      {SubjectService, "", ToneBusy},
 	EventUnpaused:    {SubjectService, "", ToneOK},
+	EventCanary:      {SubjectService, "canary step", ToneBusy},
+	EventJudged:      {SubjectService, "analysis passed", ToneOK},
+	EventAborted:     {SubjectService, "canary aborted", ToneBad},
+	EventPromoted:    {SubjectService, "promoted", ToneOK},
 }
 
 // EventTypeInfo returns what kind of event typ is; an unknown type is a service's

@@ -142,6 +142,44 @@ type Update struct {
 	ProgressDeadline time.Duration `json:"progress_deadline"`
 	AutoRollback     bool          `json:"auto_rollback"`
 	KeepOld          time.Duration `json:"keep_old"`
+	// Canary is set for the canary strategy (see spec.Canary).
+	Canary *Canary `json:"canary,omitempty"`
+}
+
+// Canary is a canary update's steps and analysis; see spec.Canary.
+type Canary struct {
+	Steps    []CanaryStep `json:"steps"`
+	Sticky   string       `json:"sticky,omitempty"`
+	Analysis Analysis     `json:"analysis"`
+}
+
+// CanaryStep is one step of a canary; see spec.CanaryStep.
+type CanaryStep struct {
+	Weight   float64       `json:"weight,omitempty"`
+	Duration time.Duration `json:"duration,omitempty"`
+	Pause    bool          `json:"pause,omitempty"`
+}
+
+// Analysis is what a canary must show at each step; see spec.Analysis.
+type Analysis struct {
+	Interval                time.Duration `json:"interval"`
+	MinRequests             int           `json:"min_requests"`
+	MaxErrorRatio           float64       `json:"max_error_ratio,omitempty"`
+	MaxErrorRatioOverStable float64       `json:"max_error_ratio_over_stable,omitempty"`
+	MaxP50                  time.Duration `json:"max_p50,omitempty"`
+	MaxP99                  time.Duration `json:"max_p99,omitempty"`
+	MaxP50OverStable        time.Duration `json:"max_p50_over_stable,omitempty"`
+	MaxP99OverStable        time.Duration `json:"max_p99_over_stable,omitempty"`
+	Prometheus              string        `json:"prometheus,omitempty"`
+	Queries                 []Query       `json:"queries,omitempty"`
+}
+
+// Query is a canary's Prometheus query; see spec.Query.
+type Query struct {
+	Name  string   `json:"name"`
+	Query string   `json:"query"`
+	Max   *float64 `json:"max,omitempty"`
+	Min   *float64 `json:"min,omitempty"`
 }
 
 // Pipeline is a pipeline's definition as applied (see spec.Pipeline).
@@ -277,7 +315,9 @@ type ServiceStatus struct {
 	Healthy   int      `json:"healthy"` // servers in rotation
 	Servers   []Server `json:"servers"`
 	Rollout   string   `json:"rollout,omitempty"` // the running rollout, if any
-	State     string   `json:"state"`             // healthy, healing, degraded, rolling out
+	// Canary is the service's canary: on trial now, or the last one, with its outcome.
+	Canary *CanaryStatus `json:"canary,omitempty"`
+	State  string        `json:"state"` // healthy, healing, degraded, rolling out
 	// Cause says why a service is degraded or healing: the last failure, with the
 	// server's exit code and last log lines when it exited.
 	Cause string `json:"cause,omitempty"`
@@ -285,6 +325,46 @@ type ServiceStatus struct {
 	// HealthPath is the path of the current revision's HTTP health check ("" for a TCP
 	// check): the dashboard hides the log lines of these requests.
 	HealthPath string `json:"health_path,omitempty"`
+}
+
+// CanaryStatus is a canary's trial as it stands: its step, its share of the requests,
+// its figures beside the stable set's over the step so far, and the last judgement.
+type CanaryStatus struct {
+	Revision int64 `json:"revision"` // on trial
+	From     int64 `json:"from"`     // the stable set's
+	Step     int   `json:"step"`     // from 1
+	Steps    int   `json:"steps"`
+	// Weight is the canary's share of the requests (percent); Pause, that the step
+	// waits for kiln promote.
+	Weight       float64        `json:"weight"`
+	Pause        bool           `json:"pause,omitempty"`
+	Servers      int            `json:"servers"`
+	StepStarted  time.Time      `json:"step_started"`
+	StepDuration time.Duration  `json:"step_duration,omitempty"`
+	Canary       CanaryFigures  `json:"canary"`
+	Stable       CanaryFigures  `json:"stable"`
+	Metrics      []CanaryMetric `json:"metrics,omitempty"`
+	Decision     string         `json:"decision"` // the last judgement: pass, fail or wait
+	Why          []string       `json:"why,omitempty"`
+	Outcome      string         `json:"outcome,omitempty"` // once over: promoted, aborted or failed
+}
+
+// CanaryFigures are one side's measurements over a canary's step so far.
+type CanaryFigures struct {
+	Requests   uint64        `json:"requests"`
+	Errors     uint64        `json:"errors"`
+	ErrorRatio float64       `json:"error_ratio"`
+	P50        time.Duration `json:"p50"`
+	P99        time.Duration `json:"p99"`
+}
+
+// CanaryMetric is a Prometheus query's last result in a canary's analysis.
+type CanaryMetric struct {
+	Name  string   `json:"name"`
+	Value float64  `json:"value"`
+	Max   *float64 `json:"max,omitempty"`
+	Min   *float64 `json:"min,omitempty"`
+	Error string   `json:"error,omitempty"`
 }
 
 type Server struct {
@@ -368,4 +448,9 @@ type Stage struct {
 // PauseRequest pauses a service's front door; see Client.Pause.
 type PauseRequest struct {
 	Maintenance string `json:"maintenance,omitempty"`
+}
+
+// CanaryRequest promotes or aborts a service's canary; User is who, for the record.
+type CanaryRequest struct {
+	User string `json:"user,omitempty"`
 }

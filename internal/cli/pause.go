@@ -58,3 +58,50 @@ func newResumeCmd(g *globals) *cobra.Command {
 		},
 	}
 }
+
+func newPromoteCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "promote SERVICE",
+		Short: "Pass the current step of a service's canary",
+		Long: `Promote ends the current step of SERVICE's canary as passed, whatever its analysis
+says so far: the canary moves on to its next step (a pause step waits for this), or,
+after the last, the new revision replaces the stable set. kiln status shows the
+canary's step, its share and its figures beside the stable set's.`,
+		Example: "  kiln status\n  kiln promote web",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Promote(cmd.Context(), args[0], api.CanaryRequest{User: currentUser()}); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s: the canary's step is promoted (kiln status %s shows the next)\n", args[0], args[0])
+			return nil
+		},
+	}
+}
+
+func newAbortCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "abort SERVICE",
+		Short: "Abort a service's canary: every request back to the stable set",
+		Long: `Abort fails SERVICE's canary at once: the front door sends every request to the
+stable set, the canary's servers are drained and destroyed, and the revision is
+recorded as failed (rolled back, with auto_rollback).`,
+		Example: "  kiln abort web",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Abort(cmd.Context(), args[0], api.CanaryRequest{User: currentUser()}); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s: the canary is aborted: every request goes to the stable set\n", args[0])
+			return nil
+		},
+	}
+}

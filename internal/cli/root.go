@@ -192,6 +192,8 @@ declarative spec (kiln.hcl), reproducibly, and replaces servers instead of chang
 		newDestroyCmd(g),
 		newPauseCmd(g),
 		newResumeCmd(g),
+		newPromoteCmd(g),
+		newAbortCmd(g),
 		newEventsCmd(g),
 		newLogsCmd(g),
 		newPipelineCmd(g),

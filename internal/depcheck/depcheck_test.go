@@ -30,10 +30,12 @@ var allowed = map[string][]string{
 	"internal/dashboard": {"internal/api", "internal/engine", "internal/pipeline", "internal/store"},
 	// The engine keeps the use cases; its parts (front doors, health monitor,
 	// reconcile loop, rollouts) are packages of their own, and it reads the image store.
-	"internal/engine":    {"internal/api", "internal/door", "internal/driver", "internal/frontdoor", "internal/health", "internal/imagestore", "internal/monitor", "internal/plan", "internal/reconcile", "internal/resolve", "internal/rollout", "internal/secret", "internal/spec", "internal/store"},
+	"internal/engine":    {"internal/api", "internal/canary", "internal/door", "internal/driver", "internal/frontdoor", "internal/health", "internal/imagestore", "internal/monitor", "internal/plan", "internal/reconcile", "internal/resolve", "internal/rollout", "internal/secret", "internal/spec", "internal/store"},
 	"internal/frontdoor": {"internal/api", "internal/door", "internal/proxy", "internal/spec"},
 	// The door process's core: what the doors serve and its control socket.
-	"internal/door":      {"internal/api", "internal/atomicfile", "internal/doortls", "internal/health", "internal/proxy"},
+	"internal/door": {"internal/api", "internal/atomicfile", "internal/doortls", "internal/health", "internal/proxy"},
+	// canary judges a canary's step from the door's counters (and a Prometheus).
+	"internal/canary":    {"internal/api", "internal/door"},
 	"internal/monitor":   {"internal/health", "internal/spec"},
 	"internal/reconcile": {},
 	"internal/rollout":   {"internal/driver", "internal/plan", "internal/spec"},

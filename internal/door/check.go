@@ -41,9 +41,10 @@ func (s *service) probeAll() {
 	sc := *cur
 	c := health.Check{HTTPPath: sc.Health.Path, TCP: sc.Health.TCP || sc.Health.Path == "",
 		Timeout: cmp.Or(sc.Health.Timeout, defaultCheckTimeout)}
-	results := make([]error, len(sc.Upstreams))
+	addrs := sc.checked()
+	results := make([]error, len(addrs))
 	var wg sync.WaitGroup
-	for i, a := range sc.Upstreams {
+	for i, a := range addrs {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(s.ctx, c.Timeout)
 			defer cancel()
@@ -60,7 +61,7 @@ func (s *service) probeAll() {
 		return // reconfigured meanwhile: these results may be of servers gone
 	}
 	changed := false
-	for i, a := range sc.Upstreams {
+	for i, a := range addrs {
 		was := s.down[a] >= s.fall()
 		if results[i] == nil {
 			delete(s.down, a)

@@ -52,6 +52,8 @@ type Service struct {
 	Paused      bool   `json:"paused,omitempty"`
 	Maintenance string `json:"maintenance,omitempty"`
 	TLS         *TLS   `json:"tls,omitempty"`
+	// Canary, when set, sends a share of the requests to other servers (see Canary).
+	Canary *Canary `json:"canary,omitempty"`
 }
 
 // Health is how the door checks a service's upstreams itself: HTTP GET of Path (or a
@@ -108,6 +110,14 @@ func (c Config) Validate() error {
 		names[s.Name] = true
 		if _, _, err := net.SplitHostPort(s.Listen); err != nil {
 			return fmt.Errorf("service %s: listen address %q: %w", s.Name, s.Listen, err)
+		}
+		if c := s.Canary; c != nil {
+			if c.Weight < 0 || c.Weight > 100 {
+				return fmt.Errorf("service %s: canary weight %g is not a percentage", s.Name, c.Weight)
+			}
+			if c.Sticky != "" && c.Sticky != StickyCookie && (!strings.HasPrefix(c.Sticky, "header:") || len(c.Sticky) == len("header:")) {
+				return fmt.Errorf("service %s: canary stickiness %q is neither %q nor \"header:NAME\"", s.Name, c.Sticky, StickyCookie)
+			}
 		}
 		hosts := s.Hosts
 		if len(hosts) == 0 {

@@ -23,6 +23,7 @@ type service struct {
 	log     *slog.Logger
 	access  *slog.Logger
 	stats   *counters
+	groups  [2]groupCounters // stable, canary
 
 	cfg atomic.Pointer[Service]
 
@@ -55,10 +56,15 @@ func (s *service) settings() Service { return *s.cfg.Load() }
 // configure applies sc: the rotation (less the upstreams found down), pause and checks.
 func (s *service) configure(sc Service) {
 	sc.Upstreams = slices.Clone(sc.Upstreams)
+	if sc.Canary != nil {
+		c := *sc.Canary
+		c.Upstreams = slices.Clone(c.Upstreams)
+		sc.Canary = &c
+	}
 	s.cfg.Store(&sc)
 	s.mu.Lock()
 	for a := range s.down {
-		if !slices.Contains(sc.Upstreams, a) {
+		if !slices.Contains(sc.checked(), a) {
 			delete(s.down, a)
 		}
 	}
@@ -82,16 +88,35 @@ func (s *service) configure(sc Service) {
 // answer beats a 503). Called with s.mu held.
 func (s *service) rotate() {
 	sc := s.settings()
+	s.proxy.SetUpstreams(s.up(sc.Upstreams))
+	var canary []string
+	if sc.Canary != nil {
+		canary = s.up(sc.Canary.Upstreams)
+	}
+	s.proxy.SetCanary(canary)
+}
+
+// up is addrs less those found down; all of addrs when every one is. Called with s.mu
+// held.
+func (s *service) up(addrs []string) []string {
 	var up []string
-	for _, a := range sc.Upstreams {
+	for _, a := range addrs {
 		if s.down[a] < s.fall() {
 			up = append(up, a)
 		}
 	}
 	if len(up) == 0 {
-		up = sc.Upstreams
+		return addrs
 	}
-	s.proxy.SetUpstreams(up)
+	return up
+}
+
+// checked are the upstreams the door checks: the rotation's and the canary's.
+func (sc Service) checked() []string {
+	if sc.Canary == nil {
+		return sc.Upstreams
+	}
+	return append(slices.Clone(sc.Upstreams), sc.Canary.Upstreams...)
 }
 
 func (s *service) fall() int {
@@ -122,9 +147,15 @@ func (s *service) close() { s.stop() }
 func (s *service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-	s.serve(sw, r)
+	route := &proxy.Route{Canary: toCanary(s.settings().Canary, s.name, w, r)}
+	s.serve(sw, r.WithContext(proxy.WithRoute(r.Context(), route)))
 	took := time.Since(start)
 	s.stats.observe(sw.code, took)
+	g := &s.groups[0]
+	if route.Canary {
+		g = &s.groups[1]
+	}
+	g.observe(sw.code, route.Failed, took)
 	if s.settings().AccessLog {
 		s.access.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("service", s.name), slog.String("method", r.Method), slog.String("host", r.Host),

@@ -31,6 +31,9 @@ type ServiceStats struct {
 	// took out of rotation.
 	InRotation []string `json:"in_rotation"`
 	Down       []string `json:"down,omitempty"`
+	// Groups count the requests by where they were sent: GroupStable (the rotation) and
+	// GroupCanary.
+	Groups map[string]GroupStats `json:"groups,omitempty"`
 }
 
 type counters struct {
@@ -82,6 +85,7 @@ func (s *Server) Stats(context.Context) (map[string]ServiceStats, error) {
 		st := svc.stats.snapshot()
 		st.InRotation = svc.inRotation()
 		st.Down = svc.Down()
+		st.Groups = map[string]GroupStats{GroupStable: svc.groups[0].snapshot(), GroupCanary: svc.groups[1].snapshot()}
 		out[name] = st
 	}
 	return out, nil

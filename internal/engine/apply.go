@@ -46,11 +46,14 @@ func (e *Engine) Plan(ctx context.Context, req api.PlanRequest) (plan.Plan, erro
 				}
 			}
 		}
+		if err := e.checkStrategy(svc); err != nil {
+			return plan.Plan{}, err
+		}
 		spec, err := e.plannedSpec(svc, rev)
 		if err != nil {
 			return plan.Plan{}, err
 		}
-		desired = append(desired, plan.Desired{Service: svc.Name, Revision: rev, Spec: spec, Replicas: svc.Replicas, Settings: settings})
+		desired = append(desired, plan.Desired{Service: svc.Name, Revision: rev, Spec: spec, Replicas: svc.Replicas, Settings: settings, Rollout: canaryPlan(svc)})
 	}
 	if req.Prune {
 		services, err := e.opts.State.Services(ctx)
@@ -142,6 +145,9 @@ func (e *Engine) check(ctx context.Context, services []api.Service) (_ map[strin
 			return nil, fmt.Errorf("service %s: image %s is not in the image store: bake it first (kiln bake), or use a digest that `kiln images` lists", svc.Name, svc.Image)
 		}
 		if err := validateService(svc); err != nil {
+			return nil, err
+		}
+		if err := e.checkStrategy(svc); err != nil {
 			return nil, err
 		}
 		if r, err := e.opts.State.RunningRollout(ctx, svc.Name); err == nil {
@@ -331,6 +337,7 @@ func (e *Engine) goRollout(r store.Rollout, rev store.Revision) func() api.Servi
 func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revision) api.ServiceResult {
 	res := api.ServiceResult{Service: r.Service, Revision: rev.Number, Changed: true}
 	defer e.inRollout(r)()
+	defer func() { e.endTrial(r.Service, rev.Number, store.Outcome(res.Outcome)) }()
 	start := time.Now()
 	defer func() {
 		if res.Outcome != string(store.OutcomePending) {

@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-build/kiln/internal/imagestore"
 	"github.com/kiln-build/kiln/internal/monitor"
 	"github.com/kiln-build/kiln/internal/reconcile"
+	"github.com/kiln-build/kiln/internal/resolve"
 	"github.com/kiln-build/kiln/internal/rollout"
 	"github.com/kiln-build/kiln/internal/secret"
 	"github.com/kiln-build/kiln/internal/spec"
@@ -82,16 +83,17 @@ type Engine struct {
 	states    map[string]*serviceState
 	pipelines Pipelines // records an apply's pipelines (SetPipelines)
 	subs      map[chan api.Event]bool
-	rollouts  map[string]int64 // the rollout running for each service, by ID
-	own       map[int64]bool   // the running rollouts this engine started (by ID)
-	ready     chan struct{}    // closed once Start has resumed what a stop interrupted
+	rollouts  map[string]int64  // the rollout running for each service, by ID
+	trials    map[string]*trial // each service's canary: on trial, or the last
+	own       map[int64]bool    // the running rollouts this engine started (by ID)
+	ready     chan struct{}     // closed once Start has resumed what a stop interrupted
 	work      sync.WaitGroup
 }
 
 // New returns an engine; it starts nothing until Start.
 func New(opts Options) *Engine {
 	e := &Engine{opts: opts, targets: map[string]rollout.Target{}, states: map[string]*serviceState{},
-		subs: map[chan api.Event]bool{}, rollouts: map[string]int64{}, own: map[int64]bool{}, ready: make(chan struct{}), log: opts.Log}
+		subs: map[chan api.Event]bool{}, rollouts: map[string]int64{}, trials: map[string]*trial{}, own: map[int64]bool{}, ready: make(chan struct{}), log: opts.Log}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -131,7 +133,7 @@ func New(opts Options) *Engine {
 		Clock: e.clock, Log: e.log})
 	// On a runtime that claims sets the executor scales each revision's set; the
 	// controller accounts for the members the runtime replaces of its own (heal.go).
-	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy,
+	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy, Analyze: e.analyze,
 		Event: func(service, id, typ, msg string) { e.event(service, id, typ, "%s", msg) }}
 	return e
 }
@@ -525,6 +527,7 @@ func (e *Engine) target(svc api.Service, revision int64) (rollout.Target, error)
 		Settings: rollout.Settings{
 			Strategy: svc.Update.Strategy, MaxSurge: svc.Update.MaxSurge, MaxUnavailable: svc.Update.MaxUnavailable,
 			MinHealthy: svc.Update.MinHealthy, ProgressDeadline: svc.Update.ProgressDeadline, KeepOld: svc.Update.KeepOld,
+			Canary: resolve.SpecService(svc).Update.Canary,
 		},
 		Health: spec.Health{
 			HTTP: svc.Health.HTTP, TCP: svc.Health.TCP, Interval: svc.Health.Interval, Timeout: svc.Health.Timeout,

@@ -65,6 +65,7 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 		if r, err := e.opts.State.RunningRollout(ctx, sv.Name); err == nil {
 			ss.Rollout = fmt.Sprintf("revision %d → %d (%s)", r.From, r.To, r.Strategy)
 		}
+		ss.Canary = e.canaryStatus(sv.Name)
 		e.mu.Lock()
 		ss.Drift = cs.lastDrift
 		switch {

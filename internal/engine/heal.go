@@ -209,6 +209,10 @@ func (e *Engine) heal(ctx context.Context, service string, current int64, st *se
 	if len(sp.Changes) == 0 && !needsAdmission {
 		return 0, nil
 	}
+	if t.Settings.Strategy == spec.StrategyCanary {
+		// A heal restores the revision that serves: there is nothing to try on a share.
+		t.Settings.Strategy = spec.StrategyRolling
+	}
 	return 0, e.exec.Run(ctx, d, t)
 }
 

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/kiln-build/kiln/internal/api"
@@ -40,6 +41,20 @@ func settingChanges(old, new api.Service) []string {
 	add("update progress_deadline", ou.ProgressDeadline, nu.ProgressDeadline)
 	add("update auto_rollback", ou.AutoRollback, nu.AutoRollback)
 	add("update keep_old", ou.KeepOld, nu.KeepOld)
+	oc, nc := canaryOf(ou), canaryOf(nu)
+	add("update steps", canarySteps(oc.Steps), canarySteps(nc.Steps))
+	add("update sticky", oc.Sticky, nc.Sticky)
+	oa, na := oc.Analysis, nc.Analysis
+	add("update analysis interval", oa.Interval, na.Interval)
+	add("update analysis min_requests", oa.MinRequests, na.MinRequests)
+	add("update analysis max_error_ratio", oa.MaxErrorRatio, na.MaxErrorRatio)
+	add("update analysis max_error_ratio_over_stable", oa.MaxErrorRatioOverStable, na.MaxErrorRatioOverStable)
+	add("update analysis max_p50", oa.MaxP50, na.MaxP50)
+	add("update analysis max_p99", oa.MaxP99, na.MaxP99)
+	add("update analysis max_p50_over_stable", oa.MaxP50OverStable, na.MaxP50OverStable)
+	add("update analysis max_p99_over_stable", oa.MaxP99OverStable, na.MaxP99OverStable)
+	add("update analysis prometheus", oa.Prometheus, na.Prometheus)
+	add("update analysis queries", canaryQueries(oa.Queries), canaryQueries(na.Queries))
 	add("drift action", cmpDrift(old.Drift), cmpDrift(new.Drift))
 	return append(out, plan.DoorChanges(planDoor(old), planDoor(new))...)
 }
@@ -72,4 +87,41 @@ func show(v any) any {
 		return v.String()
 	}
 	return v
+}
+
+// canaryOf is u's canary settings, the zero value when it has none.
+func canaryOf(u api.Update) api.Canary {
+	if u.Canary == nil {
+		return api.Canary{}
+	}
+	return *u.Canary
+}
+
+// canarySteps shows a canary's steps: "5% for 1m → pause → 50% for 30s".
+func canarySteps(steps []api.CanaryStep) string {
+	var out []string
+	for _, st := range steps {
+		if st.Pause {
+			out = append(out, "pause")
+		} else {
+			out = append(out, fmt.Sprintf("%g%% for %s", st.Weight, st.Duration))
+		}
+	}
+	return strings.Join(out, " → ")
+}
+
+// canaryQueries shows a canary's Prometheus queries with their bounds.
+func canaryQueries(qs []api.Query) string {
+	var out []string
+	for _, q := range qs {
+		s := fmt.Sprintf("%s: %s", q.Name, q.Query)
+		if q.Min != nil {
+			s += fmt.Sprintf(" ≥ %g", *q.Min)
+		}
+		if q.Max != nil {
+			s += fmt.Sprintf(" ≤ %g", *q.Max)
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, "; ")
 }

@@ -20,13 +20,14 @@ type Door struct {
 	mu       sync.Mutex
 	settings door.Service // Upstreams unused: see addrs
 	addrs    map[string]bool
+	canary   *door.Canary // the canary on trial, nil when none
 	// checks holds the health check each server (by address) passed, which the monitor
 	// goes on using for it, whatever revision is being rolled out.
 	checks map[string]spec.Health
 }
 
 func newDoor(reg *Registry, settings door.Service) *Door {
-	settings.Upstreams = nil
+	settings.Upstreams, settings.Canary = nil, nil
 	return &Door{reg: reg, settings: settings, addrs: map[string]bool{}, checks: map[string]spec.Health{}}
 }
 
@@ -49,7 +50,7 @@ func (d *Door) Settings() door.Service {
 func (d *Door) setSettings(s door.Service) (door.Service, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s.Upstreams = nil
+	s.Upstreams, s.Canary = nil, nil
 	s.Paused, s.Maintenance = d.settings.Paused, d.settings.Maintenance
 	prev := d.settings
 	d.settings = s
@@ -67,9 +68,10 @@ func (d *Door) restore(s door.Service) {
 // as a pending door was only checked. An accepted door is removed with Registry.Remove.
 func (d *Door) Close() {}
 
-// Update puts the servers at add in rotation and takes those at remove out, then
-// waits until no request is in flight to a removed one (within the service's drain
-// timeout), or ctx ends.
+// Update puts the servers at add in rotation and takes those at remove out (of the
+// rotation or the canary's), then waits until no request is in flight to a removed
+// one (within the service's drain timeout), or ctx ends. A canary's server put in
+// rotation leaves the canary.
 func (d *Door) Update(ctx context.Context, add, remove []string) error {
 	d.mu.Lock()
 	for _, a := range add {
@@ -78,6 +80,11 @@ func (d *Door) Update(ctx context.Context, add, remove []string) error {
 	for _, r := range remove {
 		delete(d.addrs, r)
 		delete(d.checks, r)
+	}
+	if c := d.canary; c != nil {
+		c.Upstreams = slices.DeleteFunc(slices.Clone(c.Upstreams), func(a string) bool {
+			return slices.Contains(add, a) || slices.Contains(remove, a)
+		})
 	}
 	d.mu.Unlock()
 	if err := d.reg.push(ctx); err != nil {
@@ -89,11 +96,41 @@ func (d *Door) Update(ctx context.Context, add, remove []string) error {
 	return d.reg.plane.Drain(ctx, d.Settings().Name, remove)
 }
 
-// Has reports whether the server at addr is in rotation.
+// Has reports whether the server at addr is in rotation, or the canary's.
 func (d *Door) Has(addr string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.addrs[addr]
+	return d.addrs[addr] || (d.canary != nil && slices.Contains(d.canary.Upstreams, addr))
+}
+
+// Trial sends weight percent of the requests to the servers at addrs, a canary beside
+// the rotation (out of it, if they were in it), with stickiness sticky (see door.Canary); a weight of 0 sends them
+// none (the servers stay the canary's, to be drained), and nil addrs with weight 0 end
+// the canary. It returns once the door process serves it.
+func (d *Door) Trial(ctx context.Context, addrs []string, weight float64, sticky string) error {
+	d.mu.Lock()
+	if len(addrs) == 0 && weight == 0 {
+		d.canary = nil
+	} else {
+		d.canary = &door.Canary{Upstreams: slices.Sorted(slices.Values(addrs)), Weight: weight, Sticky: sticky}
+		for _, a := range addrs {
+			delete(d.addrs, a) // the canary's servers are not the rotation's
+		}
+	}
+	d.mu.Unlock()
+	return d.reg.push(ctx)
+}
+
+// Canary returns the canary on trial (a copy), nil when none.
+func (d *Door) Canary() *door.Canary {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.canary == nil {
+		return nil
+	}
+	c := *d.canary
+	c.Upstreams = slices.Clone(c.Upstreams)
+	return &c
 }
 
 // Passed records that the server at addr passed check.
@@ -124,5 +161,10 @@ func (d *Door) config() door.Service {
 	defer d.mu.Unlock()
 	s := d.settings
 	s.Upstreams = slices.Sorted(maps.Keys(d.addrs))
+	if d.canary != nil {
+		c := *d.canary
+		c.Upstreams = slices.Clone(c.Upstreams)
+		s.Canary = &c
+	}
 	return s
 }

@@ -43,6 +43,11 @@ func (r *Registry) Adopt(cfg door.Config) {
 		for _, a := range s.Upstreams {
 			d.addrs[a] = true
 		}
+		if c := s.Canary; c != nil {
+			cc := *c
+			cc.Upstreams = slices.Clone(c.Upstreams)
+			d.canary = &cc
+		}
 		r.doors[s.Name] = d
 	}
 }
@@ -100,7 +105,7 @@ func (r *Registry) Ensure(ctx context.Context, settings door.Service) (*Door, er
 // door of these settings yet, without putting it in use (see Accept); nil, nil when it
 // has one.
 func (r *Registry) Pending(ctx context.Context, settings door.Service) (*Door, error) {
-	settings.Upstreams = nil
+	settings.Upstreams, settings.Canary = nil, nil
 	if old := r.Get(settings.Name); old != nil {
 		cur := old.Settings()
 		settings.Paused, settings.Maintenance = cur.Paused, cur.Maintenance

@@ -21,6 +21,9 @@ type Desired struct {
 	// "listen 127.0.0.1:8090 → 127.0.0.1:8093": applying them changes no server, yet
 	// they are changes.
 	Settings []string
+	// Rollout describes how the servers will be replaced, when that is worth showing
+	// (a canary's steps); "" otherwise.
+	Rollout string
 }
 
 // Action is what happens to one server.
@@ -66,6 +69,7 @@ type Service struct {
 	Changes []Change
 	// Settings are the service's setting changes (see Desired.Settings).
 	Settings []string
+	Rollout  string // see Desired.Rollout
 	// Packages are the changes of the OS packages between the image its replaced
 	// servers run and Spec's (imagestore.PackageChanges), when the caller knows both.
 	Packages []string
@@ -160,7 +164,7 @@ func computeService(d Desired, observed []driver.Server) Service {
 	spec := d.Spec
 	spec.Service, spec.Revision = d.Service, d.Revision
 	hash := spec.Hash()
-	sp := Service{Service: d.Service, Revision: d.Revision, Spec: &spec, Replicas: d.Replicas, Settings: d.Settings}
+	sp := Service{Service: d.Service, Revision: d.Revision, Spec: &spec, Replicas: d.Replicas, Settings: d.Settings, Rollout: d.Rollout}
 
 	var matching, stale []driver.Server
 	for _, s := range sortServers(observed) {

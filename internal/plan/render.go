@@ -34,6 +34,9 @@ func WriteText(w io.Writer, p Plan) error {
 			fmt.Fprintf(&b, "  # service %q: revision %d, %s of image %s (%d unchanged)\n",
 				s.Service, s.Revision, plural(s.Replicas, "replica"), shortDigest(s.Spec.Image), len(s.Keep))
 		}
+		if s.Rollout != "" && s.Spec != nil && s.Count(Replace)+s.Count(Destroy) > 0 {
+			fmt.Fprintf(&b, "      rolled out as %s\n", s.Rollout)
+		}
 		for _, p := range s.Packages {
 			fmt.Fprintf(&b, "      package %s\n", p)
 		}

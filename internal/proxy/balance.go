@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -25,15 +26,36 @@ func (u *upstream) markDown() { u.downUntil.Store(time.Now().Add(downFor).UnixNa
 
 // pick chooses, among the servers in rotation that are not in tried, the one with the
 // fewest requests in flight, preferring servers that have not just refused a
-// connection; ties go round robin. It counts the request in flight on the chosen
-// server before the read lock is released (see Proxy.mu). If there is no candidate it
-// returns nil and a channel that is closed when the set changes.
-func (p *Proxy) pick(tried []*upstream) (*upstream, <-chan struct{}) {
+// connection; ties go round robin. A request of the canary (canary true) is given one
+// of the canary's servers while one is left to try, then one of the others; any other
+// request, one of the rotation (the canary's when the rotation is empty). It counts
+// the request in flight on the chosen server before the read lock is released (see
+// Proxy.mu). If there is no candidate it returns nil and a channel that is closed when
+// the set changes.
+func (p *Proxy) pick(tried []*upstream, canary bool) (*upstream, <-chan struct{}) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	n := len(p.set)
-	if n == 0 {
+	first, second := p.set, p.canary
+	if canary {
+		first, second = second, first
+	}
+	best := p.pickFrom(first, tried)
+	if best == nil {
+		best = p.pickFrom(second, tried)
+	}
+	if best == nil {
 		return nil, p.changed
+	}
+	best.inflight.Add(1)
+	return best, nil
+}
+
+// pickFrom is pick's choice within set; nil when no server of it is left to try.
+// Called with p.mu held for reading.
+func (p *Proxy) pickFrom(set, tried []*upstream) *upstream {
+	n := len(set)
+	if n == 0 {
+		return nil
 	}
 	var (
 		best     *upstream
@@ -43,7 +65,7 @@ func (p *Proxy) pick(tried []*upstream) (*upstream, <-chan struct{}) {
 	)
 	start := int(p.next.Add(1) % uint64(n))
 	for i := range n {
-		u := p.set[(start+i)%n]
+		u := set[(start+i)%n]
 		if slices.Contains(tried, u) {
 			continue
 		}
@@ -59,11 +81,28 @@ func (p *Proxy) pick(tried []*upstream) (*upstream, <-chan struct{}) {
 			best, bestLoad, bestDown = u, load, down
 		}
 	}
-	if best == nil {
-		return nil, p.changed
-	}
-	best.inflight.Add(1)
-	return best, nil
+	return best
+}
+
+// Route is what the caller of a request's ServeHTTP chooses and learns of it: put in
+// the request's context (WithRoute), it sends the request to the canary's servers and
+// says whether an attempt failed on the way (a connection refused or reset: a
+// transport error, even if another server then answered).
+type Route struct {
+	Canary bool
+	Failed bool // set by the proxy, on the request's goroutine
+}
+
+type routeKey struct{}
+
+// WithRoute returns ctx carrying r, for a request the proxy serves.
+func WithRoute(ctx context.Context, r *Route) context.Context {
+	return context.WithValue(ctx, routeKey{}, r)
+}
+
+func routeOf(ctx context.Context) *Route {
+	r, _ := ctx.Value(routeKey{}).(*Route)
+	return r
 }
 
 // flight is the server one request is counted in flight on. The request's attempts run

@@ -90,6 +90,7 @@ type Proxy struct {
 	// rotation is counted where WaitIdle looks.
 	mu      sync.RWMutex
 	set     []*upstream          // in rotation; replaced, never modified
+	canary  []*upstream          // in the canary's rotation (see SetCanary); the same
 	known   map[string]*upstream // in rotation, or out of it with requests in flight
 	changed chan struct{}        // closed (and replaced) by SetUpstreams
 
@@ -276,30 +277,61 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // SetUpstreams replaces the servers in rotation with addrs ("host:port"), which the
 // caller has found healthy. New requests go only to addrs from when it returns;
 // requests in flight to a server no longer in rotation carry on: WaitIdle waits for
-// them.
+// them. The canary's servers (SetCanary) are kept.
 func (p *Proxy) SetUpstreams(addrs []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	set := make([]*upstream, 0, len(addrs))
-	in := make(map[string]bool, len(addrs))
-	for _, a := range addrs {
-		if in[a] {
-			continue
+	p.replace(addrs, nil, false)
+}
+
+// SetCanary replaces the canary's servers with addrs: the requests a Route marks as the
+// canary's go to them (to the others when none is left to try), the rest to the servers
+// of SetUpstreams. No address should be in both. A nil addrs ends the canary.
+func (p *Proxy) SetCanary(addrs []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.replace(nil, addrs, true)
+}
+
+// replace sets the rotation (stable unless canaryOnly) or the canary's servers. Called
+// with p.mu held.
+func (p *Proxy) replace(stable, canary []string, canaryOnly bool) {
+	in := map[string]bool{}
+	build := func(addrs []string) []*upstream {
+		set := make([]*upstream, 0, len(addrs))
+		for _, a := range addrs {
+			if in[a] {
+				continue
+			}
+			in[a] = true
+			u := p.known[a]
+			if u == nil {
+				u = &upstream{addr: a}
+				p.known[a] = u
+			}
+			set = append(set, u)
 		}
-		in[a] = true
-		u := p.known[a]
-		if u == nil {
-			u = &upstream{addr: a}
-			p.known[a] = u
+		return set
+	}
+	if canaryOnly {
+		for _, u := range p.set {
+			in[u.addr] = true
 		}
-		set = append(set, u)
+		p.canary = build(canary)
+		if len(canary) == 0 {
+			p.canary = nil
+		}
+	} else {
+		for _, u := range p.canary {
+			in[u.addr] = true
+		}
+		p.set = build(stable)
 	}
 	for a, u := range p.known {
 		if !in[a] && u.inflight.Load() == 0 {
 			delete(p.known, a) // out of rotation, so its count can no longer rise
 		}
 	}
-	p.set = set
 	close(p.changed)
 	p.changed = make(chan struct{})
 }
@@ -340,7 +372,7 @@ func (p *Proxy) WaitIdle(ctx context.Context, addr string) error {
 func (p *Proxy) forget(u *upstream) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.known[u.addr] == u && !slices.Contains(p.set, u) && u.inflight.Load() == 0 {
+	if p.known[u.addr] == u && !slices.Contains(p.set, u) && !slices.Contains(p.canary, u) && u.inflight.Load() == 0 {
 		delete(p.known, u.addr)
 	}
 }
@@ -357,6 +389,7 @@ type Stats struct {
 type UpstreamStats struct {
 	Addr       string
 	InRotation bool
+	Canary     bool // in the canary's rotation
 	InFlight   int64
 	Requests   uint64 // attempts sent to it, retries included
 	Failures   uint64 // attempts that failed before a response (refused, reset...)
@@ -371,7 +404,8 @@ func (p *Proxy) Stats() Stats {
 	for _, u := range p.known {
 		s.Upstreams = append(s.Upstreams, UpstreamStats{
 			Addr:       u.addr,
-			InRotation: slices.Contains(p.set, u),
+			InRotation: slices.Contains(p.set, u) || slices.Contains(p.canary, u),
+			Canary:     slices.Contains(p.canary, u),
 			InFlight:   u.inflight.Load(),
 			Requests:   u.requests.Load(),
 			Failures:   u.failures.Load(),

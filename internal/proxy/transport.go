@@ -44,13 +44,15 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil && req.Body != http.NoBody {
 		rb = &resendable{rc: req.Body}
 	}
+	route := routeOf(ctx)
+	canary := route != nil && route.Canary
 	var (
 		tried    []*upstream
 		deadline time.Time // of the wait for a server, set when it starts
 		lastErr  error
 	)
 	for attempt := 0; ; attempt++ {
-		u, err := p.await(ctx, tried, &deadline)
+		u, err := p.await(ctx, tried, canary, &deadline)
 		if err != nil {
 			if lastErr != nil {
 				return nil, lastErr // no other server to try: the failure says more
@@ -75,6 +77,9 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 			return nil, cerr // the client's body failed (too large, too slow): not u's doing
 		}
 		u.failures.Add(1)
+		if route != nil {
+			route.Failed = true
+		}
 		lastErr = fmt.Errorf("%s: %w", u.addr, err)
 		if ctx.Err() != nil {
 			return nil, lastErr
@@ -127,10 +132,10 @@ func isDialError(err error) bool {
 // await picks a server for the next attempt. While there is no candidate it waits for
 // the set to change, up to the request's wait for a server (which starts the first
 // time it waits), then returns errNoUpstream.
-func (p *Proxy) await(ctx context.Context, tried []*upstream, deadline *time.Time) (*upstream, error) {
+func (p *Proxy) await(ctx context.Context, tried []*upstream, canary bool, deadline *time.Time) (*upstream, error) {
 	var timer *time.Timer
 	for {
-		u, changed := p.pick(tried)
+		u, changed := p.pick(tried, canary)
 		if u != nil {
 			return u, nil
 		}

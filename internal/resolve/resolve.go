@@ -82,10 +82,10 @@ func Services(ctx context.Context, cfg *spec.Config, services []*spec.Service, b
 }
 
 // Service is a service block as the API takes it, without its image (Services adds
-// it). The front door's settings are written so that a service that uses none of them
-// is the api.Service it was before they existed (the zero values), and so that equal
-// routes are equal values: hosts sorted, "/" as "", StripPath only with a path, the
-// default drain as 0 and none as api.NoDrain.
+// it). The front door's settings and the canary's are written so that a service that
+// uses none of them is the api.Service it was before they existed (the zero values, a
+// nil Canary), and so that equal routes are equal values: hosts sorted, "/" as "",
+// StripPath only with a path, the default drain as 0 and none as api.NoDrain.
 func Service(s *spec.Service) api.Service {
 	out := api.Service{
 		Name: s.Name, Replicas: s.Replicas, Port: s.Port, Listen: s.Listen, Drift: s.Drift,
@@ -97,7 +97,8 @@ func Service(s *spec.Service) api.Service {
 			StartPeriod: s.Health.StartPeriod, HealthyThreshold: s.Health.HealthyThreshold, UnhealthyThreshold: s.Health.UnhealthyThreshold,
 			FailureThreshold: s.Health.FailureThreshold},
 		Update: api.Update{Strategy: s.Update.Strategy, MaxSurge: s.Update.MaxSurge, MaxUnavailable: s.Update.MaxUnavailable,
-			MinHealthy: s.Update.MinHealthy, ProgressDeadline: s.Update.ProgressDeadline, AutoRollback: s.Update.AutoRollback, KeepOld: s.Update.KeepOld},
+			MinHealthy: s.Update.MinHealthy, ProgressDeadline: s.Update.ProgressDeadline, AutoRollback: s.Update.AutoRollback, KeepOld: s.Update.KeepOld,
+			Canary: apiCanary(s.Update.Canary)},
 		AccessLog: s.AccessLog,
 	}
 	if len(s.Hosts) > 0 {
@@ -131,7 +132,7 @@ func SpecService(svc api.Service) *spec.Service {
 			UnhealthyThreshold: svc.Health.UnhealthyThreshold, FailureThreshold: svc.Health.FailureThreshold},
 		Update: spec.Update{Strategy: svc.Update.Strategy, MaxSurge: svc.Update.MaxSurge, MaxUnavailable: svc.Update.MaxUnavailable,
 			MinHealthy: svc.Update.MinHealthy, ProgressDeadline: svc.Update.ProgressDeadline, AutoRollback: svc.Update.AutoRollback,
-			KeepOld: svc.Update.KeepOld},
+			KeepOld: svc.Update.KeepOld, Canary: specCanary(svc.Update.Canary)},
 		Hosts: svc.Hosts, Path: cmp.Or(svc.Path, "/"), StripPath: svc.StripPath, DrainTimeout: svc.Drain(), AccessLog: svc.AccessLog,
 	}
 	if t := svc.TLS; t != nil {
@@ -139,6 +140,53 @@ func SpecService(svc api.Service) *spec.Service {
 			ACMEDirectory: t.ACMEDirectory, ACMERoots: t.ACMERoots, RedirectHTTP: t.RedirectHTTP, NoRedirect: t.NoRedirect, HSTS: t.HSTS}
 	}
 	return s
+}
+
+// apiCanary is c as the API takes it, a copy sharing nothing with it; nil for nil.
+func apiCanary(c *spec.Canary) *api.Canary {
+	if c == nil {
+		return nil
+	}
+	out := &api.Canary{Sticky: c.Sticky}
+	for _, st := range c.Steps {
+		out.Steps = append(out.Steps, api.CanaryStep{Weight: st.Weight, Duration: st.Duration, Pause: st.Pause})
+	}
+	a := c.Analysis
+	out.Analysis = api.Analysis{Interval: a.Interval, MinRequests: a.MinRequests, MaxErrorRatio: a.MaxErrorRatio,
+		MaxErrorRatioOverStable: a.MaxErrorRatioOverStable, MaxP50: a.MaxP50, MaxP99: a.MaxP99,
+		MaxP50OverStable: a.MaxP50OverStable, MaxP99OverStable: a.MaxP99OverStable, Prometheus: a.Prometheus}
+	for _, q := range a.Queries {
+		out.Analysis.Queries = append(out.Analysis.Queries, api.Query{Name: q.Name, Query: q.Query, Max: clone(q.Max), Min: clone(q.Min)})
+	}
+	return out
+}
+
+// specCanary is the inverse of apiCanary.
+func specCanary(c *api.Canary) *spec.Canary {
+	if c == nil {
+		return nil
+	}
+	out := &spec.Canary{Sticky: c.Sticky}
+	for _, st := range c.Steps {
+		out.Steps = append(out.Steps, spec.CanaryStep{Weight: st.Weight, Duration: st.Duration, Pause: st.Pause})
+	}
+	a := c.Analysis
+	out.Analysis = spec.Analysis{Interval: a.Interval, MinRequests: a.MinRequests, MaxErrorRatio: a.MaxErrorRatio,
+		MaxErrorRatioOverStable: a.MaxErrorRatioOverStable, MaxP50: a.MaxP50, MaxP99: a.MaxP99,
+		MaxP50OverStable: a.MaxP50OverStable, MaxP99OverStable: a.MaxP99OverStable, Prometheus: a.Prometheus}
+	for _, q := range a.Queries {
+		out.Analysis.Queries = append(out.Analysis.Queries, spec.Query{Name: q.Name, Query: q.Query, Max: clone(q.Max), Min: clone(q.Min)})
+	}
+	return out
+}
+
+// clone is a pointer to a copy of *p; nil for nil.
+func clone[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }
 
 func templates(m map[string]string) map[string]api.SecretValue {

@@ -34,6 +34,8 @@ type Settings struct {
 	MinHealthy       time.Duration
 	ProgressDeadline time.Duration
 	KeepOld          time.Duration
+	// Canary is the canary strategy's steps and analysis (Strategy "canary").
+	Canary *spec.Canary
 }
 
 // Target is the state a rollout moves a service to.
@@ -67,6 +69,10 @@ type Executor struct {
 	// (DefaultBackoff when zero), doubling up to MaxBackoff, with jitter.
 	Attempts int
 	Backoff  time.Duration
+	// Analyze judges a step of a canary: it returns nil once the step passed, an error
+	// wrapping ErrCanaryFailed (or ErrCanaryAborted) when it failed, or ctx's error. A
+	// canary without it is rolled out as a rolling update.
+	Analyze func(ctx context.Context, t Target, step CanaryStep) error
 	// OneByOne makes the executor create and destroy servers one by one even on a
 	// driver that claims sets (the engine does not set it: its controller accounts for
 	// the members a runtime replaces of its own).
@@ -225,6 +231,9 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
 		case c.Old != nil:
 			old = append(old, *c.Old)
 		}
+	}
+	if t.Settings.Strategy == "canary" {
+		return e.canary(ctx, door, t, spec, sp.Keep, old)
 	}
 	// Servers of the target spec that a crashed rollout left out of rotation must pass
 	// the health gate like new ones.

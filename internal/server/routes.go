@@ -76,6 +76,8 @@ func (s *Server) routes() []route {
 		{pattern: "DELETE /v1/services/{name}", access: admin, stream: true, handler: s.destroy},
 		{pattern: "POST /v1/services/{name}/pause", access: admin, handler: s.pause},
 		{pattern: "POST /v1/services/{name}/resume", access: admin, handler: s.resume},
+		{pattern: "POST /v1/services/{name}/promote", access: admin, handler: s.steer(s.eng.Promote)},
+		{pattern: "POST /v1/services/{name}/abort", access: admin, handler: s.steer(s.eng.Abort)},
 		{pattern: "GET /ui/stream", access: reader, session: true, stream: true, handler: s.dash.SignedIn(s.eventStream)},
 	}
 	for _, d := range s.dash.Routes() {

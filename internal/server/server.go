@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -121,7 +122,7 @@ func errorCode(err error) int {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, store.ErrRolloutInProgress):
+	case errors.Is(err, store.ErrRolloutInProgress), errors.Is(err, engine.ErrNoCanary):
 		return http.StatusConflict
 	default:
 		return http.StatusBadRequest
@@ -297,6 +298,22 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// steer is the handler of kiln promote and kiln abort: f is the engine's.
+func (s *Server) steer(f func(ctx context.Context, service, user string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req api.CanaryRequest
+		if err := decode(r, &req); err != nil {
+			writeBodyError(w, err)
+			return
+		}
+		if err := f(r.Context(), r.PathValue("name"), cmp.Or(req.User, "an API client")); err != nil {
+			writeError(w, errorCode(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+	}
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {

@@ -107,13 +107,15 @@ type Health struct {
 
 // Update is how a new revision replaces the servers of the old one.
 type Update struct {
-	Strategy         string // StrategyRolling or StrategyBlueGreen
+	Strategy         string // StrategyRolling, StrategyBlueGreen or StrategyCanary
 	MaxSurge         int
 	MaxUnavailable   int
 	MinHealthy       time.Duration // a new server must stay healthy this long to count
 	ProgressDeadline time.Duration // no progress for this long fails the rollout
 	AutoRollback     bool
 	KeepOld          time.Duration // blue-green: how long the old set stays after the switch
+	// Canary is the canary's steps and analysis; nil unless Strategy is StrategyCanary.
+	Canary *Canary
 }
 
 // Update strategies.
@@ -155,21 +157,26 @@ var serviceSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{{Type: "resources"}, {Type: "health"}, {Type: "update"}, {Type: "drift"}, {Type: "tls"}},
 }
 
+// serviceBlocks are the schemas of the blocks a service block nests, by their path in it.
+var serviceBlocks = map[string]*hcl.BodySchema{
+	"resources": resourcesSchema, "health": healthSchema, "drift": driftSchema, "tls": tlsSchema,
+	"update": updateSchema, "update.step": stepSchema, "update.analysis": analysisSchema, "update.analysis.query": querySchema,
+}
+
 // ServiceAttributes lists every attribute a service block takes, nested ones as
-// "block.attribute": for tests that must cover each.
+// "block.attribute" ("update.analysis.query.max"): for tests that must cover each.
 func ServiceAttributes() []string {
 	var out []string
-	for _, a := range serviceSchema.Attributes {
-		out = append(out, a.Name)
-	}
-	for _, b := range []struct {
-		name   string
-		schema *hcl.BodySchema
-	}{{"resources", resourcesSchema}, {"health", healthSchema}, {"update", updateSchema}, {"drift", driftSchema}, {"tls", tlsSchema}} {
-		for _, a := range b.schema.Attributes {
-			out = append(out, b.name+"."+a.Name)
+	var walk func(prefix string, schema *hcl.BodySchema)
+	walk = func(prefix string, schema *hcl.BodySchema) {
+		for _, a := range schema.Attributes {
+			out = append(out, prefix+a.Name)
+		}
+		for _, b := range schema.Blocks {
+			walk(prefix+b.Type+".", serviceBlocks[prefix+b.Type])
 		}
 	}
+	walk("", serviceSchema)
 	return out
 }
 
@@ -189,8 +196,9 @@ var healthSchema = &hcl.BodySchema{
 var updateSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "strategy"}, {Name: "max_surge"}, {Name: "max_unavailable"}, {Name: "min_healthy"},
-		{Name: "progress_deadline"}, {Name: "auto_rollback"}, {Name: "keep_old"},
+		{Name: "progress_deadline"}, {Name: "auto_rollback"}, {Name: "keep_old"}, {Name: "sticky"},
 	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "step"}, {Type: "analysis"}}, // a canary's (canary.go)
 }
 
 func (d *decoder) service(b *hcl.Block) *Service {
@@ -293,22 +301,39 @@ func (d *decoder) service(b *hcl.Block) *Service {
 		d.where = map[*Service]map[string]hcl.Range{}
 	}
 	d.where[s] = where
+	// A value that did not decode is left at its default or zero, which ValidateService
+	// may refuse too: the place has its error already.
+	decoded := d.diags
 	for _, p := range ValidateService(s) {
+		if rng, ok := where[p.Attribute]; ok && reported(decoded, rng) {
+			continue
+		}
 		d.errorAt(s, p.Attribute, p.Summary, p.Detail)
 	}
 	return s
 }
 
+// reported reports whether diags has an error at rng.
+func reported(diags hcl.Diagnostics, rng hcl.Range) bool {
+	return slices.ContainsFunc(diags, func(diag *hcl.Diagnostic) bool {
+		return diag.Severity == hcl.DiagError && diag.Subject != nil && *diag.Subject == rng
+	})
+}
+
 // errorAt reports a problem of service s at the range of attribute (as Problem names
-// it), else of its block, else of the service block.
+// it, "update.step[1].weight"), else of the nearest block around it that has one
+// ("update.step[1]", then "update"), else of the service block.
 func (d *decoder) errorAt(s *Service, attribute, summary, detail string) {
 	where := d.where[s]
 	rng, ok := where[attribute]
-	if !ok {
-		block, _, _ := strings.Cut(attribute, ".")
-		if rng, ok = where[block]; !ok {
+	for a := attribute; !ok; {
+		i := strings.LastIndex(a, ".")
+		if i < 0 {
 			rng = s.DeclRange
+			break
 		}
+		a = a[:i]
+		rng, ok = where[a]
 	}
 	d.errorf(&rng, summary, "%s", detail)
 }
@@ -337,6 +362,12 @@ func (d *decoder) wholeNumber(a hcl.Attributes, prefix, name string) (int, bool)
 	if !ok || i < 0 {
 		return 0, false
 	}
+	return d.whole(attr, attribute, wholeNumbers[i].lo, wholeNumbers[i].hi)
+}
+
+// whole decodes attr, which ValidateService names attribute and bounds by lo and hi,
+// as a whole number: it reports a value that is not one, as wholeNumberProblem says.
+func (d *decoder) whole(attr *hcl.Attribute, attribute string, lo, hi int) (int, bool) {
 	v, ok := d.eval(attr, cty.Number)
 	if !ok {
 		return 0, false
@@ -344,7 +375,7 @@ func (d *decoder) wholeNumber(a hcl.Attributes, prefix, name string) (int, bool)
 	bf := v.AsBigFloat()
 	n, acc := bf.Int64()
 	if !bf.IsInt() || acc != 0 || n < math.MinInt32 || n > math.MaxInt32 {
-		p := wholeNumberProblem(attribute, wholeNumbers[i].lo, wholeNumbers[i].hi)
+		p := wholeNumberProblem(attribute, lo, hi)
 		d.errorf(attr.Expr.Range().Ptr(), p.Summary, "%s", p.Detail)
 		return 0, false
 	}
@@ -491,6 +522,7 @@ func (d *decoder) update(b *hcl.Block, u *Update, where map[string]hcl.Range) {
 	if v, ok := d.duration(a, "keep_old", 0); ok {
 		u.KeepOld = v
 	}
+	u.Canary = d.canary(u, content, where)
 }
 
 // checkServices reports what only the whole spec can tell: services that name

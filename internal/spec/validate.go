@@ -4,13 +4,15 @@ import (
 	"fmt"
 	"net"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
 
 // Problem is one rule a service's values break. Attribute is where a spec writes the
-// value, "replicas" or "health.http" (a block's name, "update", for a rule on the
-// block); Summary and Detail are what kiln validate says.
+// value, "replicas", "health.http" or "update.step[0].weight" (the first step block's;
+// a block's name, "update" or "update.step[0]", for a rule on the block); Summary and
+// Detail are what kiln validate says.
 type Problem struct {
 	Attribute string
 	Summary   string
@@ -42,12 +44,12 @@ var wholeNumbers = []numberRule{
 // share: the daemon checks with it what an API client sends, so that both refuse the
 // same service with the same message. It checks the whole numbers (replicas, port,
 // thresholds, max_surge, max_unavailable), the listen address, the health check (one
-// of http and tcp; http a path), the update strategy, the drift action ("" is the
-// default) and the front door's settings (hosts, path, drain_timeout, the tls block;
-// a Path of "" is "/"). What only a spec's text can get wrong (a duration or amount as
-// written, a path) is checked where it is decoded; what only the set of services can
-// get wrong, by RouteConflicts. It returns every problem found, none for a valid
-// service.
+// of http and tcp; http a path), the update strategy and a canary's settings (steps,
+// sticky, analysis: validateCanary), the drift action ("" is the default) and the
+// front door's settings (hosts, path, drain_timeout, the tls block; a Path of "" is
+// "/"). What only a spec's text can get wrong (a duration or amount as written, a
+// path) is checked where it is decoded; what only the set of services can get wrong,
+// by RouteConflicts. It returns every problem found, none for a valid service.
 func ValidateService(s *Service) []Problem {
 	var out []Problem
 	for _, n := range wholeNumbers {
@@ -66,13 +68,15 @@ func ValidateService(s *Service) []Problem {
 		out = append(out, Problem{"health", "Invalid health check", "Give exactly one of http = \"/path\" or tcp = true."})
 	}
 	u := s.Update
-	if u.Strategy != StrategyRolling && u.Strategy != StrategyBlueGreen {
-		out = append(out, Problem{"update.strategy", "Invalid update strategy", fmt.Sprintf("strategy = %q: use %q or %q.", u.Strategy, StrategyRolling, StrategyBlueGreen)})
+	strategies := []string{StrategyRolling, StrategyBlueGreen, StrategyCanary}
+	if !slices.Contains(strategies, u.Strategy) {
+		out = append(out, Problem{"update.strategy", "Invalid update strategy", fmt.Sprintf("strategy = %q: use %q, %q or %q.%s", u.Strategy, StrategyRolling, StrategyBlueGreen, StrategyCanary, didYouMean(u.Strategy, strategies))})
 	}
 	// An unknown strategy counts as the default, rolling.
-	if u.Strategy != StrategyBlueGreen && u.MaxSurge == 0 && u.MaxUnavailable == 0 {
+	if u.Strategy != StrategyBlueGreen && u.Strategy != StrategyCanary && u.MaxSurge == 0 && u.MaxUnavailable == 0 {
 		out = append(out, Problem{"update", "Invalid update settings", "max_surge and max_unavailable are both 0, so a rolling update could never replace a server: raise one of them (max_surge = 1 keeps full capacity)."})
 	}
+	out = append(out, validateCanary(u)...)
 	if s.Drift != "" && s.Drift != DriftReplace && s.Drift != DriftReport {
 		out = append(out, Problem{"drift.action", "Invalid drift action", fmt.Sprintf("action = %q: use %q (replace drifted servers) or %q (only record the drift).", s.Drift, DriftReplace, DriftReport)})
 	}

@@ -1,0 +1,330 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/canary"
+	"github.com/kiln-build/kiln/internal/door"
+	"github.com/kiln-build/kiln/internal/rollout"
+	"github.com/kiln-build/kiln/internal/spec"
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+// A canary's trial, as the engine runs its analysis (rollout.Executor.Analyze) and
+// the API reads and steers it (Status, Promote, Abort).
+
+// trial is a service's canary: the status of its step, and the hand of kiln promote
+// and kiln abort on it.
+type trial struct {
+	mu      sync.Mutex
+	status  api.CanaryStatus
+	running bool
+	promote chan string // who promoted, taken by the step's analysis
+	abort   chan string // who aborted
+}
+
+// ErrNoCanary means a service has no canary on trial to promote or abort.
+var ErrNoCanary = errors.New("no canary on trial")
+
+// trialOf returns the service's trial of revision, a new one when its last was of
+// another revision or over.
+func (e *Engine) trialOf(service string, revision int64) *trial {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	tr := e.trials[service]
+	if tr == nil || !tr.isRunning(revision) {
+		tr = &trial{running: true, promote: make(chan string, 1), abort: make(chan string, 1)}
+		tr.status.Revision = revision
+		e.trials[service] = tr
+	}
+	return tr
+}
+
+func (t *trial) isRunning(revision int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.running && t.status.Revision == revision
+}
+
+func (t *trial) set(f func(*api.CanaryStatus)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f(&t.status)
+}
+
+func (t *trial) get() api.CanaryStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.status
+	st.Why = append([]string(nil), st.Why...)
+	st.Metrics = append([]api.CanaryMetric(nil), st.Metrics...)
+	return st
+}
+
+// end marks the trial over with outcome.
+func (t *trial) end(outcome string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.running = false
+	t.status.Outcome = outcome
+}
+
+// canaryStatus is the service's canary for Status: the one on trial, or the last.
+func (e *Engine) canaryStatus(service string) *api.CanaryStatus {
+	e.mu.Lock()
+	tr := e.trials[service]
+	e.mu.Unlock()
+	if tr == nil {
+		return nil
+	}
+	st := tr.get()
+	return &st
+}
+
+// Promote ends the current step of the service's canary as passed (a pause step
+// included): the canary moves on to the next step, or replaces the stable set after
+// the last.
+func (e *Engine) Promote(ctx context.Context, service, user string) error {
+	return e.steer(service, user, func(t *trial) chan string { return t.promote })
+}
+
+// Abort fails the service's canary at once: every request goes back to the stable
+// set, the canary's servers are destroyed, and the revision is recorded as failed
+// (rolled back with auto_rollback).
+func (e *Engine) Abort(ctx context.Context, service, user string) error {
+	return e.steer(service, user, func(t *trial) chan string { return t.abort })
+}
+
+func (e *Engine) steer(service, user string, ch func(*trial) chan string) error {
+	e.mu.Lock()
+	tr := e.trials[service]
+	e.mu.Unlock()
+	if tr == nil {
+		return fmt.Errorf("service %s: %w", service, ErrNoCanary)
+	}
+	tr.mu.Lock()
+	running := tr.running
+	tr.mu.Unlock()
+	if !running {
+		return fmt.Errorf("service %s: %w (its last one was %s)", service, ErrNoCanary, tr.get().Outcome)
+	}
+	select {
+	case ch(tr) <- user:
+	default: // one is pending already
+	}
+	return nil
+}
+
+// analyze judges a step of a canary from the front door's counters: every analysis
+// interval it measures both sides since the step began and asks canary.Judge. It
+// returns nil when the step passed (its duration over, or a promote), an error
+// wrapping rollout.ErrCanaryFailed or ErrCanaryAborted otherwise, or ctx's.
+func (e *Engine) analyze(ctx context.Context, t rollout.Target, step rollout.CanaryStep) error {
+	a := e.analysisOf(t)
+	tr := e.trialOf(t.Service, t.Revision)
+	interval := a.Interval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	started := e.clock.Now()
+	tr.set(func(s *api.CanaryStatus) {
+		*s = api.CanaryStatus{Revision: t.Revision, From: step.From, Step: step.Index + 1, Steps: step.Of, Weight: step.Weight,
+			Pause: step.Step.Pause, Servers: len(step.Servers), StepStarted: started, StepDuration: step.Step.Duration, Decision: string(canary.Wait)}
+	})
+	var before map[string]door.GroupStats
+	tick := e.clock.NewTicker(interval)
+	defer tick.Stop()
+	waited := false
+	for {
+		if before == nil {
+			if g, err := e.groups(ctx, t.Service); err == nil {
+				before = g
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case who := <-tr.promote:
+			e.event(t.Service, "", api.EventPromoted, "canary step %d of %d promoted by %s", step.Index+1, step.Of, who)
+			return nil
+		case who := <-tr.abort:
+			tr.set(func(s *api.CanaryStatus) { s.Decision, s.Why = string(canary.Fail), []string{"aborted by " + who} })
+			return fmt.Errorf("%w by %s at step %d of %d (%g%%)", rollout.ErrCanaryAborted, who, step.Index+1, step.Of, step.Weight)
+		case <-tick.C():
+		}
+		if before == nil {
+			continue
+		}
+		now, err := e.groups(ctx, t.Service)
+		if err != nil {
+			continue // the door did not answer: judged at the next tick
+		}
+		cf := canary.Measure(canary.Since(before[door.GroupCanary], now[door.GroupCanary]))
+		sf := canary.Measure(canary.Since(before[door.GroupStable], now[door.GroupStable]))
+		metrics := e.queries(ctx, a, t.Revision, step.From)
+		v := canary.Judge(a, cf, sf, metrics)
+		tr.set(func(s *api.CanaryStatus) {
+			s.Canary, s.Stable, s.Metrics = figures(cf), figures(sf), apiMetrics(metrics)
+			s.Decision, s.Why = string(v.Decision), v.Why
+		})
+		over := !step.Step.Pause && e.clock.Since(started) >= step.Step.Duration
+		switch {
+		case v.Decision == canary.Fail:
+			return fmt.Errorf("%w at step %d of %d (%g%%): %s; canary: %s; stable: %s", rollout.ErrCanaryFailed,
+				step.Index+1, step.Of, step.Weight, strings.Join(v.Why, "; "), cf, sf)
+		case v.Decision == canary.Pass && over:
+			e.event(t.Service, "", api.EventJudged, "canary step %d of %d passed: canary: %s; stable: %s", step.Index+1, step.Of, cf, sf)
+			return nil
+		case v.Decision == canary.Wait && over && !waited:
+			waited = true
+			e.event(t.Service, "", api.EventCanary, "canary step %d of %d: its %s are over, but it cannot be judged yet (%s): it goes on until it can, or kiln promote %s",
+				step.Index+1, step.Of, step.Step.Duration, strings.Join(v.Why, "; "), t.Service)
+		}
+	}
+}
+
+// analysisOf is t's analysis as the canary package reads it.
+func (e *Engine) analysisOf(t rollout.Target) api.Analysis {
+	c := t.Settings.Canary
+	if c == nil {
+		return api.Analysis{}
+	}
+	a := c.Analysis
+	out := api.Analysis{Interval: a.Interval, MinRequests: a.MinRequests, MaxErrorRatio: a.MaxErrorRatio,
+		MaxErrorRatioOverStable: a.MaxErrorRatioOverStable, MaxP50: a.MaxP50, MaxP99: a.MaxP99,
+		MaxP50OverStable: a.MaxP50OverStable, MaxP99OverStable: a.MaxP99OverStable, Prometheus: a.Prometheus}
+	for _, q := range a.Queries {
+		out.Queries = append(out.Queries, api.Query{Name: q.Name, Query: q.Query, Max: q.Max, Min: q.Min})
+	}
+	return out
+}
+
+// groups reads the door's counters of the service's requests, by group.
+func (e *Engine) groups(ctx context.Context, service string) (map[string]door.GroupStats, error) {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := e.doors.Stats(rctx)
+	if err != nil {
+		return nil, err
+	}
+	s, ok := st[service]
+	if !ok || s.Groups == nil {
+		return nil, fmt.Errorf("the front door has no counters of %s", service)
+	}
+	return s.Groups, nil
+}
+
+// queries reads the analysis's Prometheus queries, in parallel.
+func (e *Engine) queries(ctx context.Context, a api.Analysis, revision, from int64) []canary.Metric {
+	if len(a.Queries) == 0 {
+		return nil
+	}
+	p := canary.Prometheus{URL: a.Prometheus}
+	out := make([]canary.Metric, len(a.Queries))
+	var wg sync.WaitGroup
+	for i, q := range a.Queries {
+		wg.Go(func() {
+			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			v, err := p.Query(qctx, canary.Expand(q.Query, revision, from))
+			out[i] = canary.Metric{Name: q.Name, Value: v, Max: q.Max, Min: q.Min, Err: err}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func figures(f canary.Figures) api.CanaryFigures {
+	return api.CanaryFigures{Requests: f.Requests, Errors: f.Errors, ErrorRatio: f.ErrorRatio(), P50: f.P50, P99: f.P99}
+}
+
+func apiMetrics(ms []canary.Metric) []api.CanaryMetric {
+	var out []api.CanaryMetric
+	for _, m := range ms {
+		am := api.CanaryMetric{Name: m.Name, Value: m.Value, Max: m.Max, Min: m.Min}
+		if m.Err != nil {
+			am.Error = m.Err.Error()
+		}
+		out = append(out, am)
+	}
+	return out
+}
+
+// endTrial records how the service's canary of revision ended, after its rollout.
+func (e *Engine) endTrial(service string, revision int64, outcome store.Outcome) {
+	e.mu.Lock()
+	tr := e.trials[service]
+	e.mu.Unlock()
+	if tr == nil || !tr.isRunning(revision) {
+		return
+	}
+	switch outcome {
+	case store.OutcomeDeployed:
+		tr.end("promoted")
+	case store.OutcomePending:
+	default:
+		tr.end("aborted")
+	}
+}
+
+// canaryPlan describes a canary's steps as kiln plan shows them; "" for another
+// strategy.
+func canaryPlan(svc api.Service) string {
+	c := svc.Update.Canary
+	if svc.Update.Strategy != spec.StrategyCanary || c == nil {
+		return ""
+	}
+	var steps []string
+	for _, st := range c.Steps {
+		if st.Pause {
+			steps = append(steps, "pause until kiln promote")
+			continue
+		}
+		steps = append(steps, fmt.Sprintf("%g%% for %s", st.Weight, st.Duration))
+	}
+	a := c.Analysis
+	rules := []string{fmt.Sprintf("at least %d requests", a.MinRequests)}
+	if a.MaxErrorRatio > 0 {
+		rules = append(rules, fmt.Sprintf("errors ≤ %g%%", 100*a.MaxErrorRatio))
+	}
+	if a.MaxErrorRatioOverStable > 0 {
+		rules = append(rules, fmt.Sprintf("errors ≤ stable + %g%%", 100*a.MaxErrorRatioOverStable))
+	}
+	for _, r := range []struct {
+		name         string
+		limit, delta time.Duration
+	}{{"p50", a.MaxP50, a.MaxP50OverStable}, {"p99", a.MaxP99, a.MaxP99OverStable}} {
+		if r.limit > 0 {
+			rules = append(rules, fmt.Sprintf("%s ≤ %s", r.name, r.limit))
+		}
+		if r.delta > 0 {
+			rules = append(rules, fmt.Sprintf("%s ≤ stable + %s", r.name, r.delta))
+		}
+	}
+	for _, q := range a.Queries {
+		rules = append(rules, "query "+q.Name)
+	}
+	sticky := ""
+	switch {
+	case c.Sticky == door.StickyCookie:
+		sticky = ", sticky by cookie"
+	case strings.HasPrefix(c.Sticky, "header:"):
+		sticky = ", sticky by header " + strings.TrimPrefix(c.Sticky, "header:")
+	}
+	return fmt.Sprintf("a canary: %s, then 100%%%s; each step judged on %s", strings.Join(steps, " → "), sticky, strings.Join(rules, ", "))
+}
+
+// checkStrategy refuses a canary on a runtime that carries the traffic itself: the
+// weights and the measurements are the front door's, and there it carries none.
+func (e *Engine) checkStrategy(svc api.Service) error {
+	if svc.Update.Strategy == spec.StrategyCanary && e.caps.Traffic {
+		return fmt.Errorf("service %s: strategy = \"canary\" needs kiln's front door to carry the service's requests, and on runtime %s the runtime's own Service does: use \"rolling\" or \"blue-green\" there (canary releases run on the docker runtime)", svc.Name, e.opts.Driver.Name())
+	}
+	return nil
+}
