@@ -375,6 +375,7 @@ type Server struct {
 	Node      string    `json:"node,omitempty"` // the machine it runs on, on a runtime of several (a Kubernetes node)
 	State     string    `json:"state"`
 	InService bool      `json:"in_service"`
+	Canary    bool      `json:"canary,omitempty"` // in service as the canary
 	Created   time.Time `json:"created"`
 	SpecHash  string    `json:"spec_hash"`
 	// Health is "healthy" (in rotation), "failing" (its last checks failed) or

@@ -1,8 +1,3 @@
-//go:build linux
-
-// Linux only: the Prometheus of the test is Debian's, and it dies with the test binary
-// (Pdeathsig) even when a timeout leaves the cleanups unrun.
-
 package canary
 
 import (
@@ -13,29 +8,22 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-)
 
-const prometheusBin = "/usr/bin/prometheus"
+	testprom "github.com/kiln-build/kiln/internal/testenv/prometheus"
+)
 
 // TestPrometheusQuery asks a real Prometheus (Debian's, run by the test) about a
 // metric it scrapes from the test: a canary revision's errors and the stable one's.
 func TestPrometheusQuery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starting Prometheus and waiting for its first scrape takes seconds")
-	}
-	if _, err := os.Stat(prometheusBin); err != nil {
-		t.Skipf("%s is not installed (scripts/ensure-prometheus installs it): %v", prometheusBin, err)
 	}
 	reg := prometheus.NewRegistry()
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -47,7 +35,7 @@ func TestPrometheusQuery(t *testing.T) {
 	target := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	t.Cleanup(target.Close)
 
-	p := Prometheus{URL: startPrometheus(t, strings.TrimPrefix(target.URL, "http://"))}
+	p := Prometheus{URL: testprom.Start(t, testprom.Target{Addr: strings.TrimPrefix(target.URL, "http://")})}
 	ctx := t.Context()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -179,67 +167,6 @@ func TestExpand(t *testing.T) {
 	}
 }
 
-// startPrometheus runs Prometheus on a free loopback port, scraping target every
-// second, until the test ends; it returns its URL once it is ready.
-func startPrometheus(t *testing.T, target string) string {
-	t.Helper()
-	dir := t.TempDir()
-	config := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: canary
-    static_configs:
-      - targets: [%q]
-`, target)
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := freeAddr(t)
-	var out syncBuffer
-	cmd := exec.Command(prometheusBin,
-		"--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--web.listen-address="+addr,
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-	)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting prometheus: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited // and so no process outlives the test; the temp dir goes after
-		if t.Failed() {
-			t.Logf("prometheus's output:\n%s", out.String())
-		}
-	})
-
-	url := "http://" + addr
-	ready := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := ready.Get(url + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return url
-			}
-			err = errors.New(resp.Status)
-		}
-		select {
-		case <-exited:
-			t.Fatalf("prometheus exited on start (%v):\n%s", cmd.ProcessState, out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prometheus was not ready within 30s: %v", err)
-		}
-	}
-}
-
 // freeAddr is a loopback address nothing listens on (for a moment).
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -249,22 +176,4 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// syncBuffer is a bytes.Buffer a process's output and the test may share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -54,6 +54,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 				if s.Drift != "" {
 					fmt.Fprintf(g.stdout, "%s: last drift found: %s\n", s.Name, s.Drift)
 				}
+				if s.Canary != nil {
+					writeCanary(g.stdout, s.Name, *s.Canary)
+				}
 			}
 			fmt.Fprintln(g.stdout)
 			tw = tabwriter.NewWriter(g.stdout, 0, 4, 3, ' ', 0)
@@ -71,7 +74,10 @@ func newStatusCmd(g *globals) *cobra.Command {
 			for _, s := range st.Services {
 				for _, sv := range s.Servers {
 					in := "no"
-					if sv.InService {
+					switch {
+					case sv.Canary:
+						in = "canary"
+					case sv.InService:
 						in = "yes"
 					}
 					addr := sv.Address
@@ -286,4 +292,48 @@ func detailLines(detail string) []string {
 // cell keeps a value on one line and in one cell of a table.
 func cell(s string) string {
 	return strings.NewReplacer("\t", " ", "\n", " ", "\r", "").Replace(s)
+}
+
+// writeCanary prints a service's canary: its step and share, both sides' figures over
+// the step so far, and the last judgement (or how it ended).
+func writeCanary(w io.Writer, service string, c api.CanaryStatus) {
+	switch c.Outcome {
+	case "":
+		step := fmt.Sprintf("%s so far", time.Since(c.StepStarted).Round(time.Second))
+		if c.StepDuration > 0 {
+			step = fmt.Sprintf("%s of %s", time.Since(c.StepStarted).Round(time.Second), c.StepDuration)
+		}
+		if c.Pause {
+			step += ", paused until kiln promote " + service
+		}
+		fmt.Fprintf(w, "%s: canary of revision %d (stable: %d) at step %d of %d, %g%% of the requests on %d servers, %s\n",
+			service, c.Revision, c.From, c.Step, c.Steps, c.Weight, c.Servers, step)
+	default:
+		fmt.Fprintf(w, "%s: the canary of revision %d was %s at step %d of %d\n", service, c.Revision, c.Outcome, c.Step, c.Steps)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tREQUESTS\tERRORS\tP50\tP99\t")
+	for _, side := range []struct {
+		name string
+		f    api.CanaryFigures
+	}{{"canary", c.Canary}, {"stable", c.Stable}} {
+		fmt.Fprintf(tw, "  %s\t%d\t%.2f%%\t%s\t%s\t\n", side.name, side.f.Requests, 100*side.f.ErrorRatio, millis(side.f.P50), millis(side.f.P99))
+	}
+	tw.Flush()
+	for _, m := range c.Metrics {
+		if m.Error != "" {
+			fmt.Fprintf(w, "  query %s: %s\n", m.Name, m.Error)
+		} else {
+			fmt.Fprintf(w, "  query %s = %g\n", m.Name, m.Value)
+		}
+	}
+	fmt.Fprintf(w, "  decision: %s", c.Decision)
+	if len(c.Why) > 0 {
+		fmt.Fprintf(w, ": %s", strings.Join(c.Why, "; "))
+	}
+	fmt.Fprintln(w)
+}
+
+func millis(d time.Duration) string {
+	return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
 }

@@ -140,6 +140,8 @@ func (d *Dashboard) Routes() []Route {
 		{"GET /services/{name}", Reader, d.page(d.service)},
 		{"GET /services/{name}/rollback", Reader, d.page(d.confirmRollback)},
 		{"POST /services/{name}/rollback", Admin, d.form(Admin, d.rollback)},
+		{"POST /services/{name}/promote", Admin, d.form(Admin, d.steer(d.eng.Promote))},
+		{"POST /services/{name}/abort", Admin, d.form(Admin, d.steer(d.eng.Abort))},
 		{"GET /services/{name}/destroy", Reader, d.page(d.confirmDestroy)},
 		{"POST /services/{name}/destroy", Admin, d.form(Admin, d.destroy)},
 		{"GET /events", Reader, d.page(d.events)},
@@ -162,8 +164,9 @@ type view struct {
 	Title    string
 	// Live is the service (or pipeline) whose events refresh the page; "*" for any.
 	Live string
-	// Poll refreshes the page every 10 s even without events (sparklines).
-	Poll bool
+	// Poll refreshes the page every Poll milliseconds even without events (0: never):
+	// sparklines every 10 s, a canary's figures every second.
+	Poll int
 	Data any
 }
 

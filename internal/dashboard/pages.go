@@ -114,7 +114,7 @@ func (d *Dashboard) fleet(r *http.Request, s *session) (view, error) {
 		"servers": func(a, b fleetRow) int { return cmp.Compare(len(a.Servers), len(b.Servers)) },
 	})
 	data.Rows, data.Pager = paginate(rows, r.URL, perPage)
-	return view{Template: "fleet", Title: "Fleet", Live: "*", Poll: true, Data: data}, nil
+	return view{Template: "fleet", Title: "Fleet", Live: "*", Poll: 10000, Data: data}, nil
 }
 
 // cause says why a service is degraded or healing: the status's Cause, or, from an
@@ -237,7 +237,11 @@ func (d *Dashboard) service(r *http.Request, s *session) (view, error) {
 	if err != nil {
 		return view{}, err
 	}
-	return view{Template: "service", Title: name, Live: name, Poll: true, Data: data}, nil
+	poll := 10000
+	if data.Status != nil && data.Status.Canary != nil && data.Status.Canary.Outcome == "" {
+		poll = 1000 // a canary's figures change every second
+	}
+	return view{Template: "service", Title: name, Live: name, Poll: poll, Data: data}, nil
 }
 
 // maxLogLines is how many of the servers' last lines the service page shows.
@@ -549,6 +553,18 @@ func (d *Dashboard) rollback(w http.ResponseWriter, r *http.Request, s *session)
 		return "", err
 	}
 	return "/services/" + url.PathEscape(name), nil
+}
+
+// steer is the handler of a service page's promote and abort buttons: f is the
+// engine's.
+func (d *Dashboard) steer(f func(ctx context.Context, service, user string) error) func(http.ResponseWriter, *http.Request, *session) (string, error) {
+	return func(w http.ResponseWriter, r *http.Request, s *session) (string, error) {
+		name := r.PathValue("name")
+		if err := f(r.Context(), name, "dashboard"); err != nil {
+			return "", httpError{http.StatusConflict, err.Error()}
+		}
+		return "/services/" + url.PathEscape(name), nil
+	}
 }
 
 func (d *Dashboard) confirmDestroy(r *http.Request, s *session) (view, error) {

@@ -29,6 +29,8 @@ var funcs = template.FuncMap{
 	"sorthead":   sorthead,
 	"step":       step,
 	"statusText": http.StatusText,
+	"pct":        func(r float64) string { return fmt.Sprintf("%.2f%%", 100*r) },
+	"ms":         func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) },
 }
 
 // section is the navigation entry a path belongs to.
@@ -131,11 +133,11 @@ func size(n int64) string {
 // neutral ("").
 func tone(word string) string {
 	switch word { // states; event types have theirs in api.EventTypeInfo
-	case "healthy", "running", "succeeded", "current", "newest":
+	case "healthy", "running", "succeeded", "current", "newest", "pass", "promoted":
 		return "ok"
-	case "rolling out", "healing", "waiting", "queued", "pending", "superseded":
+	case "rolling out", "healing", "waiting", "queued", "pending", "superseded", "wait":
 		return "busy"
-	case "failing", "interrupted", "exited":
+	case "failing", "interrupted", "exited", "fail", "aborted":
 		return "bad"
 	default:
 		return api.EventTypeInfo(word).Tone

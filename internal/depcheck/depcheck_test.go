@@ -79,8 +79,9 @@ var allowed = map[string][]string{
 	"internal/testenv/proc":                {},
 	"internal/testenv/pebble":              {"internal/testenv/proc"},
 	"internal/testenv/kube":                {"internal/testenv/proc"},
+	"internal/testenv/prometheus":          {"internal/testenv/proc"},
 	"internal/testenv/kube/cmd/kube-build": {"internal/testenv/kube"},
-	"test/e2e":                             {"internal/testenv/kube", "internal/testenv/pebble"},
+	"test/e2e":                             {"internal/testenv/kube", "internal/testenv/pebble", "internal/testenv/prometheus"},
 	// The benchmarks drive kiln through its API, as a user's tools would.
 	"bench/harness":        {"internal/api", "internal/testenv/kube"},
 	"bench/cmd/kiln-bench": {"bench/harness"},
@@ -107,6 +108,7 @@ var testAllowed = map[string][]string{
 	"internal/driver/faultdriver": {"internal/driver/simdriver"},
 	"internal/doortls":            {"internal/testenv/pebble"},
 	"internal/door":               {"internal/testenv/pebble"},
+	"internal/canary":             {"internal/testenv/prometheus"},
 }
 
 // dockerClient is the Docker Engine client: only the Docker driver's packages import

@@ -165,6 +165,7 @@ func (e *Engine) analyze(ctx context.Context, t rollout.Target, step rollout.Can
 		if err != nil {
 			continue // the door did not answer: judged at the next tick
 		}
+		e.revs.add(t.Service, now, map[string]int64{door.GroupStable: step.From, door.GroupCanary: t.Revision})
 		cf := canary.Measure(canary.Since(before[door.GroupCanary], now[door.GroupCanary]))
 		sf := canary.Measure(canary.Since(before[door.GroupStable], now[door.GroupStable]))
 		metrics := e.queries(ctx, a, t.Revision, step.From)

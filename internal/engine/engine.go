@@ -66,6 +66,7 @@ type Engine struct {
 	log     *slog.Logger
 	metrics *metrics
 	traffic *traffic
+	revs    *revisionTraffic
 
 	// applying serializes the part of Apply from its checks to its rollouts' start, so
 	// that an apply sees the doors and rollouts of the one before it.
@@ -114,6 +115,7 @@ func New(opts Options) *Engine {
 	}
 	e.doors = frontdoor.NewRegistry(plane)
 	e.traffic = newTraffic(e.doors.Stats)
+	e.revs = newRevisionTraffic()
 	e.caps = driver.CapabilitiesOf(opts.Driver)
 	if e.clock = opts.Clock; e.clock == nil {
 		e.clock = clock.RealClock{}

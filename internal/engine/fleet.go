@@ -59,7 +59,7 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 			}
 			ss.Servers = append(ss.Servers, api.Server{ID: string(s.ID), Name: s.Name, Revision: s.Revision,
 				Address: s.Address, Node: s.Node, State: string(s.State), InService: in, Created: s.Created,
-				SpecHash: s.SpecHash, Health: health, Drift: cs.drifted[s.ID]})
+				SpecHash: s.SpecHash, Health: health, Drift: cs.drifted[s.ID], Canary: d != nil && d.InCanary(s.Address)})
 		}
 		e.mu.Unlock()
 		if r, err := e.opts.State.RunningRollout(ctx, sv.Name); err == nil {

@@ -111,6 +111,11 @@ var (
 func (c *doorCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- doorRequestsDesc
 	ch <- doorLatencyDesc
+	ch <- revisionRequestsDesc
+	ch <- revisionErrorsDesc
+	ch <- revisionLatencyDesc
+	ch <- canaryWeightDesc
+	ch <- canaryStepDesc
 }
 
 func (c *doorCollector) Collect(ch chan<- prometheus.Metric) {
@@ -120,7 +125,10 @@ func (c *doorCollector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		return
 	}
+	defer c.e.collectCanaries(ch)
+	defer c.e.revs.collect(ch)
 	for service, st := range stats {
+		c.e.revs.add(service, st.Groups, c.e.revisionsOf(service))
 		for code, n := range st.Codes {
 			ch <- prometheus.MustNewConstMetric(doorRequestsDesc, prometheus.CounterValue, float64(n), service, code)
 		}

@@ -121,6 +121,13 @@ func (d *Door) Trial(ctx context.Context, addrs []string, weight float64, sticky
 	return d.reg.push(ctx)
 }
 
+// InCanary reports whether the server at addr is the canary's.
+func (d *Door) InCanary(addr string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.canary != nil && slices.Contains(d.canary.Upstreams, addr)
+}
+
 // Canary returns the canary on trial (a copy), nil when none.
 func (d *Door) Canary() *door.Canary {
 	d.mu.Lock()

@@ -8,12 +8,18 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	testprom "github.com/kiln-build/kiln/internal/testenv/prometheus"
 )
 
 // canarySpec turns the example into a canary release of two steps, with the knobs of
@@ -324,5 +330,219 @@ func TestCanary(t *testing.T) {
 		if l.failed > 0 {
 			t.Errorf("good version %d: %d requests failed", i+1, l.failed)
 		}
+	}
+}
+
+// dashboardSession signs in to the dashboard with the admin token and returns the
+// session's cookie (the cookie is Secure, which a cookie jar keeps off plain HTTP,
+// though a browser sends it to loopback).
+func (d *deployment) dashboardSession() (api, cookie string) {
+	d.t.Helper()
+	api = readState(d.t, d.dir, "api.addr")
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.PostForm(api+"/login", url.Values{"token": {readState(d.t, d.dir, "token")}})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, ck := range resp.Cookies() {
+		return api, ck.Name + "=" + ck.Value
+	}
+	d.t.Fatalf("signing in to the dashboard: %s, no cookie", resp.Status)
+	return "", ""
+}
+
+func dashboard(t *testing.T, method, url, cookie string, form url.Values) (int, string) {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, _ := http.NewRequest(method, url, body)
+	req.Header.Set("Cookie", cookie)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// TestCanarySteered: a pause step waits for a promote (from the dashboard, which shows
+// the canary live), kiln abort ends a canary by hand, a Prometheus query of a business
+// metric aborts a canary whose revision breaks it, and a daemon killed mid-canary
+// tries the canary again when it is back, with the servers it had.
+func TestCanarySteered(t *testing.T) {
+	// The business metric: checkout failures by revision, which Prometheus scrapes.
+	failures := map[string]int{}
+	var mu sync.Mutex
+	metrics := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintln(w, "# TYPE checkout_failures gauge")
+		for rev, n := range failures {
+			fmt.Fprintf(w, "checkout_failures{revision=%q} %d\n", rev, n)
+		}
+		fmt.Fprintln(w, `checkout_failures{revision="none"} 0`)
+	}))
+	t.Cleanup(metrics.Close)
+	prom := testprom.Start(t, testprom.Target{Addr: strings.TrimPrefix(metrics.URL, "http://")})
+
+	d := newDeployment(t)
+	canarySpec(t, d, fmt.Sprintf(`    step {
+      weight   = 10
+      duration = "2s"
+    }
+    step { pause = true }
+    analysis {
+      min_requests = 50
+      prometheus   = %q
+      query "checkout_failures" {
+        query = "sum(checkout_failures{revision=\"$CANARY_REVISION\"}) or vector(0)"
+        max   = 0
+      }
+    }`, prom))
+	d.startDaemon("revision 1 deployed", "up")
+
+	// Revision 2 waits in its pause; the dashboard shows it, /metrics has its series;
+	// the dashboard's button promotes it.
+	l := startVersionLoad(d.url, 4, 4*time.Millisecond)
+	applied := make(chan result, 1)
+	go func() { applied <- d.kiln([]string{"KILN_VAR_version=2.0"}, "apply", "-auto-approve") }()
+	d.waitCanaryStep(2, 2)
+	time.Sleep(1500 * time.Millisecond) // a few analysis ticks into the pause
+	if r := d.kiln(nil, "status"); !strings.Contains(r.stdout, "at step 2 of 2, 10% of the requests on 1 servers") || !strings.Contains(r.stdout, "paused until kiln promote") || !strings.Contains(r.stdout, "query checkout_failures = 0") {
+		t.Errorf("kiln status during the pause:\n%s", r.stdout)
+	}
+	api, cookie := d.dashboardSession()
+	code, page := dashboard(t, "GET", api+"/services/"+d.service, cookie, nil)
+	for _, want := range []string{"Canary on trial", `id="canary-weight">10%`, "paused until promoted", `data-side="canary"`, `id="promote"`, `data-poll="1000"`} {
+		if code != 200 || !strings.Contains(page, want) {
+			t.Errorf("the dashboard's service page (%d) lacks %q", code, want)
+		}
+	}
+	token := readState(t, d.dir, "token")
+	req, _ := http.NewRequest("GET", api+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{
+			fmt.Sprintf(`kiln_canary_weight_percent{revision="2",service=%q} 10`, d.service),
+			fmt.Sprintf(`kiln_revision_requests_total{revision="2",service=%q}`, d.service),
+			fmt.Sprintf(`kiln_revision_requests_total{revision="1",service=%q}`, d.service),
+			fmt.Sprintf(`kiln_revision_request_duration_seconds_bucket{revision="2",service=%q`, d.service),
+		} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+	}
+	m := csrfField.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no CSRF token in the service page")
+	}
+	if code, body := dashboard(t, "POST", api+"/services/"+d.service+"/promote", cookie, url.Values{"csrf": {m[1]}}); code != http.StatusSeeOther {
+		t.Fatalf("promote from the dashboard: %d %s", code, body)
+	}
+	r := <-applied
+	l.finish()
+	if r.code != 0 || !strings.Contains(r.stdout, "revision 2 deployed") {
+		t.Fatalf("apply after the promote: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if l.failed > 0 {
+		t.Errorf("%d requests failed through the promoted canary", l.failed)
+	}
+	if _, ok := lastEvent(d.eventsJSON(), "promoted", "promoted by dashboard"); !ok {
+		t.Error("no event of the promote")
+	}
+	// Nothing to promote now.
+	if r := d.kiln(nil, "promote", d.service); r.code == 0 || !strings.Contains(r.stderr, "no canary on trial") {
+		t.Errorf("kiln promote without a canary: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// kiln abort in the pause: every request back to the stable set, revision 3 rolled back.
+	l = startVersionLoad(d.url, 4, 4*time.Millisecond)
+	go func() { applied <- d.kiln([]string{"KILN_VAR_version=3.0"}, "apply", "-auto-approve") }()
+	d.waitCanaryStep(3, 2)
+	if r := d.kiln(nil, "abort", d.service); r.code != 0 {
+		t.Fatalf("kiln abort: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	r = <-applied
+	l.finish()
+	if r.code != 1 || !strings.Contains(r.stdout, "rolled back") {
+		t.Errorf("apply of an aborted canary: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if ev, ok := lastEvent(d.eventsJSON(), "aborted", "revision 3"); !ok || !strings.Contains(ev.Message, "aborted by") {
+		t.Errorf("the abort's event: %q", ev.Message)
+	}
+	if l.failed > 0 {
+		t.Errorf("%d requests failed through kiln abort", l.failed)
+	}
+
+	// The business metric of revision 4 breaks its limit: aborted at the first step.
+	mu.Lock()
+	failures["4"] = 3
+	mu.Unlock()
+	time.Sleep(2 * time.Second) // scraped
+	r = d.kiln([]string{"KILN_VAR_version=4.0"}, "apply", "-auto-approve")
+	if r.code != 1 {
+		t.Errorf("apply of a revision breaking its business metric: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if ev, ok := lastEvent(d.eventsJSON(), "aborted", "revision 4"); !ok || !strings.Contains(ev.Message, "checkout_failures = 3 is above its max 0") {
+		t.Errorf("the business metric's abort: %q", ev.Message)
+	} else {
+		t.Logf("business metric: %s", ev.Message)
+	}
+
+	// kill -9 of the daemon in the canary's pause: when it is back, the canary is tried
+	// again from its first step with the server it had, then promoted.
+	l = startVersionLoad(d.url, 4, 4*time.Millisecond)
+	if r := d.kiln([]string{"KILN_VAR_version=5.0"}, "apply", "--detach", "-auto-approve"); r.code != 0 {
+		t.Fatalf("apply --detach: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	d.waitCanaryStep(5, 2)
+	canaries := 0
+	for _, v := range d.containers() {
+		if strings.HasPrefix(v, "5 ") {
+			canaries++
+		}
+	}
+	d.stopDaemon(syscall.SIGKILL)
+	d.startDaemon("API on", "serve")
+	d.waitCanaryStep(5, 2)
+	after := 0
+	for _, v := range d.containers() {
+		if strings.HasPrefix(v, "5 ") {
+			after++
+		}
+	}
+	if canaries != 1 || after != 1 {
+		t.Errorf("the canary had %d servers before the kill and %d after, want 1 and 1", canaries, after)
+	}
+	if r := d.kiln(nil, "promote", d.service); r.code != 0 {
+		t.Fatalf("kiln promote after the restart: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	waitConverged(t, d)
+	l.finish()
+	t.Logf("through the kill and the resumed canary: %d requests (%v), %d failed", l.ok, l.byVer, l.failed)
+	if l.failed > 0 {
+		t.Errorf("%d requests failed through a kill -9 of the daemon mid-canary", l.failed)
+	}
+	cs := d.containers()
+	for id, v := range cs {
+		if !strings.HasPrefix(v, "5 ") {
+			t.Errorf("after the resumed canary: container %s is %s", id, v)
+		}
+	}
+	if len(cs) != 2 {
+		t.Errorf("after the resumed canary: %v, want 2 servers of revision 5", cs)
 	}
 }

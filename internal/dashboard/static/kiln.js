@@ -46,5 +46,6 @@
     };
   }
   connect();
-  if (body.getAttribute("data-poll")) setInterval(refresh, 10000);
+  var poll = parseInt(body.getAttribute("data-poll") || "0", 10);
+  if (poll > 0) setInterval(refresh, poll);
 })();
