@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-build/kiln/internal/driver"
 	"github.com/kiln-build/kiln/internal/frontdoor"
 	"github.com/kiln-build/kiln/internal/plan"
+	"github.com/kiln-build/kiln/internal/rollout"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
@@ -371,7 +372,11 @@ func (e *Engine) runRollout(ctx context.Context, r store.Rollout, rev store.Revi
 	if r.From == 0 { // nothing to roll back to: the service is degraded until fixed
 		e.degrade(r.Service, e.state(r.Service), fmt.Sprintf("revision %d failed: %v", rev.Number, err))
 	}
-	if !svc.Update.AutoRollback || r.From == 0 || r.From == rev.Number {
+	// A canary that failed is rolled back whatever auto_rollback says: its stable set
+	// never stopped serving, and the controller must not heal towards the revision
+	// its analysis refused.
+	canaryFailed := errors.Is(err, rollout.ErrCanaryFailed) || errors.Is(err, rollout.ErrCanaryAborted)
+	if (!svc.Update.AutoRollback && !canaryFailed) || r.From == 0 || r.From == rev.Number {
 		e.setOutcome(ctx, r.Service, rev.Number, store.OutcomeFailed, err.Error())
 		e.finishRollout(ctx, r, store.RolloutFailed, err.Error())
 		res.Outcome = string(store.OutcomeFailed)

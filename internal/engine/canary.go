@@ -321,10 +321,11 @@ func canaryPlan(svc api.Service) string {
 	return fmt.Sprintf("a canary: %s, then 100%%%s; each step judged on %s", strings.Join(steps, " → "), sticky, strings.Join(rules, ", "))
 }
 
-// checkStrategy refuses a canary on a runtime that carries the traffic itself: the
-// weights and the measurements are the front door's, and there it carries none.
+// checkStrategy refuses a canary on a runtime that carries the traffic itself (or
+// keeps a revision's servers as a set, as one that does): the weights and the
+// measurements are the front door's, and there it carries none.
 func (e *Engine) checkStrategy(svc api.Service) error {
-	if svc.Update.Strategy == spec.StrategyCanary && e.caps.Traffic {
+	if svc.Update.Strategy == spec.StrategyCanary && (e.caps.Traffic || e.exec.SetDriver() != nil) {
 		return fmt.Errorf("service %s: strategy = \"canary\" needs kiln's front door to carry the service's requests, and on runtime %s the runtime's own Service does: use \"rolling\" or \"blue-green\" there (canary releases run on the docker runtime)", svc.Name, e.opts.Driver.Name())
 	}
 	return nil
