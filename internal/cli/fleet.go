@@ -306,8 +306,12 @@ func writeCanary(w io.Writer, service string, c api.CanaryStatus) {
 		if c.Pause {
 			step += ", paused until kiln promote " + service
 		}
-		fmt.Fprintf(w, "%s: canary of revision %d (stable: %d) at step %d of %d, %g%% of the requests on %d servers, %s\n",
-			service, c.Revision, c.From, c.Step, c.Steps, c.Weight, c.Servers, step)
+		servers := "servers"
+		if c.Servers == 1 {
+			servers = "server"
+		}
+		fmt.Fprintf(w, "%s: canary of revision %d (stable: %d) at step %d of %d, %g%% of the requests on %d %s, %s\n",
+			service, c.Revision, c.From, c.Step, c.Steps, c.Weight, c.Servers, servers, step)
 	default:
 		fmt.Fprintf(w, "%s: the canary of revision %d was %s at step %d of %d\n", service, c.Revision, c.Outcome, c.Step, c.Steps)
 	}

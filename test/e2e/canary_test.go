@@ -418,7 +418,7 @@ func TestCanarySteered(t *testing.T) {
 	go func() { applied <- d.kiln([]string{"KILN_VAR_version=2.0"}, "apply", "-auto-approve") }()
 	d.waitCanaryStep(2, 2)
 	time.Sleep(1500 * time.Millisecond) // a few analysis ticks into the pause
-	if r := d.kiln(nil, "status"); !strings.Contains(r.stdout, "at step 2 of 2, 10% of the requests on 1 servers") || !strings.Contains(r.stdout, "paused until kiln promote") || !strings.Contains(r.stdout, "query checkout_failures = 0") {
+	if r := d.kiln(nil, "status"); !strings.Contains(r.stdout, "at step 2 of 2, 10% of the requests on 1 server,") || !strings.Contains(r.stdout, "paused until kiln promote") || !strings.Contains(r.stdout, "query checkout_failures = 0") {
 		t.Errorf("kiln status during the pause:\n%s", r.stdout)
 	}
 	api, cookie := d.dashboardSession()
