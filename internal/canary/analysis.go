@@ -15,6 +15,19 @@ type Figures struct {
 	Errors   uint64        `json:"errors"`
 	P50      time.Duration `json:"p50"`
 	P99      time.Duration `json:"p99"`
+	latency  []uint64      // the histogram (door.GroupBuckets) they come from
+}
+
+// slower counts the requests that took longer than d: those of the buckets whose
+// every value is above it.
+func (f Figures) slower(d time.Duration) uint64 {
+	var n uint64
+	for i, c := range f.latency {
+		if i > 0 && door.GroupBuckets[i-1] >= d.Seconds() {
+			n += c
+		}
+	}
+	return n
 }
 
 // ErrorRatio is the share of the requests that failed, 0 without requests.
@@ -32,13 +45,14 @@ func (f Figures) String() string {
 	return fmt.Sprintf("%d requests, %s errors, p50 %s, p99 %s", f.Requests, percent(f.ErrorRatio()), ms(f.P50), ms(f.P99))
 }
 
-// Since is what a group's counters counted from before to now. Counters lower than
-// before are those of a door that restarted meanwhile: now is counted whole.
+// Since is what a group's counters counted from before to now. Counters of another
+// epoch (or lower than before) are those of a door that restarted meanwhile: now is
+// counted whole.
 func Since(before, now door.GroupStats) door.GroupStats {
-	if now.Requests < before.Requests || len(before.Latency) != len(now.Latency) {
+	if now.Epoch != before.Epoch || now.Requests < before.Requests || len(before.Latency) != len(now.Latency) {
 		return now
 	}
-	out := door.GroupStats{Requests: now.Requests - before.Requests, Latency: make([]uint64, len(now.Latency))}
+	out := door.GroupStats{Epoch: now.Epoch, Requests: now.Requests - before.Requests, Latency: make([]uint64, len(now.Latency))}
 	if now.Errors >= before.Errors {
 		out.Errors = now.Errors - before.Errors
 	}
@@ -50,11 +64,49 @@ func Since(before, now door.GroupStats) door.GroupStats {
 	return out
 }
 
+// Window is one side's requests from a baseline on, read from the door's counters
+// time after time: what the door counted before it restarted is kept.
+type Window struct {
+	begun     bool
+	before    door.GroupStats // the baseline, in the counters' epoch
+	last      door.GroupStats // the last read
+	restarted door.GroupStats // what the window held when the door last restarted
+}
+
+// Read takes the counters as they are now and returns the window so far: nothing at
+// the first read, which is the baseline.
+func (w *Window) Read(now door.GroupStats) door.GroupStats {
+	if !w.begun {
+		w.begun, w.before, w.last = true, now, now
+		return door.GroupStats{Epoch: now.Epoch, Latency: make([]uint64, len(now.Latency))}
+	}
+	if now.Epoch != w.before.Epoch {
+		w.restarted = add(w.restarted, Since(w.before, w.last))
+		w.before = door.GroupStats{Epoch: now.Epoch, Latency: make([]uint64, len(now.Latency))}
+	}
+	w.last = now
+	return add(w.restarted, Since(w.before, now))
+}
+
+func add(a, b door.GroupStats) door.GroupStats {
+	out := door.GroupStats{Epoch: b.Epoch, Requests: a.Requests + b.Requests, Errors: a.Errors + b.Errors,
+		Latency: make([]uint64, max(len(a.Latency), len(b.Latency)))}
+	for i := range out.Latency {
+		if i < len(a.Latency) {
+			out.Latency[i] += a.Latency[i]
+		}
+		if i < len(b.Latency) {
+			out.Latency[i] += b.Latency[i]
+		}
+	}
+	return out
+}
+
 // Measure turns a window's counters into figures. A percentile is the upper bound of
 // the histogram bucket it falls in (door.GroupBuckets: within 9%), so a group is never
 // reported faster than it was.
 func Measure(g door.GroupStats) Figures {
-	return Figures{Requests: g.Requests, Errors: g.Errors, P50: quantile(g.Latency, 0.50), P99: quantile(g.Latency, 0.99)}
+	return Figures{Requests: g.Requests, Errors: g.Errors, P50: quantile(g.Latency, 0.50), P99: quantile(g.Latency, 0.99), latency: g.Latency}
 }
 
 func quantile(hist []uint64, q float64) time.Duration {
@@ -103,10 +155,13 @@ const z = 1.645
 
 // Judge checks the canary's figures against the analysis a and the stable set's
 // figures over the same window. With fewer than a.MinRequests requests on the canary
-// it waits; then an error rule fails when the canary's error ratio is over its limit
-// with 95% confidence (the lower bound of its Wilson score interval), and a latency
-// rule when the canary's percentile is over its limit. The metrics are Prometheus
-// results already read: any broken limit fails.
+// it waits; then each rule fails only when the canary breaks it with 95% confidence:
+// an error rule when the lower bound of the Wilson score interval of its error ratio
+// is over the limit, a latency rule on the p-th percentile when that bound, for the
+// share of its requests slower than the limit, is over 1 - p (for p99: clearly more
+// than 1% of its requests are slower), so that a few slow requests among few (a cold
+// start, a pause of the collector) abort nothing. The metrics are Prometheus results
+// already read: any broken limit fails.
 func Judge(a api.Analysis, canary, stable Figures, metrics []Metric) Verdict {
 	var why []string
 	for _, m := range metrics {
@@ -137,17 +192,26 @@ func Judge(a api.Analysis, canary, stable Figures, metrics []Metric) Verdict {
 	}
 	for _, r := range []struct {
 		name              string
+		q                 float64
 		canary, stable    time.Duration
 		limit, overStable time.Duration
 	}{
-		{"p50", canary.P50, stable.P50, a.MaxP50, a.MaxP50OverStable},
-		{"p99", canary.P99, stable.P99, a.MaxP99, a.MaxP99OverStable},
+		{"p50", 0.50, canary.P50, stable.P50, a.MaxP50, a.MaxP50OverStable},
+		{"p99", 0.99, canary.P99, stable.P99, a.MaxP99, a.MaxP99OverStable},
 	} {
-		if r.limit > 0 && r.canary > r.limit {
-			why = append(why, fmt.Sprintf("%s latency %s is above max_%s %s", r.name, ms(r.canary), r.name, ms(r.limit)))
+		over := func(limit time.Duration) (string, bool) {
+			k := canary.slower(limit)
+			return fmt.Sprintf("%d of %d requests slower than %s", k, canary.Requests, ms(limit)), wilsonLow(k, canary.Requests) > 1-r.q
 		}
-		if r.overStable > 0 && stable.Requests > 0 && r.canary > r.stable+r.overStable {
-			why = append(why, fmt.Sprintf("%s latency %s is above stable's %s + %s", r.name, ms(r.canary), ms(r.stable), ms(r.overStable)))
+		if r.limit > 0 {
+			if n, ok := over(r.limit); ok {
+				why = append(why, fmt.Sprintf("%s latency %s is above max_%s %s (%s)", r.name, ms(r.canary), r.name, ms(r.limit), n))
+			}
+		}
+		if r.overStable > 0 && stable.Requests > 0 {
+			if n, ok := over(r.stable + r.overStable); ok {
+				why = append(why, fmt.Sprintf("%s latency %s is above stable's %s + %s (%s)", r.name, ms(r.canary), ms(r.stable), ms(r.overStable), n))
+			}
 		}
 	}
 	if len(why) > 0 {

@@ -53,7 +53,7 @@ func toCanary(c *Canary, service string, w http.ResponseWriter, r *http.Request)
 		if draw < 0 {
 			draw = rand.N(draws)
 			http.SetCookie(w, &http.Cookie{Name: name, Value: strconv.Itoa(draw), Path: "/",
-				MaxAge: int(cookieAge / time.Second), HttpOnly: true, SameSite: http.SameSiteLaxMode})
+				MaxAge: int(cookieAge / time.Second), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
 		}
 	case strings.HasPrefix(c.Sticky, "header:"):
 		v := r.Header.Get(strings.TrimPrefix(c.Sticky, "header:"))
@@ -93,6 +93,9 @@ var GroupBuckets = func() []float64 {
 // Latency[i] counts the requests that took at most GroupBuckets[i], the last one
 // those slower than every bound.
 type GroupStats struct {
+	// Epoch names the counters' life (when they began, in Unix nanoseconds): counters
+	// of another epoch are a restarted door's, counted from zero.
+	Epoch    int64    `json:"epoch"`
 	Requests uint64   `json:"requests"`
 	Errors   uint64   `json:"errors"`
 	Latency  []uint64 `json:"latency"`
@@ -101,6 +104,10 @@ type GroupStats struct {
 type groupCounters struct {
 	mu sync.Mutex
 	st GroupStats
+}
+
+func newGroupCounters() *groupCounters {
+	return &groupCounters{st: GroupStats{Epoch: time.Now().UnixNano(), Latency: make([]uint64, len(GroupBuckets)+1)}}
 }
 
 func (g *groupCounters) observe(code int, failed bool, took time.Duration) {
@@ -116,9 +123,6 @@ func (g *groupCounters) observe(code int, failed bool, took time.Duration) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.st.Latency == nil {
-		g.st.Latency = make([]uint64, len(GroupBuckets)+1)
-	}
 	g.st.Requests++
 	if code >= 500 || failed {
 		g.st.Errors++
@@ -131,8 +135,5 @@ func (g *groupCounters) snapshot() GroupStats {
 	defer g.mu.Unlock()
 	st := g.st
 	st.Latency = append([]uint64(nil), g.st.Latency...)
-	if st.Latency == nil {
-		st.Latency = make([]uint64, len(GroupBuckets)+1)
-	}
 	return st
 }

@@ -2,11 +2,14 @@ package door
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // canaryDoor serves a service whose rotation is one stable backend, with c as its
@@ -143,4 +146,88 @@ func TestCanaryValidate(t *testing.T) {
 			t.Errorf("canary %+v was accepted", c)
 		}
 	}
+}
+
+// Promoting: the canary's servers move into the rotation in the same change that takes
+// the old ones out; no request finds the rotation empty meanwhile.
+func TestCanaryPromotedInOneChange(t *testing.T) {
+	old, canary := backend(t, "old"), backend(t, "canary")
+	s, addr := canaryDoor(t, old, &Canary{Upstreams: []string{canary}, Weight: 50})
+	err := s.Apply(context.Background(), Config{Generation: 2, Services: []Service{
+		{Name: "web", Listen: addr, Upstreams: []string{canary}, Canary: &Canary{Weight: 50}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := s.Stats(context.Background())
+	if in := st["web"].InRotation; len(in) != 1 || in[0] != canary {
+		t.Fatalf("in rotation after the promotion: %v, want the canary's server %s", in, canary)
+	}
+	for range 20 {
+		if side := sideOf(t, http.DefaultClient, "http://"+addr+"/", nil); side != "canary" {
+			t.Fatalf("answered by %q after the promotion", side)
+		}
+	}
+}
+
+// What the servers did is counted, not what clients do: a request whose client went
+// away, and the time a client takes to read an answer, count on no side.
+func TestCanaryCountsServersOnly(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select { // a long answer: a download, a stream
+		case <-time.After(300 * time.Millisecond):
+		case <-r.Context().Done():
+		}
+		fmt.Fprint(w, "canary done")
+	}))
+	t.Cleanup(slow.Close)
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	t.Cleanup(hang.Close)
+	stable := backend(t, "stable")
+	s, addr := canaryDoor(t, stable, &Canary{Upstreams: []string{strings.TrimPrefix(slow.URL, "http://")}, Weight: 100})
+	for range 3 {
+		sideOf(t, http.DefaultClient, "http://"+addr+"/", nil)
+	}
+	st, _ := s.Stats(context.Background())
+	c := st["web"].Groups[GroupCanary]
+	if c.Requests != 3 || c.Errors != 0 {
+		t.Fatalf("canary counted %d requests, %d errors; want 3, 0", c.Requests, c.Errors)
+	}
+	if p := quantileOf(c.Latency, 1); p > 0.1 {
+		t.Errorf("the slowest canary request took %.3fs to its headers, want the server's time, not the 300ms of its body", p)
+	}
+	// A client that goes away before the answer: not the canary's error.
+	s2, addr2 := canaryDoor(t, stable, &Canary{Upstreams: []string{strings.TrimPrefix(hang.URL, "http://")}, Weight: 100})
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr2+"/", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+	}
+	time.Sleep(100 * time.Millisecond) // the door sees the clients gone
+	st, _ = s2.Stats(context.Background())
+	if c := st["web"].Groups[GroupCanary]; c.Requests != 0 || c.Errors != 0 {
+		t.Errorf("requests whose clients went away counted: %d requests, %d errors", c.Requests, c.Errors)
+	}
+}
+
+// quantileOf is the upper bound (seconds) of the bucket holding the q-th of hist.
+func quantileOf(hist []uint64, q float64) float64 {
+	var n, seen uint64
+	for _, c := range hist {
+		n += c
+	}
+	for i, c := range hist {
+		seen += c
+		if float64(seen) >= q*float64(n) && seen > 0 {
+			return GroupBuckets[min(i, len(GroupBuckets)-1)]
+		}
+	}
+	return 0
 }

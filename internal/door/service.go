@@ -23,7 +23,7 @@ type service struct {
 	log     *slog.Logger
 	access  *slog.Logger
 	stats   *counters
-	groups  [2]groupCounters // stable, canary
+	groups  [2]*groupCounters // stable, canary
 
 	cfg atomic.Pointer[Service]
 
@@ -46,7 +46,7 @@ func newService(sc Service, opts Options, log *slog.Logger) *service {
 		access = slog.Default()
 	}
 	svc := &service{name: sc.Name, proxy: p, handler: p.Handler(), log: log.With("service", sc.Name), access: access,
-		stats: newCounters(), down: map[string]int{}, ctx: ctx, stop: cancel, kick: make(chan struct{}, 1)}
+		stats: newCounters(), groups: [2]*groupCounters{newGroupCounters(), newGroupCounters()}, down: map[string]int{}, ctx: ctx, stop: cancel, kick: make(chan struct{}, 1)}
 	svc.cfg.Store(&sc)
 	return svc
 }
@@ -88,12 +88,11 @@ func (s *service) configure(sc Service) {
 // answer beats a 503). Called with s.mu held.
 func (s *service) rotate() {
 	sc := s.settings()
-	s.proxy.SetUpstreams(s.up(sc.Upstreams))
 	var canary []string
 	if sc.Canary != nil {
 		canary = s.up(sc.Canary.Upstreams)
 	}
-	s.proxy.SetCanary(canary)
+	s.proxy.SetRoutes(s.up(sc.Upstreams), canary)
 }
 
 // up is addrs less those found down; all of addrs when every one is. Called with s.mu
@@ -151,11 +150,21 @@ func (s *service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.serve(sw, r.WithContext(proxy.WithRoute(r.Context(), route)))
 	took := time.Since(start)
 	s.stats.observe(sw.code, took)
-	g := &s.groups[0]
-	if route.Canary {
-		g = &s.groups[1]
+	// A side is judged by what its servers did: requests they were sent (not those
+	// answered by a pause or maintenance), until their answer's headers (not how fast
+	// the client reads the body), but not upgraded connections (their life is the
+	// client's) nor requests whose client went away.
+	if !route.Start.IsZero() && !sw.upgraded && r.Context().Err() == nil {
+		g := s.groups[0]
+		if route.Canary {
+			g = s.groups[1]
+		}
+		end := sw.headerAt
+		if end.IsZero() {
+			end = time.Now()
+		}
+		g.observe(sw.code, route.Failed, end.Sub(route.Start))
 	}
-	g.observe(sw.code, route.Failed, took)
 	if s.settings().AccessLog {
 		s.access.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("service", s.name), slog.String("method", r.Method), slog.String("host", r.Host),
@@ -213,16 +222,24 @@ type statusWriter struct {
 	code        int
 	bytes       int64
 	wroteHeader bool
+	headerAt    time.Time // when the answer's headers were written
+	upgraded    bool      // a 101: the connection became the client's and the server's
 }
 
 func (w *statusWriter) WriteHeader(code int) {
+	if code == http.StatusSwitchingProtocols {
+		w.upgraded = true
+	}
 	if !w.wroteHeader && code >= 200 {
-		w.code, w.wroteHeader = code, true
+		w.code, w.wroteHeader, w.headerAt = code, true, time.Now()
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.headerAt = time.Now()
+	}
 	w.wroteHeader = true
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)

@@ -25,12 +25,25 @@ type trial struct {
 	mu      sync.Mutex
 	status  api.CanaryStatus
 	running bool
-	promote chan string // who promoted, taken by the step's analysis
-	abort   chan string // who aborted
+	// judging is set while a step's analysis runs: a promote is for that step only.
+	judging bool
+	// abortedBy is who aborted the canary; the executor checks it between its steps.
+	abortedBy string
+	promote   chan string // who promoted, taken by the step's analysis
+	abort     chan string // who aborted, to wake the step's analysis
 }
 
-// ErrNoCanary means a service has no canary on trial to promote or abort.
-var ErrNoCanary = errors.New("no canary on trial")
+// decisionStarting is a trial's decision while a step's servers start: nothing to
+// judge yet.
+const decisionStarting = "starting"
+
+// ErrNoCanary means a service has no canary on trial to promote or abort;
+// ErrCanaryStarting, that its step is starting (its servers are being started and
+// gated) and cannot be promoted yet.
+var (
+	ErrNoCanary       = errors.New("no canary on trial")
+	ErrCanaryStarting = errors.New("the canary's step is starting")
+)
 
 // trialOf returns the service's trial of revision, a new one when its last was of
 // another revision or over.
@@ -87,21 +100,42 @@ func (e *Engine) canaryStatus(service string) *api.CanaryStatus {
 	return &st
 }
 
-// Promote ends the current step of the service's canary as passed (a pause step
+// Promote ends the step of the service's canary being judged as passed (a pause step
 // included): the canary moves on to the next step, or replaces the stable set after
-// the last.
+// the last. A promote is for the step being judged when it arrives: one while a step
+// starts is refused (ErrCanaryStarting), and one the step did not take (it passed
+// meanwhile) is not carried over to the next.
 func (e *Engine) Promote(ctx context.Context, service, user string) error {
-	return e.steer(service, user, func(t *trial) chan string { return t.promote })
+	return e.steer(service, func(t *trial) error {
+		if !t.judging {
+			return fmt.Errorf("service %s: %w (its servers are starting): promote it once kiln status shows it judged", service, ErrCanaryStarting)
+		}
+		select {
+		case t.promote <- user:
+		default: // one is pending already
+		}
+		return nil
+	})
 }
 
-// Abort fails the service's canary at once: every request goes back to the stable
-// set, the canary's servers are destroyed, and the revision is recorded as failed
-// (rolled back with auto_rollback).
+// Abort fails the service's canary at once, whatever step it is at: every request
+// goes back to the stable set, the canary's servers are destroyed, and the revision is
+// rolled back.
 func (e *Engine) Abort(ctx context.Context, service, user string) error {
-	return e.steer(service, user, func(t *trial) chan string { return t.abort })
+	return e.steer(service, func(t *trial) error {
+		if t.abortedBy == "" {
+			t.abortedBy = user
+		}
+		select {
+		case t.abort <- user:
+		default:
+		}
+		return nil
+	})
 }
 
-func (e *Engine) steer(service, user string, ch func(*trial) chan string) error {
+// steer applies f to the service's running trial, under its lock.
+func (e *Engine) steer(service string, f func(*trial) error) error {
 	e.mu.Lock()
 	tr := e.trials[service]
 	e.mu.Unlock()
@@ -109,14 +143,32 @@ func (e *Engine) steer(service, user string, ch func(*trial) chan string) error 
 		return fmt.Errorf("service %s: %w", service, ErrNoCanary)
 	}
 	tr.mu.Lock()
-	running := tr.running
-	tr.mu.Unlock()
-	if !running {
-		return fmt.Errorf("service %s: %w (its last one was %s)", service, ErrNoCanary, tr.get().Outcome)
+	if !tr.running {
+		outcome := tr.status.Outcome
+		tr.mu.Unlock()
+		return fmt.Errorf("service %s: %w (its last one was %s)", service, ErrNoCanary, outcome)
 	}
-	select {
-	case ch(tr) <- user:
-	default: // one is pending already
+	defer tr.mu.Unlock()
+	return f(tr)
+}
+
+// canaryAborted is the executor's check between a canary's steps: it starts the
+// service's trial (so that an abort finds it from the canary's first server on), and
+// returns ErrCanaryAborted if one was asked.
+func (e *Engine) canaryAborted(t rollout.Target, step int) error {
+	tr := e.trialOf(t.Service, t.Revision)
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if c := t.Settings.Canary; c != nil {
+		tr.status.Steps = len(c.Steps)
+		if step < len(c.Steps) {
+			tr.status.Step, tr.status.Decision, tr.status.Why = step+1, decisionStarting, []string{"the step's servers are starting"}
+		} else {
+			tr.status.Decision, tr.status.Why = decisionStarting, []string{"every step passed: the rest of the new set is starting, then it replaces the stable set"}
+		}
+	}
+	if tr.abortedBy != "" {
+		return fmt.Errorf("%w by %s before step %d", rollout.ErrCanaryAborted, tr.abortedBy, step+1)
 	}
 	return nil
 }
@@ -133,18 +185,35 @@ func (e *Engine) analyze(ctx context.Context, t rollout.Target, step rollout.Can
 		interval = time.Second
 	}
 	started := e.clock.Now()
-	tr.set(func(s *api.CanaryStatus) {
-		*s = api.CanaryStatus{Revision: t.Revision, From: step.From, Step: step.Index + 1, Steps: step.Of, Weight: step.Weight,
-			Pause: step.Step.Pause, Servers: len(step.Servers), StepStarted: started, StepDuration: step.Step.Duration, Decision: string(canary.Wait)}
-	})
-	var before map[string]door.GroupStats
+	tr.mu.Lock()
+	tr.status = api.CanaryStatus{Revision: t.Revision, From: step.From, Step: step.Index + 1, Steps: step.Of, Weight: step.Weight,
+		Pause: step.Step.Pause, Servers: len(step.Servers), StepStarted: started, StepDuration: step.Step.Duration, Decision: string(canary.Wait)}
+	tr.judging = true
+	select { // a promote the step before did not take is not this step's
+	case <-tr.promote:
+	default:
+	}
+	abortedBy := tr.abortedBy
+	tr.mu.Unlock()
+	defer func() {
+		tr.mu.Lock()
+		tr.judging = false
+		tr.mu.Unlock()
+	}()
+	if abortedBy != "" {
+		return fmt.Errorf("%w by %s at step %d of %d (%g%%)", rollout.ErrCanaryAborted, abortedBy, step.Index+1, step.Of, step.Weight)
+	}
+	var canaryW, stableW canary.Window
+	begun := false
 	tick := e.clock.NewTicker(interval)
 	defer tick.Stop()
 	waited := false
 	for {
-		if before == nil {
+		if !begun {
 			if g, err := e.groups(ctx, t.Service); err == nil {
-				before = g
+				canaryW.Read(g[door.GroupCanary])
+				stableW.Read(g[door.GroupStable])
+				begun = true
 			}
 		}
 		select {
@@ -158,7 +227,7 @@ func (e *Engine) analyze(ctx context.Context, t rollout.Target, step rollout.Can
 			return fmt.Errorf("%w by %s at step %d of %d (%g%%)", rollout.ErrCanaryAborted, who, step.Index+1, step.Of, step.Weight)
 		case <-tick.C():
 		}
-		if before == nil {
+		if !begun {
 			continue
 		}
 		now, err := e.groups(ctx, t.Service)
@@ -166,8 +235,8 @@ func (e *Engine) analyze(ctx context.Context, t rollout.Target, step rollout.Can
 			continue // the door did not answer: judged at the next tick
 		}
 		e.revs.add(t.Service, now, map[string]int64{door.GroupStable: step.From, door.GroupCanary: t.Revision})
-		cf := canary.Measure(canary.Since(before[door.GroupCanary], now[door.GroupCanary]))
-		sf := canary.Measure(canary.Since(before[door.GroupStable], now[door.GroupStable]))
+		cf := canary.Measure(canaryW.Read(now[door.GroupCanary]))
+		sf := canary.Measure(stableW.Read(now[door.GroupStable]))
 		metrics := e.queries(ctx, a, t.Revision, step.From)
 		v := canary.Judge(a, cf, sf, metrics)
 		tr.set(func(s *api.CanaryStatus) {

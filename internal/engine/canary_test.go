@@ -28,7 +28,7 @@ func waitTrial(t *testing.T, e *Engine, revision int64, step int) api.CanaryStat
 			return false
 		}
 		c = *st.Services[0].Canary
-		return c.Revision == revision && c.Step == step && c.Outcome == ""
+		return c.Revision == revision && c.Step == step && c.Outcome == "" && c.Decision != "starting"
 	})
 	return c
 }
@@ -63,12 +63,19 @@ func TestCanaryPromoteAbort(t *testing.T) {
 		c = waitTrial(t, e, 2, 1)
 		return c.Decision == "wait" && len(c.Why) == 1 && strings.Contains(c.Why[0], "0 of the 1000 requests")
 	})
-	if err := e.Promote(ctx, "web", "test"); err != nil {
-		t.Fatal(err)
+	// A double click: the second promote is not carried over to the pause.
+	for range 2 {
+		if err := e.Promote(ctx, "web", "test"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c = waitTrial(t, e, 2, 2)
 	if !c.Pause || c.Weight != 10 {
 		t.Errorf("the pause step: %+v", c)
+	}
+	time.Sleep(300 * time.Millisecond) // three analysis ticks
+	if c = waitTrial(t, e, 2, 2); c.Outcome != "" {
+		t.Fatalf("a second promote of step 1 passed the pause: %+v", c)
 	}
 	if err := e.Promote(ctx, "web", "test"); err != nil {
 		t.Fatal(err)

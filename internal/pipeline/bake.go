@@ -98,8 +98,14 @@ func (m *Manager) bakeCommit(ctx context.Context, w *worker, run store.Run, log 
 	// Where a service listens is the applied spec's to say: a commit could otherwise
 	// open a front door on every address, or on a port below 1024 (the daemon may be root).
 	for _, svc := range out {
-		if was, ok := m.current(ctx, svc.Name); ok && was.Listen != svc.Listen {
+		was, ok := m.current(ctx, svc.Name)
+		if ok && was.Listen != svc.Listen {
 			return nil, fmt.Errorf("the spec at %s moves the front door of %s from %s to %s: a commit cannot; apply the spec to move it", shortSHA(run.Commit), svc.Name, was.Listen, svc.Listen)
+		}
+		// The daemon asks a canary's Prometheus, and shows what it answers: which one is
+		// the applied spec's to say, or a commit could have the daemon query any address.
+		if at := prometheusOf(svc); at != "" && (!ok || prometheusOf(was) != at) {
+			return nil, fmt.Errorf("the spec at %s has %s's canary ask the Prometheus at %s, which the applied spec does not: a commit cannot choose what the daemon queries; apply the spec to name it", shortSHA(run.Commit), svc.Name, at)
 		}
 	}
 	// The commit names secrets; where they come from is the applied spec's to say.
@@ -109,6 +115,14 @@ func (m *Manager) bakeCommit(ctx context.Context, w *worker, run store.Run, log 
 		}
 	}
 	return m.opts.Engine.SealSecrets(ctx, def.Secrets, out)
+}
+
+// prometheusOf is the Prometheus a service's canary asks, "" for none.
+func prometheusOf(svc api.Service) string {
+	if c := svc.Update.Canary; c != nil && len(c.Analysis.Queries) > 0 {
+		return c.Analysis.Prometheus
+	}
+	return ""
 }
 
 // current is the service's current revision as recorded; false when it has none (or it

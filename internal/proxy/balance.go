@@ -85,12 +85,16 @@ func (p *Proxy) pickFrom(set, tried []*upstream) *upstream {
 }
 
 // Route is what the caller of a request's ServeHTTP chooses and learns of it: put in
-// the request's context (WithRoute), it sends the request to the canary's servers and
-// says whether an attempt failed on the way (a connection refused or reset: a
-// transport error, even if another server then answered).
+// the request's context (WithRoute), it sends the request to the canary's servers, and
+// says when it was first sent and whether an attempt failed on the way (a connection
+// refused or reset: a transport error, even if another server then answered).
 type Route struct {
 	Canary bool
-	Failed bool // set by the proxy, on the request's goroutine
+	// Set by the proxy, on the request's goroutine: Start when the first attempt is
+	// sent to a server (zero if none was); Failed when an attempt failed on a server
+	// while the client was still there.
+	Start  time.Time
+	Failed bool
 }
 
 type routeKey struct{}

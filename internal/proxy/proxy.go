@@ -90,9 +90,9 @@ type Proxy struct {
 	// rotation is counted where WaitIdle looks.
 	mu      sync.RWMutex
 	set     []*upstream          // in rotation; replaced, never modified
-	canary  []*upstream          // in the canary's rotation (see SetCanary); the same
+	canary  []*upstream          // in the canary's rotation (see SetRoutes); the same
 	known   map[string]*upstream // in rotation, or out of it with requests in flight
-	changed chan struct{}        // closed (and replaced) by SetUpstreams
+	changed chan struct{}        // closed (and replaced) by SetRoutes
 
 	next     atomic.Uint64 // round-robin offset, to break ties
 	requests atomic.Uint64
@@ -275,30 +275,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // SetUpstreams replaces the servers in rotation with addrs ("host:port"), which the
-// caller has found healthy. New requests go only to addrs from when it returns;
-// requests in flight to a server no longer in rotation carry on: WaitIdle waits for
-// them. The canary's servers (SetCanary) are kept.
-func (p *Proxy) SetUpstreams(addrs []string) {
+// caller has found healthy, and ends any canary (see SetRoutes). New requests go only
+// to addrs from when it returns; requests in flight to a server no longer in rotation
+// carry on: WaitIdle waits for them.
+func (p *Proxy) SetUpstreams(addrs []string) { p.SetRoutes(addrs, nil) }
+
+// SetRoutes replaces, in one change, the servers in rotation with stable and the
+// canary's with canary: the requests a Route marks as the canary's go to the canary's
+// servers (to the rotation's when none is left to try), the rest to the rotation. An
+// address in both is the rotation's. Requests in flight to a server in neither carry
+// on, as with SetUpstreams.
+func (p *Proxy) SetRoutes(stable, canary []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.replace(addrs, nil, false)
-}
-
-// SetCanary replaces the canary's servers with addrs: the requests a Route marks as the
-// canary's go to them (to the others when none is left to try), the rest to the servers
-// of SetUpstreams. No address should be in both. A nil addrs ends the canary.
-func (p *Proxy) SetCanary(addrs []string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.replace(nil, addrs, true)
-}
-
-// replace sets the rotation (stable unless canaryOnly) or the canary's servers. Called
-// with p.mu held.
-func (p *Proxy) replace(stable, canary []string, canaryOnly bool) {
 	in := map[string]bool{}
 	build := func(addrs []string) []*upstream {
-		set := make([]*upstream, 0, len(addrs))
+		var set []*upstream
 		for _, a := range addrs {
 			if in[a] {
 				continue
@@ -313,20 +305,11 @@ func (p *Proxy) replace(stable, canary []string, canaryOnly bool) {
 		}
 		return set
 	}
-	if canaryOnly {
-		for _, u := range p.set {
-			in[u.addr] = true
-		}
-		p.canary = build(canary)
-		if len(canary) == 0 {
-			p.canary = nil
-		}
-	} else {
-		for _, u := range p.canary {
-			in[u.addr] = true
-		}
-		p.set = build(stable)
+	p.set = build(stable)
+	if p.set == nil {
+		p.set = []*upstream{}
 	}
+	p.canary = build(canary)
 	for a, u := range p.known {
 		if !in[a] && u.inflight.Load() == 0 {
 			delete(p.known, a) // out of rotation, so its count can no longer rise

@@ -61,6 +61,9 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 		f.take(u)
 		u.requests.Add(1)
+		if route != nil && route.Start.IsZero() {
+			route.Start = time.Now()
+		}
 
 		out, url := *req, *req.URL
 		url.Host = u.addr
@@ -77,8 +80,8 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 			return nil, cerr // the client's body failed (too large, too slow): not u's doing
 		}
 		u.failures.Add(1)
-		if route != nil {
-			route.Failed = true
+		if route != nil && ctx.Err() == nil {
+			route.Failed = true // not when the client went away: that is no server's failure
 		}
 		lastErr = fmt.Errorf("%s: %w", u.addr, err)
 		if ctx.Err() != nil {

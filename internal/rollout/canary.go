@@ -76,9 +76,15 @@ func (e *Executor) canary(ctx context.Context, door Door, t Target, spec driver.
 			ungated = append(ungated, s)
 		}
 	}
-	from := old[0].Spec.Revision
+	var from int64 // the stable set's revision: the newest of the old servers'
+	for _, s := range old {
+		from = max(from, s.Spec.Revision)
+	}
 	weight := 0.0
 	for i, st := range c.Steps {
+		if err := e.canaryAborted(t, i); err != nil {
+			return e.abortCanary(ctx, cd, t, servers, err)
+		}
 		if !st.Pause {
 			weight = st.Weight
 		}
@@ -137,6 +143,9 @@ func (e *Executor) canary(ctx context.Context, door Door, t Target, spec driver.
 			return e.abortCanary(ctx, cd, t, servers, err)
 		}
 	}
+	if err := e.canaryAborted(t, len(c.Steps)); err != nil {
+		return e.abortCanary(ctx, cd, t, servers, err)
+	}
 	e.event(t.Service, "", "gated", "%d servers of revision %d passed the health gate", len(servers), t.Revision)
 	for _, s := range servers {
 		e.remember(s)
@@ -170,6 +179,13 @@ func (e *Executor) abortCanary(ctx context.Context, cd CanaryDoor, t Target, ser
 		err = errors.Join(err, fmt.Errorf("ending the canary: %w", terr))
 	}
 	return err
+}
+
+func (e *Executor) canaryAborted(t Target, step int) error {
+	if e.CanaryAborted == nil {
+		return nil
+	}
+	return e.CanaryAborted(t, step)
 }
 
 func addresses(servers []driver.Server) []string {

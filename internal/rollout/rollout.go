@@ -73,6 +73,9 @@ type Executor struct {
 	// wrapping ErrCanaryFailed (or ErrCanaryAborted) when it failed, or ctx's error. A
 	// canary without it is rolled out as a rolling update.
 	Analyze func(ctx context.Context, t Target, step CanaryStep) error
+	// CanaryAborted, if set, is asked before each step of a canary (step, from 0) and
+	// before its switch (len(steps)): an error (wrapping ErrCanaryAborted) aborts it.
+	CanaryAborted func(t Target, step int) error
 	// OneByOne makes the executor create and destroy servers one by one even on a
 	// driver that claims sets (the engine does not set it: its controller accounts for
 	// the members a runtime replaces of its own).

@@ -122,7 +122,7 @@ func errorCode(err error) int {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, store.ErrRolloutInProgress), errors.Is(err, engine.ErrNoCanary):
+	case errors.Is(err, store.ErrRolloutInProgress), errors.Is(err, engine.ErrNoCanary), errors.Is(err, engine.ErrCanaryStarting):
 		return http.StatusConflict
 	default:
 		return http.StatusBadRequest

@@ -164,7 +164,7 @@ func (d *deployment) waitCanaryStep(revision int64, step int) {
 		var st canaryStatusJSON
 		r := d.kiln(nil, "status", "-json")
 		if json.Unmarshal([]byte(r.stdout), &st) == nil && len(st.Services) == 1 {
-			if c := st.Services[0].Canary; c != nil && c.Revision == revision && c.Step == step && c.Outcome == "" {
+			if c := st.Services[0].Canary; c != nil && c.Revision == revision && c.Step == step && c.Outcome == "" && c.Decision != "starting" {
 				return
 			}
 		}

@@ -335,6 +335,14 @@ image "hello" {`), "never add one"},
 }
 
 image "hello" {`), "a commit cannot move them"},
+		{"the daemon querying an address of its choosing", replace(`    strategy          = "rolling"`, `    strategy          = "canary"
+    analysis {
+      prometheus = "http://169.254.169.254/latest"
+      query "x" {
+        query = "up"
+        max   = 1
+      }
+    }`), "a commit cannot choose what the daemon queries"},
 		{"a spec nested 100,000 deep", replace(`variable "version" {`, "variable \"deep\" {\n  default = "+deep+"\n}\n\nvariable \"version\" {"), "nest"},
 	}
 	for _, a := range attacks {
