@@ -173,6 +173,21 @@ func (e *Engine) canaryAborted(t rollout.Target, step int) error {
 	return nil
 }
 
+// canaryFailing records that the service's canary is being aborted before the abort
+// begins: the revision it started from is current again, so that a stop in the middle
+// of the abort resumes as a rollback to it (destroying the canary's servers), never
+// as the canary tried again.
+func (e *Engine) canaryFailing(t rollout.Target, why error) {
+	ctx := e.base(context.Background())
+	r, err := e.opts.State.RunningRollout(ctx, t.Service)
+	if err != nil || r.To != t.Revision || r.From == 0 || r.From == r.To {
+		return
+	}
+	if err := e.opts.State.SetCurrent(ctx, t.Service, r.From); err != nil {
+		e.stateWriteFailed("current", err, "service", t.Service, "why", "recording a canary's abort")
+	}
+}
+
 // analyze judges a step of a canary from the front door's counters: every analysis
 // interval it measures both sides since the step began and asks canary.Judge. It
 // returns nil when the step passed (its duration over, or a promote), an error

@@ -135,7 +135,7 @@ func New(opts Options) *Engine {
 		Clock: e.clock, Log: e.log})
 	// On a runtime that claims sets the executor scales each revision's set; the
 	// controller accounts for the members the runtime replaces of its own (heal.go).
-	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy, Analyze: e.analyze, CanaryAborted: e.canaryAborted,
+	e.exec = &rollout.Executor{Driver: opts.Driver, Healthy: e.healthy, Analyze: e.analyze, CanaryAborted: e.canaryAborted, CanaryFailing: e.canaryFailing,
 		Event: func(service, id, typ, msg string) { e.event(service, id, typ, "%s", msg) }}
 	return e
 }

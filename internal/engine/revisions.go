@@ -22,6 +22,10 @@ type revisionTraffic struct {
 	byRev map[revisionKey]*door.GroupStats
 }
 
+// keptRevisions is how many of a service's newest revisions have series: the older
+// ones, replaced long ago, leave /metrics.
+const keptRevisions = 10
+
 type revisionKey struct {
 	service  string
 	revision int64
@@ -53,6 +57,11 @@ func (r *revisionTraffic) add(service string, groups map[string]door.GroupStats,
 		if c == nil {
 			c = &door.GroupStats{Latency: make([]uint64, len(door.GroupBuckets)+1)}
 			r.byRev[revisionKey{service, rev}] = c
+			for k := range r.byRev { // the series of a service's last keptRevisions only
+				if k.service == service && k.revision <= rev-keptRevisions {
+					delete(r.byRev, k)
+				}
+			}
 		}
 		c.Requests += d.Requests
 		c.Errors += d.Errors

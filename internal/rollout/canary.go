@@ -168,6 +168,9 @@ func (e *Executor) canary(ctx context.Context, door Door, t Target, spec driver.
 // abortCanary ends a failed canary: every request goes back to the stable set at
 // once, then the canary's servers are drained and destroyed; it returns err.
 func (e *Executor) abortCanary(ctx context.Context, cd CanaryDoor, t Target, servers []driver.Server, err error) error {
+	if e.CanaryFailing != nil {
+		e.CanaryFailing(t, err)
+	}
 	cctx, cancel := e.withTimeout(context.WithoutCancel(ctx), time.Minute, ErrDriverTimeout)
 	defer cancel()
 	if terr := cd.Trial(cctx, addresses(servers), 0, ""); terr != nil {

@@ -128,6 +128,13 @@ func TestCanaryAborted(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, cd := canaryRig(t)
+			failing := 0
+			r.exec.CanaryFailing = func(tg Target, err error) {
+				if log := cd.trials(); len(log) > 0 && log[len(log)-1] != fmt.Sprintf("trial %g %d", []float64{10, 10, 50}[tc.at], []int{1, 1, 2}[tc.at]) {
+					t.Errorf("told of the abort after the door changed: %q", log)
+				}
+				failing++
+			}
 			r.exec.Analyze = func(ctx context.Context, tg Target, st CanaryStep) error {
 				if st.Index == tc.at {
 					return fmt.Errorf("%w: error ratio 20%%", tc.err)
@@ -147,6 +154,9 @@ func TestCanaryAborted(t *testing.T) {
 			i := slices.Index(log, fmt.Sprintf("trial 0 %d", []int{1, 1, 2}[tc.at]))
 			if i < 0 || i+1 >= len(log) || log[i+1] != "update +0 -1" || log[len(log)-1] != "trial 0 0" {
 				t.Errorf("door changes %q: want the weight set to 0, then the canary's servers drained, then the canary ended", log)
+			}
+			if failing != 1 {
+				t.Errorf("CanaryFailing called %d times, want once", failing)
 			}
 			if r.eventCount("aborted") != 1 {
 				t.Errorf("%d aborted events, want 1", r.eventCount("aborted"))

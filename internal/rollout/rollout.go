@@ -76,6 +76,10 @@ type Executor struct {
 	// CanaryAborted, if set, is asked before each step of a canary (step, from 0) and
 	// before its switch (len(steps)): an error (wrapping ErrCanaryAborted) aborts it.
 	CanaryAborted func(t Target, step int) error
+	// CanaryFailing, if set, is told that a canary is being aborted (with why), before
+	// anything of the abort is done: the caller records the decision, so that a stop
+	// in the middle of the abort finishes it rather than try the canary again.
+	CanaryFailing func(t Target, err error)
 	// OneByOne makes the executor create and destroy servers one by one even on a
 	// driver that claims sets (the engine does not set it: its controller accounts for
 	// the members a runtime replaces of its own).
