@@ -10,14 +10,25 @@ import (
 )
 
 // BenchmarkDoor measures the latency the door adds: each iteration sends one request
-// straight to a server and one through the door, over loopback with keep-alives.
+// straight to a server and one through the door, over loopback with keep-alives; with
+// a canary on trial (a tenth of the requests to another server), drawn per request or
+// by the client's cookie.
 func BenchmarkDoor(b *testing.B) {
+	b.Run("rotation", func(b *testing.B) { benchDoor(b, nil) })
+	b.Run("canary", func(b *testing.B) { benchDoor(b, &Canary{Weight: 10}) })
+	b.Run("canary-cookie", func(b *testing.B) { benchDoor(b, &Canary{Weight: 10, Sticky: StickyCookie}) })
+}
+
+func benchDoor(b *testing.B, canary *Canary) {
 	up := backend(b, "web")
 	addr := freeAddr(b)
 	s := New(Options{})
 	b.Cleanup(s.Shutdown)
+	if canary != nil {
+		canary.Upstreams = []string{backend(b, "canary")}
+	}
 	if err := s.Apply(context.Background(), Config{Generation: 1, Services: []Service{
-		{Name: "web", Listen: addr, Upstreams: []string{up}},
+		{Name: "web", Listen: addr, Upstreams: []string{up}, Canary: canary},
 	}}); err != nil {
 		b.Fatal(err)
 	}

@@ -310,7 +310,7 @@ func TestCanary(t *testing.T) {
 	if r := d.kiln(nil, "history", d.service); !strings.Contains(r.stdout, "rolled_back") {
 		t.Errorf("history:\n%s", r.stdout)
 	}
-	runs := 3
+	runs := 1
 	if n, err := strconv.Atoi(os.Getenv("KILN_TEST_CANARY_RUNS")); err == nil {
 		runs = n
 	}
