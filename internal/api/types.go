@@ -312,7 +312,7 @@ type ServiceStatus struct {
 	ImageName string   `json:"image_name"`
 	URL       string   `json:"url"`
 	Replicas  int      `json:"replicas"`
-	Healthy   int      `json:"healthy"` // servers in rotation
+	Healthy   int      `json:"healthy"` // servers in rotation (a canary's are not counted)
 	Servers   []Server `json:"servers"`
 	Rollout   string   `json:"rollout,omitempty"` // the running rollout, if any
 	// Canary is the service's canary: on trial now, or the last one, with its outcome.

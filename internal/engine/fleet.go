@@ -54,12 +54,13 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 			case in:
 				health = "healthy"
 			}
-			if in {
+			canary := d != nil && d.InCanary(s.Address)
+			if in && !canary { // the canary's servers are beside the replicas, not of them
 				ss.Healthy++
 			}
 			ss.Servers = append(ss.Servers, api.Server{ID: string(s.ID), Name: s.Name, Revision: s.Revision,
 				Address: s.Address, Node: s.Node, State: string(s.State), InService: in, Created: s.Created,
-				SpecHash: s.SpecHash, Health: health, Drift: cs.drifted[s.ID], Canary: d != nil && d.InCanary(s.Address)})
+				SpecHash: s.SpecHash, Health: health, Drift: cs.drifted[s.ID], Canary: canary})
 		}
 		e.mu.Unlock()
 		if r, err := e.opts.State.RunningRollout(ctx, sv.Name); err == nil {
