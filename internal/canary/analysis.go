@@ -5,17 +5,15 @@ import (
 	"math"
 	"time"
 
-	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/door"
+	"github.com/kiln-build/kiln/internal/spec"
 )
 
 // Figures are one group's measurements over a window.
 type Figures struct {
-	Requests uint64        `json:"requests"`
-	Errors   uint64        `json:"errors"`
-	P50      time.Duration `json:"p50"`
-	P99      time.Duration `json:"p99"`
-	latency  []uint64      // the histogram (door.GroupBuckets) they come from
+	Requests, Errors uint64
+	P50, P99         time.Duration
+	latency          []uint64 // the histogram (door.GroupBuckets) they come from
 }
 
 // slower counts the requests that took longer than d: those of the buckets whose
@@ -162,7 +160,7 @@ const z = 1.645
 // than 1% of its requests are slower), so that a few slow requests among few (a cold
 // start, a pause of the collector) abort nothing. The metrics are Prometheus results
 // already read: any broken limit fails.
-func Judge(a api.Analysis, canary, stable Figures, metrics []Metric) Verdict {
+func Judge(a spec.Analysis, canary, stable Figures, metrics []Metric) Verdict {
 	var why []string
 	for _, m := range metrics {
 		if m.Err != nil {
@@ -239,12 +237,10 @@ func wilsonLow(errors, n uint64) float64 {
 
 // Metric is one Prometheus query's result for a step; Err when it could not be read.
 type Metric struct {
-	Name     string   `json:"name"`
-	Value    float64  `json:"value"`
-	Max      *float64 `json:"max,omitempty"`
-	Min      *float64 `json:"min,omitempty"`
-	Err      error    `json:"-"`
-	ErrorMsg string   `json:"error,omitempty"`
+	Name     string
+	Value    float64
+	Max, Min *float64
+	Err      error
 }
 
 func percent(r float64) string { return fmt.Sprintf("%.2f%%", 100*r) }

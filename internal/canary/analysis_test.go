@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/door"
+	"github.com/kiln-build/kiln/internal/spec"
 )
 
 // window is counters of n requests, errs failed, every one taking took.
@@ -76,12 +76,12 @@ func TestSince(t *testing.T) {
 }
 
 func TestJudge(t *testing.T) {
-	a := api.Analysis{MinRequests: 100, MaxErrorRatioOverStable: 0.01, MaxP99OverStable: 25 * time.Millisecond}
+	a := spec.Analysis{MinRequests: 100, MaxErrorRatioOverStable: 0.01, MaxP99OverStable: 25 * time.Millisecond}
 	stable := Measure(window(2000, 0, time.Millisecond))
 	one := 1.0
 	for _, tc := range []struct {
 		name    string
-		a       api.Analysis
+		a       spec.Analysis
 		canary  door.GroupStats
 		stable  Figures
 		metrics []Metric
@@ -94,7 +94,7 @@ func TestJudge(t *testing.T) {
 		{"one unlucky error", a, window(100, 1, time.Millisecond), stable, nil, Pass, ""},
 		{"20% of requests fail", a, window(100, 20, time.Millisecond), stable, nil, Fail, "error ratio 20.00% (20 of 100) is above stable's 0.00% + 1.00%"},
 		{"a stable set failing as much", a, window(100, 20, time.Millisecond), Measure(window(2000, 400, time.Millisecond)), nil, Pass, ""},
-		{"absolute error limit", api.Analysis{MinRequests: 10, MaxErrorRatio: 0.05}, window(200, 30, time.Millisecond), stable, nil, Fail, "above max_error_ratio 5.00%"},
+		{"absolute error limit", spec.Analysis{MinRequests: 10, MaxErrorRatio: 0.05}, window(200, 30, time.Millisecond), stable, nil, Fail, "above max_error_ratio 5.00%"},
 		{"50ms slower at p99", a, sum(window(95, 0, time.Millisecond), window(5, 0, 51*time.Millisecond)), stable, nil, Fail, "p99 latency"},
 		// Two slow requests of 100 (a cold start): not clearly more than 1%.
 		{"a cold start", a, sum(window(98, 0, time.Millisecond), window(2, 0, 200*time.Millisecond)), stable, nil, Pass, ""},
@@ -102,7 +102,7 @@ func TestJudge(t *testing.T) {
 		{"one slow request in 50: p99 slow", a, sum(window(980, 0, time.Millisecond), window(20, 0, 60*time.Millisecond)), stable, nil, Fail, "20 of 1000 requests slower than"},
 		{"one slow request in 20, many", a, sum(window(950, 0, time.Millisecond), window(50, 0, 60*time.Millisecond)), stable, nil, Fail, "50 of 1000 requests slower than"},
 		{"10ms slower at p99", a, sum(window(95, 0, time.Millisecond), window(5, 0, 11*time.Millisecond)), stable, nil, Pass, ""},
-		{"absolute p50", api.Analysis{MinRequests: 1, MaxP50: 5 * time.Millisecond}, window(10, 0, 20*time.Millisecond), stable, nil, Fail, "p50 latency"},
+		{"absolute p50", spec.Analysis{MinRequests: 1, MaxP50: 5 * time.Millisecond}, window(10, 0, 20*time.Millisecond), stable, nil, Fail, "p50 latency"},
 		{"a metric over its max", a, window(100, 0, time.Millisecond), stable, []Metric{{Name: "checkout_errors", Value: 2, Max: &one}}, Fail, "checkout_errors = 2 is above its max 1"},
 		{"a metric over its max, before enough requests", a, window(5, 0, time.Millisecond), stable, []Metric{{Name: "orders", Value: 0.5, Min: &one}}, Fail, "orders = 0.5 is below its min 1"},
 		{"a metric unreadable", a, window(100, 0, time.Millisecond), stable, []Metric{{Name: "orders", Err: ErrNoSample}}, Wait, "orders"},

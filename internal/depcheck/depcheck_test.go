@@ -35,7 +35,7 @@ var allowed = map[string][]string{
 	// The door process's core: what the doors serve and its control socket.
 	"internal/door": {"internal/api", "internal/atomicfile", "internal/doortls", "internal/health", "internal/proxy"},
 	// canary judges a canary's step from the door's counters (and a Prometheus).
-	"internal/canary":    {"internal/api", "internal/door"},
+	"internal/canary":    {"internal/door", "internal/spec"},
 	"internal/monitor":   {"internal/health", "internal/spec"},
 	"internal/reconcile": {},
 	"internal/rollout":   {"internal/driver", "internal/plan", "internal/spec"},

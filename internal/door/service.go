@@ -146,7 +146,8 @@ func (s *service) close() { s.stop() }
 func (s *service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-	route := &proxy.Route{Canary: toCanary(s.settings().Canary, s.name, w, r)}
+	sc := s.settings()
+	route := &proxy.Route{Canary: toCanary(sc.Canary, s.name, w, r)}
 	s.serve(sw, r.WithContext(proxy.WithRoute(r.Context(), route)))
 	took := time.Since(start)
 	s.stats.observe(sw.code, took)
@@ -165,7 +166,7 @@ func (s *service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		g.observe(sw.code, route.Failed, end.Sub(route.Start))
 	}
-	if s.settings().AccessLog {
+	if sc.AccessLog {
 		s.access.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("service", s.name), slog.String("method", r.Method), slog.String("host", r.Host),
 			slog.String("path", r.URL.RequestURI()), slog.String("proto", r.Proto), slog.Int("status", sw.code),

@@ -193,7 +193,10 @@ func (e *Engine) canaryFailing(t rollout.Target, why error) {
 // returns nil when the step passed (its duration over, or a promote), an error
 // wrapping rollout.ErrCanaryFailed or ErrCanaryAborted otherwise, or ctx's.
 func (e *Engine) analyze(ctx context.Context, t rollout.Target, step rollout.CanaryStep) error {
-	a := e.analysisOf(t)
+	var a spec.Analysis
+	if t.Settings.Canary != nil {
+		a = t.Settings.Canary.Analysis
+	}
 	tr := e.trialOf(t.Service, t.Revision)
 	interval := a.Interval
 	if interval <= 0 {
@@ -274,22 +277,6 @@ func (e *Engine) analyze(ctx context.Context, t rollout.Target, step rollout.Can
 	}
 }
 
-// analysisOf is t's analysis as the canary package reads it.
-func (e *Engine) analysisOf(t rollout.Target) api.Analysis {
-	c := t.Settings.Canary
-	if c == nil {
-		return api.Analysis{}
-	}
-	a := c.Analysis
-	out := api.Analysis{Interval: a.Interval, MinRequests: a.MinRequests, MaxErrorRatio: a.MaxErrorRatio,
-		MaxErrorRatioOverStable: a.MaxErrorRatioOverStable, MaxP50: a.MaxP50, MaxP99: a.MaxP99,
-		MaxP50OverStable: a.MaxP50OverStable, MaxP99OverStable: a.MaxP99OverStable, Prometheus: a.Prometheus}
-	for _, q := range a.Queries {
-		out.Queries = append(out.Queries, api.Query{Name: q.Name, Query: q.Query, Max: q.Max, Min: q.Min})
-	}
-	return out
-}
-
 // groups reads the door's counters of the service's requests, by group.
 func (e *Engine) groups(ctx context.Context, service string) (map[string]door.GroupStats, error) {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -306,7 +293,7 @@ func (e *Engine) groups(ctx context.Context, service string) (map[string]door.Gr
 }
 
 // queries reads the analysis's Prometheus queries, in parallel.
-func (e *Engine) queries(ctx context.Context, a api.Analysis, revision, from int64) []canary.Metric {
+func (e *Engine) queries(ctx context.Context, a spec.Analysis, revision, from int64) []canary.Metric {
 	if len(a.Queries) == 0 {
 		return nil
 	}
@@ -365,14 +352,6 @@ func canaryPlan(svc api.Service) string {
 	if svc.Update.Strategy != spec.StrategyCanary || c == nil {
 		return ""
 	}
-	var steps []string
-	for _, st := range c.Steps {
-		if st.Pause {
-			steps = append(steps, "pause until kiln promote")
-			continue
-		}
-		steps = append(steps, fmt.Sprintf("%g%% for %s", st.Weight, st.Duration))
-	}
 	a := c.Analysis
 	rules := []string{fmt.Sprintf("at least %d requests", a.MinRequests)}
 	if a.MaxErrorRatio > 0 {
@@ -402,7 +381,7 @@ func canaryPlan(svc api.Service) string {
 	case strings.HasPrefix(c.Sticky, "header:"):
 		sticky = ", sticky by header " + strings.TrimPrefix(c.Sticky, "header:")
 	}
-	return fmt.Sprintf("a canary: %s, then 100%%%s; each step judged on %s", strings.Join(steps, " → "), sticky, strings.Join(rules, ", "))
+	return fmt.Sprintf("a canary: %s, then 100%%%s; each step judged on %s", canarySteps(c.Steps), sticky, strings.Join(rules, ", "))
 }
 
 // checkStrategy refuses a canary on a runtime that carries the traffic itself (or

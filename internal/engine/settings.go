@@ -97,12 +97,13 @@ func canaryOf(u api.Update) api.Canary {
 	return *u.Canary
 }
 
-// canarySteps shows a canary's steps: "5% for 1m → pause → 50% for 30s".
+// canarySteps shows a canary's steps, as plan does: "5% for 1m → pause until kiln
+// promote → 50% for 30s".
 func canarySteps(steps []api.CanaryStep) string {
 	var out []string
 	for _, st := range steps {
 		if st.Pause {
-			out = append(out, "pause")
+			out = append(out, "pause until kiln promote")
 		} else {
 			out = append(out, fmt.Sprintf("%g%% for %s", st.Weight, st.Duration))
 		}

@@ -100,13 +100,13 @@ func (d *Door) Update(ctx context.Context, add, remove []string) error {
 func (d *Door) Has(addr string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.addrs[addr] || (d.canary != nil && slices.Contains(d.canary.Upstreams, addr))
+	return d.addrs[addr] || d.inCanary(addr)
 }
 
 // Trial sends weight percent of the requests to the servers at addrs, a canary beside
-// the rotation (out of it, if they were in it), with stickiness sticky (see door.Canary); a weight of 0 sends them
-// none (the servers stay the canary's, to be drained), and nil addrs with weight 0 end
-// the canary. It returns once the door process serves it.
+// the rotation (out of it, if they were in it), with stickiness sticky (see
+// door.Canary); a weight of 0 sends them none (the servers stay the canary's, to be
+// drained), and nil addrs with weight 0 end the canary. It returns once the door process serves it.
 func (d *Door) Trial(ctx context.Context, addrs []string, weight float64, sticky string) error {
 	d.mu.Lock()
 	if len(addrs) == 0 && weight == 0 {
@@ -125,19 +125,12 @@ func (d *Door) Trial(ctx context.Context, addrs []string, weight float64, sticky
 func (d *Door) InCanary(addr string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.canary != nil && slices.Contains(d.canary.Upstreams, addr)
+	return d.inCanary(addr)
 }
 
-// Canary returns the canary on trial (a copy), nil when none.
-func (d *Door) Canary() *door.Canary {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.canary == nil {
-		return nil
-	}
-	c := *d.canary
-	c.Upstreams = slices.Clone(c.Upstreams)
-	return &c
+// inCanary is InCanary with d.mu held.
+func (d *Door) inCanary(addr string) bool {
+	return d.canary != nil && slices.Contains(d.canary.Upstreams, addr)
 }
 
 // Passed records that the server at addr passed check.

@@ -306,9 +306,6 @@ func (p *Proxy) SetRoutes(stable, canary []string) {
 		return set
 	}
 	p.set = build(stable)
-	if p.set == nil {
-		p.set = []*upstream{}
-	}
 	p.canary = build(canary)
 	for a, u := range p.known {
 		if !in[a] && u.inflight.Load() == 0 {

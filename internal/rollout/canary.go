@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/kiln-build/kiln/internal/driver"
@@ -41,6 +42,15 @@ var (
 	ErrCanaryAborted = errors.New("the canary was aborted")
 )
 
+// triesCanary reports whether t is rolled out as a canary: its strategy is, there are
+// old servers to compare the new ones with (not on a first rollout, nor a converge of
+// the deployed revision), and a judge. Otherwise a canary's servers start as a rolling
+// update's do.
+func (e *Executor) triesCanary(t Target, old []driver.Server) bool {
+	c := t.Settings.Canary
+	return t.Settings.Strategy == spec.StrategyCanary && c != nil && len(c.Steps) > 0 && len(old) > 0 && e.Analyze != nil
+}
+
 // canary is a canary rollout (t.Settings.Canary): for each step, the canary's servers
 // (replicas × weight, at least 1) are started beside the old ones and gated, the door
 // sends them the step's share, and Analyze judges the step. A failed or aborted step
@@ -49,30 +59,14 @@ var (
 // door switches to the new set in one change (the old drained, then destroyed).
 //
 // keep are servers of t that already run (a stopped rollout's canary): they are the
-// canary's from the first step, gated again when the door has them not. Without old
-// servers there is nothing to compare with, and the servers start as a rolling
-// update's do.
-func (e *Executor) canary(ctx context.Context, door Door, t Target, spec driver.ServerSpec, keep, old []driver.Server) error {
-	cd, ok := door.(CanaryDoor)
+// canary's from the first step, gated again when the door has them not. Run calls it
+// when triesCanary.
+func (e *Executor) canary(ctx context.Context, cd CanaryDoor, t Target, spec driver.ServerSpec, keep, old []driver.Server) error {
 	c := t.Settings.Canary
-	if !ok || c == nil || len(c.Steps) == 0 || len(old) == 0 || e.Analyze == nil {
-		for _, s := range keep {
-			if door.Has(s.Address) {
-				continue
-			}
-			if err := e.admit(ctx, door, t, s); err != nil {
-				if ctx.Err() != nil {
-					return err
-				}
-				return e.fail(ctx, door, t, []driver.Server{s}, err)
-			}
-		}
-		return e.rolling(ctx, door, t, spec, len(keep), t.Replicas-len(keep), old)
-	}
-	var ungated, servers []driver.Server
+	servers := slices.Clone(keep)
+	var ungated []driver.Server
 	for _, s := range keep {
-		servers = append(servers, s)
-		if !door.Has(s.Address) {
+		if !cd.Has(s.Address) {
 			ungated = append(ungated, s)
 		}
 	}
@@ -150,7 +144,7 @@ func (e *Executor) canary(ctx context.Context, door Door, t Target, spec driver.
 	for _, s := range servers {
 		e.remember(s)
 	}
-	if err := door.Update(ctx, addresses(servers), addresses(old)); err != nil {
+	if err := cd.Update(ctx, addresses(servers), addresses(old)); err != nil {
 		return fmt.Errorf("switching the front door: %w", err)
 	}
 	if err := cd.Trial(ctx, nil, 0, ""); err != nil {
@@ -158,7 +152,7 @@ func (e *Executor) canary(ctx context.Context, door Door, t Target, spec driver.
 	}
 	e.event(t.Service, "", "switched", "front door switched to revision %d (%d servers)", t.Revision, len(servers))
 	for _, s := range old {
-		if err := e.retire(ctx, door, t.Service, s, "replaced by revision "+itoa(t.Revision)); err != nil {
+		if err := e.retire(ctx, cd, t.Service, s, "replaced by revision "+itoa(t.Revision)); err != nil {
 			return err
 		}
 	}

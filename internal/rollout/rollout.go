@@ -239,8 +239,8 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
 			old = append(old, *c.Old)
 		}
 	}
-	if t.Settings.Strategy == "canary" {
-		return e.canary(ctx, door, t, spec, sp.Keep, old)
+	if cd, ok := door.(CanaryDoor); ok && e.triesCanary(t, old) {
+		return e.canary(ctx, cd, t, spec, sp.Keep, old)
 	}
 	// Servers of the target spec that a crashed rollout left out of rotation must pass
 	// the health gate like new ones.

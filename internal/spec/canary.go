@@ -75,8 +75,12 @@ var (
 	DefaultAnalysis    = Analysis{Interval: time.Second, MinRequests: 100, MaxErrorRatioOverStable: 0.01, MaxP99OverStable: 25 * time.Millisecond}
 )
 
-// MaxCanarySteps is how many steps a canary may have.
-const MaxCanarySteps = 20
+// MaxCanarySteps is how many steps a canary may have; MaxQueries, how many Prometheus
+// queries its analysis sends at each of its intervals.
+const (
+	MaxCanarySteps = 20
+	MaxQueries     = 20
+)
 
 var stepSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "weight"}, {Name: "duration"}, {Name: "pause"}}}
 
@@ -357,6 +361,9 @@ func validateAnalysis(an Analysis) []Problem {
 		if u, err := url.Parse(p); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			add("prometheus", "Invalid Prometheus URL", "prometheus = %q: write the base URL of a Prometheus, like \"http://127.0.0.1:9090\".", p)
 		}
+	}
+	if n := len(an.Queries); n > MaxQueries {
+		add(fmt.Sprintf("query[%d]", MaxQueries), "Too many queries", "An analysis sends at most %d queries at each interval, and this one has %d: combine some of them in PromQL.", MaxQueries, n)
 	}
 	seen := map[string]int{}
 	for i, q := range an.Queries {

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -146,6 +147,7 @@ var canaryCases = []canaryCase{
 	{"duration not a duration", "strategy = \"canary\"\nstep {\n  weight   = 5\n  duration = \"soon\"\n}", `duration = "soon": write a duration`, 4},
 	{"weights go down", "strategy = \"canary\"\nstep {\n  weight   = 25\n  duration = \"1m\"\n}\nstep { pause = true }\nstep {\n  weight   = 10\n  duration = \"1m\"\n}", "Step 3's weight (10) is below step 1's (25): a canary's weights never decrease from one step to the next. Raise it to 25 or more", 8},
 	{"too many steps", "strategy = \"canary\"\n" + strings.Repeat("step {\n  weight   = 5\n  duration = \"1m\"\n}\n", 21), "at most 20 steps, and this one has 21", 2 + 20*4},
+	{"too many queries", "strategy = \"canary\"\nanalysis {\n  prometheus = \"http://prom:9090\"\n" + manyQueries(21) + "}", "at most 20 queries at each interval, and this one has 21", 4 + 20*4},
 	{"interval", "strategy = \"canary\"\nanalysis { interval = \"50ms\" }", "interval = 50ms: how often the canary's figures are read and judged, at least 100ms", 2},
 	{"min_requests 0", "strategy = \"canary\"\nanalysis { min_requests = 0 }", "min_requests must be a whole number from 1 to 1000000.", 2},
 	{"min_requests fraction", "strategy = \"canary\"\nanalysis { min_requests = 1.5 }", "min_requests must be a whole number from 1 to 1000000.", 2},
@@ -222,4 +224,13 @@ func TestValidateCanaryOfAPIValues(t *testing.T) {
 			t.Errorf("got %v, want one problem of %s containing %q", problems, tt.attr, tt.detail)
 		}
 	}
+}
+
+// manyQueries is n query blocks of 4 lines each.
+func manyQueries(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "  query \"q%d\" {\n    query = \"up\"\n    max   = 1\n  }\n", i)
+	}
+	return b.String()
 }
