@@ -41,6 +41,7 @@ type Capabilities struct {
 	FileDiff   bool // its Differ reports DriftFile for files changed outside Writable
 	Logs       bool // it is a Logger
 	Wait       bool // it is a Waiter
+	Stop       bool // it is a Stopper
 	Sets       bool // it is a SetDriver
 	// Readiness: it is a Readier, running ServerSpec.Probe itself; kiln does not probe
 	// its servers' addresses.

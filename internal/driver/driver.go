@@ -24,8 +24,8 @@ var (
 // Driver runs servers on one runtime. Implementations are safe for concurrent use.
 //
 // The core stays this small; everything else a runtime may do is an optional interface
-// found by type assertion (Capable, ImageLoader, Watcher, Differ, Waiter, Logger,
-// SetDriver, io.Closer), and Capabilities says which of them the runtime behind it
+// found by type assertion (Capable, ImageLoader, Watcher, Differ, Waiter, Stopper,
+// Logger, SetDriver, io.Closer), and Capabilities says which of them the runtime behind it
 // really does.
 type Driver interface {
 	// Name identifies the runtime, e.g. "docker".
@@ -87,6 +87,20 @@ const (
 // and returns how its process ended. ErrNotFound if the server is gone.
 type Waiter interface {
 	Wait(ctx context.Context, id ServerID) (Exit, error)
+}
+
+// Stopper is implemented by drivers that can tell when a server's process has ended
+// before the runtime is done tearing the server down (releasing its network,
+// unmounting its filesystem). Stop asks server id to exit as Destroy does (its stop
+// signal, a kill after its stop timeout) and returns once its process has ended; the
+// runtime goes on tearing it down, and the server is listed, exited, until Destroy
+// removes it (Destroy waits for the stop). Nil if the server is gone or its process
+// ended already.
+//
+// A server whose Stop has returned no longer runs: a rollout counts it against no
+// bound, and starts the next server while the runtime removes it.
+type Stopper interface {
+	Stop(ctx context.Context, id ServerID) error
 }
 
 // Exit is how a server's process ended.

@@ -60,7 +60,8 @@ type fleet struct {
 	d       *simDaemon
 	service string
 	mu      sync.Mutex
-	most    int // most servers listed at once
+	most    int // most servers running at once (listed and not exited)
+	listed  int // most servers listed at once (stopped ones awaiting removal too)
 	fewest  int // fewest of them answering HTTP at once
 }
 
@@ -87,29 +88,33 @@ func (f *fleet) sample() {
 	// although its replacement already serves: the healthy count of a point is the
 	// better of two listings in a row. A real dip (a server retired before its
 	// replacement serves) lasts across calls, so it is still seen.
-	most, healthy := 0, 0
+	most, listed, healthy := 0, 0, 0
 	for range 2 {
-		n, h, ok := f.look()
+		r, n, h, ok := f.look()
 		if !ok {
 			return
 		}
-		most, healthy = max(most, n), max(healthy, h)
+		most, listed, healthy = max(most, r), max(listed, n), max(healthy, h)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.most = max(f.most, most)
+	f.listed = max(f.listed, listed)
 	f.fewest = min(f.fewest, healthy)
 }
 
-// look lists the service's servers and probes each: how many are listed, and how many
-// of them answer.
-func (f *fleet) look() (listed, healthy int, ok bool) {
+// look lists the service's servers and probes each: how many run (are not exited),
+// how many are listed, and how many of them answer.
+func (f *fleet) look() (running, listed, healthy int, ok bool) {
 	servers, err := f.d.drv.List(context.Background(), driver.Selector{Project: "sim", Service: f.service})
 	if err != nil {
 		f.d.t.Error(err)
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	for _, s := range servers {
+		if s.State != driver.StateExited {
+			running++
+		}
 		resp, err := probeClient.Get("http://" + s.Address + "/")
 		if err == nil {
 			io.Copy(io.Discard, resp.Body) // read to its end: a connection is kept only then
@@ -119,11 +124,12 @@ func (f *fleet) look() (listed, healthy int, ok bool) {
 			}
 		}
 	}
-	return len(servers), healthy, true
+	return running, len(servers), healthy, true
 }
 
-func (f *fleet) worst() (most, fewest int) {
+// worst is the most servers running and listed at once, and the fewest healthy.
+func (f *fleet) worst() (most, listed, fewest int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.most, f.fewest
+	return f.most, f.listed, f.fewest
 }

@@ -201,13 +201,8 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
 	}
 	// Servers that already stopped are removed in the background, off the critical
 	// path of their replacements; Run returns only once they are gone.
-	var bg sync.WaitGroup
-	var bgMu sync.Mutex
-	var bgErr error
-	defer func() {
-		bg.Wait()
-		err = errors.Join(err, bgErr)
-	}()
+	bg := &background{}
+	defer func() { err = errors.Join(err, bg.wait()) }()
 	var observed []driver.Server
 	err = e.retry(ctx, t.Service, "listing servers", e.callTimeout(), func(ctx context.Context) (err error) {
 		observed, err = e.Driver.List(ctx, driver.Selector{Project: t.Spec.Project, Service: t.Service})
@@ -226,15 +221,7 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
 		switch {
 		case c.Action == plan.Destroy && c.Old.State != driver.StateRunning:
 			s, why := *c.Old, strings.Join(c.Reasons, "; ")
-			bg.Add(1)
-			go func() {
-				defer bg.Done()
-				if err := e.retire(ctx, door, t.Service, s, why); err != nil {
-					bgMu.Lock()
-					bgErr = errors.Join(bgErr, err)
-					bgMu.Unlock()
-				}
-			}()
+			bg.run(func() error { return e.retire(ctx, door, t.Service, s, why) })
 		case c.Old != nil:
 			old = append(old, *c.Old)
 		}
@@ -264,6 +251,35 @@ func (e *Executor) Run(ctx context.Context, door Door, t Target) (err error) {
 	return e.rolling(ctx, door, t, spec, len(sp.Keep), need, old)
 }
 
+// background is the removals a Run leaves to go on while it does the next step.
+type background struct {
+	wg  sync.WaitGroup
+	mu  sync.Mutex
+	err error
+}
+
+// run runs f in the background; wait returns its error.
+func (b *background) run(f func() error) {
+	b.wg.Go(func() {
+		if err := f(); err != nil {
+			b.mu.Lock()
+			b.err = errors.Join(b.err, err)
+			b.mu.Unlock()
+		}
+	})
+}
+
+// wait waits for everything run began and returns the errors not returned by an
+// earlier wait, joined.
+func (b *background) wait() error {
+	b.wg.Wait()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	err := b.err
+	b.err = nil
+	return err
+}
+
 // Replace replaces one server with a fresh one from t, creating the new server first
 // and admitting it once healthy, then draining and destroying the old one (if it is in
 // rotation). On failure the new server is destroyed and the old one left as it is. On
@@ -285,16 +301,32 @@ func (e *Executor) Replace(ctx context.Context, door Door, t Target, old driver.
 // them as they pass the health gate, then drain and destroy as many old ones. With
 // max_surge 0 it first drains max_unavailable old servers to make room. have is how
 // many servers of t there are already (in rotation).
-func (e *Executor) rolling(ctx context.Context, door Door, t Target, spec driver.ServerSpec, have, need int, old []driver.Server) error {
+//
+// An old server counts against max_surge until its process has ended: on a runtime
+// that says when (a driver.Stopper), the next batch starts then, while the runtime
+// removes the server. A batch's old servers are removed before the next batch retires
+// any, so that at most one batch awaits removal, and a removal that failed ends the
+// rollout before it retires more.
+func (e *Executor) rolling(ctx context.Context, door Door, t Target, spec driver.ServerSpec, have, need int, old []driver.Server) (err error) {
 	surge, unavail := t.Settings.MaxSurge, t.Settings.MaxUnavailable
+	var removing background // the batch before's old servers
+	defer func() { err = errors.Join(err, removing.wait()) }()
+	retireOld := func(n int, why string) error {
+		if err := removing.wait(); err != nil {
+			return err
+		}
+		for i := 0; i < n && len(old) > 0; i++ {
+			if err := e.retireSoon(ctx, door, t.Service, old[0], why, &removing); err != nil {
+				return err
+			}
+			old = old[1:]
+		}
+		return nil
+	}
+	replaced := "replaced by revision " + itoa(t.Revision)
 	for need > 0 || len(old) > 0 {
 		if need == 0 { // only surplus left
-			for _, s := range old {
-				if err := e.retire(ctx, door, t.Service, s, "no longer needed"); err != nil {
-					return err
-				}
-			}
-			return nil
+			return retireOld(len(old), "no longer needed")
 		}
 		batch := min(need, max(surge, 1))
 		if len(old) == 0 {
@@ -302,21 +334,17 @@ func (e *Executor) rolling(ctx context.Context, door Door, t Target, spec driver
 		} else if surge == 0 {
 			batch = min(need, unavail)
 			// Make room first: take batch old servers out before starting new ones.
-			for i := 0; i < batch && len(old) > 0; i++ {
-				if err := e.retire(ctx, door, t.Service, old[0], "replaced by revision "+itoa(t.Revision)); err != nil {
-					return err
-				}
-				old = old[1:]
+			if err := retireOld(batch, replaced); err != nil {
+				return err
 			}
 		}
 		// Servers a stopped rollout left (new ones kept, old ones not yet retired) count
 		// against max_surge: retire old ones first to make room, which leaves at least
 		// the replicas serving.
 		for surge > 0 && len(old) > 0 && have+len(old)+batch > t.Replicas+surge {
-			if err := e.retire(ctx, door, t.Service, old[0], "replaced by revision "+itoa(t.Revision)); err != nil {
+			if err := retireOld(1, replaced); err != nil {
 				return err
 			}
-			old = old[1:]
 		}
 		created, err := e.startBatch(ctx, door, t, spec, batch)
 		if err != nil {
@@ -325,11 +353,8 @@ func (e *Executor) rolling(ctx context.Context, door Door, t Target, spec driver
 		need -= len(created)
 		have += len(created)
 		if surge > 0 {
-			for i := 0; i < len(created) && len(old) > 0; i++ {
-				if err := e.retire(ctx, door, t.Service, old[0], "replaced by revision "+itoa(t.Revision)); err != nil {
-					return err
-				}
-				old = old[1:]
+			if err := retireOld(len(created), replaced); err != nil {
+				return err
 			}
 		}
 	}
@@ -471,6 +496,50 @@ func (e *Executor) gate(ctx context.Context, t Target, servers []driver.Server) 
 
 // retire takes a server out of rotation, waits for it to drain, and destroys it.
 func (e *Executor) retire(ctx context.Context, door Door, service string, s driver.Server, why string) error {
+	if err := e.drain(ctx, door, service, s); err != nil {
+		return err
+	}
+	return e.destroy(ctx, service, s, why, e.clock().Now())
+}
+
+// retireSoon is retire for a rollout that goes on with its next step as soon as the
+// server's process has ended: on a runtime that tells (driver.Stopper), it returns
+// then, and the runtime's removal of the server goes on in bg.
+func (e *Executor) retireSoon(ctx context.Context, door Door, service string, s driver.Server, why string, bg *background) error {
+	sp := e.stopper()
+	if sp == nil {
+		return e.retire(ctx, door, service, s, why)
+	}
+	if err := e.drain(ctx, door, service, s); err != nil {
+		return err
+	}
+	start := e.clock().Now()
+	err := e.retry(ctx, service, "stopping "+s.Name, e.callTimeout()+s.Spec.StopTimeout, func(ctx context.Context) error {
+		return sp.Stop(ctx, s.ID)
+	})
+	if err != nil {
+		e.forgetRetiring(s.ID)
+		return fmt.Errorf("stopping %s: %w", s.Name, err)
+	}
+	bg.run(func() error { return e.destroy(ctx, service, s, why, start) })
+	return nil
+}
+
+// stopper is the driver's Stopper when the executor destroys servers one by one and
+// the driver claims it, else nil.
+func (e *Executor) stopper() driver.Stopper {
+	if e.setDriver() != nil {
+		return nil
+	}
+	if sp, ok := e.Driver.(driver.Stopper); ok && driver.CapabilitiesOf(e.Driver).Stop {
+		return sp
+	}
+	return nil
+}
+
+// drain takes s out of rotation and waits until no request is in flight to it; from
+// then on s is retiring (see Retiring) until destroy removes it.
+func (e *Executor) drain(ctx context.Context, door Door, service string, s driver.Server) error {
 	addr := s.Address
 	if addr == "" {
 		addr = e.Address(s.ID) // it stopped: the runtime no longer reports its address
@@ -487,14 +556,23 @@ func (e *Executor) retire(ctx context.Context, door Door, service string, s driv
 	}
 	e.retiring[s.ID] = true
 	e.mu.Unlock()
-	start := e.clock().Now()
+	return nil
+}
+
+// forgetRetiring ends what drain began, whether s was removed or not.
+func (e *Executor) forgetRetiring(id driver.ServerID) {
+	e.mu.Lock()
+	delete(e.retiring, id)
+	delete(e.admitted, id)
+	e.mu.Unlock()
+}
+
+// destroy removes a drained server; start is when it was asked to stop.
+func (e *Executor) destroy(ctx context.Context, service string, s driver.Server, why string, start time.Time) error {
 	err := e.retry(ctx, service, "destroying "+s.Name, e.callTimeout()+s.Spec.StopTimeout, func(ctx context.Context) error {
 		return e.remove(ctx, s.ID)
 	})
-	e.mu.Lock()
-	delete(e.retiring, s.ID)
-	delete(e.admitted, s.ID)
-	e.mu.Unlock()
+	e.forgetRetiring(s.ID)
 	if err != nil {
 		return fmt.Errorf("destroying %s: %w", s.Name, err)
 	}

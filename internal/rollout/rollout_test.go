@@ -87,7 +87,9 @@ type rig struct {
 	door   *door
 	exec   *Executor
 	mu     sync.Mutex
-	most   int // most servers listed at once, once armed
+	most   int // most servers running at once (listed and not exited), once armed
+	listed int // most servers listed at once (exited ones awaiting removal too)
+	calls  map[faultdriver.Op]int
 	armed  bool
 	events []string
 	// unhealthy, when set, is the health gate of the servers of a revision: a fake that
@@ -98,14 +100,25 @@ type rig struct {
 
 const callTimeout = 30 * time.Second
 
-func newRig(t *testing.T) *rig {
-	r := &rig{t: t, sim: simdriver.New(), clock: testclock.NewFakeClock(time.Unix(1e9, 0)), door: newDoor()}
+func newRig(t *testing.T) *rig { return newRigOn(t, true) }
+
+// newRigOn is newRig on a runtime that claims driver.Stopper (as Docker does) if
+// stopper, and on one that does not otherwise (the executor's other path: every old
+// server is removed before the next batch starts).
+func newRigOn(t *testing.T, stopper bool) *rig {
+	r := &rig{t: t, sim: simdriver.New(), clock: testclock.NewFakeClock(time.Unix(1e9, 0)), door: newDoor(),
+		calls: map[faultdriver.Op]int{}}
 	t.Cleanup(func() { r.sim.Close() })
 	loadImages(t, r.sim)
-	r.inj = faultdriver.New(r.sim, 1)
+	var d driver.Driver = r.sim
+	if !stopper {
+		d = destroyOnly{r.sim}
+	}
+	r.inj = faultdriver.New(d, 1)
 	r.inj.OnCall(func(ctx context.Context, c faultdriver.Call) error {
 		r.sample()
 		r.mu.Lock()
+		r.calls[c.Op]++
 		f := r.onCall
 		r.mu.Unlock()
 		if f != nil {
@@ -127,6 +140,21 @@ func newRig(t *testing.T) *rig {
 	return r
 }
 
+// destroyOnly is the simulated runtime claiming no driver.Stopper.
+type destroyOnly struct{ *simdriver.Driver }
+
+func (d destroyOnly) Capabilities() driver.Capabilities {
+	c := d.Driver.Capabilities()
+	c.Stop = false
+	return c
+}
+
+// paths are the executor's two ways of retiring an old server in a rolling update.
+var paths = []struct {
+	name    string
+	stopper bool
+}{{"stop then remove", true}, {"destroy", false}}
+
 // healthy is the real health gate: HTTP probes of the simulated server.
 func (r *rig) healthy(ctx context.Context, t Target, s driver.Server) error {
 	r.mu.Lock()
@@ -146,7 +174,14 @@ func (r *rig) sample() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.armed {
-		r.most = max(r.most, len(servers))
+		running := 0
+		for _, s := range servers {
+			if s.State != driver.StateExited {
+				running++
+			}
+		}
+		r.most = max(r.most, running)
+		r.listed = max(r.listed, len(servers))
 	}
 }
 
@@ -170,6 +205,13 @@ func (r *rig) servers() map[int64]int {
 		}
 	}
 	return by
+}
+
+// callsOf is how many calls of op the driver had.
+func (r *rig) callsOf(op faultdriver.Op) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls[op]
 }
 
 func (r *rig) eventCount(typ string) int {
@@ -224,7 +266,9 @@ func loadImages(t *testing.T, sim *simdriver.Driver) {
 var errBoom = errors.New("boom")
 
 // The strategies keep within their bounds: never more than replicas + max_surge
-// servers, never fewer than replicas - max_unavailable in rotation.
+// servers running, never fewer than replicas - max_unavailable in rotation, and (on a
+// runtime that says when a process has ended) at most one batch of stopped servers
+// awaiting removal.
 func TestStrategies(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -232,36 +276,51 @@ func TestStrategies(t *testing.T) {
 		s        Settings
 		most     int
 		fewest   int
+		awaiting int // stopped servers that may be listed beside most
 	}{
-		{"rolling surge 1", 4, Settings{Strategy: "rolling", MaxSurge: 1}, 5, 4},
-		{"rolling surge 2", 5, Settings{Strategy: "rolling", MaxSurge: 2}, 7, 5},
-		{"rolling unavailable 1", 4, Settings{Strategy: "rolling", MaxUnavailable: 1}, 4, 3},
-		{"rolling unavailable 2", 5, Settings{Strategy: "rolling", MaxUnavailable: 2}, 5, 3},
-		{"rolling surge 1 unavailable 1", 4, Settings{Strategy: "rolling", MaxSurge: 1, MaxUnavailable: 1}, 5, 3},
-		{"blue-green", 3, Settings{Strategy: "blue-green"}, 6, 3},
+		{"rolling surge 1", 4, Settings{Strategy: "rolling", MaxSurge: 1}, 5, 4, 1},
+		{"rolling surge 2", 5, Settings{Strategy: "rolling", MaxSurge: 2}, 7, 5, 2},
+		{"rolling unavailable 1", 4, Settings{Strategy: "rolling", MaxUnavailable: 1}, 4, 3, 1},
+		{"rolling unavailable 2", 5, Settings{Strategy: "rolling", MaxUnavailable: 2}, 5, 3, 2},
+		{"rolling surge 1 unavailable 1", 4, Settings{Strategy: "rolling", MaxSurge: 1, MaxUnavailable: 1}, 5, 3, 1},
+		{"blue-green", 3, Settings{Strategy: "blue-green"}, 6, 3, 0},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := t.Context()
-			r := newRig(t)
-			if err := r.exec.Run(ctx, r.door, target(1, tc.replicas, tc.s)); err != nil {
-				t.Fatalf("first rollout: %v", err)
-			}
-			r.arm()
-			if err := r.exec.Run(ctx, r.door, target(2, tc.replicas, tc.s)); err != nil {
-				t.Fatalf("rollout to revision 2: %v", err)
-			}
-			if got := r.servers(); got[2] != tc.replicas || len(got) != 1 {
-				t.Errorf("servers by revision (-1: out of rotation) = %v, want %d of revision 2, all in rotation", got, tc.replicas)
-			}
-			if r.most > tc.most || r.door.fewest < tc.fewest {
-				t.Errorf("at worst %d servers listed and %d in rotation; bounds %d and %d", r.most, r.door.fewest, tc.most, tc.fewest)
-			}
-			// Level-based: running it again changes nothing.
-			calls := r.inj.Calls()
-			if err := r.exec.Run(ctx, r.door, target(2, tc.replicas, tc.s)); err != nil || r.inj.Calls() != calls+1 {
-				t.Errorf("a converged Run: %v, %d driver calls (want 1 List)", err, r.inj.Calls()-calls)
-			}
-		})
+		for _, path := range paths {
+			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
+				ctx := t.Context()
+				r := newRigOn(t, path.stopper)
+				if err := r.exec.Run(ctx, r.door, target(1, tc.replicas, tc.s)); err != nil {
+					t.Fatalf("first rollout: %v", err)
+				}
+				r.arm()
+				if err := r.exec.Run(ctx, r.door, target(2, tc.replicas, tc.s)); err != nil {
+					t.Fatalf("rollout to revision 2: %v", err)
+				}
+				if got := r.servers(); got[2] != tc.replicas || len(got) != 1 {
+					t.Errorf("servers by revision (-1: out of rotation) = %v, want %d of revision 2, all in rotation", got, tc.replicas)
+				}
+				listed := tc.most
+				if path.stopper {
+					listed += tc.awaiting
+				}
+				if r.most > tc.most || r.listed > listed || r.door.fewest < tc.fewest {
+					t.Errorf("at worst %d servers running, %d listed and %d in rotation; bounds %d, %d and %d",
+						r.most, r.listed, r.door.fewest, tc.most, listed, tc.fewest)
+				}
+				want := 0 // blue-green destroys the old set once it is out of rotation
+				if tc.s.Strategy == "rolling" && path.stopper {
+					want = tc.replicas // every old server
+				}
+				if stops := r.callsOf(faultdriver.OpStop); stops != want {
+					t.Errorf("%d Stop calls, want %d", stops, want)
+				}
+				// Level-based: running it again changes nothing.
+				calls := r.inj.Calls()
+				if err := r.exec.Run(ctx, r.door, target(2, tc.replicas, tc.s)); err != nil || r.inj.Calls() != calls+1 {
+					t.Errorf("a converged Run: %v, %d driver calls (want 1 List)", err, r.inj.Calls()-calls)
+				}
+			})
+		}
 	}
 }
 
@@ -276,6 +335,7 @@ func TestFaults(t *testing.T) {
 		want  error // what Run to revision 2 fails with; nil: it converges
 		// retries is how many retry events Run records.
 		retries int
+		stopper bool // only on a runtime that says when a process has ended
 	}{
 		{name: "no progress (rolling)", s: rolling, want: ErrNoProgress, setup: func(r *rig) {
 			r.unhealthy = map[int64]func(context.Context) error{2: func(ctx context.Context) error {
@@ -315,10 +375,20 @@ func TestFaults(t *testing.T) {
 				}
 			}
 		}},
-		{name: "destroy hangs", s: rolling, want: ErrDriverTimeout, retries: DefaultAttempts - 1, setup: func(r *rig) {
+		// A long progress deadline: the clock steps of the hung calls must not fail the
+		// next batch's gate, which starts while an old server is removed.
+		{name: "destroy hangs", s: Settings{Strategy: "rolling", MaxSurge: 1, ProgressDeadline: time.Hour}, want: ErrDriverTimeout, retries: DefaultAttempts - 1, setup: func(r *rig) {
 			r.inj.Set(faultdriver.OpDestroy, faultdriver.Fault{Hang: true})
 			r.onCall = func(c faultdriver.Call) {
 				if c.Op == faultdriver.OpDestroy {
+					r.clock.Step(callTimeout)
+				}
+			}
+		}},
+		{name: "stop hangs", s: rolling, want: ErrDriverTimeout, retries: DefaultAttempts - 1, stopper: true, setup: func(r *rig) {
+			r.inj.Set(faultdriver.OpStop, faultdriver.Fault{Hang: true})
+			r.onCall = func(c faultdriver.Call) {
+				if c.Op == faultdriver.OpStop {
 					r.clock.Step(callTimeout)
 				}
 			}
@@ -338,57 +408,73 @@ func TestFaults(t *testing.T) {
 			// Seeded: the calls this picks fail once or twice, never three times running.
 			r.inj.Set(faultdriver.OpCreate, faultdriver.Fault{P: 0.3, Err: errBoom})
 			r.inj.Set(faultdriver.OpDestroy, faultdriver.Fault{P: 0.3, Err: errBoom})
+			r.inj.Set(faultdriver.OpStop, faultdriver.Fault{P: 0.3, Err: errBoom})
 		}, retries: -1},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := t.Context()
-			r := newRig(t)
-			const replicas = 3
-			if err := r.exec.Run(ctx, r.door, target(1, replicas, tc.s)); err != nil {
-				t.Fatalf("first rollout: %v", err)
+		for _, path := range paths {
+			if tc.stopper && !path.stopper {
+				continue
 			}
-			r.arm()
-			r.mu.Lock()
-			tc.setup(r)
-			r.mu.Unlock()
-			err := r.exec.Run(ctx, r.door, target(2, replicas, tc.s))
-			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
-				t.Fatalf("rollout to revision 2: %v, want %v", err, tc.want)
-			}
-			if n := r.eventCount("retry"); tc.retries >= 0 && n != tc.retries {
-				t.Errorf("%d retries, want %d", n, tc.retries)
-			}
-			most := replicas + 1
-			if tc.s.Strategy == "blue-green" {
-				most = 2 * replicas
-			}
-			if r.most > most || r.door.fewest < replicas {
-				t.Errorf("at worst %d servers listed and %d in rotation; bounds %d and %d", r.most, r.door.fewest, most, replicas)
-			}
-			got := r.servers()
-			if tc.want == nil {
-				if got[2] != replicas || len(got) != 1 {
-					t.Errorf("servers by revision (-1: out of rotation) = %v, want %d of revision 2 in rotation", got, replicas)
+			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
+				ctx := t.Context()
+				r := newRigOn(t, path.stopper)
+				const replicas = 3
+				if err := r.exec.Run(ctx, r.door, target(1, replicas, tc.s)); err != nil {
+					t.Fatalf("first rollout: %v", err)
 				}
-				return
-			}
-			if got[1] < replicas && tc.want != ErrDriverTimeout || got[2] > 1 || tc.want != ErrDriverTimeout && got[2] > 0 {
-				t.Errorf("after the failure, servers by revision (-1: out of rotation) = %v", got)
-			}
-			// The caller rolls back: Run to the old target, faults gone.
-			r.mu.Lock()
-			r.unhealthy, r.onCall = nil, nil
-			r.mu.Unlock()
-			r.inj.Set(faultdriver.OpCreate)
-			r.inj.Set(faultdriver.OpDestroy)
-			r.inj.Set(faultdriver.OpList)
-			if err := r.exec.Run(ctx, r.door, target(1, replicas, tc.s)); err != nil {
-				t.Fatalf("rolling back: %v", err)
-			}
-			if got := r.servers(); got[1] != replicas || len(got) != 1 || r.door.count() != replicas {
-				t.Errorf("after the rollback, servers by revision (-1: out of rotation) = %v, %d in rotation", got, r.door.count())
-			}
-		})
+				r.arm()
+				r.mu.Lock()
+				tc.setup(r)
+				r.mu.Unlock()
+				err := r.exec.Run(ctx, r.door, target(2, replicas, tc.s))
+				if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+					t.Fatalf("rollout to revision 2: %v, want %v", err, tc.want)
+				}
+				if n := r.eventCount("retry"); tc.retries >= 0 && n != tc.retries {
+					t.Errorf("%d retries, want %d", n, tc.retries)
+				}
+				most := replicas + 1
+				if tc.s.Strategy == "blue-green" {
+					most = 2 * replicas
+				}
+				listed := most
+				if path.stopper && tc.s.Strategy == "rolling" {
+					listed++ // an old server stopped, awaiting removal
+				}
+				if r.most > most || r.listed > listed || r.door.fewest < replicas {
+					t.Errorf("at worst %d servers running, %d listed and %d in rotation; bounds %d, %d and %d", r.most, r.listed, r.door.fewest, most, listed, replicas)
+				}
+				got := r.servers()
+				if tc.want == nil {
+					if got[2] != replicas || len(got) != 1 {
+						t.Errorf("servers by revision (-1: out of rotation) = %v, want %d of revision 2 in rotation", got, replicas)
+					}
+					return
+				}
+				// A removal that hangs fails the rollout once the next batch has started.
+				started := 1
+				if path.stopper && tc.name == "destroy hangs" {
+					started = 2
+				}
+				if got[1] < replicas && tc.want != ErrDriverTimeout || got[2] > started || tc.want != ErrDriverTimeout && got[2] > 0 {
+					t.Errorf("after the failure, servers by revision (-1: out of rotation) = %v", got)
+				}
+				// The caller rolls back: Run to the old target, faults gone.
+				r.mu.Lock()
+				r.unhealthy, r.onCall = nil, nil
+				r.mu.Unlock()
+				r.inj.Set(faultdriver.OpCreate)
+				r.inj.Set(faultdriver.OpDestroy)
+				r.inj.Set(faultdriver.OpStop)
+				r.inj.Set(faultdriver.OpList)
+				if err := r.exec.Run(ctx, r.door, target(1, replicas, tc.s)); err != nil {
+					t.Fatalf("rolling back: %v", err)
+				}
+				if got := r.servers(); got[1] != replicas || len(got) != 1 || r.door.count() != replicas {
+					t.Errorf("after the rollback, servers by revision (-1: out of rotation) = %v, %d in rotation", got, r.door.count())
+				}
+			})
+		}
 	}
 }
 

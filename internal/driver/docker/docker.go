@@ -58,6 +58,12 @@ type Driver struct {
 	loading map[string]chan struct{} // digest → closed when its EnsureImage ends
 	chains  map[string]bool          // chain IDs of layers the engine is known to hold
 	seeded  bool                     // chains has been filled from the engine's kiln images
+	// stopping: the engine's stops Stop sent that have not returned yet.
+	stopping map[driver.ServerID]*stopping
+
+	bg       sync.WaitGroup  // the stops Stop sent
+	closed   context.Context // done once Close is called
+	closeAll context.CancelFunc
 }
 
 var (
@@ -66,6 +72,7 @@ var (
 	_ driver.ImageLoader = (*Driver)(nil)
 	_ driver.Watcher     = (*Driver)(nil)
 	_ driver.Logger      = (*Driver)(nil)
+	_ driver.Stopper     = (*Driver)(nil)
 )
 
 // New returns a driver for the engine opts names. It does not contact the engine (see
@@ -88,7 +95,9 @@ func New(opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("configuring the Docker client: %w", err)
 	}
-	return &Driver{cli: cli, opts: opts, loading: map[string]chan struct{}{}, chains: map[string]bool{}, networks: map[string]string{}}, nil
+	closed, closeAll := context.WithCancel(context.Background())
+	return &Driver{cli: cli, opts: opts, loading: map[string]chan struct{}{}, chains: map[string]bool{}, networks: map[string]string{},
+		closed: closed, closeAll: closeAll}, nil
 }
 
 // Option names of driver.Config.Options, each a field of Options.
@@ -134,12 +143,13 @@ func (d *Driver) Name() string { return "docker" }
 
 // Capabilities: kiln's security defaults are enforced on every container (Create
 // refuses to go on when the engine drops a limit), and the engine reports execs,
-// configuration and file changes. Servers are created one at a time: no sets.
+// configuration and file changes, and tells when a stopped container's process has
+// ended (Stop). Servers are created one at a time: no sets.
 func (d *Driver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		ReadOnlyRoot: true, Tmpfs: true, PIDsLimit: true, MemoryLimit: true, CPULimit: true,
 		NoPrivileges: true, ProjectNetwork: true, SecretFiles: true,
-		LoadImages: true, Events: true, ExecEvents: true, ConfigDiff: true, FileDiff: true, Logs: true, Wait: true,
+		LoadImages: true, Events: true, ExecEvents: true, ConfigDiff: true, FileDiff: true, Logs: true, Wait: true, Stop: true,
 	}
 }
 
@@ -154,8 +164,13 @@ func (d *Driver) Ping(ctx context.Context) error {
 	return d.check(err)
 }
 
-// Close releases the client's connections. The driver must not be used afterwards.
-func (d *Driver) Close() error { return d.cli.Close() }
+// Close ends the stops Stop sent that are still waited for (the engine carries them
+// on) and releases the client's connections. The driver must not be used afterwards.
+func (d *Driver) Close() error {
+	d.closeAll()
+	d.bg.Wait()
+	return d.cli.Close()
+}
 
 // check turns a failure to reach the engine into one that wraps driver.ErrUnavailable
 // and says what to do; other errors are returned as they are.

@@ -30,6 +30,7 @@ func (s *suite) testCapabilities(t *testing.T) {
 		{c.FileDiff, "FileDiff, but is not a Differ", is[driver.Differ](s.d)},
 		{c.Logs, "Logs, but is not a Logger", is[driver.Logger](s.d)},
 		{c.Wait, "Wait, but is not a Waiter", is[driver.Waiter](s.d)},
+		{c.Stop, "Stop, but is not a Stopper", is[driver.Stopper](s.d)},
 		{c.Sets, "Sets, but is not a SetDriver", is[driver.SetDriver](s.d)},
 		{c.Readiness, "Readiness, but is not a Readier", is[driver.Readier](s.d)},
 		{c.Traffic, "Traffic, but is not a ServiceHost", is[driver.ServiceHost](s.d)},

@@ -93,6 +93,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver, img Image, op
 			{"DiffClean", s.testDiffClean, false},
 			{"SecretsNotRecorded", s.testSecretsNotRecorded, false},
 			{"Wait", s.testWait, true},
+			{"Stop", s.testStop, true},
 			{"ExecEvents", s.testExecEvents, true},
 			{"Sets", s.testSets, false},
 			{"Ready", s.testReady, false},
@@ -702,6 +703,52 @@ func (s *suite) testSecretsNotRecorded(t *testing.T) {
 	}
 	if err := s.d.Destroy(ctxFor(t), srv.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testStop: Stop returns once the server's process has ended (nothing answers at
+// its address), the server is listed until Destroy removes it (exited, once the
+// runtime is done with it), and Stop of a stopped, destroyed or unknown server is nil.
+func (s *suite) testStop(t *testing.T) {
+	sp, ok := s.d.(driver.Stopper)
+	if !ok || !s.caps.Stop {
+		t.Skip("the driver claims no Stop")
+	}
+	ctx := ctxFor(t)
+	svc := s.service(t, "stop")
+	srv := s.create(t, s.spec(svc))
+	s.waitHealthy(t, srv.Address)
+	if err := sp.Stop(ctx, srv.ID); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	c := &http.Client{Timeout: 2 * time.Second}
+	if resp, err := c.Get("http://" + srv.Address + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Errorf("after Stop returned, the server still answers: %s", resp.Status)
+	}
+	var got driver.Server
+	eventually(t, 30*time.Second, func() bool {
+		var listed bool
+		got, listed = find(s.list(t, driver.Selector{Service: svc}), srv.ID)
+		if !listed {
+			t.Fatalf("a stopped server is not listed: only Destroy removes it")
+		}
+		return got.State == driver.StateExited
+	}, func() string { return fmt.Sprintf("after Stop the server is listed as %+v, want state exited", got) })
+	if err := sp.Stop(ctx, srv.ID); err != nil {
+		t.Errorf("Stop of a stopped server: %v, want nil", err)
+	}
+	if err := s.d.Destroy(ctx, srv.ID); err != nil {
+		t.Fatalf("Destroy of a stopped server: %v", err)
+	}
+	if servers := s.list(t, driver.Selector{Service: svc}); len(servers) != 0 {
+		t.Errorf("List after Destroy = %+v, want none", servers)
+	}
+	if err := sp.Stop(ctx, srv.ID); err != nil {
+		t.Errorf("Stop of a destroyed server: %v, want nil", err)
+	}
+	if err := sp.Stop(ctx, driver.ServerID("kiln-no-such-server-"+randomHex(4))); err != nil {
+		t.Errorf("Stop of an unknown ID: %v, want nil", err)
 	}
 }
 

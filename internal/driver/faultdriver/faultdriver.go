@@ -22,6 +22,7 @@ type Op string
 const (
 	OpCreate      Op = "create"
 	OpDestroy     Op = "destroy"
+	OpStop        Op = "stop"
 	OpList        Op = "list"
 	OpLogs        Op = "logs"
 	OpWait        Op = "wait"
@@ -199,6 +200,19 @@ func (c core) Destroy(ctx context.Context, id driver.ServerID) error {
 		return err
 	}
 	return c.i.inner.Destroy(ctx, id)
+}
+
+// Stop is on every view (driver.Stopper): a caller finds out from Capabilities.Stop,
+// which is the wrapped driver's, whether it may be used.
+func (c core) Stop(ctx context.Context, id driver.ServerID) error {
+	sp, ok := c.i.inner.(driver.Stopper)
+	if !ok {
+		return fmt.Errorf("stopping %s: %s is not a driver.Stopper", id, c.i.inner.Name())
+	}
+	if err := c.i.before(ctx, OpStop); err != nil {
+		return err
+	}
+	return sp.Stop(ctx, id)
 }
 
 func (c core) List(ctx context.Context, sel driver.Selector) ([]driver.Server, error) {

@@ -5,7 +5,8 @@ package faultdriver
 import "github.com/kiln-build/kiln/internal/driver"
 
 // view returns the wrapper with exactly the optional interfaces of the wrapped driver,
-// so that type assertions on it answer as they would on the driver itself.
+// so that type assertions on it answer as they would on the driver itself; but
+// driver.Stopper, which every view has (see core.Stop).
 func (i *Injector) view() driver.Driver {
 	c := core{i}
 	var set int

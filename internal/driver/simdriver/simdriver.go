@@ -43,6 +43,7 @@ var (
 	_ driver.Watcher     = (*Driver)(nil)
 	_ driver.Logger      = (*Driver)(nil)
 	_ driver.Waiter      = (*Driver)(nil)
+	_ driver.Stopper     = (*Driver)(nil)
 	_ driver.SetDriver   = (*Driver)(nil)
 )
 
@@ -69,7 +70,7 @@ func (d *Driver) Name() string { return "simulated" }
 // Capabilities: the simulated runtime enforces no isolation and cannot be altered out
 // of band, so it claims no limit, no exec events and no diff.
 func (d *Driver) Capabilities() driver.Capabilities {
-	return driver.Capabilities{SecretFiles: true, LoadImages: true, Events: true, Logs: true, Wait: true, Sets: true}
+	return driver.Capabilities{SecretFiles: true, LoadImages: true, Events: true, Logs: true, Wait: true, Stop: true, Sets: true}
 }
 
 // Create starts a simulated server of spec's image (EnsureImage first) on a free
@@ -150,6 +151,18 @@ func (d *Driver) exited(s *server, x driver.Exit) {
 	defer d.mu.Unlock()
 	s.State, s.Address = driver.StateExited, ""
 	d.emitLocked(s, driver.EventDie, fmt.Sprintf("exit code %d", x.Code))
+}
+
+// Stop ends the server's process as SIGTERM would (examples/hello exits 0); the
+// server stays listed, exited, until Destroy. Nil if it is gone or exited already.
+func (d *Driver) Stop(ctx context.Context, id driver.ServerID) error {
+	d.mu.Lock()
+	s := d.servers[id]
+	d.mu.Unlock()
+	if s != nil {
+		s.proc.stop(driver.Exit{Code: 0})
+	}
+	return nil
 }
 
 // Destroy stops the server's process as SIGTERM would (examples/hello exits 0) and
