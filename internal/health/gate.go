@@ -14,16 +14,21 @@ const DefaultInterval = time.Second
 // healthy, Check.FailAfter times in a row.
 var ErrDefinitive = errors.New("the server answers its health check with a failure")
 
-// StartInterval is the time between probes until a server has passed its first one:
-// a server that is not listening yet costs a few milliseconds, not a whole interval
-// (Docker's --health-start-interval plays the same part). A probe of a server not yet
-// listening is a refused loopback connection; examples/hello listens within about
-// 10 ms of its container's start, and at 50 ms its first pass came some 40 ms late
-// at every step of a rollout.
+// StartInterval is the time between probes until a server has passed its first one,
+// while it does not answer: a server that is not listening yet costs a few
+// milliseconds, not a whole interval (Docker's --health-start-interval plays the same
+// part). Such a probe is a refused connection; examples/hello listens within about
+// 10 ms of its container's start, and probed every 50 ms its first pass came some
+// 40 ms late at every step of a rollout.
 const StartInterval = 10 * time.Millisecond
 
+// StartAnswerInterval is the time between probes before a first pass once the server
+// answers that it is not healthy (a 503 while it warms up): Check.FailAfter such
+// answers in a row fail the gate no sooner than FailAfter × 50 ms.
+const StartAnswerInterval = 50 * time.Millisecond
+
 // WaitHealthy is the health gate of a rollout: it probes the server at addr every
-// interval (every StartInterval until a probe first passes) and returns nil once
+// interval (every StartInterval, or StartAnswerInterval, until a probe first passes) and returns nil once
 // healthyThreshold probes in a row have passed and every
 // probe has kept passing for minHealthy after that. A failed probe starts the count over,
 // except within startPeriod of the call: a server still starting may fail, and those
@@ -98,7 +103,11 @@ func WaitHealthy(ctx context.Context, addr string, c Check, interval, minHealthy
 		// min_healthy is reached.
 		next := probed.Add(interval)
 		if passes == 0 && healthyAt.IsZero() && lastPassed.IsZero() {
-			next = probed.Add(min(interval, StartInterval))
+			every := StartInterval
+			if IsDefinitive(err) {
+				every = StartAnswerInterval
+			}
+			next = probed.Add(min(interval, every))
 		}
 		if err == nil {
 			lastPassed = now

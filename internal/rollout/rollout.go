@@ -521,8 +521,37 @@ func (e *Executor) retireSoon(ctx context.Context, door Door, service string, s 
 		e.forgetRetiring(s.ID)
 		return fmt.Errorf("stopping %s: %w", s.Name, err)
 	}
-	bg.run(func() error { return e.destroy(ctx, service, s, why, start) })
+	// The server no longer runs: its removal is cleanup, finished even if ctx ends
+	// meanwhile (a stop, a heal giving way to a rollout), within removalGrace of it.
+	bg.run(func() error {
+		rctx, cancel := e.detach(ctx, removalGrace)
+		defer cancel()
+		return e.destroy(rctx, service, s, why, start)
+	})
 	return nil
+}
+
+// removalGrace is how long the removal of a stopped server goes on after the context
+// of its rollout ended.
+const removalGrace = 10 * time.Second
+
+// detach returns a context that ends grace (on the executor's clock) after ctx does,
+// for cleanup that should not be cut short by it; cancel releases it.
+func (e *Executor) detach(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	out, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := e.clock().NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-t.C():
+			cancel(fmt.Errorf("%w, and %s since", context.Cause(ctx), grace))
+		case <-out.Done():
+		}
+	})
+	return out, func() {
+		stop()
+		cancel(nil)
+	}
 }
 
 // stopper is the driver's Stopper when the executor destroys servers one by one and

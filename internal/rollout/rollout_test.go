@@ -90,8 +90,11 @@ type rig struct {
 	most   int // most servers running at once (listed and not exited), once armed
 	listed int // most servers listed at once (exited ones awaiting removal too)
 	calls  map[faultdriver.Op]int
-	armed  bool
-	events []string
+	// stopper: the runtime claims driver.Stopper (old servers are removed while the
+	// next batch starts).
+	stopper bool
+	armed   bool
+	events  []string
 	// unhealthy, when set, is the health gate of the servers of a revision: a fake that
 	// forces a failure, the simulated servers being always healthy.
 	unhealthy map[int64]func(ctx context.Context) error
@@ -107,7 +110,7 @@ func newRig(t *testing.T) *rig { return newRigOn(t, true) }
 // server is removed before the next batch starts).
 func newRigOn(t *testing.T, stopper bool) *rig {
 	r := &rig{t: t, sim: simdriver.New(), clock: testclock.NewFakeClock(time.Unix(1e9, 0)), door: newDoor(),
-		calls: map[faultdriver.Op]int{}}
+		calls: map[faultdriver.Op]int{}, stopper: stopper}
 	t.Cleanup(func() { r.sim.Close() })
 	loadImages(t, r.sim)
 	var d driver.Driver = r.sim
@@ -292,6 +295,9 @@ func TestStrategies(t *testing.T) {
 				if err := r.exec.Run(ctx, r.door, target(1, tc.replicas, tc.s)); err != nil {
 					t.Fatalf("first rollout: %v", err)
 				}
+				// A removal slower than the next batch's start, as a runtime's teardown
+				// is: the stopped servers awaiting it must still be one batch at most.
+				r.inj.Set(faultdriver.OpDestroy, faultdriver.Fault{Delay: 20 * time.Millisecond})
 				r.arm()
 				if err := r.exec.Run(ctx, r.door, target(2, tc.replicas, tc.s)); err != nil {
 					t.Fatalf("rollout to revision 2: %v", err)
@@ -377,12 +383,25 @@ func TestFaults(t *testing.T) {
 		}},
 		// A long progress deadline: the clock steps of the hung calls must not fail the
 		// next batch's gate, which starts while an old server is removed.
-		{name: "destroy hangs", s: Settings{Strategy: "rolling", MaxSurge: 1, ProgressDeadline: time.Hour}, want: ErrDriverTimeout, retries: DefaultAttempts - 1, setup: func(r *rig) {
+		{name: "destroy hangs", s: rolling, want: ErrDriverTimeout, retries: DefaultAttempts - 1, setup: func(r *rig) {
 			r.inj.Set(faultdriver.OpDestroy, faultdriver.Fault{Hang: true})
 			r.onCall = func(c faultdriver.Call) {
-				if c.Op == faultdriver.OpDestroy {
-					r.clock.Step(callTimeout)
+				if c.Op != faultdriver.OpDestroy {
+					return
 				}
+				if !r.stopper {
+					r.clock.Step(callTimeout)
+					return
+				}
+				// The next batch starts while the removal hangs: the clock moves on once
+				// that batch's server is in rotation (the rollout then waits for the
+				// removal), so that no timeout of that batch's own calls passes too.
+				go func() {
+					for r.eventCount("admitted") < 5 { // 3 of revision 1, 2 of revision 2
+						time.Sleep(time.Millisecond) // polling a condition, not waiting for time
+					}
+					r.clock.Step(callTimeout)
+				}()
 			}
 		}},
 		{name: "stop hangs", s: rolling, want: ErrDriverTimeout, retries: DefaultAttempts - 1, stopper: true, setup: func(r *rig) {
