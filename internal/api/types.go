@@ -378,8 +378,9 @@ type Server struct {
 	Canary    bool      `json:"canary,omitempty"` // in service as the canary
 	Created   time.Time `json:"created"`
 	SpecHash  string    `json:"spec_hash"`
-	// Health is "healthy" (in rotation), "failing" (its last checks failed) or
-	// "waiting" (not admitted yet).
+	// Health is "healthy" (in rotation), "failing" (its last checks failed),
+	// "stopping" (out of rotation, being stopped and removed) or "waiting" (not
+	// admitted yet).
 	Health string `json:"health"`
 	Drift  string `json:"drift,omitempty"` // the last drift found in it, if any
 }

@@ -135,7 +135,7 @@ func tone(word string) string {
 	switch word { // states; event types have theirs in api.EventTypeInfo
 	case "healthy", "running", "succeeded", "current", "newest", "pass", "promoted":
 		return "ok"
-	case "rolling out", "healing", "waiting", "queued", "pending", "superseded", "wait", "starting":
+	case "rolling out", "healing", "waiting", "stopping", "queued", "pending", "superseded", "wait", "starting":
 		return "busy"
 	case "failing", "interrupted", "exited", "fail", "aborted":
 		return "bad"

@@ -49,6 +49,8 @@ func (e *Engine) Status(ctx context.Context) (api.Status, error) {
 			in := d != nil && d.Has(s.Address)
 			health := "waiting"
 			switch {
+			case e.exec.Retiring(s.ID):
+				health = "stopping" // out of rotation, being stopped and removed
 			case e.monitor.Failures(sv.Name, s.Address) > 0:
 				health = "failing"
 			case in:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,4 +159,58 @@ func subset(a, b []driver.ServerID) bool {
 		}
 	}
 	return true
+}
+
+// An old server a rollout has stopped and is removing shows in the status as
+// "stopping", not as a server still waiting to be admitted.
+func TestStatusShowsStoppingServers(t *testing.T) {
+	ctx := context.Background()
+	d := newSimDaemon(t)
+	inj := faultdriver.New(d.drv, 1)
+	var e *Engine
+	var mu sync.Mutex
+	var seen []string // the health of revision 1's servers at each removal
+	armed := false
+	inj.OnCall(func(_ context.Context, c faultdriver.Call) error {
+		mu.Lock()
+		on := armed && c.Op == faultdriver.OpDestroy
+		mu.Unlock()
+		if !on {
+			return nil
+		}
+		st, err := e.Status(ctx)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ss := range st.Services {
+			for _, s := range ss.Servers {
+				if s.Revision == 1 && !s.InService {
+					seen = append(seen, s.Health)
+				}
+			}
+		}
+		return nil
+	})
+	e, _, stop := d.startOn(inj.Driver(), nil)
+	defer stop()
+	svc := d.service("web", 2)
+	svc.Update = api.Update{Strategy: "rolling", MaxSurge: 1, ProgressDeadline: time.Minute}
+	if res, err := e.Apply(ctx, api.ApplyRequest{Services: []api.Service{svc}, User: "test"}); err != nil || !res.OK {
+		t.Fatalf("revision 1: %v %+v", err, res)
+	}
+	mu.Lock()
+	armed = true
+	mu.Unlock()
+	svc.Resources.MemoryBytes = 96 << 20
+	if res, err := e.Apply(ctx, api.ApplyRequest{Services: []api.Service{svc}, User: "test"}); err != nil || !res.OK {
+		t.Fatalf("revision 2: %v %+v", err, res)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen[0] != "stopping" || seen[1] != "stopping" {
+		t.Errorf("health of the old servers being removed = %q, want stopping twice", seen)
+	}
 }
