@@ -28,9 +28,9 @@ const StartInterval = 10 * time.Millisecond
 const StartAnswerInterval = 50 * time.Millisecond
 
 // WaitHealthy is the health gate of a rollout: it probes the server at addr every
-// interval (every StartInterval, or StartAnswerInterval, until a probe first passes) and returns nil once
-// healthyThreshold probes in a row have passed and every
-// probe has kept passing for minHealthy after that. A failed probe starts the count over,
+// interval (every StartInterval, or StartAnswerInterval, until a probe first passes)
+// and returns nil once healthyThreshold probes in a row have passed and every probe has
+// kept passing for minHealthy after that. A failed probe starts the count over,
 // except within startPeriod of the call: a server still starting may fail, and those
 // failures are ignored (they neither count nor break a run of passes).
 //

@@ -97,7 +97,7 @@ func New(opts Options) (*Driver, error) {
 	}
 	closed, closeAll := context.WithCancel(context.Background())
 	return &Driver{cli: cli, opts: opts, loading: map[string]chan struct{}{}, chains: map[string]bool{}, networks: map[string]string{},
-		closed: closed, closeAll: closeAll}, nil
+		stopping: map[driver.ServerID]*stopping{}, closed: closed, closeAll: closeAll}, nil
 }
 
 // Option names of driver.Config.Options, each a field of Options.

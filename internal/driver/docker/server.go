@@ -322,16 +322,16 @@ func (d *Driver) Stop(ctx context.Context, id driver.ServerID) error {
 		Filters: make(client.Filters).Add("type", "container").Add("container", string(id)).
 			Add("event", "die"),
 	})
-	stopped := d.startStop(ctx, id, d.stopTimeoutOf(c))
+	st := d.startStop(ctx, id, d.stopTimeoutOf(c))
 	for {
 		select {
 		case <-died.Messages:
 			return nil
 		case <-died.Err: // no events: the stop itself says when the process is gone
 			died.Messages, died.Err = nil, nil
-		case err := <-stopped:
-			if err != nil && !isNotFound(err) {
-				return fmt.Errorf("stopping %s: %w", id, d.check(err))
+		case <-st.done:
+			if st.err != nil && !isNotFound(st.err) {
+				return fmt.Errorf("stopping %s: %w", id, d.check(st.err))
 			}
 			return nil
 		case <-ctx.Done():
@@ -341,14 +341,10 @@ func (d *Driver) Stop(ctx context.Context, id driver.ServerID) error {
 }
 
 // startStop sends the engine's stop for container id in the background, once: a stop
-// in flight is joined. The returned channel receives its result, and is closed.
-// Close cancels stops in flight (the engine carries them on).
-func (d *Driver) startStop(ctx context.Context, id driver.ServerID, timeout int) <-chan error {
+// in flight is joined. Close cancels stops in flight (the engine carries them on).
+func (d *Driver) startStop(ctx context.Context, id driver.ServerID, timeout int) *stopping {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.stopping == nil {
-		d.stopping = map[driver.ServerID]*stopping{}
-	}
 	st := d.stopping[id]
 	if st == nil {
 		st = &stopping{done: make(chan struct{})}
@@ -368,13 +364,7 @@ func (d *Driver) startStop(ctx context.Context, id driver.ServerID, timeout int)
 			close(st.done)
 		}()
 	}
-	out := make(chan error, 1)
-	go func() {
-		<-st.done
-		out <- st.err
-		close(out)
-	}()
-	return out
+	return st
 }
 
 // stopping is the engine's stop of one container, sent by Stop.
